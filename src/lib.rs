@@ -1,0 +1,16 @@
+//! Countersign: an authenticating reverse proxy that holds sensitive requests until approvers
+//! countersign them.
+//!
+//! Data flows one way: `proxy` -> `policy` -> `oidc` (-> `approval` -> `chat`/store), with
+//! `control` feeding decisions back. `main.rs` only wires services together.
+#![deny(missing_debug_implementations)]
+
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod identity;
+pub mod metrics;
+pub mod oidc;
+pub mod policy;
+pub mod proxy;
+pub mod secret;

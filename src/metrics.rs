@@ -1,0 +1,119 @@
+//! Prometheus metrics: one registry per process, handed to whoever records.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric Countersign exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `countersign_requests_total{rule,outcome}`.
+    pub requests: IntCounterVec,
+    /// `countersign_token_rejections_total{reason}`.
+    pub token_rejections: IntCounterVec,
+    /// `countersign_jwks_fetches_total{issuer,result}`.
+    pub jwks_fetches: IntCounterVec,
+    /// `countersign_upstream_latency_seconds{upstream}`.
+    pub upstream_latency: HistogramVec,
+    /// `countersign_policy_reloads_total{result}`.
+    pub policy_reloads: IntCounterVec,
+    /// `countersign_policy_rules`: rules in the active policy.
+    pub policy_rules: IntGauge,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "countersign_requests_total",
+                "Data-plane requests by matched rule and outcome.",
+            ),
+            &["rule", "outcome"],
+        )
+        .expect("static metric definition");
+        let token_rejections = IntCounterVec::new(
+            Opts::new(
+                "countersign_token_rejections_total",
+                "Bearer tokens rejected, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "countersign_jwks_fetches_total",
+                "JWKS (and discovery) fetches by issuer and result.",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("static metric definition");
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "countersign_upstream_latency_seconds",
+                "Time from sending the request upstream to the response header.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["upstream"],
+        )
+        .expect("static metric definition");
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "countersign_policy_reloads_total",
+                "Policy reloads by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let policy_rules = IntGauge::new(
+            "countersign_policy_rules",
+            "Rules in the active policy.",
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(token_rejections.clone()),
+            Box::new(jwks_fetches.clone()),
+            Box::new(upstream_latency.clone()),
+            Box::new(policy_reloads.clone()),
+            Box::new(policy_rules.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            requests,
+            token_rejections,
+            jwks_fetches,
+            upstream_latency,
+            policy_reloads,
+            policy_rules,
+        }
+    }
+
+    /// The registry, for collectors registered elsewhere.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
