@@ -4,6 +4,7 @@
 //! Data flows one way: `proxy` -> `policy` -> `oidc` (-> `approval` -> `chat`/store), with
 //! `control` feeding decisions back. `main.rs` only wires services together.
 #![deny(missing_debug_implementations)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod clock;
 pub mod config;
