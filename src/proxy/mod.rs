@@ -299,7 +299,10 @@ impl ProxyHttp for Proxy {
         for name in reserved {
             req.remove_header(&name);
         }
+        // The span shares the access log's target: disabled (and free) unless access logging is
+        // on. Warnings carry the request id themselves.
         ctx.span = tracing::info_span!(
+            target: "countersign::access",
             "request",
             id = %ctx.request_id,
             method = %req.method,
@@ -390,7 +393,7 @@ impl ProxyHttp for Proxy {
             }
             ErrorSource::Internal | ErrorSource::Unset => Rejection::Internal,
         };
-        tracing::warn!(parent: &ctx.span, error = %e, "request failed");
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
         // Nothing can be sent if the response already started; the connection just closes.
         let code = if session.response_written().is_none() {
             let status = rejection
