@@ -101,7 +101,7 @@ impl DevKey {
                 (Signer::Rsa(pair), jwk, public.to_owned())
             }
             KeyKind::Rsa1024 => {
-                let mut jwk: Value = serde_json::from_str(RSA_1024_JWK)
+                let jwk: Value = serde_json::from_str(RSA_1024_JWK)
                     .map_err(|e| format!("bad committed JWK: {e}"))?;
                 (Signer::RsaUnusable(128), jwk, RSA_1024_PUB.to_owned())
             }
@@ -113,7 +113,8 @@ impl DevKey {
                     .map_err(|e| format!("P-256 key rejected: {e}"))?;
                 let point = pair.public_key().as_ref().to_vec();
                 let (x, y) = point.get(1..33).zip(point.get(33..65)).ok_or("bad point")?;
-                let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y), "alg": "ES256"});
+                let jwk =
+                    json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y), "alg": "ES256"});
                 let pem = spki_pem(P256_SPKI_PREFIX, &point);
                 (Signer::P256(pair), jwk, pem)
             }
@@ -123,7 +124,8 @@ impl DevKey {
                 let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
                     .map_err(|e| format!("Ed25519 key rejected: {e}"))?;
                 let public = pair.public_key().as_ref().to_vec();
-                let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&public), "alg": "EdDSA"});
+                let jwk =
+                    json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&public), "alg": "EdDSA"});
                 let pem = spki_pem(ED25519_SPKI_PREFIX, &public);
                 (Signer::Ed25519(pair), jwk, pem)
             }
@@ -182,7 +184,10 @@ impl DevKey {
     pub(crate) fn supports(&self, alg: &str) -> bool {
         match self.signer {
             Signer::Rsa(_) | Signer::RsaUnusable(_) => {
-                matches!(alg, "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512")
+                matches!(
+                    alg,
+                    "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512"
+                )
             }
             Signer::P256(_) => alg == "ES256",
             Signer::Ed25519(_) => alg == "EdDSA",

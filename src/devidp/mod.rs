@@ -174,9 +174,7 @@ impl DevIdp {
             _ => Map::new(),
         };
         let now = self.shared.clock.unix();
-        claims
-            .entry("iss")
-            .or_insert_with(|| json!(self.issuer()));
+        claims.entry("iss").or_insert_with(|| json!(self.issuer()));
         claims.entry("iat").or_insert_with(|| json!(now));
         claims
             .entry("exp")
@@ -211,9 +209,7 @@ impl DevIdp {
         let Some(key) = keys.all.iter().find(|k| k.kid == kid) else {
             return Vec::new();
         };
-        let alg = alg
-            .filter(|a| key.supports(a))
-            .unwrap_or(key.default_alg());
+        let alg = alg.filter(|a| key.supports(a)).unwrap_or(key.default_alg());
         key.sign(alg, input)
     }
 
@@ -293,9 +289,7 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     let mut response = Json(json!({ "keys": keys })).into_response();
     let cache_control = lock(&shared.cache_control).clone();
     if let Some(value) = cache_control.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, value);
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
     }
     response
 }

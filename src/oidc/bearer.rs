@@ -20,10 +20,7 @@ pub(super) fn bearer_token<'a>(
 fn parse_credentials(value: &[u8]) -> Result<Option<&str>, TokenError> {
     let bad = TokenError::InvalidRequest(Reason::BadHeader);
     let value = trim_trailing_ows(value);
-    let scheme_end = value
-        .iter()
-        .position(|&b| b == b' ')
-        .unwrap_or(value.len());
+    let scheme_end = value.iter().position(|&b| b == b' ').unwrap_or(value.len());
     let (scheme, rest) = value.split_at(scheme_end);
     if scheme.is_empty() {
         return Err(bad);
@@ -43,9 +40,9 @@ fn parse_credentials(value: &[u8]) -> Result<Option<&str>, TokenError> {
 fn is_token68(token: &[u8]) -> bool {
     let body_len = token.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
     body_len > 0
-        && token[..body_len]
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && token[..body_len].iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn trim_leading_spaces(bytes: &[u8]) -> &[u8] {

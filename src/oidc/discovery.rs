@@ -46,7 +46,10 @@ pub(crate) async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Url
     }
     let url = Url::parse(&meta.jwks_uri).map_err(|e| format!("jwks_uri is not a URL: {e}"))?;
     if !matches!(url.scheme(), "https" | "http") {
-        return Err(format!("jwks_uri has unsupported scheme {:?}", url.scheme()));
+        return Err(format!(
+            "jwks_uri has unsupported scheme {:?}",
+            url.scheme()
+        ));
     }
     Ok(url)
 }

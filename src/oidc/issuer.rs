@@ -90,7 +90,10 @@ impl IssuerState {
     /// True when `key` (that very `Arc`) is in the current key set. Lock-free and allocation-free:
     /// this runs on every cache hit.
     pub(crate) fn still_publishes(&self, key: &Arc<super::jwks::VerifyKey>) -> bool {
-        self.keys.load().as_ref().is_some_and(|keys| keys.contains(key))
+        self.keys
+            .load()
+            .as_ref()
+            .is_some_and(|keys| keys.contains(key))
     }
 
     /// True once a key set was loaded.
@@ -252,7 +255,10 @@ impl IssuerState {
 
 /// True when no on-demand fetch happened in the last [`KID_REFETCH_INTERVAL`].
 fn on_demand_allowed(last: Option<SystemTime>, now: SystemTime) -> bool {
-    last.is_none_or(|at| now.duration_since(at).is_ok_and(|d| d >= KID_REFETCH_INTERVAL))
+    last.is_none_or(|at| {
+        now.duration_since(at)
+            .is_ok_and(|d| d >= KID_REFETCH_INTERVAL)
+    })
 }
 
 /// 1 s, 2 s, 4 s, ... capped at the refresh interval and at one minute.

@@ -7,10 +7,10 @@ mod cache;
 mod discovery;
 mod issuer;
 mod jwks;
-mod token;
-mod verify;
 #[cfg(test)]
 mod tests;
+mod token;
+mod verify;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
