@@ -75,9 +75,18 @@ impl Expiry<TokenHash, Arc<Verified>> for ByTokenExpiry {
 }
 
 /// The cache itself.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct TokenCache {
     entries: Cache<TokenHash, Arc<Verified>>,
+}
+
+/// Only the size: moka's own `Debug` would print every cached principal.
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
 }
 
 impl TokenCache {

@@ -2,7 +2,7 @@
 //! every request), and the fetch machinery that replaces it: scheduled refresh, backoff on
 //! failure, single-flight refetch for unknown kids, kicks while keys were never loaded.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,18 +41,28 @@ struct FetchState {
 }
 
 /// An issuer and its keys.
-#[derive(Debug)]
 pub(crate) struct IssuerState {
     /// Its configuration.
     pub(crate) config: Issuer,
     keys: ArcSwapOption<KeySet>,
     fetch: Mutex<FetchState>,
     wake: Arc<Notify>,
+    /// A request found no keys at all and asked for a fetch.
+    kicked: AtomicBool,
     /// Unix millis of the last fetch attempt (0 = never), readable without the lock.
     last_attempt_ms: AtomicU64,
     http: reqwest::Client,
     clock: SharedClock,
     metrics: Metrics,
+}
+
+impl std::fmt::Debug for IssuerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerState")
+            .field("issuer", &self.config.issuer)
+            .field("keys", &self.keys.load().as_ref().map(|k| k.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl IssuerState {
@@ -75,6 +85,7 @@ impl IssuerState {
             keys: ArcSwapOption::empty(),
             fetch: Mutex::new(fetch),
             wake: Arc::new(Notify::new()),
+            kicked: AtomicBool::new(false),
             last_attempt_ms: AtomicU64::new(0),
             http,
             clock,
@@ -128,6 +139,7 @@ impl IssuerState {
     /// Asks for a fetch because a request found no keys at all. The refresher fetches if no
     /// on-demand fetch happened in the last 5 s.
     pub(crate) fn kick(&self) {
+        self.kicked.store(true, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
@@ -144,11 +156,14 @@ impl IssuerState {
     async fn tick(&self) -> Duration {
         let mut st = self.fetch.lock().await;
         let now = self.clock.now();
-        let kicked = !self.has_keys() && on_demand_allowed(st.last_on_demand, now);
+        let kicked = self.kicked.load(Ordering::Relaxed)
+            && !self.has_keys()
+            && on_demand_allowed(st.last_on_demand, now);
         if now >= st.next_due || kicked {
-            if kicked && now < st.next_due {
+            if now < st.next_due {
                 st.last_on_demand = Some(now);
             }
+            self.kicked.store(false, Ordering::Relaxed);
             self.fetch_locked(&mut st).await;
         }
         let now = self.clock.now();

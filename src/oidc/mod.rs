@@ -148,6 +148,10 @@ impl Verifier {
     /// for every issuer and keep them fresh. Calling it again does nothing. The tasks end when
     /// the last clone of the verifier is dropped.
     pub fn start(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::error!("Verifier::start needs a tokio runtime; keys will not be fetched");
+            return;
+        }
         if self.started.swap(true, Ordering::SeqCst) {
             return;
         }

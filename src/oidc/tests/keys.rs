@@ -271,3 +271,65 @@ fn unchanged_keys_keep_their_identity_across_refetches() {
     let (fresh, _) = KeySet::parse(doc.to_string().as_bytes(), None).expect("parses");
     assert!(!fresh.contains(&key), "identity, not equality");
 }
+
+#[test]
+fn cache_control_max_age_parsing() {
+    use super::super::discovery::parse_max_age;
+    let secs = |s: u64| Some(Duration::from_secs(s));
+    assert_eq!(parse_max_age("max-age=60"), secs(60));
+    assert_eq!(
+        parse_max_age("public, MAX-AGE=\"30\", must-revalidate"),
+        secs(30)
+    );
+    assert_eq!(parse_max_age("s-maxage=5, max-age=7"), secs(7));
+    assert_eq!(parse_max_age("no-store"), None);
+    assert_eq!(parse_max_age("max-age=-1"), None);
+}
+
+/// Serves one canned HTTP response per connection on loopback; returns its URL.
+async fn canned_server(response: Vec<u8>) -> url::Url {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(&response).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}/jwks.json").parse().expect("url")
+}
+
+#[tokio::test]
+async fn documents_over_one_mebibyte_are_refused() {
+    use super::super::discovery::get;
+    let body = vec![b' '; 1024 * 1024 + 1];
+    let mut declared = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    declared.extend_from_slice(&body);
+    let url = canned_server(declared).await;
+    assert!(get(&http(), url).await.is_err(), "declared length too big");
+
+    let mut chunked =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n".to_vec();
+    chunked.extend_from_slice(&body);
+    let url = canned_server(chunked).await;
+    assert!(get(&http(), url).await.is_err(), "streamed body too big");
+
+    let mut small = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\ncache-control: max-age=42\r\nconnection: close\r\n\r\n".to_vec();
+    small.extend_from_slice(b"{\"keys\":[]}");
+    let url = canned_server(small).await;
+    let fetched = get(&http(), url).await.expect("small document");
+    assert_eq!(fetched.body, b"{\"keys\":[]}");
+    assert_eq!(fetched.max_age, Some(Duration::from_secs(42)));
+}
