@@ -333,3 +333,25 @@ async fn documents_over_one_mebibyte_are_refused() {
     assert_eq!(fetched.body, b"{\"keys\":[]}");
     assert_eq!(fetched.max_age, Some(Duration::from_secs(42)));
 }
+
+#[tokio::test]
+async fn refused_connections_leave_keys_unavailable() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
+    let idp = DevIdp::start_with_clock(clock.clone()).await.expect("idp");
+    let mut issuer = issuer_for(&idp);
+    issuer.jwks_uri = Some(format!("http://{closed}/jwks.json").parse().expect("url"));
+    let metrics = Metrics::new();
+    let verifier = Verifier::new(vec![issuer], http(), clock, metrics.clone());
+    verifier.start();
+    assert!(eventually(|| async { metrics.render().contains(r#"result="error"} 1"#) }).await);
+    assert!(!verifier.ready());
+    let token = idp.mint(json!({"sub": "alice", "aud": super::AUD}));
+    assert!(matches!(
+        verifier.verify(&token).await,
+        Err(TokenError::KeysUnavailable { .. })
+    ));
+}
