@@ -22,6 +22,8 @@ const MIN_REFRESH: Duration = Duration::from_secs(1);
 const KID_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest wait between retries after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// After this many consecutive failures, discovery runs again before the next JWKS fetch.
+const REDISCOVER_AFTER: u32 = 3;
 /// The refresher re-reads the clock at least this often, so a moved clock is noticed.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -156,9 +158,12 @@ impl IssuerState {
     async fn tick(&self) -> Duration {
         let mut st = self.fetch.lock().await;
         let now = self.clock.now();
-        let kicked = self.kicked.load(Ordering::Relaxed)
-            && !self.has_keys()
-            && on_demand_allowed(st.last_on_demand, now);
+        if self.has_keys() {
+            // Kicks only matter while keys were never loaded.
+            self.kicked.store(false, Ordering::Relaxed);
+        }
+        let kicked =
+            self.kicked.load(Ordering::Relaxed) && on_demand_allowed(st.last_on_demand, now);
         if now >= st.next_due || kicked {
             if now < st.next_due {
                 st.last_on_demand = Some(now);
@@ -210,6 +215,10 @@ impl IssuerState {
             }
             Err(error) => {
                 st.failures = st.failures.saturating_add(1);
+                // A discovered jwks_uri may have moved: look it up again now and then.
+                if self.config.jwks_uri.is_none() && st.failures % REDISCOVER_AFTER == 0 {
+                    st.jwks_uri = None;
+                }
                 let backoff = backoff(st.failures, self.config.refresh);
                 st.next_due = now + backoff;
                 tracing::warn!(
