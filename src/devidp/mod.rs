@@ -293,3 +293,78 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde_json::Value;
+
+    use super::{DevIdp, KeyKind};
+
+    fn pem_der(pem: &str) -> Vec<u8> {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        STANDARD.decode(body).expect("base64 PEM body")
+    }
+
+    #[tokio::test]
+    async fn serves_discovery_jwks_and_outages() {
+        let idp = DevIdp::start().await.expect("starts");
+        let ec = idp.add_key(KeyKind::P256);
+        let ed = idp.add_key(KeyKind::Ed25519);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let url = format!("{}/.well-known/openid-configuration", idp.issuer());
+        let doc: Value = http
+            .get(&url)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(doc["issuer"], idp.issuer());
+        assert_eq!(doc["jwks_uri"], idp.jwks_uri());
+
+        idp.set_cache_control(Some("max-age=7".to_owned()));
+        idp.remove_key(&ed);
+        let response = http.get(idp.jwks_uri()).send().await.expect("get");
+        assert_eq!(response.headers()["cache-control"], "max-age=7");
+        let jwks: Value = response.json().await.expect("json");
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["kid"].as_str())
+            .collect();
+        assert_eq!(kids, [idp.default_kid().as_str(), ec.as_str()]);
+
+        idp.set_outage(true);
+        let status = http.get(idp.jwks_uri()).send().await.expect("get").status();
+        assert_eq!(status, 503);
+        assert_eq!((idp.discovery_fetches(), idp.jwks_fetches()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn public_pems_are_spki_of_the_published_keys() {
+        let idp = DevIdp::start().await.expect("starts");
+        let ec = idp.add_key(KeyKind::P256);
+        let ed = idp.add_key(KeyKind::Ed25519);
+        let rsa = idp.default_kid();
+        assert_eq!(
+            idp.public_pem(&rsa),
+            include_str!("../../certs/dev/rsa2048-1.pub.pem")
+        );
+        let jwk = idp.public_jwk(&ec);
+        let der = pem_der(&idp.public_pem(&ec));
+        assert_eq!(der.len(), 91);
+        let x = super::b64(&der[27..59]);
+        assert_eq!(jwk["x"], x);
+        let der = pem_der(&idp.public_pem(&ed));
+        assert_eq!(idp.public_jwk(&ed)["x"], super::b64(&der[12..]));
+        assert_eq!(idp.public_pem("nope"), "");
+        assert!(idp.sign("nope", b"x").is_empty());
+    }
+}
