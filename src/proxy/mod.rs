@@ -108,15 +108,6 @@ impl Proxy {
         rejection: Rejection,
     ) -> Result<bool> {
         ctx.outcome = rejection.outcome();
-        if let Rejection::Token(TokenError::InvalidToken(r) | TokenError::InvalidRequest(r)) =
-            &rejection
-        {
-            self.state
-                .metrics
-                .token_rejections
-                .with_label_values(&[r.as_str()])
-                .inc();
-        }
         let metadata_url = self.resource_metadata_url(session.req_header());
         let resp = rejection.render(ChallengeContext {
             resource_metadata: &metadata_url,
@@ -208,8 +199,12 @@ impl Proxy {
                 .iter()
                 .map(|v| v.as_bytes()),
         )
-        .map_err(Rejection::Token)?
-        .ok_or(Rejection::Token(TokenError::Missing))?;
+        .and_then(|t| t.ok_or(TokenError::Missing))
+        .map_err(|e| {
+            // `verify` counts its own rejections; these happen before it.
+            self.state.verifier.record_rejection(&e);
+            Rejection::Token(e)
+        })?;
         let principal = self
             .state
             .verifier
