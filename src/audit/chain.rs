@@ -88,9 +88,9 @@ pub(super) fn seal(event: &Event, at: Position<'_>) -> Result<Sealed, serde_json
     let body = serde_json::to_string(&record)?;
     let hash = chain_hash(at.prev, body.as_bytes());
     // A serialized struct always ends with its closing brace; reopen it to add `hash` last.
-    let open = body
-        .strip_suffix('}')
-        .ok_or_else(|| <serde_json::Error as serde::ser::Error>::custom("record is not an object"))?;
+    let open = body.strip_suffix('}').ok_or_else(|| {
+        <serde_json::Error as serde::ser::Error>::custom("record is not an object")
+    })?;
     let line = format!("{open}{HASH_MEMBER}{hash}\"}}\n");
     Ok(Sealed { line, hash })
 }
@@ -182,7 +182,9 @@ fn check_members(record: &StoredRecord) -> Result<(), String> {
         .iter()
         .find(|(_, v)| !(v.is_string() || v.is_u64() || v.is_i64() || v.is_boolean()))
     {
-        Some((name, _)) => Err(format!("`details.{name}` is not a string, integer or boolean")),
+        Some((name, _)) => Err(format!(
+            "`details.{name}` is not a string, integer or boolean"
+        )),
         None => Ok(()),
     }
 }

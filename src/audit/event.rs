@@ -119,7 +119,7 @@ pub struct Refusal {
 /// order added (a repeated name replaces the earlier value).
 ///
 /// A [`crate::secret::Secret`] cannot be used as a value:
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// use countersign::{audit::Event, secret::Secret};
 /// let _ = Event::new("notify.sent").field("channel", Secret::new("xoxb-1"));
 /// ```
@@ -266,13 +266,17 @@ pub fn looks_like_credential_name(name: &str) -> bool {
 pub fn looks_like_token(value: &str) -> bool {
     let v = value.trim();
     let lower = v.get(..7).map(str::to_ascii_lowercase);
-    if matches!(lower.as_deref(), Some("bearer ")) || matches!(lower.as_deref(), Some(l) if l.starts_with("basic ")) {
+    if matches!(lower.as_deref(), Some("bearer "))
+        || matches!(lower.as_deref(), Some(l) if l.starts_with("basic "))
+    {
         return true;
     }
     let segments: Vec<&str> = v.split('.').collect();
     segments.len() == 3
         && segments[0].starts_with("eyJ")
-        && segments[..2].iter().all(|s| !s.is_empty() && s.bytes().all(is_base64url))
+        && segments[..2]
+            .iter()
+            .all(|s| !s.is_empty() && s.bytes().all(is_base64url))
 }
 
 fn is_base64url(b: u8) -> bool {

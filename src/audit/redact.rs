@@ -8,7 +8,8 @@ pub const REDACTED: &str = "[redacted]";
 
 /// Shown instead of a body that has redaction rules but cannot be parsed as JSON: without a
 /// parse the pointers cannot be applied, so nothing of it is shown (fail closed).
-pub const UNREDACTABLE_BODY: &str = "[body hidden: not JSON, so its redaction rules cannot be applied]";
+pub const UNREDACTABLE_BODY: &str =
+    "[body hidden: not JSON, so its redaction rules cannot be applied]";
 
 /// Returns `value` with the value at each RFC 6901 JSON pointer replaced by `"[redacted]"`.
 ///

@@ -97,7 +97,9 @@ fn check_line_rejects_malformed_lines() {
             "unknown field",
         ),
         (
-            reseal(&line, |body| body.replace("2026-11-28T15:55:32.123Z", "yesterday")),
+            reseal(&line, |body| {
+                body.replace("2026-11-28T15:55:32.123Z", "yesterday")
+            }),
             "`ts`",
         ),
         (
@@ -159,7 +161,11 @@ fn token_like_values_are_refused_anywhere() {
     assert!(!looks_like_token("v1.2.3"));
 
     let event = Event::new("vote.cast").actor(jwt).field("note", jwt);
-    let reasons: Vec<_> = event.refused().iter().map(|r| (r.field.as_str(), r.reason)).collect();
+    let reasons: Vec<_> = event
+        .refused()
+        .iter()
+        .map(|r| (r.field.as_str(), r.reason))
+        .collect();
     assert_eq!(
         reasons,
         [
@@ -175,13 +181,19 @@ fn odd_names_are_refused() {
     assert_eq!(Event::new("").refused()[0].reason, RefusalReason::BadName);
     assert_eq!(Event::new("vote cast").refused()[0].field, "event");
     let e = Event::new("x").field("a b", "v").field("", 1u8);
-    assert!(e.refused().iter().all(|r| r.reason == RefusalReason::BadName));
+    assert!(e
+        .refused()
+        .iter()
+        .all(|r| r.reason == RefusalReason::BadName));
     assert_eq!(e.refused().len(), 2);
 }
 
 #[test]
 fn a_repeated_field_replaces_the_earlier_value_in_place() {
-    let e = Event::new("x").field("a", 1u8).field("b", 2u8).field("a", "three");
+    let e = Event::new("x")
+        .field("a", 1u8)
+        .field("b", 2u8)
+        .field("a", "three");
     assert_eq!(
         e.details,
         [
@@ -242,7 +254,9 @@ fn body_preview_redacts_truncates_and_hides_unparseable_bodies() {
 }
 
 fn clock_at(secs: u64) -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_millis(secs * 1000 + 7)))
+    Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_millis(secs * 1000 + 7),
+    ))
 }
 
 #[tokio::test]
@@ -253,10 +267,16 @@ async fn appended_lines_carry_clock_time_and_replica() {
     let log = AuditLog::open_with_clock(&path, "replica-a", clock.clone()).unwrap();
     assert_eq!(log.append(sample_event()).await.unwrap(), 1);
     clock.advance(Duration::from_secs(60));
-    assert_eq!(log.append(Event::new("approval.approved")).await.unwrap(), 2);
+    assert_eq!(
+        log.append(Event::new("approval.approved")).await.unwrap(),
+        2
+    );
 
     let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines[0]["ts"], "2023-11-14T22:13:20.007Z");
     assert_eq!(lines[1]["ts"], "2023-11-14T22:14:20.007Z");
     assert_eq!(lines[1]["replica"], "replica-a");
@@ -287,8 +307,14 @@ fn append_blocking_works_outside_a_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let log = AuditLog::open(&path, "r1").unwrap();
-    assert_eq!(log.append_blocking(Event::new("policy.reloaded")).unwrap(), 1);
-    assert_eq!(log.append_blocking(Event::new("policy.reloaded")).unwrap(), 2);
+    assert_eq!(
+        log.append_blocking(Event::new("policy.reloaded")).unwrap(),
+        1
+    );
+    assert_eq!(
+        log.append_blocking(Event::new("policy.reloaded")).unwrap(),
+        2
+    );
     assert_eq!(verify(&path).unwrap().last_seq, 2);
 }
 
@@ -307,15 +333,26 @@ fn open_refuses_a_damaged_tail_and_names_the_line() {
     std::fs::write(&path, &good[..good.len() - 10]).unwrap();
     let err = AuditLog::open(&path, "r1").unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
-    assert!(err.to_string().contains("audit.jsonl:3: the file ends in the middle"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("audit.jsonl:3: the file ends in the middle"),
+        "{err}"
+    );
 
     std::fs::write(&path, good.replace("\"seq\":3", "\"seq\":9")).unwrap();
     let err = AuditLog::open(&path, "r1").unwrap_err();
-    assert!(err.to_string().contains("audit.jsonl:3: hash does not match"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("audit.jsonl:3: hash does not match"),
+        "{err}"
+    );
 
     std::fs::write(&path, format!("{good}\n")).unwrap();
     let err = AuditLog::open(&path, "r1").unwrap_err();
-    assert!(err.to_string().contains("audit.jsonl:4: empty line"), "{err}");
+    assert!(
+        err.to_string().contains("audit.jsonl:4: empty line"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -325,8 +362,10 @@ fn open_finds_the_last_line_across_read_chunks() {
     let big = "x".repeat(20_000);
     {
         let log = AuditLog::open(&path, "r1").unwrap();
-        log.append_blocking(Event::new("a").field("pad", big.as_str())).unwrap();
-        log.append_blocking(Event::new("b").field("pad", big.as_str())).unwrap();
+        log.append_blocking(Event::new("a").field("pad", big.as_str()))
+            .unwrap();
+        log.append_blocking(Event::new("b").field("pad", big.as_str()))
+            .unwrap();
     }
     let log = AuditLog::open(&path, "r1").unwrap();
     assert_eq!(log.append_blocking(Event::new("c")).unwrap(), 3);
@@ -368,4 +407,16 @@ fn an_empty_or_missing_file() {
             last_hash: GENESIS_HASH.to_owned()
         }
     );
+}
+
+/// `/dev/full` fails every write with ENOSPC: the failing append reports it, and the log then
+/// refuses everything, so no later step is acknowledged without its record.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_failed_write_is_reported_and_poisons_the_log() {
+    let log = AuditLog::open("/dev/full", "r1").unwrap();
+    let err = log.append(Event::new("vote.cast")).await.unwrap_err();
+    assert!(matches!(err, AuditError::Write(_)), "{err}");
+    let err = log.append(Event::new("vote.cast")).await.unwrap_err();
+    assert!(matches!(err, AuditError::Poisoned), "{err}");
 }

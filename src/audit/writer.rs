@@ -378,7 +378,11 @@ impl Writer {
     /// Removes a partly written batch so the file still verifies up to the last acknowledged
     /// line. Best effort: after a failed fsync the disk's state is unknown, hence the poison.
     fn cut_back(&mut self) {
-        if let Err(e) = self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
+        if let Err(e) = self
+            .file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_data())
+        {
             tracing::error!(error = %e, "could not cut the audit log back to its last good line");
         }
     }
