@@ -261,17 +261,17 @@ pub fn looks_like_credential_name(name: &str) -> bool {
         .any(|fragment| normalized.contains(fragment))
 }
 
-/// Whether a value looks like an `Authorization` header value or a JWT (three base64url
-/// segments, the first a JSON object, i.e. starting `eyJ`).
+/// Whether a value looks like an `Authorization` header value (`Bearer ...`, `Basic ...`) or
+/// contains a JWT (a word of three base64url segments, the first a JSON object: `eyJ...`).
 pub fn looks_like_token(value: &str) -> bool {
-    let v = value.trim();
-    let lower = v.get(..7).map(str::to_ascii_lowercase);
-    if matches!(lower.as_deref(), Some("bearer "))
-        || matches!(lower.as_deref(), Some(l) if l.starts_with("basic "))
-    {
-        return true;
-    }
-    let segments: Vec<&str> = v.split('.').collect();
+    let v = value.trim_start().to_ascii_lowercase();
+    v.starts_with("bearer ")
+        || v.starts_with("basic ")
+        || value.split_whitespace().any(is_jwt_shaped)
+}
+
+fn is_jwt_shaped(word: &str) -> bool {
+    let segments: Vec<&str> = word.split('.').collect();
     segments.len() == 3
         && segments[0].starts_with("eyJ")
         && segments[..2]

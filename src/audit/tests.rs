@@ -155,6 +155,8 @@ fn token_like_values_are_refused_anywhere() {
     let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
     assert!(looks_like_token(jwt));
     assert!(looks_like_token("Bearer abc"));
+    assert!(looks_like_token(&format!("upstream said: {jwt} was bad")));
+    assert!(!looks_like_token("missing bearer token"));
     assert!(looks_like_token("basic YWxpY2U6aHVudGVyMg=="));
     assert!(!looks_like_token("alice@example.com"));
     assert!(!looks_like_token("deploy.example.com"));

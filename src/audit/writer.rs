@@ -108,6 +108,9 @@ impl AuditLog {
         }
         let (last_seq, last_hash) = chain_head(&mut file, &path)?;
         let len = file.metadata()?.len();
+        // Unbounded, because a bounded send would block an async task. Each queued event has
+        // an appender waiting for it (a held request, a vote), so the queue is bounded by the
+        // work in flight.
         let (jobs, queue) = mpsc::channel();
         let writer = Writer {
             file,
