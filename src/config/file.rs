@@ -52,6 +52,11 @@ pub(crate) struct Parsed {
     pub config: Option<Config>,
     /// `[policy] files`, with spans for problems.
     pub globs: Vec<GlobAt>,
+    /// `[approvers.groups]` as far as it parsed (policy files are checked against it even when
+    /// another section is broken, so one mistake does not cascade).
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Which of `[slack]`, `[teams]`, `[approver_login]` are present (even if broken).
+    pub present: [bool; 3],
 }
 
 /// Walks the whole config document.
@@ -79,6 +84,8 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
     let approver_login = doc
         .get("approver_login")
         .and_then(|v| approver_login(ck, v, &dir));
+    let present = ["slack", "teams", "approver_login"].map(|k| doc.contains_key(k));
+    let groups = approver_groups.clone();
     let config = server.map(|server| Config {
         path: path.to_path_buf(),
         server,
@@ -92,7 +99,12 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
         teams,
         approver_login,
     });
-    Parsed { config, globs }
+    Parsed {
+        config,
+        globs,
+        groups,
+        present,
+    }
 }
 
 /// Parses `[[name]]` items with `item`, keeping each value with its header span.

@@ -307,15 +307,11 @@ pub fn load(path: &Path) -> Result<(Config, PolicySet), Problems> {
     let parsed = file::parse(&mut ck, doc.get_ref(), path);
     let files = expand_globs(&mut ck, &parsed.globs);
     let mut problems = ck.into_problems();
-    let empty = BTreeMap::new();
-    let refs = match &parsed.config {
-        Some(c) => policy_file::Refs::of(c),
-        None => policy_file::Refs {
-            groups: &empty,
-            slack: false,
-            teams: false,
-            login: false,
-        },
+    let refs = Refs {
+        groups: &parsed.groups,
+        slack: parsed.present[0],
+        teams: parsed.present[1],
+        login: parsed.present[2],
     };
     let default = parsed
         .config

@@ -57,7 +57,7 @@ impl HostPattern {
     /// Parses `host`, `*.suffix`. Errors name what is wrong.
     pub fn parse(s: &str) -> Result<Self, String> {
         let lower = s.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(suffix) = lower.strip_prefix("*.") {
+        if let Some(suffix) = lower.strip_prefix("*.").filter(|s| !s.contains('*')) {
             check_host_name(suffix).map_err(|e| format!("host pattern {s:?}: {e}"))?;
             return Ok(HostPattern::Suffix(format!(".{suffix}")));
         }
