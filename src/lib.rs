@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod explain;
 pub mod identity;
 pub mod metrics;
 pub mod oidc;
