@@ -286,6 +286,20 @@ fn wrong_types_are_errors() {
 }
 
 #[test]
+fn integers_with_underscores_and_signs() {
+    let config = "[server]\nlisten = \"127.0.0.1:8080\"\nthreads = 1_6\n";
+    let dir = folder(&[("countersign.toml", config), ("policies/p.toml", RULE)]);
+    let (c, _) = load(&dir.path().join("countersign.toml")).unwrap();
+    assert_eq!(c.server.threads, 16);
+    let config = "[server]\nlisten = \"127.0.0.1:8080\"\nthreads = -3\n";
+    fs::write(dir.path().join("countersign.toml"), config).unwrap();
+    assert_eq!(
+        problems(&dir),
+        ["countersign.toml:3:11: \"threads\" must be at least 1"]
+    );
+}
+
+#[test]
 fn control_listen_must_differ_from_listen() {
     let config = "[server]\nlisten = \"127.0.0.1:8080\"\ncontrol_listen = \"127.0.0.1:8080\"\n";
     let dir = folder(&[("countersign.toml", config), ("policies/p.toml", RULE)]);

@@ -156,6 +156,11 @@ impl PathTemplate {
         let raw: Vec<&str> = rest.split('/').collect();
         let mut segments = Vec::with_capacity(raw.len());
         for (i, seg) in raw.iter().enumerate() {
+            // Request paths have runs of "/" collapsed, so an empty segment before the end
+            // could never match.
+            if seg.is_empty() && i + 1 != raw.len() {
+                return Err(format!("path {s:?}: empty segment (\"//\")"));
+            }
             let compiled = parse_segment(seg).map_err(|e| format!("path {s:?}: {e}"))?;
             if matches!(compiled, Segment::Rest(_)) && i + 1 != raw.len() {
                 return Err(format!(
@@ -739,7 +744,8 @@ impl RouteTable {
         Self { entries }
     }
 
-    /// Index of the first route matching `host` (no port) and `path`.
+    /// Index of the first route matching `host` (no port) and `path` (in [`normalize_path`]
+    /// form; route prefixes are stored normalized). Plain string prefix, like Envoy's `prefix`.
     pub fn find(&self, host: &str, path: &str) -> Option<usize> {
         self.entries.iter().position(|(h, prefix)| {
             h.as_ref().is_none_or(|h| h.matches(host)) && path.starts_with(prefix.as_str())

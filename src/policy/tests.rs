@@ -99,6 +99,9 @@ fn path_templates() {
     assert!(literal.matches("/healthz").is_some());
     assert!(literal.matches("/healthz/").is_none());
     assert!(PathTemplate::parse("/").unwrap().matches("/").is_some());
+    let trailing = PathTemplate::parse("/dir/").unwrap();
+    assert!(trailing.matches("/dir/").is_some());
+    assert!(trailing.matches("/dir").is_none());
 
     // Literals are normalized like request paths.
     let enc = PathTemplate::parse("/%7euser/{id}").unwrap();
@@ -113,6 +116,7 @@ fn path_templates() {
         "/{}",
         "/a/../b",
         "/a%zz",
+        "/a//b",
     ] {
         assert!(PathTemplate::parse(bad).is_err(), "{bad:?}");
     }
