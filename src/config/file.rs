@@ -72,10 +72,10 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
         }
     };
     let upstreams = array_of_tables(ck, doc, "upstream", |ck, t, h| upstream(ck, t, h, &dir));
-    unique(ck, &upstreams, "upstream", |u| u.name.clone());
+    unique(ck, doc, "upstream", "name");
     let routes = array_of_tables(ck, doc, "route", |ck, t, h| route(ck, t, h, &upstreams));
     let issuers = array_of_tables(ck, doc, "issuer", issuer);
-    unique(ck, &issuers, "issuer", |i| i.issuer.clone());
+    unique(ck, doc, "issuer", "issuer");
     let (policy, globs) = policy(ck, doc.get("policy"), &dir);
     let approvals = approvals(ck, doc.get("approvals"), &dir);
     let approver_groups = approver_groups(ck, doc.get("approvers"));
@@ -132,21 +132,26 @@ fn array_of_tables<T>(
     out
 }
 
-/// Reports the second and later items sharing a key.
-fn unique<T>(
-    ck: &mut FileCheck,
-    items: &[(T, Range<usize>)],
-    what: &str,
-    key: impl Fn(&T) -> String,
-) {
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for (item, span) in items {
-        let k = key(item);
-        if let Some(first) = seen.get(&k) {
+/// Reports the second and later `[[section]]` tables whose `key` string repeats an earlier
+/// one. Reads the raw tables, so a duplicate is found even when either item has other problems.
+fn unique(ck: &mut FileCheck, doc: &DeTable<'_>, section: &str, key: &str) {
+    let Some(toml::de::DeValue::Array(items)) = doc.get(section).map(|v| v.get_ref()) else {
+        return;
+    };
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for item in items.iter() {
+        let toml::de::DeValue::Table(t) = item.get_ref() else {
+            continue;
+        };
+        let Some(k) = t.get(key).and_then(|v| v.get_ref().as_str()) else {
+            continue;
+        };
+        let span = item.span();
+        if let Some(first) = seen.get(k) {
             let (line, _) = ck.position(*first);
             ck.err(
-                span,
-                format!("duplicate {what} {k:?} (first defined on line {line})"),
+                &span,
+                format!("duplicate {section} {k:?} (first defined on line {line})"),
             );
         } else {
             seen.insert(k, span.start);
