@@ -73,7 +73,11 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
     };
     let upstreams = array_of_tables(ck, doc, "upstream", |ck, t, h| upstream(ck, t, h, &dir));
     unique(ck, doc, "upstream", "name");
-    let routes = array_of_tables(ck, doc, "route", |ck, t, h| route(ck, t, h, &upstreams));
+    // Routes refer to upstreams by the names as written, so a route is not blamed for a
+    // problem in the upstream it names. When every upstream is valid (the only case in which
+    // the config is used) these indexes are those of `Config::upstreams`.
+    let names = raw_names(doc, "upstream", "name");
+    let routes = array_of_tables(ck, doc, "route", |ck, t, h| route(ck, t, h, &names));
     let issuers = array_of_tables(ck, doc, "issuer", issuer);
     unique(ck, doc, "issuer", "issuer");
     let (policy, globs) = policy(ck, doc.get("policy"), &dir);
@@ -130,6 +134,21 @@ fn array_of_tables<T>(
         }
     }
     out
+}
+
+/// The `key` string of every `[[section]]` table, in file order (`""` where missing).
+fn raw_names<'t>(doc: &'t DeTable<'_>, section: &str, key: &str) -> Vec<&'t str> {
+    let Some(toml::de::DeValue::Array(items)) = doc.get(section).map(|v| v.get_ref()) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| match item.get_ref() {
+            toml::de::DeValue::Table(t) => t.get(key).and_then(|v| v.get_ref().as_str()),
+            _ => None,
+        })
+        .map(|n| n.unwrap_or_default())
+        .collect()
 }
 
 /// Reports the second and later `[[section]]` tables whose `key` string repeats an earlier
@@ -272,7 +291,7 @@ fn route(
     ck: &mut FileCheck,
     t: &DeTable<'_>,
     header: &Range<usize>,
-    upstreams: &[(Upstream, Range<usize>)],
+    upstreams: &[&str],
 ) -> Option<Route> {
     ck.unknown_keys(t, "in [[route]]", &["host", "path_prefix", "upstream"]);
     let host = match ck.opt_str(t, "host") {
@@ -292,11 +311,10 @@ fn route(
     let upstream = ck
         .req_str(t, header, "in [[route]]", "upstream")
         .and_then(|(s, span)| {
-            let found = upstreams.iter().position(|(u, _)| u.name == s);
+            let found = upstreams.iter().position(|u| *u == s);
             if found.is_none() {
-                let names: Vec<&str> = upstreams.iter().map(|(u, _)| u.name.as_str()).collect();
                 let mut m = format!("no [[upstream]] is named {s:?}");
-                if let Some(best) = closest(s, &names) {
+                if let Some(best) = closest(s, upstreams) {
                     m.push_str(&format!("; did you mean {best:?}?"));
                 }
                 ck.err(&span, m);
