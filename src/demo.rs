@@ -60,7 +60,9 @@ fn run_inner() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let (idp, upstream) = side.block_on(async {
-        let idp = DevIdp::start().await.map_err(|e| format!("dev issuer: {e}"))?;
+        let idp = DevIdp::start()
+            .await
+            .map_err(|e| format!("dev issuer: {e}"))?;
         let upstream = start_upstream().await?;
         Ok::<_, String>((idp, upstream))
     })?;
@@ -173,7 +175,8 @@ fn wait_ready(control: SocketAddr) -> bool {
     for _ in 0..100 {
         if let Ok(mut s) = std::net::TcpStream::connect(control) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let req = format!("GET /readyz HTTP/1.1\r\nHost: {control}\r\nConnection: close\r\n\r\n");
+            let req =
+                format!("GET /readyz HTTP/1.1\r\nHost: {control}\r\nConnection: close\r\n\r\n");
             let mut buf = String::new();
             if s.write_all(req.as_bytes()).is_ok()
                 && s.read_to_string(&mut buf).is_ok()

@@ -166,9 +166,13 @@ impl Proxy {
 
     /// Routing, authentication and policy. `Err(rejection)` means answer with it.
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
-        let req = session.req_header();
-        let path = policy::normalize_path(req.uri.path())
+        let path = policy::normalize_path(session.req_header().uri.path())
             .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
+        if path != session.req_header().uri.path() {
+            // Upstream must see the path the policy judged, not an alternative spelling of it.
+            rewrite_path(session.req_header_mut(), &path)?;
+        }
+        let req = session.req_header();
         let host = authority(req)
             .map(strip_port)
             .ok_or(Rejection::BadRequest("the request has no host"))?;
@@ -238,6 +242,23 @@ impl Proxy {
         ctx.principal = Some(principal);
         Ok(())
     }
+}
+
+/// Replaces the request path, keeping the query.
+fn rewrite_path(req: &mut RequestHeader, path: &str) -> Result<(), Rejection> {
+    let pq = match req.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(pq)
+            .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?,
+    );
+    let uri = http::Uri::from_parts(parts)
+        .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
+    req.set_uri(uri);
+    Ok(())
 }
 
 /// Host as the client sent it: the URI authority (HTTP/2, absolute-form) or `Host`.
