@@ -268,7 +268,11 @@ pub struct PolicySet {
 impl PolicySet {
     /// Evaluates `req`. With `who = None` this returns `Decided` only for a `public` rule that
     /// needs no claims; anything else returns `NeedsToken`.
-    pub fn evaluate<'p>(&'p self, req: &RequestFacts<'_>, who: Option<&Principal>) -> Evaluation<'p> {
+    pub fn evaluate<'p>(
+        &'p self,
+        req: &RequestFacts<'_>,
+        who: Option<&Principal>,
+    ) -> Evaluation<'p> {
         let _ = (req, who);
         todo!("PolicySet::evaluate")
     }
