@@ -48,7 +48,7 @@ async fn tls_echo_upstream_is_trusted_only_with_its_ca() {
     let good = TlsFixture::generate(dir.path(), "good");
     let other = TlsFixture::generate(dir.path(), "other");
     let echo = EchoUpstream::start_tls(&good).await;
-    assert!(echo.url().starts_with("https://localhost:"));
+    assert!(echo.url().starts_with("https://127.0.0.1:"));
 
     let resp = good
         .client()

@@ -101,11 +101,12 @@ impl EchoUpstream {
         }
     }
 
-    /// `http://127.0.0.1:PORT` (or `https://localhost:PORT` for the TLS variant, so the
-    /// certificate's DNS name is checked).
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` for the TLS variant (the
+    /// certificate has an IP SAN for it; `localhost` could resolve to `::1`, where nothing
+    /// listens).
     pub fn url(&self) -> String {
         if self.tls {
-            format!("https://localhost:{}", self.addr.port())
+            format!("https://{}", self.addr)
         } else {
             format!("http://{}", self.addr)
         }

@@ -136,17 +136,22 @@ impl Proxy {
     /// Waits until `/readyz` answers 200 (every issuer's keys loaded); panics with stderr after
     /// 15 s.
     pub async fn wait_ready(&mut self) {
-        self.wait_for("/readyz").await;
+        self.wait_for("/readyz", START_TIMEOUT).await;
+    }
+
+    /// Like [`Proxy::wait_ready`] with a custom timeout.
+    pub async fn wait_ready_within(&mut self, timeout: Duration) {
+        self.wait_for("/readyz", timeout).await;
     }
 
     async fn wait_healthy(&mut self) {
-        self.wait_for("/healthz").await;
+        self.wait_for("/healthz", START_TIMEOUT).await;
     }
 
-    async fn wait_for(&mut self, path: &str) {
+    async fn wait_for(&mut self, path: &str, timeout: Duration) {
         let client = http_client();
         let url = format!("{}{path}", self.control_url());
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!(
@@ -167,7 +172,7 @@ impl Proxy {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "countersign: {path} did not answer 200 within {START_TIMEOUT:?}; stderr:\n{}",
+                    "countersign: {path} did not answer 200 within {timeout:?}; stderr:\n{}",
                     self.stderr()
                 );
             }
