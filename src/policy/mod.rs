@@ -305,3 +305,13 @@ impl RouteTable {
         })
     }
 }
+
+/// Why a request path cannot be matched safely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathError;
+
+/// Normalizes a request path for matching (see the config branch for the real implementation).
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let _ = raw;
+    todo!("policy::normalize_path")
+}
