@@ -120,3 +120,13 @@ pub async fn assert_error_body(resp: reqwest::Response, code: &str) -> serde_jso
     );
     body
 }
+
+/// Runs the `countersign` binary with `args` (e.g. `["check", "--config", path]`) to
+/// completion, stdin closed, and returns its output.
+pub fn countersign(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run countersign")
+}
