@@ -1143,3 +1143,74 @@ async fn list_shows_pending_and_recent() {
         [&b.id, &a.id]
     );
 }
+
+#[tokio::test]
+async fn login_rules_only_accept_votes_from_the_approval_page() {
+    let h = harness().await;
+    let a = h
+        .submit(ApprovalSpec {
+            approve_via: ApproveVia::Login,
+            ..spec()
+        })
+        .await;
+    for via in [Channel::Slack, Channel::Api, Channel::Teams] {
+        let who = ApproverIdentity {
+            via,
+            ..approver("alice@example.com")
+        };
+        assert!(matches!(
+            h.broker.decide(&a.id, who, Decision::Approve, None).await,
+            Err(DecideError::LoginRequired)
+        ));
+    }
+    let web = ApproverIdentity {
+        via: Channel::Web,
+        ..approver("alice@example.com")
+    };
+    let done = h
+        .broker
+        .decide(&a.id, web, Decision::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(done.status, Status::Approved);
+    assert_eq!(done.votes[0].via, Channel::Web);
+}
+
+#[tokio::test]
+async fn parked_results_are_bounded() {
+    let h = harness().await;
+    let broker = h.broker.clone().with_settings(BrokerSettings {
+        result_cap: 10,
+        ..*h.broker.settings()
+    });
+    let a = broker
+        .submit(&rule(spec()), &requester(), h.stored(), None)
+        .await
+        .unwrap();
+    broker.release_hold(&a.id).await.unwrap();
+    broker
+        .decide(
+            &a.id,
+            approver("alice@example.com"),
+            Decision::Approve,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(broker.sweep().await.executed, 1);
+    let parked = broker
+        .result(&a.id, "https://idp.example.com", "user-dev")
+        .await
+        .unwrap();
+    assert_eq!(parked.body, b"created {\"");
+    assert!(parked.truncated);
+    // The parked result lives for result_ttl, then only the status remains.
+    h.clock.advance(broker.settings().result_ttl);
+    broker.sweep().await;
+    assert!(matches!(
+        broker
+            .result(&a.id, "https://idp.example.com", "user-dev")
+            .await,
+        Err(ResultError::Unavailable(_))
+    ));
+}

@@ -27,7 +27,7 @@ use super::store::{
 use crate::clock::SharedClock;
 use crate::identity::Principal;
 use crate::metrics::Metrics;
-use crate::policy::Rule;
+use crate::policy::{ApproveVia, Rule};
 
 /// The audit log could not record an event. The step it records is not acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,6 +183,10 @@ pub enum DecideError {
     /// The voter is not among the approvers.
     #[error("you are not an approver of this request")]
     NotAnApprover,
+    /// The rule has `approve_via = "login"` and the vote did not come from the web page
+    /// (where the control plane enforces a fresh login): chat buttons and API calls do not count.
+    #[error("this request must be approved on the approval page after a fresh login")]
+    LoginRequired,
     /// The requester tried to approve their own request without `self_approval`.
     #[error("you cannot approve your own request")]
     OwnRequest,
@@ -544,7 +548,8 @@ impl Broker {
 
     // ----- decide ------------------------------------------------------------------------
 
-    /// Records `approver`'s vote on `id`. Audits `vote.cast` and then `approval.approved` or
+    /// Records `approver`'s vote on `id`. The control plane has authenticated `approver` (and,
+    /// for `approve_via = "login"` rules, checked the login is fresh). Audits `vote.cast` and then `approval.approved` or
     /// `approval.denied` before returning.
     pub async fn decide(
         &self,
@@ -565,6 +570,9 @@ impl Broker {
         let email = approver.email.trim().to_lowercase();
         if !approval.approvers.contains(&email) {
             return Err(DecideError::NotAnApprover);
+        }
+        if approval.approve_via == ApproveVia::Login && approver.via != Channel::Web {
+            return Err(DecideError::LoginRequired);
         }
         let own = is_requester(&approval.requester, &approver, &email);
         if own && decision == Decision::Approve && !approval.self_approval {
