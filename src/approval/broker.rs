@@ -924,21 +924,25 @@ impl Broker {
         let mut changes = self.store.subscribe();
         let mut tick = tokio::time::interval(self.settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // At most one sweep at a time; the loop keeps reacting to notifications meanwhile.
+        let mut sweeping: Option<JoinHandle<SweepReport>> = None;
         loop {
-            tokio::select! {
+            let sweep_due = tokio::select! {
                 change = changes.recv() => match change {
                     Ok(id) => {
                         let broker = self.clone();
                         tokio::spawn(async move { broker.background_one(&id).await });
+                        false
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.sweep().await;
-                    }
+                    // Notifications were lost: a sweep finds what they announced.
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = tick.tick() => {
-                    self.sweep().await;
-                }
+                _ = tick.tick() => true,
+            };
+            if sweep_due && sweeping.as_ref().is_none_or(JoinHandle::is_finished) {
+                let broker = self.clone();
+                sweeping = Some(tokio::spawn(async move { broker.sweep().await }));
             }
         }
     }
@@ -974,11 +978,10 @@ impl Broker {
             .await
         {
             Ok(ready) => {
-                for a in ready {
-                    if self.background_one(&a.id).await {
-                        report.executed += 1;
-                    }
-                }
+                // Concurrently: one slow upstream must not delay every other handoff.
+                let runs = ready.iter().map(|a| self.background_one(&a.id));
+                let done = futures::future::join_all(runs).await;
+                report.executed = done.into_iter().filter(|ran| *ran).count();
             }
             Err(e) => tracing::warn!(error = %e, "sweep: cannot list approved approvals"),
         }
