@@ -12,6 +12,7 @@
 //! `StillPending`: [`Broker::release_hold`] and 202, after which the background task
 //! ([`Broker::spawn_background`]) executes it once and parks the response for
 //! [`Broker::result`].
+#![warn(missing_docs)]
 
 pub mod broker;
 pub mod executor;
