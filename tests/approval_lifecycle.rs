@@ -248,6 +248,7 @@ impl Harness {
             None,
             "user-dev",
         )
+        .with_request_id("req-123")
     }
 
     async fn submit(&self, spec: ApprovalSpec) -> Approval {
@@ -339,6 +340,7 @@ async fn approved_while_held_is_forwarded_once_with_evidence() {
     assert_eq!(headers["x-trace"], "abc");
     assert_eq!(headers["countersign-subject"], "user-dev");
     assert_eq!(headers["countersign-approval-id"], a.id.as_str());
+    assert_eq!(headers["countersign-request-id"], "req-123");
     let token = headers["countersign-approval"].to_str().unwrap();
     let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(h.broker.signer().jwks()).unwrap();
     let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
@@ -367,6 +369,10 @@ async fn approved_while_held_is_forwarded_once_with_evidence() {
     );
     let fwd = &h.audit.find(&a.id, "request.forwarded")[0];
     assert_eq!(fwd["upstream_status"], 201);
+    assert_eq!(
+        h.audit.find(&a.id, "approval.requested")[0]["request_id"],
+        "req-123"
+    );
     assert_eq!(
         h.notifier.events_for(&a.id),
         [
@@ -1216,5 +1222,45 @@ async fn parked_results_are_bounded() {
             .result(&a.id, "https://idp.example.com", "user-dev")
             .await,
         Err(ResultError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn check_voter_tells_pages_who_may_vote() {
+    let h = harness().await;
+    let a = h.submit(spec()).await;
+    let me = ApproverIdentity {
+        email: "dev@example.com".into(),
+        iss: Some("https://idp.example.com".into()),
+        sub: Some("user-dev".into()),
+        via: Channel::Web,
+    };
+    let b = &h.broker;
+    assert!(matches!(
+        b.check_voter(&a, &me, Decision::Approve),
+        Err(DecideError::OwnRequest)
+    ));
+    assert!(matches!(
+        b.check_voter(&a, &approver("eve@example.com"), Decision::Approve),
+        Err(DecideError::NotAnApprover)
+    ));
+    assert!(matches!(
+        b.check_voter(&a, &approver("alice@example.com"), Decision::Approve),
+        Ok(false)
+    ));
+    let a = h
+        .broker
+        .decide(&a.id, approver("alice@example.com"), Decision::Deny, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.check_voter(&a, &approver("bob@example.com"), Decision::Approve),
+        Err(DecideError::AlreadyDecided(Status::Denied))
+    ));
+    let c = h.submit(spec()).await;
+    h.clock.advance(Duration::from_secs(3600));
+    assert!(matches!(
+        b.check_voter(&c, &approver("bob@example.com"), Decision::Approve),
+        Err(DecideError::Expired)
     ));
 }

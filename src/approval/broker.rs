@@ -467,11 +467,9 @@ impl Broker {
         };
         let ttl = spec.expires.saturating_add(self.settings.retention);
         self.store.create(&approval, &stored, ttl).await?;
-        if let Err(e) = self
-            .audit
-            .record("approval.requested", requested_fields(&approval))
-            .await
-        {
+        let mut fields = requested_fields(&approval);
+        fields["request_id"] = json!(stored.request_id);
+        if let Err(e) = self.audit.record("approval.requested", fields).await {
             // Unrecorded requests must not live on: withdraw it, then fail.
             let _ = self
                 .store
@@ -548,6 +546,39 @@ impl Broker {
 
     // ----- decide ------------------------------------------------------------------------
 
+    /// Whether `approver` may cast `decision` on `approval` now, by the same rules as
+    /// [`Self::decide`] (pending, not expired, an approver, right channel, not approving their
+    /// own request, not voted yet). For pages showing "you can vote" / why not. `Ok(true)` means
+    /// the voter is the requester approving under `self_approval`.
+    pub fn check_voter(
+        &self,
+        approval: &Approval,
+        approver: &ApproverIdentity,
+        decision: Decision,
+    ) -> Result<bool, DecideError> {
+        if approval.status != Status::Pending {
+            return Err(DecideError::AlreadyDecided(approval.status));
+        }
+        if self.now_ms() >= approval.expires_at {
+            return Err(DecideError::Expired);
+        }
+        let email = approver.email.trim().to_lowercase();
+        if !approval.approvers.contains(&email) {
+            return Err(DecideError::NotAnApprover);
+        }
+        if approval.approve_via == ApproveVia::Login && approver.via != Channel::Web {
+            return Err(DecideError::LoginRequired);
+        }
+        let own = is_requester(&approval.requester, approver, &email);
+        if own && decision == Decision::Approve && !approval.self_approval {
+            return Err(DecideError::OwnRequest);
+        }
+        if approval.has_voted(&email) {
+            return Err(DecideError::AlreadyVoted);
+        }
+        Ok(own && decision == Decision::Approve)
+    }
+
     /// Records `approver`'s vote on `id`. The control plane has authenticated `approver` (and,
     /// for `approve_via = "login"` rules, checked the login is fresh). Audits `vote.cast` and then `approval.approved` or
     /// `approval.denied` before returning.
@@ -559,25 +590,15 @@ impl Broker {
         reason: Option<String>,
     ) -> Result<Approval, DecideError> {
         let approval = self.store.get(id).await?.ok_or(DecideError::NotFound)?;
-        if approval.status != Status::Pending {
-            return Err(DecideError::AlreadyDecided(approval.status));
-        }
         let now = self.now_ms();
-        if now >= approval.expires_at {
-            self.expire_one(id).await;
-            return Err(DecideError::Expired);
-        }
+        let own = match self.check_voter(&approval, &approver, decision) {
+            Err(DecideError::Expired) => {
+                self.expire_one(id).await;
+                return Err(DecideError::Expired);
+            }
+            checked => checked?,
+        };
         let email = approver.email.trim().to_lowercase();
-        if !approval.approvers.contains(&email) {
-            return Err(DecideError::NotAnApprover);
-        }
-        if approval.approve_via == ApproveVia::Login && approver.via != Channel::Web {
-            return Err(DecideError::LoginRequired);
-        }
-        let own = is_requester(&approval.requester, &approver, &email);
-        if own && decision == Decision::Approve && !approval.self_approval {
-            return Err(DecideError::OwnRequest);
-        }
         let vote = Vote {
             approver: email,
             decision,
@@ -586,7 +607,7 @@ impl Broker {
                 .filter(|r| !r.is_empty()),
             at: now,
             via: approver.via,
-            self_approval: own && decision == Decision::Approve,
+            self_approval: own,
         };
         if vote.self_approval {
             tracing::warn!(approval_id = %id, approver = %vote.approver,

@@ -188,6 +188,9 @@ fn request_headers(
     set("countersign-subject", &req.subject)?;
     set("countersign-approval", evidence.token)?;
     set("countersign-approval-id", evidence.approval_id.as_str())?;
+    if let Some(request_id) = &req.request_id {
+        set("countersign-request-id", request_id)?;
+    }
     Ok(map)
 }
 

@@ -367,6 +367,9 @@ pub struct StoredRequest {
     pub upstream_ca: Option<PathBuf>,
     /// The caller's subject, sent as `Countersign-Subject`.
     pub subject: String,
+    /// The data plane's request id (audit correlation; sent as `Countersign-Request-Id`).
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 impl StoredRequest {
@@ -395,7 +398,14 @@ impl StoredRequest {
             upstream_url: upstream_url.to_owned(),
             upstream_ca,
             subject: subject.to_owned(),
+            request_id: None,
         }
+    }
+
+    /// Sets the data plane's request id.
+    pub fn with_request_id(mut self, request_id: &str) -> Self {
+        self.request_id = Some(request_id.to_owned());
+        self
     }
 
     /// Path plus `?query` when there is one.
