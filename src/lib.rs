@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod devlogin;
 pub mod explain;
 pub mod identity;
 pub mod logging;

@@ -18,6 +18,10 @@ use pingora::services::background::BackgroundService;
 use crate::metrics::Metrics;
 use crate::oidc::Verifier;
 
+pub mod login;
+pub mod pages;
+pub mod session;
+
 /// What the control plane needs.
 #[derive(Debug, Clone)]
 pub struct ControlState {
