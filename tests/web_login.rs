@@ -128,6 +128,7 @@ async fn approval_page(
         why_not: None,
         csrf_token: s.sessions.csrf_token(&session, &id),
         fresh_login_required: false,
+        acr_values: vec![],
         self_approval_flag: false,
     };
     pages::render_detail(&view, &session.email, SystemTime::now())
@@ -292,6 +293,12 @@ async fn full_login_sets_a_session_that_protected_pages_see() {
 
     // Another browser (no cookie) is still a stranger.
     let r = browser().get(h.url("/whoami")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // Signing out drops the session.
+    let r = b.post(h.url("/logout")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = b.get(h.url("/whoami")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
 

@@ -295,6 +295,7 @@ impl Login {
             .map_err(|e| token_failure(&e, &flow.next))?;
         let id_token = response.id_token().ok_or(Failure::IdpMisconfigured)?;
         let identity = self.verify(&provider, id_token, &flow).await?;
+        tracing::info!(email = %identity.email, iss = %identity.iss, acr = ?identity.acr, fresh = flow.fresh, "approver logged in");
         let (_, session_cookie) = self
             .sessions
             .start(identity)
@@ -553,7 +554,8 @@ impl IntoResponse for Failure {
     }
 }
 
-/// The login routes (`GET /login`, `GET /oidc/callback`), mountable in any router.
+/// The login routes (`GET /login`, `GET /oidc/callback`, `POST /logout`), mountable in any
+/// router.
 pub fn router<S>(login: Arc<Login>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -561,6 +563,7 @@ where
     Router::new()
         .route("/login", get(login_handler))
         .route(CALLBACK_PATH, get(callback_handler))
+        .route("/logout", axum::routing::post(logout_handler))
         .with_state(login)
 }
 
@@ -569,6 +572,18 @@ async fn login_handler(State(login): State<Arc<Login>>, Query(q): Query<LoginQue
         .begin(q)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Drops the session cookie. POST only, so a link or image elsewhere cannot sign anyone out.
+async fn logout_handler(State(login): State<Arc<Login>>) -> Response {
+    let mut resp = error_page(
+        StatusCode::OK,
+        "Signed out",
+        "You are signed out of Countersign.",
+    );
+    resp.headers_mut()
+        .append(header::SET_COOKIE, login.sessions.clear_cookie());
+    resp
 }
 
 async fn callback_handler(

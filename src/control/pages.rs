@@ -130,9 +130,11 @@ pub struct ApprovalView {
     pub why_not: Option<String>,
     /// CSRF token for this viewer and this approval (see `Sessions::csrf_token`).
     pub csrf_token: String,
-    /// The rule wants a fresh login and the viewer's is not: show "sign in again" instead of
-    /// the buttons.
+    /// The viewer must sign in again before deciding (the rule wants a fresh login, or an
+    /// `acr` the viewer's login lacks): the page shows "sign in again" instead of the buttons.
     pub fresh_login_required: bool,
+    /// `acr` values to ask the IdP for on that new sign-in (empty: none).
+    pub acr_values: Vec<String>,
     /// `self_approval = true` (break-glass): shown as a loud banner.
     pub self_approval_flag: bool,
 }
@@ -299,7 +301,7 @@ pub fn render_detail(view: &ApprovalView, viewer: &str, now: SystemTime) -> Resp
         fresh_login_href: crate::control::login::login_url(
             &format!("/approvals/{}", path_segment(&view.id)),
             true,
-            &[],
+            &view.acr_values,
         ),
     };
     html(StatusCode::OK, page.render())
@@ -532,6 +534,7 @@ mod tests {
             why_not: None,
             csrf_token: "csrf-token-value".into(),
             fresh_login_required: false,
+            acr_values: vec![],
             self_approval_flag: false,
         }
     }
@@ -637,6 +640,12 @@ mod tests {
         assert!(!html.contains("value=\"approve\""));
         assert!(
             html.contains("href=\"/login?next=%2Fapprovals%2Fapr_123&#38;fresh=1\""),
+            "{html}"
+        );
+        v.acr_values = vec!["urn:mfa".into()];
+        let (_, _, html) = body_of(render_detail(&v, "a@example.com", t(1_800_000_000))).await;
+        assert!(
+            html.contains("fresh=1&#38;acr_values=urn%3Amfa\""),
             "{html}"
         );
     }
