@@ -18,12 +18,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use openidconnect::core::{
-    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreIdTokenClaims, CoreProviderMetadata,
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreIdTokenClaims,
+    CoreProviderMetadata,
 };
 use openidconnect::{
-    AuthenticationContextClass, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
-    CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+    AuthType, AuthenticationContextClass, AuthorizationCode, ClaimsVerificationError, ClientId,
+    ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
@@ -204,11 +205,13 @@ impl Login {
                 tracing::warn!(issuer = %self.issuer.as_str(), error = %e, "approver login discovery failed");
                 Failure::IdpUnavailable
             })?;
+        let auth_type = client_auth_type(metadata.token_endpoint_auth_methods_supported());
         let client = CoreClient::from_provider_metadata(
             metadata,
             self.client_id.clone(),
             self.client_secret.clone(),
         )
+        .set_auth_type(auth_type)
         .set_redirect_uri(self.redirect_uri.clone());
         Ok(Provider {
             client,
@@ -272,6 +275,8 @@ impl Login {
         );
         let mut resp = Redirect::to(url.as_str()).into_response();
         resp.headers_mut().append(header::SET_COOKIE, cookie);
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(resp)
     }
 
@@ -351,6 +356,20 @@ impl Login {
             }
         })?;
         identity_from(&claims, flow)
+    }
+}
+
+/// How to send the client secret: `client_secret_basic` (the OAuth default when the IdP does
+/// not say) unless the IdP lists only `client_secret_post`.
+fn client_auth_type(supported: Option<&Vec<CoreClientAuthMethod>>) -> AuthType {
+    let post_only = supported.is_some_and(|m| {
+        m.contains(&CoreClientAuthMethod::ClientSecretPost)
+            && !m.contains(&CoreClientAuthMethod::ClientSecretBasic)
+    });
+    if post_only {
+        AuthType::RequestBody
+    } else {
+        AuthType::BasicAuth
     }
 }
 
@@ -637,6 +656,19 @@ mod tests {
             login_url("/x", true, &["phr".into(), "urn:mfa".into()]),
             "/login?next=%2Fx&fresh=1&acr_values=phr%20urn%3Amfa"
         );
+    }
+
+    #[test]
+    fn client_secret_post_only_when_basic_is_not_offered() {
+        use CoreClientAuthMethod::{ClientSecretBasic, ClientSecretPost};
+        let basic = |t| matches!(t, AuthType::BasicAuth);
+        assert!(basic(client_auth_type(None)));
+        assert!(basic(client_auth_type(Some(&vec![
+            ClientSecretPost,
+            ClientSecretBasic
+        ]))));
+        let post = client_auth_type(Some(&vec![ClientSecretPost]));
+        assert!(matches!(post, AuthType::RequestBody));
     }
 
     #[test]
