@@ -201,6 +201,14 @@ async fn start_login(h: &Harness, b: &reqwest::Client, login_path: &str, email: 
         .into_iter()
         .find(|c| c.starts_with("countersign_login_"))
         .expect("login-flow cookie");
+    for attr in [
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/oidc/callback",
+        "Max-Age=600",
+    ] {
+        assert!(flow_cookie.contains(attr), "{attr} missing: {flow_cookie}");
+    }
     let authorize_url = Url::parse(&location(&r)).unwrap();
     assert!(authorize_url.as_str().starts_with(h.dev.issuer()));
 

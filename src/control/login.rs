@@ -8,6 +8,11 @@
 //! server memory, so whichever replica receives the callback can finish the login.
 //!
 //! Owns identity only: whether that person may approve something is decided elsewhere.
+//!
+//! Wiring: `Sessions::for_public_url(SessionKey::derive_from(..)?, &public_url, clock)`, then
+//! `Arc::new(Login::new(&approver_login, &public_url, sessions.clone())?)`, merge
+//! [`router`] into the control-plane router, and let the router state hand out the `Sessions`
+//! (`impl FromRef<State> for Sessions`) so handlers can take an `ApproverSession` argument.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,6 +184,12 @@ impl Login {
         self.redirect_uri.as_str()
     }
 
+    /// The login-flow cookie is only sent to the callback, as the browser sees its path (which
+    /// includes any prefix in `public_url`).
+    fn flow_cookie_path(&self) -> &str {
+        self.redirect_uri.url().path()
+    }
+
     /// The discovered client; refetched when older than `max_age`. A failed refetch keeps the
     /// last good metadata (the IdP being briefly down must not break logins in progress).
     async fn provider(&self, max_age: Duration) -> Result<Arc<Provider>, Failure> {
@@ -270,7 +281,7 @@ impl Login {
         let cookie = self.sessions.cookie(
             &flow_cookie_name(&flow.state),
             sealed,
-            CALLBACK_PATH,
+            self.flow_cookie_path(),
             FLOW_TTL,
         );
         let mut resp = Redirect::to(url.as_str()).into_response();
@@ -311,7 +322,7 @@ impl Login {
         h.append(
             header::SET_COOKIE,
             self.sessions
-                .removal_cookie(&flow_cookie_name(&flow.state), CALLBACK_PATH),
+                .removal_cookie(&flow_cookie_name(&flow.state), self.flow_cookie_path()),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(resp)
