@@ -449,7 +449,12 @@ async fn a_required_acr_is_checked_in_the_id_token() {
     );
     let r = b.get(&started.callback_url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(r.text().await.unwrap().contains("Stronger sign-in needed"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Stronger sign-in needed"));
+    assert!(
+        html.contains("href=\"/login?next=%2Fwhoami&#38;acr_values=urn%3Amfa\""),
+        "retry keeps the acr: {html}"
+    );
 
     let b = browser();
     let path = "/login?next=%2Fwhoami&acr_values=phr%20urn%3Acountersign%3Ademo";

@@ -297,7 +297,9 @@ impl Login {
         let flow = self.flow_for(state, headers)?;
         if let Some(error) = q.error.as_deref() {
             tracing::info!(error, description = ?q.error_description, "IdP refused approver login");
-            return Err(Failure::IdpRefused { next: flow.next });
+            return Err(Failure::IdpRefused {
+                retry: retry_link(&flow),
+            });
         }
         let code = q.code.ok_or(Failure::BadCallback)?;
         let provider = self.provider(PROVIDER_MAX_AGE).await?;
@@ -308,7 +310,7 @@ impl Login {
             .set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier.clone()))
             .request_async(&self.http)
             .await
-            .map_err(|e| token_failure(&e, &flow.next))?;
+            .map_err(|e| token_failure(&e, &flow))?;
         let id_token = response.id_token().ok_or(Failure::IdpMisconfigured)?;
         let identity = self.verify(&provider, id_token, &flow).await?;
         tracing::info!(email = %identity.email, iss = %identity.iss, acr = ?identity.acr, fresh = flow.fresh, "approver logged in");
@@ -363,7 +365,7 @@ impl Login {
         .map_err(|e| {
             tracing::warn!(error = %e, "approver login ID token rejected");
             Failure::BadIdToken {
-                next: flow.next.clone(),
+                retry: retry_link(flow),
             }
         })?;
         identity_from(&claims, flow)
@@ -429,7 +431,7 @@ fn identity_from(claims: &CoreIdTokenClaims, flow: &Flow) -> Result<LoginIdentit
     let acr = claims.auth_context_ref().map(|a| a.as_str().to_owned());
     if !flow.acr.is_empty() && !acr.as_ref().is_some_and(|a| flow.acr.contains(a)) {
         return Err(Failure::AcrNotMet {
-            next: flow.next.clone(),
+            retry: retry_link(flow),
         });
     }
     let auth_time = claims.auth_time().and_then(|t| {
@@ -439,7 +441,7 @@ fn identity_from(claims: &CoreIdTokenClaims, flow: &Flow) -> Result<LoginIdentit
     });
     if flow.fresh && !authenticated_during_flow(auth_time, flow.started_ms) {
         return Err(Failure::NotFresh {
-            next: flow.next.clone(),
+            retry: retry_link(flow),
         });
     }
     Ok(LoginIdentity {
@@ -462,14 +464,14 @@ fn token_failure<E: std::error::Error>(
         E,
         openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
     >,
-    next: &str,
+    flow: &Flow,
 ) -> Failure {
     match e {
         // The IdP said no (reused or expired code, PKCE mismatch): the person can retry.
         RequestTokenError::ServerResponse(r) => {
             tracing::info!(error = %r, "IdP rejected the approver login code");
             Failure::CodeRejected {
-                next: next.to_owned(),
+                retry: retry_link(flow),
             }
         }
         other => {
@@ -532,54 +534,130 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
-/// Why a login did not work, each with what the person sees.
+/// Why a login did not work. `retry` is a login link that repeats what the flow asked for
+/// (same `next`, freshness and `acr`).
 #[derive(Debug)]
 enum Failure {
     UnsafeNext,
     BadCallback,
     NoFlow,
-    IdpRefused { next: String },
-    CodeRejected { next: String },
-    BadIdToken { next: String },
+    IdpRefused { retry: String },
+    CodeRejected { retry: String },
+    BadIdToken { retry: String },
     NoEmail,
     EmailUnverified,
-    AcrNotMet { next: String },
-    NotFresh { next: String },
+    AcrNotMet { retry: String },
+    NotFresh { retry: String },
     IdpUnavailable,
     IdpMisconfigured,
     Internal,
 }
 
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
+/// The link that starts `flow` over.
+fn retry_link(flow: &Flow) -> String {
+    login_url(&flow.next, flow.fresh, &flow.acr)
+}
+
+impl Failure {
+    /// Status, title and message for the person; never internals (those are logged).
+    fn text(&self) -> (StatusCode, &'static str, &'static str) {
         const BAD: StatusCode = StatusCode::BAD_REQUEST;
         const GATEWAY: StatusCode = StatusCode::BAD_GATEWAY;
-        let retry = |status, title, message, next: &str| {
-            error_page_with_link(
-                status,
-                title,
-                message,
-                &login_url(next, false, &[]),
-                "Sign in again",
-            )
-        };
         match self {
-            Self::UnsafeNext => error_page(BAD, "Bad login link", "This login link points somewhere outside Countersign, so it was not followed."),
-            Self::BadCallback => error_page(BAD, "Bad login response", "The identity provider's answer was incomplete. Open the approval link again."),
-            Self::NoFlow => error_page(BAD, "Login expired", "This sign-in was not started in this browser or took too long. Open the approval link again."),
-            Self::IdpRefused { next } => retry(BAD, "Sign-in refused", "The identity provider did not sign you in.", &next),
-            Self::CodeRejected { next } => retry(BAD, "Sign-in failed", "The identity provider did not accept this sign-in (it may have been used already).", &next),
-            Self::BadIdToken { next } => retry(BAD, "Sign-in could not be verified", "The identity provider's answer did not pass verification.", &next),
-            Self::NoEmail => error_page(BAD, "No email address", "Your identity provider did not share an email address, which approvals need."),
-            Self::EmailUnverified => error_page(BAD, "Email not verified", "Your identity provider says your email address is not verified."),
-            Self::AcrNotMet { next } => retry(BAD, "Stronger sign-in needed", "This approval needs a stronger sign-in method than the one used.", &next),
-            Self::NotFresh { next } => {
-                let link = login_url(&next, true, &[]);
-                error_page_with_link(BAD, "Fresh sign-in needed", "This approval needs you to sign in again just now.", &link, "Sign in again")
-            }
-            Self::IdpUnavailable => error_page(GATEWAY, "Identity provider unavailable", "The identity provider could not be reached. Try again in a moment."),
-            Self::IdpMisconfigured => error_page(GATEWAY, "Identity provider problem", "The identity provider's answer was not usable for signing in."),
-            Self::Internal => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "Something went wrong. Try again."),
+            Self::UnsafeNext => (
+                BAD,
+                "Bad login link",
+                "This login link points somewhere outside Countersign, so it was not followed.",
+            ),
+            Self::BadCallback => (
+                BAD,
+                "Bad login response",
+                "The identity provider's answer was incomplete. Open the approval link again.",
+            ),
+            Self::NoFlow => (
+                BAD,
+                "Login expired",
+                "This sign-in was not started in this browser or took too long. \
+                 Open the approval link again.",
+            ),
+            Self::IdpRefused { .. } => (
+                BAD,
+                "Sign-in refused",
+                "The identity provider did not sign you in.",
+            ),
+            Self::CodeRejected { .. } => (
+                BAD,
+                "Sign-in failed",
+                "The identity provider did not accept this sign-in (it may have been used already).",
+            ),
+            Self::BadIdToken { .. } => (
+                BAD,
+                "Sign-in could not be verified",
+                "The identity provider's answer did not pass verification.",
+            ),
+            Self::NoEmail => (
+                BAD,
+                "No email address",
+                "Your identity provider did not share an email address, which approvals need.",
+            ),
+            Self::EmailUnverified => (
+                BAD,
+                "Email not verified",
+                "Your identity provider says your email address is not verified.",
+            ),
+            Self::AcrNotMet { .. } => (
+                BAD,
+                "Stronger sign-in needed",
+                "This approval needs a stronger sign-in method than the one used.",
+            ),
+            Self::NotFresh { .. } => (
+                BAD,
+                "Fresh sign-in needed",
+                "This approval needs you to sign in again just now.",
+            ),
+            Self::IdpUnavailable => (
+                GATEWAY,
+                "Identity provider unavailable",
+                "The identity provider could not be reached. Try again in a moment.",
+            ),
+            Self::IdpMisconfigured => (
+                GATEWAY,
+                "Identity provider problem",
+                "The identity provider's answer was not usable for signing in.",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "Something went wrong. Try again.",
+            ),
+        }
+    }
+
+    fn retry(&self) -> Option<&str> {
+        match self {
+            Self::IdpRefused { retry }
+            | Self::CodeRejected { retry }
+            | Self::BadIdToken { retry }
+            | Self::AcrNotMet { retry }
+            | Self::NotFresh { retry } => Some(retry),
+            Self::UnsafeNext
+            | Self::BadCallback
+            | Self::NoFlow
+            | Self::NoEmail
+            | Self::EmailUnverified
+            | Self::IdpUnavailable
+            | Self::IdpMisconfigured
+            | Self::Internal => None,
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (status, title, message) = self.text();
+        match self.retry() {
+            Some(link) => error_page_with_link(status, title, message, link, "Sign in again"),
+            None => error_page(status, title, message),
         }
     }
 }
