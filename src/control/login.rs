@@ -474,9 +474,14 @@ fn token_failure<E: std::error::Error>(
                 retry: retry_link(flow),
             }
         }
-        other => {
-            tracing::warn!(error = %other, "approver login token request failed");
+        RequestTokenError::Request(e) => {
+            tracing::warn!(error = %e, "approver login token request failed");
             Failure::IdpUnavailable
+        }
+        // An answer that is not a token response (or an ID token that does not even parse).
+        RequestTokenError::Parse(..) | RequestTokenError::Other(..) => {
+            tracing::warn!(error = %e, "approver login token response unusable");
+            Failure::IdpMisconfigured
         }
     }
 }
