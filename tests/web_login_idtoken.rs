@@ -45,6 +45,8 @@ struct Idp {
     rogue: rcgen::KeyPair,
     nonce: Mutex<String>,
     make: Mutex<Option<MakeToken>>,
+    /// The JWKS publishes `rogue` instead of `good` (a key rotation).
+    rotated: std::sync::atomic::AtomicBool,
 }
 
 fn p256() -> rcgen::KeyPair {
@@ -97,7 +99,11 @@ async fn discovery(State(idp): State<Arc<Idp>>) -> Json<Value> {
 }
 
 async fn jwks(State(idp): State<Arc<Idp>>) -> Json<Value> {
-    Json(json!({"keys": [jwk(&idp.good, "good")]}))
+    if idp.rotated.load(std::sync::atomic::Ordering::SeqCst) {
+        Json(json!({"keys": [jwk(&idp.rogue, "good")]}))
+    } else {
+        Json(json!({"keys": [jwk(&idp.good, "good")]}))
+    }
 }
 
 async fn token(State(idp): State<Arc<Idp>>) -> Json<Value> {
@@ -122,6 +128,7 @@ async fn harness() -> Harness {
         rogue: p256(),
         nonce: Mutex::new(String::new()),
         make: Mutex::new(None),
+        rotated: std::sync::atomic::AtomicBool::new(false),
     });
     let idp_app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
@@ -290,4 +297,26 @@ async fn untrustworthy_id_tokens_are_refused() {
     assert_eq!(title(&html), UNVERIFIED, "none");
     assert_eq!(status, StatusCode::BAD_REQUEST, "alg none");
     assert!(!session);
+}
+
+#[tokio::test]
+async fn rotated_idp_keys_are_refetched() {
+    let h = harness().await;
+    let idp = h.idp.clone();
+    let signed_by_good: MakeToken =
+        Box::new(move |iss, nonce| es256(&idp.good, &good_claims(iss, nonce)));
+    let (status, _, _) = login_with(&h, signed_by_good).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    // The IdP rotates to a new key. Refetches are rate limited (5 s), so wait that out.
+    h.idp
+        .rotated
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(5_100)).await;
+    let idp = h.idp.clone();
+    let signed_by_new: MakeToken =
+        Box::new(move |iss, nonce| es256(&idp.rogue, &good_claims(iss, nonce)));
+    let (status, session, html) = login_with(&h, signed_by_new).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert!(session);
 }
