@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod devidp;
+pub mod devlogin;
 pub mod explain;
 pub mod identity;
 pub mod logging;

@@ -21,6 +21,9 @@ use crate::metrics::Metrics;
 use crate::oidc::Verifier;
 
 pub mod api;
+pub mod login;
+pub mod pages;
+pub mod session;
 
 /// What the control plane needs.
 #[derive(Debug, Clone)]
