@@ -18,6 +18,8 @@ use crate::audit::{AuditLog, Event};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::config::StoreUrl;
+use crate::control::login::Login;
+use crate::control::session::{SessionKey, Sessions};
 use crate::control::{ControlService, ControlState};
 use crate::metrics::Metrics;
 use crate::oidc::Verifier;
@@ -163,6 +165,7 @@ pub fn build(
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let broker = build_broker(&config, clock.clone(), &metrics)?;
+    let clock_for_login = clock.clone();
     let approvals = Some(Arc::new(ApprovalPlane {
         broker: broker.clone(),
         public_url: config
@@ -199,7 +202,8 @@ pub fn build(
 
     let conf = ServerConf {
         threads: config.server.threads.max(1),
-        grace_period_seconds: Some(0),
+        // pingora cancels in-flight tasks when the runtime stops: give them time to finish.
+        grace_period_seconds: Some(3),
         graceful_shutdown_timeout_seconds: Some(10),
         upstream_keepalive_pool_size: 256,
         ..ServerConf::default()
@@ -243,6 +247,7 @@ pub fn build(
             }
         })?;
     let reloader = Reloader::new(config.clone(), policy, metrics.clone());
+    let (sessions, login) = approver_login(&config, clock_for_login)?;
     let v = verifier.clone();
     let b = broker.clone();
     let tasks: Vec<Box<dyn Fn() + Send + Sync>> = vec![
@@ -262,6 +267,8 @@ pub fn build(
                 .as_str()
                 .trim_end_matches('/')
                 .to_owned(),
+            sessions,
+            login,
         },
         tasks,
     );
@@ -317,6 +324,28 @@ fn build_broker(
         config.approver_groups.clone(),
     )
     .with_metrics(metrics.clone()))
+}
+
+/// Sessions and the OIDC login for the approval pages, when `[approver_login]` is set.
+fn approver_login(
+    config: &Config,
+    clock: SharedClock,
+) -> Result<(Option<Sessions>, Option<Arc<Login>>), StartError> {
+    let Some(cfg) = &config.approver_login else {
+        return Ok((None, None));
+    };
+    // Session cookies are signed with a key derived from the approval signing key, so every
+    // replica sharing that key accepts the same sessions; without one, a random key per process.
+    let key = match &config.approvals.signing_key {
+        Some(pem) => SessionKey::derive_from(pem.expose().as_bytes())
+            .map_err(|_| StartError::Approvals("signing_key too short".into()))?,
+        None => SessionKey::random()
+            .map_err(|_| StartError::Approvals("no randomness for the session key".into()))?,
+    };
+    let sessions = Sessions::for_public_url(key, &config.server.public_url, clock);
+    let login = Login::new(cfg, &config.server.public_url, sessions.clone())
+        .map_err(|e| StartError::Approvals(format!("[approver_login]: {e}")))?;
+    Ok((Some(sessions), Some(Arc::new(login))))
 }
 
 /// This process, for audit lines: host name and pid.

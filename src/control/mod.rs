@@ -24,6 +24,7 @@ pub mod api;
 pub mod login;
 pub mod pages;
 pub mod session;
+pub mod web;
 
 /// What the control plane needs.
 #[derive(Debug, Clone)]
@@ -36,11 +37,16 @@ pub struct ControlState {
     pub broker: Broker,
     /// `[server] public_url` without a trailing slash.
     pub public_url: String,
+    /// Approver sessions, when `[approver_login]` is configured.
+    pub sessions: Option<session::Sessions>,
+    /// The approver login flow, when `[approver_login]` is configured.
+    pub login: Option<Arc<login::Login>>,
 }
 
 /// The control-plane router.
 pub fn router(state: ControlState) -> Router {
-    Router::new()
+    let login = state.login.clone();
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -53,11 +59,19 @@ pub fn router(state: ControlState) -> Router {
         .route("/approvals/{id}/decision", axum::routing::post(decision))
         .route("/approvals/{id}/result", get(api::result_handler))
         .fallback(not_found)
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(state));
+    match login {
+        Some(l) => router.merge(login::router(l)),
+        None => router,
+    }
 }
 
 async fn approvals_list(State(s): State<Arc<ControlState>>, headers: HeaderMap) -> Response {
-    api::list(&s, &headers).await
+    if api::wants_json(&headers) {
+        api::list(&s, &headers).await
+    } else {
+        web::list(&s, &headers).await
+    }
 }
 
 async fn approval_get(
@@ -65,7 +79,11 @@ async fn approval_get(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    api::get_one(&s, &headers, &id).await
+    if api::wants_json(&headers) {
+        api::get_one(&s, &headers, &id).await
+    } else {
+        web::detail(&s, &headers, &id).await
+    }
 }
 
 async fn decision(
@@ -74,7 +92,11 @@ async fn decision(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    api::decide_api(&s, &headers, &id, &body).await
+    if web::is_form(&headers) {
+        web::decide(&s, &headers, &id, &body).await
+    } else {
+        api::decide_api(&s, &headers, &id, &body).await
+    }
 }
 
 async fn healthz() -> Response {

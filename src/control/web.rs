@@ -1,0 +1,339 @@
+//! The approval pages for people (SPEC 6): the list and one request with Approve / Deny, behind
+//! the approver login session. Turns broker state into the page view models and votes from the
+//! form into `Broker::decide`; rendering lives in `pages`, sessions and CSRF in `session`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::pages::{
+    self, ApprovalSummary, ApprovalView, DecisionForm, DecisionView, ResultView, StatusView,
+    VoteView,
+};
+use super::session::ApproverSession;
+use super::ControlState;
+use crate::approval::{
+    Approval, ApprovalId, ApproverIdentity, Channel, DecideError, Decision, ListFilter, Status,
+};
+use crate::policy::ApproveVia;
+
+/// How fresh a login must be to decide on an `approve_via = "login"` request.
+const FRESH_LOGIN: Duration = Duration::from_secs(5 * 60);
+
+fn ms(t: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(t)
+}
+
+fn status_view(s: Status) -> StatusView {
+    match s {
+        Status::Pending => StatusView::Pending,
+        Status::Approved => StatusView::Approved,
+        Status::Denied => StatusView::Denied,
+        Status::Expired => StatusView::Expired,
+        Status::Cancelled => StatusView::Cancelled,
+    }
+}
+
+fn decision_view(d: Decision) -> DecisionView {
+    match d {
+        Decision::Approve => DecisionView::Approve,
+        Decision::Deny => DecisionView::Deny,
+    }
+}
+
+fn requester_label(a: &Approval) -> String {
+    a.requester
+        .email
+        .clone()
+        .unwrap_or_else(|| format!("{} at {}", a.requester.sub, a.requester.iss))
+}
+
+fn identity(s: &ApproverSession) -> ApproverIdentity {
+    ApproverIdentity {
+        email: s.email.clone(),
+        iss: Some(s.iss.clone()),
+        sub: Some(s.sub.clone()),
+        via: Channel::Web,
+    }
+}
+
+/// The session, or the answer that sends the person to log in.
+fn session_or_login(
+    state: &ControlState,
+    headers: &HeaderMap,
+    next: &str,
+) -> Result<ApproverSession, Response> {
+    let Some(sessions) = &state.sessions else {
+        return Err(pages::error_page(
+            StatusCode::NOT_FOUND,
+            "Approver login is not configured",
+            "This Countersign has no [approver_login]: approvers decide through the API or chat.",
+        ));
+    };
+    sessions
+        .from_headers(headers)
+        .ok_or_else(|| Redirect::to(&super::login::login_url(next, false, &[])).into_response())
+}
+
+/// Why this viewer cannot vote now, if they cannot.
+fn why_not(state: &ControlState, a: &Approval, s: &ApproverSession) -> Option<String> {
+    match state.broker.check_voter(a, &identity(s), Decision::Approve) {
+        Ok(_) => None,
+        Err(e) => Some(
+            match e {
+                DecideError::NotAnApprover => "You are not an approver of this request.",
+                DecideError::OwnRequest => "You sent this request; someone else must approve it.",
+                DecideError::AlreadyVoted => "You already voted on this request.",
+                DecideError::AlreadyDecided(_) => "This request was already decided.",
+                DecideError::Expired => "This request expired.",
+                DecideError::LoginRequired => "This request must be approved after a fresh login.",
+                DecideError::NotFound => "This request no longer exists.",
+                DecideError::Store(_) | DecideError::Audit(_) => {
+                    "Votes cannot be recorded right now."
+                }
+            }
+            .to_owned(),
+        ),
+    }
+}
+
+fn needs_fresh_login(a: &Approval, s: &ApproverSession, now: SystemTime) -> bool {
+    a.approve_via == ApproveVia::Login && !s.is_fresh_for(ms(a.created_at), FRESH_LOGIN, now)
+}
+
+fn detail_view(
+    state: &ControlState,
+    a: &Approval,
+    s: &ApproverSession,
+    now: SystemTime,
+) -> ApprovalView {
+    let why_not = why_not(state, a, s);
+    let csrf_token = state
+        .sessions
+        .as_ref()
+        .map(|ss| ss.csrf_token(s, a.id.as_str()))
+        .unwrap_or_default();
+    ApprovalView {
+        id: a.id.to_string(),
+        rule: a.rule.clone(),
+        requester: requester_label(a),
+        method: a.method.clone(),
+        host: a.host.clone(),
+        path: a.path_and_query(),
+        reason: a.reason.clone(),
+        body_preview: (a.body_len > 0).then(|| a.body_preview.clone()),
+        created_at: ms(a.created_at),
+        expires_at: ms(a.expires_at),
+        status: status_view(a.status),
+        votes: a
+            .votes
+            .iter()
+            .map(|v| VoteView {
+                approver: v.approver.clone(),
+                decision: decision_view(v.decision),
+                reason: v.reason.clone(),
+                at: ms(v.at),
+            })
+            .collect(),
+        quorum: a.quorum,
+        approvals_so_far: a.approved_by().len() as u32,
+        can_vote: why_not.is_none(),
+        why_not,
+        csrf_token,
+        fresh_login_required: needs_fresh_login(a, s, now),
+        acr_values: Vec::new(),
+        self_approval_flag: a.self_approval,
+    }
+}
+
+/// `GET /approvals` as HTML.
+pub async fn list(state: &ControlState, headers: &HeaderMap) -> Response {
+    let s = match session_or_login(state, headers, "/approvals") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let now = state
+        .sessions
+        .as_ref()
+        .map_or_else(SystemTime::now, |ss| ss.clock().now());
+    let mut all = match state.broker.list(ListFilter::All, 500).await {
+        Ok(all) => all,
+        Err(_) => {
+            return pages::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Approvals unavailable",
+                "The approval store cannot be reached. Try again shortly.",
+            )
+        }
+    };
+    all.retain(|a| {
+        a.approvers.iter().any(|e| e.eq_ignore_ascii_case(&s.email))
+            || a.requester
+                .email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(&s.email))
+    });
+    let items: Vec<ApprovalSummary> = all
+        .iter()
+        .map(|a| ApprovalSummary {
+            id: a.id.to_string(),
+            rule: a.rule.clone(),
+            requester: requester_label(a),
+            method: a.method.clone(),
+            host: a.host.clone(),
+            path: a.path_and_query(),
+            created_at: ms(a.created_at),
+            expires_at: ms(a.expires_at),
+            status: status_view(a.status),
+            quorum: a.quorum,
+            approvals_so_far: a.approved_by().len() as u32,
+        })
+        .collect();
+    pages::render_list(&items, &s.email, now)
+}
+
+/// `GET /approvals/{id}` as HTML.
+pub async fn detail(state: &ControlState, headers: &HeaderMap, id: &str) -> Response {
+    let next = format!("/approvals/{id}");
+    let s = match session_or_login(state, headers, &next) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(a) = load(state, id).await else {
+        return pages::error_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "No such approval request.",
+        );
+    };
+    let now = state
+        .sessions
+        .as_ref()
+        .map_or_else(SystemTime::now, |ss| ss.clock().now());
+    let view = detail_view(state, &a, &s, now);
+    pages::render_detail(&view, &s.email, now)
+}
+
+async fn load(state: &ControlState, id: &str) -> Option<Approval> {
+    let id = ApprovalId::parse(id)?;
+    state.broker.get(&id).await.ok().flatten()
+}
+
+/// `POST /approvals/{id}/decision` from the page (form, CSRF-protected).
+pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &[u8]) -> Response {
+    let Some(sessions) = &state.sessions else {
+        return pages::error_page(
+            StatusCode::NOT_FOUND,
+            "Approver login is not configured",
+            "Use the API.",
+        );
+    };
+    let Some(s) = sessions.from_headers(headers) else {
+        return pages::error_page_with_link(
+            StatusCode::UNAUTHORIZED,
+            "Please sign in",
+            "Your session has ended. Sign in and vote again.",
+            &super::login::login_url(&format!("/approvals/{id}"), false, &[]),
+            "Sign in",
+        );
+    };
+    let form: DecisionForm = match serde_urlencoded::from_bytes(body) {
+        Ok(f) => f,
+        Err(_) => {
+            return pages::error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad form",
+                "The vote could not be read.",
+            )
+        }
+    };
+    if !sessions.verify_csrf(&s, id, &form.csrf) {
+        return pages::error_page(
+            StatusCode::FORBIDDEN,
+            "Vote refused",
+            "This form is stale or was not sent by the approval page. Open the request again.",
+        );
+    }
+    let Some(a) = load(state, id).await else {
+        return pages::error_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "No such approval request.",
+        );
+    };
+    let now = sessions.clock().now();
+    if needs_fresh_login(&a, &s, now) {
+        return pages::error_page_with_link(
+            StatusCode::FORBIDDEN,
+            "Sign in again",
+            "This request needs a fresh sign-in before you decide.",
+            &super::login::login_url(&format!("/approvals/{id}"), true, &[]),
+            "Sign in again",
+        );
+    }
+    let decision = match form.decision {
+        DecisionView::Approve => Decision::Approve,
+        DecisionView::Deny => Decision::Deny,
+    };
+    match state
+        .broker
+        .decide(
+            &a.id,
+            identity(&s),
+            decision,
+            form.reason().map(str::to_owned),
+        )
+        .await
+    {
+        Ok(after) => pages::render_result(
+            &ResultView {
+                id: after.id.to_string(),
+                decision: form.decision,
+                status: status_view(after.status),
+                quorum: after.quorum,
+                approvals_so_far: after.approved_by().len() as u32,
+            },
+            &s.email,
+        ),
+        Err(e) => {
+            let (status, msg) = match e {
+                DecideError::NotAnApprover => (
+                    StatusCode::FORBIDDEN,
+                    "You are not an approver of this request.",
+                ),
+                DecideError::OwnRequest => (
+                    StatusCode::FORBIDDEN,
+                    "You cannot approve your own request.",
+                ),
+                DecideError::LoginRequired => {
+                    (StatusCode::FORBIDDEN, "This request needs a fresh sign-in.")
+                }
+                DecideError::AlreadyVoted => {
+                    (StatusCode::CONFLICT, "You already voted on this request.")
+                }
+                DecideError::AlreadyDecided(_) => {
+                    (StatusCode::CONFLICT, "This request was already decided.")
+                }
+                DecideError::Expired => (
+                    StatusCode::CONFLICT,
+                    "This request expired before your vote.",
+                ),
+                DecideError::NotFound => (StatusCode::NOT_FOUND, "No such approval request."),
+                DecideError::Store(_) | DecideError::Audit(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Your vote could not be recorded. Try again.",
+                ),
+            };
+            pages::error_page(status, "Vote not counted", msg)
+        }
+    }
+}
+
+/// Whether a request body is an HTML form post.
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
