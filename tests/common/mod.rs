@@ -124,9 +124,18 @@ pub async fn assert_error_body(resp: reqwest::Response, code: &str) -> serde_jso
 /// Runs the `countersign` binary with `args` (e.g. `["check", "--config", path]`) to
 /// completion, stdin closed, and returns its output.
 pub fn countersign(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+    std::process::Command::new(countersign_bin())
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run countersign")
+}
+
+/// The `countersign` binary under test: the one cargo built for this test run, or the file
+/// named by `COUNTERSIGN_BIN` (to test a release build, or a private copy when several
+/// checkouts share one target folder and rebuild its binary under each other's feet).
+pub fn countersign_bin() -> PathBuf {
+    std::env::var_os("COUNTERSIGN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_countersign")))
 }

@@ -190,7 +190,7 @@ impl Drop for Proxy {
 
 fn spawn(config_path: &Path, stderr_path: &Path) -> Child {
     let stderr = File::create(stderr_path).expect("create stderr log");
-    Command::new(env!("CARGO_BIN_EXE_countersign"))
+    Command::new(super::countersign_bin())
         .arg("run")
         .arg("--config")
         .arg(config_path)
