@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod app;
+pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod clock;

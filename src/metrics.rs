@@ -20,6 +20,15 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     /// `countersign_policy_rules`: rules in the active policy.
     pub policy_rules: IntGauge,
+    /// `countersign_approvals_pending`: approvals waiting for a decision.
+    pub approvals_pending: IntGauge,
+    /// `countersign_approval_decisions_total{outcome}`: approved, denied, expired, cancelled.
+    pub approval_decisions: IntCounterVec,
+    /// `countersign_approval_decision_seconds{outcome}`: time from request to decision.
+    pub approval_decision_seconds: HistogramVec,
+    /// `countersign_approval_executions_total{mode,result}`: stored requests sent upstream
+    /// (mode held|background, result ok|error).
+    pub approval_executions: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,6 +91,47 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        // ----- approvals (issue 3) -----
+        let approvals_pending = IntGauge::new(
+            "countersign_approvals_pending",
+            "Approval requests waiting for a decision.",
+        )
+        .expect("static metric definition");
+        let approval_decisions = IntCounterVec::new(
+            Opts::new(
+                "countersign_approval_decisions_total",
+                "Approval requests decided, by outcome (approved, denied, expired, cancelled).",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let approval_decision_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "countersign_approval_decision_seconds",
+                "Time from an approval request to its decision.",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+            ]),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let approval_executions = IntCounterVec::new(
+            Opts::new(
+                "countersign_approval_executions_total",
+                "Approved requests sent upstream, by mode (held, background) and result.",
+            ),
+            &["mode", "result"],
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(approvals_pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(approval_decisions.clone()),
+            Box::new(approval_decision_seconds.clone()),
+            Box::new(approval_executions.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
         Self {
             registry,
             requests,
@@ -90,6 +140,10 @@ impl Metrics {
             upstream_latency,
             policy_reloads,
             policy_rules,
+            approvals_pending,
+            approval_decisions,
+            approval_decision_seconds,
+            approval_executions,
         }
     }
 

@@ -457,10 +457,8 @@ fn policy(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> (PolicyFil
     };
     ck.unknown_keys(t, "in [policy]", &["files", "default"]);
     let mut globs = default_globs;
-    if let Some((list, span)) = ck.opt_str_list(t, "files") {
-        if list.is_empty() {
-            ck.err(&span, "\"files\" must name at least one glob");
-        }
+    // `files = []` is allowed on purpose: an authentication-only proxy needs no rules.
+    if let Some((list, _span)) = ck.opt_str_list(t, "files") {
         globs = list
             .into_iter()
             .map(|(g, span)| GlobAt {

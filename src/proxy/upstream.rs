@@ -63,6 +63,11 @@ impl UpstreamPeer {
             reason,
         })?;
         let mut peer = HttpPeer::new(addr, tls, bare_host);
+        // pingora's connection-reuse hash covers address, SNI and verification flags but not
+        // the pinned CA: without a per-upstream group, a connection verified against one
+        // upstream's CA could be reused for another upstream on the same address that pins a
+        // different CA. One pool per upstream closes that.
+        peer.group_key = group_key(&u.name);
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
         peer.options.idle_timeout = Some(Duration::from_secs(60));
@@ -82,6 +87,13 @@ impl UpstreamPeer {
     pub fn peer(&self) -> Box<HttpPeer> {
         Box::new(self.peer.clone())
     }
+}
+
+fn group_key(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {

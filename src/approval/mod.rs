@@ -1,0 +1,39 @@
+//! The approval lifecycle (SPEC 4 `[rule.approval]`, 5.5-5.6, 7): approval records and the
+//! stored request ([`model`]), the store interface with atomic transitions ([`store`]), the
+//! [`Broker`] that the proxy and the control plane call, approval evidence ([`signer`]) and the
+//! upstream [`Executor`].
+//!
+//! Owns approval state and the exactly-once execution of approved requests. Must not touch
+//! pingora, axum or HTML: the proxy holds connections and the control plane renders pages,
+//! both through the [`Broker`].
+//!
+//! Typical flow in the proxy: [`Broker::submit`] -> [`Broker::wait`] (raced against the
+//! client hanging up, then [`Broker::cancel`]) -> `Approved`: [`Broker::execute`];
+//! `StillPending`: [`Broker::release_hold`] and 202, after which the background task
+//! ([`Broker::spawn_background`]) executes it once and parks the response for
+//! [`Broker::result`].
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod executor;
+pub mod model;
+pub mod signer;
+pub mod store;
+
+pub use broker::{
+    ApproverIdentity, AuditError, AuditSink, Broker, BrokerError, BrokerSettings, CancelError,
+    DecideError, ExecuteError, LogNotifier, Notifier, NotifyError, NotifyEvent, ResultError,
+    SweepReport, WaitOutcome,
+};
+pub use executor::{Evidence, Executor, ExecutorError, UpstreamResponse};
+pub use model::{
+    body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
+    Execution, Requester, Status, StoredHeader, StoredRequest, Vote,
+};
+pub use signer::{ApprovalSigner, SignerError};
+pub use store::{
+    ApprovalStore, Cas, Claimant, ListFilter, MemoryStore, ParkedResult, StoreError, VoteResult,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,636 @@
+//! The approval record, the stored request and the request hash: plain data, no I/O.
+//!
+//! Everything here is serde-serializable so a shared store (Redis, issue 5) can hold it as JSON.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::policy::{ApproveVia, NotifyTarget};
+
+/// RFC 4648 base32 alphabet, lowercased: ids are case-insensitive-safe and URL-safe.
+const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+/// Prefix of every approval id.
+const ID_PREFIX: &str = "apr_";
+/// 128 bits in base32 need 26 characters.
+const ID_CHARS: usize = 26;
+
+/// An approval's identifier: `apr_` followed by 128 random bits in lowercase base32 (26 chars).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ApprovalId(String);
+
+impl ApprovalId {
+    /// A fresh random id (OS randomness).
+    pub fn generate() -> Self {
+        let bits: u128 = rand::random();
+        let mut s = String::with_capacity(ID_PREFIX.len() + ID_CHARS);
+        s.push_str(ID_PREFIX);
+        // 26 groups of 5 bits from the top: the first group holds only 3 real bits.
+        for i in (0..ID_CHARS).rev() {
+            let idx = ((bits >> (i * 5)) & 0x1f) as usize;
+            s.push(char::from(BASE32[idx]));
+        }
+        Self(s)
+    }
+
+    /// Parses an id from a URL or a store; `None` unless it has exactly the generated shape.
+    pub fn parse(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix(ID_PREFIX)?;
+        let well_formed = rest.len() == ID_CHARS && rest.bytes().all(|b| BASE32.contains(&b));
+        well_formed.then(|| Self(s.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ApprovalId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s).ok_or_else(|| format!("not an approval id: {s:?}"))
+    }
+}
+
+impl From<ApprovalId> for String {
+    fn from(id: ApprovalId) -> String {
+        id.0
+    }
+}
+
+/// The verified caller who asked for the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requester {
+    /// Token issuer.
+    pub iss: String,
+    /// Token subject.
+    pub sub: String,
+    /// `email` claim, lowercased, if any.
+    pub email: Option<String>,
+}
+
+impl Requester {
+    /// The requester behind a verified principal.
+    pub fn from_principal(p: &crate::identity::Principal) -> Self {
+        Self {
+            iss: p.issuer.clone(),
+            sub: p.subject.clone(),
+            email: p.email.as_deref().map(str::to_lowercase),
+        }
+    }
+
+    /// Whether `(iss, sub)` is this requester (exact comparison, as token claims are).
+    pub fn is(&self, iss: &str, sub: &str) -> bool {
+        self.iss == iss && self.sub == sub
+    }
+}
+
+/// An approver's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Countersign the request.
+    Approve,
+    /// Refuse it; one deny is final.
+    Deny,
+}
+
+impl Decision {
+    /// `"approve"` or `"deny"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// Where a vote came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// The web approval page (approver login).
+    Web,
+    /// The JSON API with an approver's bearer token.
+    Api,
+    /// A Slack button.
+    Slack,
+    /// Microsoft Teams (via the approval page link).
+    Teams,
+}
+
+impl Channel {
+    /// Lowercase name for audit and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Web => "web",
+            Channel::Api => "api",
+            Channel::Slack => "slack",
+            Channel::Teams => "teams",
+        }
+    }
+}
+
+/// One recorded vote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// Approver email, lowercase.
+    pub approver: String,
+    /// Approve or deny.
+    pub decision: Decision,
+    /// Optional reason (always welcome on a deny).
+    pub reason: Option<String>,
+    /// When, unix milliseconds.
+    pub at: u64,
+    /// Where the vote came from.
+    pub via: Channel,
+    /// The requester approving their own request under `self_approval = true` (break-glass).
+    #[serde(default)]
+    pub self_approval: bool,
+}
+
+/// Where an approval is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for votes.
+    Pending,
+    /// Quorum reached.
+    Approved,
+    /// Someone denied.
+    Denied,
+    /// Nobody decided before `expires_at`.
+    Expired,
+    /// The caller hung up or withdrew it.
+    Cancelled,
+}
+
+impl Status {
+    /// Lowercase name (JSON, audit, metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Whether (and by whom) the stored request was sent upstream. Moves forward only:
+/// `NotStarted -> Claimed -> Done | Failed`. A claim is never retried: exactly once means at
+/// most once when the upstream cannot be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Execution {
+    /// Not sent.
+    NotStarted,
+    /// Someone won the claim and is sending it.
+    Claimed {
+        /// Who claimed (replica and role).
+        owner: String,
+        /// When, unix milliseconds.
+        at: u64,
+    },
+    /// Upstream answered.
+    Done {
+        /// Upstream status code.
+        status: u16,
+    },
+    /// Upstream could not be reached or did not answer; not retried.
+    Failed {
+        /// What went wrong (for operators; never shown to callers verbatim).
+        reason: String,
+    },
+}
+
+/// One approval request with its votes and outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Identifier.
+    pub id: ApprovalId,
+    /// Name of the rule that asked for approval.
+    pub rule: String,
+    /// Who asked.
+    pub requester: Requester,
+    /// HTTP method.
+    pub method: String,
+    /// Host (no port) as sent.
+    pub host: String,
+    /// Path as sent (percent-encoded).
+    pub path: String,
+    /// Query string without `?`, if any.
+    pub query: Option<String>,
+    /// Hex SHA-256 binding method, host, path, query, body and requester ([`request_hash`]).
+    pub request_hash: String,
+    /// The caller's `Countersign-Reason`.
+    pub reason: Option<String>,
+    /// Body preview for approvers: UTF-8, at most 2 KiB, redacted ([`body_preview`]).
+    pub body_preview: String,
+    /// Body size in bytes.
+    pub body_len: u64,
+    /// Who may vote: emails, lowercase, deduplicated, groups expanded.
+    pub approvers: Vec<String>,
+    /// Distinct approvals needed.
+    pub quorum: u32,
+    /// Whether the requester may count as one approver.
+    pub self_approval: bool,
+    /// Button or fresh login.
+    #[serde(with = "approve_via_serde")]
+    pub approve_via: ApproveVia,
+    /// Where approvers are told (the rule's `notify`).
+    #[serde(with = "notify_serde")]
+    pub notify: Vec<NotifyTarget>,
+    /// Created, unix milliseconds.
+    pub created_at: u64,
+    /// Pending until, unix milliseconds.
+    pub expires_at: u64,
+    /// Votes in arrival order.
+    pub votes: Vec<Vote>,
+    /// Current status.
+    pub status: Status,
+    /// Who ended it: last approver reaching quorum, the denier, or the canceller.
+    pub decided_by: Option<String>,
+    /// The deny or cancel reason.
+    pub decision_reason: Option<String>,
+    /// When it left `Pending`, unix milliseconds.
+    pub decided_at: Option<u64>,
+    /// A caller connection is waiting for the decision (so the background must not execute).
+    pub held: bool,
+    /// Upstream execution state.
+    pub execution: Execution,
+}
+
+impl Approval {
+    /// Emails that approved, in vote order.
+    pub fn approved_by(&self) -> Vec<String> {
+        self.votes
+            .iter()
+            .filter(|v| v.decision == Decision::Approve)
+            .map(|v| v.approver.clone())
+            .collect()
+    }
+
+    /// Whether `email` (any case) already voted.
+    pub fn has_voted(&self, email: &str) -> bool {
+        self.votes
+            .iter()
+            .any(|v| v.approver.eq_ignore_ascii_case(email))
+    }
+
+    /// Path plus `?query` when there is one.
+    pub fn path_and_query(&self) -> String {
+        join_path_query(&self.path, self.query.as_deref())
+    }
+}
+
+fn join_path_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
+/// One header to replay upstream (values may be any bytes HTTP allows).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredHeader {
+    /// Lowercase header name.
+    pub name: String,
+    /// Raw value.
+    #[serde(with = "b64")]
+    pub value: Vec<u8>,
+}
+
+/// Header names whose values are credentials: never printed by `Debug`.
+const SENSITIVE_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+impl fmt::Debug for StoredHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if SENSITIVE_HEADERS.contains(&self.name.as_str()) {
+            write!(f, "{}: <redacted>", self.name)
+        } else {
+            write!(
+                f,
+                "{}: {:?}",
+                self.name,
+                String::from_utf8_lossy(&self.value)
+            )
+        }
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) and framing headers the client library sets itself.
+const NOT_REPLAYED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// The exact request that is replayed upstream once approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Host as the caller sent it (no port); sent as `Host`.
+    pub host: String,
+    /// Path as sent (percent-encoded).
+    pub path: String,
+    /// Query without `?`.
+    pub query: Option<String>,
+    /// End-to-end headers to replay (no hop-by-hop, no `Countersign-*`, no `Host`).
+    pub headers: Vec<StoredHeader>,
+    /// The buffered body.
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+    /// Upstream origin, e.g. `http://127.0.0.1:7000`.
+    pub upstream_url: String,
+    /// CA bundle pinned for an `https://` upstream.
+    pub upstream_ca: Option<PathBuf>,
+    /// The caller's subject, sent as `Countersign-Subject`.
+    pub subject: String,
+    /// The data plane's request id (audit correlation; sent as `Countersign-Request-Id`).
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+impl StoredRequest {
+    /// Builds a stored request from the caller's request, keeping only the headers that may be
+    /// replayed: hop-by-hop headers (including those named in `Connection`), `Host`,
+    /// `Content-Length` and every `Countersign-*` header are dropped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        method: &http::Method,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+        body: Vec<u8>,
+        upstream_url: &str,
+        upstream_ca: Option<PathBuf>,
+        subject: &str,
+    ) -> Self {
+        Self {
+            method: method.as_str().to_owned(),
+            host: host.to_owned(),
+            path: path.to_owned(),
+            query: query.map(str::to_owned),
+            headers: replayable_headers(headers),
+            body,
+            upstream_url: upstream_url.to_owned(),
+            upstream_ca,
+            subject: subject.to_owned(),
+            request_id: None,
+        }
+    }
+
+    /// Sets the data plane's request id.
+    pub fn with_request_id(mut self, request_id: &str) -> Self {
+        self.request_id = Some(request_id.to_owned());
+        self
+    }
+
+    /// Path plus `?query` when there is one.
+    pub fn path_and_query(&self) -> String {
+        join_path_query(&self.path, self.query.as_deref())
+    }
+
+    /// The `Content-Type` header, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name == "content-type")
+            .and_then(|h| std::str::from_utf8(&h.value).ok())
+    }
+}
+
+/// End-to-end headers of `headers`, in order.
+pub fn replayable_headers(headers: &http::HeaderMap) -> Vec<StoredHeader> {
+    // Headers listed in `Connection` are hop-by-hop too (RFC 9110 7.6.1).
+    let named_by_connection: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            !NOT_REPLAYED.contains(&n)
+                && !n.starts_with("countersign-")
+                && !named_by_connection.iter().any(|c| c == n)
+        })
+        .map(|(name, value)| StoredHeader {
+            name: name.as_str().to_owned(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+/// SHA-256 binding a request to its requester: method, host, path, query, body, iss and sub,
+/// each length-prefixed (u64 big-endian) after a version tag, so no two different field
+/// tuples hash the same bytes. A missing query differs from an empty one.
+pub fn request_hash(
+    method: &str,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+    iss: &str,
+    sub: &str,
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"countersign-request-hash-v1");
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(method.as_bytes());
+    field(host.to_ascii_lowercase().as_bytes());
+    field(path.as_bytes());
+    match query {
+        Some(q) => {
+            field(b"?");
+            field(q.as_bytes());
+        }
+        None => field(b""),
+    }
+    field(body);
+    field(iss.as_bytes());
+    field(sub.as_bytes());
+    h.finalize().into()
+}
+
+/// Largest body preview, in bytes.
+pub const PREVIEW_MAX: usize = 2048;
+/// Appended when a preview was cut.
+const ELLIPSIS: &str = " …";
+/// What replaces a redacted JSON value.
+pub const REDACTED: &str = "[redacted]";
+
+/// A preview of `body` for approvers: at most [`PREVIEW_MAX`] bytes of UTF-8.
+///
+/// JSON bodies (by content type or shape) have every `redact` pointer replaced by
+/// `"[redacted]"` before anything is cut. When the rule redacts fields but the body is not
+/// parseable JSON, nothing of it is shown: a redacted value must never leak through a body
+/// the redaction could not understand.
+pub fn body_preview(body: &[u8], content_type: Option<&str>, redact: &[String]) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    let json_type = content_type
+        .map(|c| c.to_ascii_lowercase().contains("json"))
+        .unwrap_or(false);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut value) if json_type || value.is_object() || value.is_array() => {
+            for pointer in redact {
+                if let Some(slot) = value.pointer_mut(pointer) {
+                    *slot = serde_json::Value::String(REDACTED.to_owned());
+                }
+            }
+            truncate(serde_json::to_string(&value).unwrap_or_default())
+        }
+        _ if !redact.is_empty() => {
+            format!(
+                "[body not shown: {} bytes, not JSON, rule redacts fields]",
+                body.len()
+            )
+        }
+        _ => match std::str::from_utf8(body) {
+            Ok(text) => truncate(text.to_owned()),
+            Err(_) => format!("[binary body, {} bytes]", body.len()),
+        },
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() <= PREVIEW_MAX {
+        return s;
+    }
+    let mut cut = PREVIEW_MAX - ELLIPSIS.len();
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s.push_str(ELLIPSIS);
+    s
+}
+
+/// Expands `group:` entries with `groups`, lowercases, and deduplicates (first occurrence
+/// wins). Unknown groups expand to nobody (config validation reports them; at run time fewer
+/// approvers is the fail-closed choice).
+pub fn expand_approvers(
+    approvers: &[crate::policy::Approver],
+    groups: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    use crate::policy::Approver;
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |email: &str| {
+        let e = email.trim().to_lowercase();
+        if !e.is_empty() && !out.contains(&e) {
+            out.push(e);
+        }
+    };
+    for a in approvers {
+        match a {
+            Approver::Email(e) => add(e),
+            Approver::Group(g) => {
+                for e in groups.get(g).map(Vec::as_slice).unwrap_or_default() {
+                    add(e);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Base64 (standard, padded) for byte fields in JSON.
+pub(crate) mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `ApproveVia` as `"button"` / `"login"` (the policy type has no serde of its own).
+mod approve_via_serde {
+    use crate::policy::ApproveVia;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &ApproveVia, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match v {
+            ApproveVia::Button => "button",
+            ApproveVia::Login => "login",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ApproveVia, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "button" => Ok(ApproveVia::Button),
+            "login" => Ok(ApproveVia::Login),
+            other => Err(serde::de::Error::custom(format!("approve_via {other:?}"))),
+        }
+    }
+}
+
+/// `NotifyTarget`s as tagged JSON (`{"slack_channel": ".."}`, `"teams"`), lossless.
+mod notify_serde {
+    use crate::policy::NotifyTarget;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Mirror {
+        SlackChannel(String),
+        SlackUser(String),
+        Teams,
+    }
+
+    pub fn serialize<S: Serializer>(v: &[NotifyTarget], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|t| match t {
+            NotifyTarget::SlackChannel(c) => Mirror::SlackChannel(c.clone()),
+            NotifyTarget::SlackUser(u) => Mirror::SlackUser(u.clone()),
+            NotifyTarget::Teams => Mirror::Teams,
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NotifyTarget>, D::Error> {
+        Ok(Vec::<Mirror>::deserialize(d)?
+            .into_iter()
+            .map(|m| match m {
+                Mirror::SlackChannel(c) => NotifyTarget::SlackChannel(c),
+                Mirror::SlackUser(u) => NotifyTarget::SlackUser(u),
+                Mirror::Teams => NotifyTarget::Teams,
+            })
+            .collect())
+    }
+}
