@@ -9,6 +9,7 @@
 //! - [`LocalIssuer`]: a minimal issuer of our own (discovery + JWKS with ES256 / EdDSA keys
 //!   generated per test) that can rotate keys, go down, and count fetches.
 //! - [`TlsFixture`]: a CA and a server certificate for `127.0.0.1`/`localhost` (rcgen).
+//! - [`RedisServer`]: a throwaway `redis-server` for the shared approval store.
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code, unused_imports)]
@@ -17,6 +18,7 @@ mod echo;
 mod issuer;
 mod oidc_provider;
 mod proxy;
+mod redis;
 mod tls;
 
 use std::net::TcpListener;
@@ -26,6 +28,7 @@ pub use echo::{EchoUpstream, RecordedRequest};
 pub use issuer::{KeyKind, LocalIssuer};
 pub use oidc_provider::OidcProvider;
 pub use proxy::{basic_config, Proxy};
+pub use redis::RedisServer;
 pub use tls::TlsFixture;
 
 /// A port that was free a moment ago on 127.0.0.1 (the OS picks it; we release it at once).
