@@ -10,12 +10,19 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
 
+use crate::approval::{
+    ApprovalSigner, ApprovalStore, AuditError, AuditSink, Broker, Executor, LogNotifier,
+    MemoryStore,
+};
+use crate::audit::{AuditLog, Event};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::config::StoreUrl;
 use crate::control::{ControlService, ControlState};
 use crate::metrics::Metrics;
 use crate::oidc::Verifier;
 use crate::policy::{PolicySet, RouteTable};
+use crate::proxy::hold::ApprovalPlane;
 use crate::proxy::{DataPlane, Proxy, UpstreamPeer};
 use crate::reload::Reloader;
 
@@ -36,13 +43,79 @@ pub enum StartError {
     /// The HTTP client for IdP fetches could not be built.
     #[error("http client: {0}")]
     Http(String),
+    /// The approval machinery (audit log, signing key, store) could not be set up.
+    #[error("approvals: {0}")]
+    Approvals(String),
+}
+
+/// The broker's audit events go to the hash-chained audit log.
+#[derive(Debug, Clone)]
+pub struct AuditAdapter(pub AuditLog);
+
+#[async_trait::async_trait]
+impl AuditSink for AuditAdapter {
+    async fn record(&self, event: &str, fields: serde_json::Value) -> Result<(), AuditError> {
+        let mut e = Event::new(event);
+        if let serde_json::Value::Object(map) = fields {
+            for (k, v) in map {
+                e = match (k.as_str(), v) {
+                    ("approval_id", serde_json::Value::String(s)) => e.approval_id(s),
+                    ("request_id", serde_json::Value::String(s)) => e.request_id(s),
+                    ("actor", serde_json::Value::String(s)) => e.actor(s),
+                    ("rule", serde_json::Value::String(s)) => e.rule(s),
+                    (_, serde_json::Value::Null) => e,
+                    (_, serde_json::Value::String(s)) => e.field(k, s),
+                    (_, serde_json::Value::Bool(b)) => e.field(k, b),
+                    (_, serde_json::Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+                        (Some(u), _) => e.field(k, u),
+                        (None, Some(i)) => e.field(k, i),
+                        (None, None) => e.field(k, n.to_string()),
+                    },
+                    (_, other) => e.field(k, other.to_string()),
+                };
+            }
+        }
+        self.0
+            .append(e)
+            .await
+            .map(drop)
+            .map_err(|err| AuditError(err.to_string()))
+    }
+}
+
+/// Pieces `build` hands back to callers that need them (the demo).
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// The approval broker.
+    pub broker: Broker,
 }
 
 /// Builds every service and runs until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run(config: Config, policy: PolicySet) -> Result<(), StartError> {
-    let server = build(config, policy, Arc::new(SystemClock))?;
-    server.run(pingora::server::RunArgs::default());
+    let (server, shutdown, _) = build(config, policy, Arc::new(SystemClock))?;
+    serve(server, shutdown);
     Ok(())
+}
+
+/// Runs a built server until SIGTERM/SIGINT. Blocks the calling thread.
+pub fn serve(server: Server, shutdown: tokio::sync::watch::Sender<bool>) {
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(DrainFirst(shutdown)),
+    });
+}
+
+/// SIGTERM: first tell held callers (503 `shutting_down`), then let pingora drain.
+struct DrainFirst(tokio::sync::watch::Sender<bool>);
+
+#[async_trait::async_trait]
+impl pingora::server::ShutdownSignalWatch for DrainFirst {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        let signal = pingora::server::UnixShutdownSignalWatch.recv().await;
+        let _ = self.0.send(true);
+        // Give held requests a moment to write their 503 before listeners close.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        signal
+    }
 }
 
 /// An HTTP client for IdP discovery and JWKS: rustls, short timeouts, no redirects to other
@@ -57,7 +130,11 @@ pub fn idp_http_client() -> Result<reqwest::Client, StartError> {
 }
 
 /// Builds the pingora server (not yet running).
-pub fn build(config: Config, policy: PolicySet, clock: SharedClock) -> Result<Server, StartError> {
+pub fn build(
+    config: Config,
+    policy: PolicySet,
+    clock: SharedClock,
+) -> Result<(Server, tokio::sync::watch::Sender<bool>, Handles), StartError> {
     let config = Arc::new(config);
     let metrics = Metrics::new();
     metrics.policy_rules.set(policy.rules.len() as i64);
@@ -84,6 +161,29 @@ pub fn build(config: Config, policy: PolicySet, clock: SharedClock) -> Result<Se
         metrics.clone(),
     );
 
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let broker = build_broker(&config, clock.clone(), &metrics)?;
+    let approvals = Some(Arc::new(ApprovalPlane {
+        broker: broker.clone(),
+        public_url: config
+            .server
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned(),
+        upstreams: config
+            .upstreams
+            .iter()
+            .map(|u| {
+                (
+                    u.url.as_str().trim_end_matches('/').to_owned(),
+                    u.ca.clone(),
+                )
+            })
+            .collect(),
+        shutdown: shutdown_rx,
+    }));
+
     let state = Arc::new(DataPlane {
         policy: policy.clone(),
         routes,
@@ -94,6 +194,7 @@ pub fn build(config: Config, policy: PolicySet, clock: SharedClock) -> Result<Se
         clock,
         issuers: config.issuers.iter().map(|i| i.issuer.clone()).collect(),
         tls: config.server.tls.is_some(),
+        approvals,
     });
 
     let conf = ServerConf {
@@ -143,15 +244,87 @@ pub fn build(config: Config, policy: PolicySet, clock: SharedClock) -> Result<Se
         })?;
     let reloader = Reloader::new(config.clone(), policy, metrics.clone());
     let v = verifier.clone();
+    let b = broker.clone();
     let tasks: Vec<Box<dyn Fn() + Send + Sync>> = vec![
         Box::new(move || v.start()),
         Box::new(move || reloader.spawn()),
+        Box::new(move || drop(b.spawn_background())),
     ];
-    let control = ControlService::new(control_listener, ControlState { verifier, metrics }, tasks);
+    let control = ControlService::new(
+        control_listener,
+        ControlState {
+            verifier,
+            metrics,
+            broker: broker.clone(),
+            public_url: config
+                .server
+                .public_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+        },
+        tasks,
+    );
 
     server.add_service(proxy);
     server.add_service(background_service("control plane", control));
-    Ok(server)
+    Ok((server, shutdown_tx, Handles { broker }))
+}
+
+/// The approval broker: memory store, the hash-chained audit log, the approval signing key.
+fn build_broker(
+    config: &Config,
+    clock: SharedClock,
+    metrics: &Metrics,
+) -> Result<Broker, StartError> {
+    let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
+        StoreUrl::Memory => Arc::new(MemoryStore::new()),
+        StoreUrl::Redis(url) => {
+            return Err(StartError::Approvals(format!(
+                "store {url}: the Redis store is not available in this build yet; use \"memory\""
+            )))
+        }
+    };
+    let replica = replica_id();
+    let audit = AuditLog::open_with_clock(&config.approvals.audit_log, &replica, clock.clone())
+        .map_err(|e| {
+            StartError::Approvals(format!(
+                "audit log {}: {e}",
+                config.approvals.audit_log.display()
+            ))
+        })?;
+    let public_url = config.server.public_url.as_str().trim_end_matches('/');
+    let signer = match &config.approvals.signing_key {
+        Some(pem) => ApprovalSigner::from_pem(pem.expose())
+            .map_err(|e| StartError::Approvals(format!("signing_key: {e}")))?,
+        None => {
+            tracing::warn!(
+                "[approvals] signing_key is not set: approval tokens are signed with a key \
+                 generated at start, so upstreams must refetch {public_url}/.well-known/jwks.json \
+                 after every restart"
+            );
+            ApprovalSigner::generate().map_err(|e| StartError::Approvals(e.to_string()))?
+        }
+    }
+    .with_issuer(public_url);
+    Ok(Broker::new(
+        store,
+        Arc::new(LogNotifier),
+        Arc::new(AuditAdapter(audit)),
+        clock,
+        Arc::new(signer),
+        Arc::new(Executor::new(Duration::from_secs(30))),
+        config.approver_groups.clone(),
+    )
+    .with_metrics(metrics.clone()))
+}
+
+/// This process, for audit lines: host name and pid.
+fn replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
 }
 
 fn check_bindable(addr: &str, what: &str) -> Result<(), StartError> {

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,8 +16,11 @@ use axum::Router;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::approval::Broker;
 use crate::metrics::Metrics;
 use crate::oidc::Verifier;
+
+pub mod api;
 
 /// What the control plane needs.
 #[derive(Debug, Clone)]
@@ -25,6 +29,10 @@ pub struct ControlState {
     pub verifier: Verifier,
     /// Metrics to render.
     pub metrics: Metrics,
+    /// The approval lifecycle.
+    pub broker: Broker,
+    /// `[server] public_url` without a trailing slash.
+    pub public_url: String,
 }
 
 /// The control-plane router.
@@ -33,8 +41,37 @@ pub fn router(state: ControlState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(api::jwks))
+        .route("/approvals", get(approvals_list))
+        .route(
+            "/approvals/{id}",
+            get(approval_get).delete(api::delete_handler),
+        )
+        .route("/approvals/{id}/decision", axum::routing::post(decision))
+        .route("/approvals/{id}/result", get(api::result_handler))
         .fallback(not_found)
         .with_state(Arc::new(state))
+}
+
+async fn approvals_list(State(s): State<Arc<ControlState>>, headers: HeaderMap) -> Response {
+    api::list(&s, &headers).await
+}
+
+async fn approval_get(
+    State(s): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    api::get_one(&s, &headers, &id).await
+}
+
+async fn decision(
+    State(s): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    api::decide_api(&s, &headers, &id, &body).await
 }
 
 async fn healthz() -> Response {

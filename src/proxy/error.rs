@@ -22,8 +22,30 @@ pub enum Rejection {
     StepUp(Unmet),
     /// A `deny` rule or `default = "deny"`.
     Denied,
-    /// An `approve` rule while approvals are not available: fail closed.
+    /// An `approve` rule while approvals are not available (audit log or approval machinery
+    /// failed): fail closed.
     ApprovalsUnavailable,
+    /// The approval store cannot be reached: fail closed.
+    StoreUnavailable,
+    /// A held request's body is larger than the 1 MiB that can be held.
+    PayloadTooLarge,
+    /// The rule needs a `Countersign-Reason` header and none was sent.
+    ReasonRequired,
+    /// Nobody other than the requester may approve this request.
+    ApprovalUnsatisfiable,
+    /// An approver denied the request.
+    ApprovalDenied {
+        /// Who denied.
+        by: String,
+        /// Why, if they said.
+        reason: Option<String>,
+    },
+    /// Nobody decided before the request expired.
+    ApprovalExpired,
+    /// The request was withdrawn before it was decided.
+    ApprovalCancelled,
+    /// The proxy is shutting down and cannot keep holding the request.
+    ShuttingDown,
     /// The upstream could not be reached or failed mid-response.
     UpstreamUnavailable,
     /// A bug or an unexpected internal failure (details are logged).
@@ -67,6 +89,51 @@ impl Rejection {
                     "this request needs an approval and approvals are not available",
                 )
             },
+            Rejection::StoreUnavailable => ErrorResponse {
+                retry_after: Some(5),
+                ..plain(
+                    503,
+                    "store_unavailable",
+                    "the approval store is unavailable; this request cannot be held safely",
+                )
+            },
+            Rejection::PayloadTooLarge => plain(
+                413,
+                "payload_too_large",
+                "requests that need an approval may carry at most 1 MiB of body",
+            ),
+            Rejection::ReasonRequired => plain(
+                400,
+                "reason_required",
+                "this request needs an approval: say why in a Countersign-Reason header",
+            ),
+            Rejection::ApprovalUnsatisfiable => plain(
+                403,
+                "approval_unsatisfiable",
+                "not enough approvers other than the requester could approve this request",
+            ),
+            Rejection::ApprovalDenied { by, reason } => plain(
+                403,
+                "approval_denied",
+                &match reason {
+                    Some(r) => format!("denied by {by}: {r}"),
+                    None => format!("denied by {by}"),
+                },
+            ),
+            Rejection::ApprovalExpired => plain(
+                403,
+                "approval_expired",
+                "nobody approved this request before it expired",
+            ),
+            Rejection::ApprovalCancelled => plain(
+                403,
+                "approval_cancelled",
+                "this request was withdrawn before it was decided",
+            ),
+            Rejection::ShuttingDown => ErrorResponse {
+                retry_after: Some(5),
+                ..plain(503, "shutting_down", "the proxy is shutting down; retry")
+            },
             Rejection::UpstreamUnavailable => plain(
                 502,
                 "upstream_unavailable",
@@ -90,6 +157,14 @@ impl Rejection {
             Rejection::StepUp(_) => "step_up",
             Rejection::Denied => "denied",
             Rejection::ApprovalsUnavailable => "approvals_unavailable",
+            Rejection::StoreUnavailable => "store_unavailable",
+            Rejection::PayloadTooLarge => "payload_too_large",
+            Rejection::ReasonRequired => "reason_required",
+            Rejection::ApprovalUnsatisfiable => "approval_unsatisfiable",
+            Rejection::ApprovalDenied { .. } => "approval_denied",
+            Rejection::ApprovalExpired => "approval_expired",
+            Rejection::ApprovalCancelled => "approval_cancelled",
+            Rejection::ShuttingDown => "shutting_down",
             Rejection::UpstreamUnavailable => "upstream_error",
             Rejection::Internal => "internal_error",
         }

@@ -7,6 +7,7 @@
 //! trust; `fail_to_proxy` maps upstream failures through the same table; `logging` records.
 
 pub mod error;
+pub mod hold;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -53,6 +54,22 @@ pub struct DataPlane {
     pub issuers: Vec<String>,
     /// Whether the listener is TLS (scheme of the resource identifier).
     pub tls: bool,
+    /// Approvals; `None` fails every `approve` rule closed.
+    pub approvals: Option<Arc<hold::ApprovalPlane>>,
+}
+
+/// What `admit` decided.
+#[derive(Debug)]
+enum Admission {
+    /// Forward through pingora.
+    Forward,
+    /// Hold for approval under `policy.rules[rule]`.
+    Hold {
+        policy: Arc<PolicySet>,
+        rule: usize,
+        principal: Arc<Principal>,
+        upstream: usize,
+    },
 }
 
 /// Per-request state.
@@ -66,6 +83,10 @@ pub struct RequestCtx {
     outcome: &'static str,
     upstream_started: Option<Instant>,
     span: tracing::Span,
+    /// `Countersign-Reason` as the client sent it (read before client `Countersign-*`
+    /// headers are stripped; it is the one the client may set).
+    reason: Option<String>,
+    approval_id: Option<String>,
 }
 
 impl RequestCtx {
@@ -79,6 +100,8 @@ impl RequestCtx {
             outcome: "pending",
             upstream_started: None,
             span: tracing::Span::none(),
+            reason: None,
+            approval_id: None,
         }
     }
 }
@@ -139,7 +162,7 @@ impl Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        let policy = self.state.policy.load();
+        let policy = self.state.policy.load_full();
         let mut scopes: Vec<&str> = policy
             .rules
             .iter()
@@ -165,7 +188,11 @@ impl Proxy {
     }
 
     /// Routing, authentication and policy. `Err(rejection)` means answer with it.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Admission, Rejection> {
         let path = policy::normalize_path(session.req_header().uri.path())
             .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
         if path != session.req_header().uri.path() {
@@ -181,7 +208,8 @@ impl Proxy {
             .routes
             .find(host, &path)
             .ok_or(Rejection::NoRoute)?;
-        ctx.upstream = Some(self.state.route_upstreams[route]);
+        let upstream = self.state.route_upstreams[route];
+        ctx.upstream = Some(upstream);
 
         let facts = RequestFacts {
             method: &req.method,
@@ -193,7 +221,7 @@ impl Proxy {
             ctx.rule = Arc::from(d.rule_name());
             if d.action == Action::Public {
                 ctx.outcome = "public";
-                return Ok(());
+                return Ok(Admission::Forward);
             }
         }
 
@@ -234,13 +262,21 @@ impl Proxy {
                 .check(&principal, self.state.clock.unix())
                 .map_err(Rejection::StepUp)?;
         }
+        ctx.principal = Some(principal.clone());
         if decision.action == Action::Approve {
-            // Approvals are not wired into the data plane yet: never forward such a call.
-            return Err(Rejection::ApprovalsUnavailable);
+            let rule = decision
+                .rule
+                .and_then(|r| policy.rules.iter().position(|p| std::ptr::eq(p, r)))
+                .ok_or(Rejection::Internal)?;
+            return Ok(Admission::Hold {
+                policy: policy.clone(),
+                rule,
+                principal,
+                upstream,
+            });
         }
         ctx.outcome = "forwarded";
-        ctx.principal = Some(principal);
-        Ok(())
+        Ok(Admission::Forward)
     }
 }
 
@@ -302,6 +338,11 @@ impl ProxyHttp for Proxy {
     /// Removes every client-sent `Countersign-*` header before anything looks at the request.
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         let req = session.req_header_mut();
+        ctx.reason = req
+            .headers
+            .get("countersign-reason")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().chars().take(1000).collect());
         let reserved: Vec<http::HeaderName> = req
             .headers
             .keys()
@@ -335,7 +376,40 @@ impl ProxyHttp for Proxy {
             return self.serve_resource_metadata(session, ctx).await;
         }
         match self.admit(session, ctx).await {
-            Ok(()) => Ok(false),
+            Ok(Admission::Forward) => Ok(false),
+            Ok(Admission::Hold {
+                policy,
+                rule,
+                principal,
+                upstream,
+            }) => {
+                let Some(plane) = self.state.approvals.clone() else {
+                    return self
+                        .reject(session, ctx, Rejection::ApprovalsUnavailable)
+                        .await;
+                };
+                let rule = &policy.rules[rule];
+                match hold::hold(&plane, session, ctx, rule, &principal, upstream).await {
+                    Ok(hold::HoldResult::Forward { id, response }) => {
+                        ctx.outcome = "approved";
+                        hold::write_forward(session, &ctx.request_id, &id, response).await?;
+                        Ok(true)
+                    }
+                    Ok(hold::HoldResult::Accepted { id, expires_at }) => {
+                        ctx.outcome = "accepted";
+                        hold::write_accepted(
+                            session,
+                            &plane.public_url,
+                            &ctx.request_id,
+                            &id,
+                            expires_at,
+                        )
+                        .await?;
+                        Ok(true)
+                    }
+                    Err(rejection) => self.reject(session, ctx, rejection).await,
+                }
+            }
             Err(rejection) => self.reject(session, ctx, rejection).await,
         }
     }

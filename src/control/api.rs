@@ -1,0 +1,462 @@
+//! The approval API on the control plane (SPEC 6), for clients with a bearer token validated
+//! exactly like data-plane tokens: approvers list, read and decide; requesters read the parked
+//! result or cancel. HTML pages for people live in `pages` and share the views built here.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::ControlState;
+use crate::approval::{
+    Approval, ApprovalId, ApproverIdentity, CancelError, Channel, DecideError, Decision,
+    ListFilter, ResultError, Status,
+};
+use crate::identity::Principal;
+use crate::oidc::{self, TokenError};
+use crate::proxy::hold::rfc3339_ms;
+
+/// A JSON error answer: `{"error", "error_description"}`.
+pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// The caller's verified bearer token, or the error response to send.
+pub async fn bearer(state: &ControlState, headers: &HeaderMap) -> Result<Arc<Principal>, Response> {
+    let token = oidc::bearer_token(
+        headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+    .and_then(|t| t.ok_or(TokenError::Missing));
+    let token = match token {
+        Ok(t) => t,
+        Err(e) => return Err(token_error(&e)),
+    };
+    state
+        .verifier
+        .verify(token)
+        .await
+        .map_err(|e| token_error(&e))
+}
+
+fn token_error(e: &TokenError) -> Response {
+    let (status, code, description) = match e {
+        TokenError::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "a bearer token is required",
+        ),
+        TokenError::InvalidRequest(r) => {
+            (StatusCode::BAD_REQUEST, "invalid_request", r.description())
+        }
+        TokenError::InvalidToken(r) => (StatusCode::UNAUTHORIZED, "invalid_token", r.description()),
+        TokenError::KeysUnavailable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the token issuer's keys are not available yet",
+        ),
+    };
+    let mut resp = error(status, code, description);
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"countersign\""),
+        );
+    }
+    resp
+}
+
+/// Whether the client asked for JSON.
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+        || headers.contains_key(header::AUTHORIZATION)
+}
+
+/// The JSON view of an approval (what API clients and tests see).
+pub fn view(a: &Approval, public_url: &str) -> Value {
+    let status_url = format!("{public_url}/approvals/{}", a.id);
+    json!({
+        "approval_id": a.id.as_str(),
+        "status": a.status.as_str(),
+        "status_url": status_url,
+        "rule": a.rule,
+        "requester": {
+            "iss": a.requester.iss,
+            "sub": a.requester.sub,
+            "email": a.requester.email,
+        },
+        "method": a.method,
+        "host": a.host,
+        "path": a.path_and_query(),
+        "reason": a.reason,
+        "body_preview": a.body_preview,
+        "body_len": a.body_len,
+        "request_hash": a.request_hash,
+        "approvers": a.approvers,
+        "quorum": a.quorum,
+        "approvals": a.approved_by(),
+        "votes": a.votes.iter().map(|v| json!({
+            "approver": v.approver,
+            "decision": v.decision.as_str(),
+            "reason": v.reason,
+            "at": rfc3339_ms(v.at),
+            "via": v.via.as_str(),
+            "self_approval": v.self_approval,
+        })).collect::<Vec<_>>(),
+        "self_approval": a.self_approval,
+        "created_at": rfc3339_ms(a.created_at),
+        "expires_at": rfc3339_ms(a.expires_at),
+        "decided_by": a.decided_by,
+        "decision_reason": a.decision_reason,
+    })
+}
+
+/// Whether `who` may see `a`: an approver of it, or its requester.
+pub fn may_see(a: &Approval, who: &Principal) -> bool {
+    a.requester.is(&who.issuer, &who.subject)
+        || who
+            .email
+            .as_deref()
+            .is_some_and(|e| a.approvers.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// `GET /approvals` (JSON): approvals the caller may see, pending first.
+pub async fn list(state: &ControlState, headers: &HeaderMap) -> Response {
+    let who = match bearer(state, headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match state.broker.list(ListFilter::All, 500).await {
+        Ok(mut all) => {
+            all.retain(|a| may_see(a, &who));
+            all.sort_by_key(|a| (a.status != Status::Pending, std::cmp::Reverse(a.created_at)));
+            let items: Vec<Value> = all.iter().map(|a| view(a, &state.public_url)).collect();
+            axum::Json(json!({ "approvals": items })).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "approval store failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the approval store is unavailable",
+            )
+        }
+    }
+}
+
+/// Loads an approval by its path id (404 for malformed or unknown ids).
+pub async fn load(state: &ControlState, id: &str) -> Result<Approval, Response> {
+    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no such approval");
+    let id = ApprovalId::parse(id).ok_or_else(not_found)?;
+    match state.broker.get(&id).await {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(not_found()),
+        Err(e) => {
+            tracing::error!(error = %e, "approval store failed");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the approval store is unavailable",
+            ))
+        }
+    }
+}
+
+/// `GET /approvals/{id}` (JSON).
+pub async fn get_one(state: &ControlState, headers: &HeaderMap, id: &str) -> Response {
+    let who = match bearer(state, headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let a = match load(state, id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !may_see(&a, &who) {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such approval");
+    }
+    axum::Json(view(&a, &state.public_url)).into_response()
+}
+
+/// Body of `POST /approvals/{id}/decision` (JSON).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// `approve` or `deny`.
+    pub decision: String,
+    /// Optional reason (shown to the requester when denying).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Parses `approve` / `deny`.
+pub fn parse_decision(s: &str) -> Option<Decision> {
+    match s {
+        "approve" => Some(Decision::Approve),
+        "deny" => Some(Decision::Deny),
+        _ => None,
+    }
+}
+
+/// Maps a refused vote to its answer.
+pub fn decide_error(e: &DecideError) -> Response {
+    let (status, code, description): (StatusCode, &str, &str) = match e {
+        DecideError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such approval"),
+        DecideError::NotAnApprover => (
+            StatusCode::FORBIDDEN,
+            "not_an_approver",
+            "you are not an approver of this request",
+        ),
+        DecideError::LoginRequired => (
+            StatusCode::FORBIDDEN,
+            "login_required",
+            "this request must be approved on the approval page after a fresh login",
+        ),
+        DecideError::OwnRequest => (
+            StatusCode::FORBIDDEN,
+            "own_request",
+            "you cannot approve your own request",
+        ),
+        DecideError::AlreadyVoted => (
+            StatusCode::CONFLICT,
+            "already_voted",
+            "you already voted on this request",
+        ),
+        DecideError::AlreadyDecided(_) => (
+            StatusCode::CONFLICT,
+            "already_decided",
+            "this request was already decided",
+        ),
+        DecideError::Expired => (
+            StatusCode::CONFLICT,
+            "approval_expired",
+            "this request expired before your vote",
+        ),
+        DecideError::Store(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the approval store is unavailable",
+        ),
+        DecideError::Audit(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit log is unavailable; nothing was recorded",
+        ),
+    };
+    error(status, code, description)
+}
+
+/// `POST /approvals/{id}/decision` with a bearer token and a JSON body.
+pub async fn decide_api(
+    state: &ControlState,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+) -> Response {
+    let who = match bearer(state, headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(email) = who.email.clone() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "not_an_approver",
+            "the token has no email claim, so it cannot identify an approver",
+        );
+    };
+    let body: DecisionBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!(
+                    "expected {{\"decision\": \"approve\"|\"deny\", \"reason\": \"...\"}}: {e}"
+                ),
+            )
+        }
+    };
+    let Some(decision) = parse_decision(&body.decision) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "decision must be \"approve\" or \"deny\"",
+        );
+    };
+    let Some(id) = ApprovalId::parse(id) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such approval");
+    };
+    let approver = ApproverIdentity {
+        email,
+        iss: Some(who.issuer.clone()),
+        sub: Some(who.subject.clone()),
+        via: Channel::Api,
+    };
+    match state
+        .broker
+        .decide(&id, approver, decision, body.reason)
+        .await
+    {
+        Ok(a) => axum::Json(view(&a, &state.public_url)).into_response(),
+        Err(e) => decide_error(&e),
+    }
+}
+
+/// `GET /approvals/{id}/result`: the parked upstream response, for the requester only.
+pub async fn result(state: &ControlState, headers: &HeaderMap, id: &str) -> Response {
+    let who = match bearer(state, headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(id) = ApprovalId::parse(id) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such approval");
+    };
+    match state.broker.result(&id, &who.issuer, &who.subject).await {
+        Ok(parked) => {
+            let mut builder = axum::http::Response::builder().status(parked.status);
+            for h in &parked.headers {
+                builder = builder.header(h.name.as_str(), h.value.as_slice());
+            }
+            builder = builder
+                .header("countersign-approval-id", id.as_str())
+                .header(header::CACHE_CONTROL, "no-store");
+            if parked.truncated {
+                builder = builder.header("countersign-result-truncated", "true");
+            }
+            builder
+                .body(axum::body::Body::from(parked.body))
+                .unwrap_or_else(|_| {
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal_error",
+                        "internal error",
+                    )
+                })
+        }
+        Err(ResultError::NotFound | ResultError::NotRequester) => {
+            error(StatusCode::NOT_FOUND, "not_found", "no such approval")
+        }
+        Err(ResultError::Unavailable(a)) => unavailable_result(&a, &state.public_url),
+        Err(ResultError::Store(e)) => {
+            tracing::error!(error = %e, "approval store failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the approval store is unavailable",
+            )
+        }
+    }
+}
+
+fn unavailable_result(a: &Approval, public_url: &str) -> Response {
+    match a.status {
+        Status::Pending => {
+            let mut resp = (StatusCode::ACCEPTED, axum::Json(view(a, public_url))).into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            resp
+        }
+        Status::Denied => error(
+            StatusCode::FORBIDDEN,
+            "approval_denied",
+            &match &a.decision_reason {
+                Some(r) => format!(
+                    "denied by {}: {r}",
+                    a.decided_by.as_deref().unwrap_or("an approver")
+                ),
+                None => format!("denied by {}", a.decided_by.as_deref().unwrap_or("an approver")),
+            },
+        ),
+        Status::Expired => error(
+            StatusCode::FORBIDDEN,
+            "approval_expired",
+            "nobody approved this request before it expired",
+        ),
+        Status::Cancelled => error(
+            StatusCode::FORBIDDEN,
+            "approval_cancelled",
+            "this request was withdrawn",
+        ),
+        Status::Approved => error(
+            StatusCode::NOT_FOUND,
+            "result_unavailable",
+            "approved, but no result is parked: it is still executing, was already delivered to the held caller, failed upstream, or its lifetime passed",
+        ),
+    }
+}
+
+/// `DELETE /approvals/{id}`: the requester withdraws a pending request.
+pub async fn cancel(state: &ControlState, headers: &HeaderMap, id: &str) -> Response {
+    let who = match bearer(state, headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(id) = ApprovalId::parse(id) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such approval");
+    };
+    match state
+        .broker
+        .cancel_as_requester(&id, &who.issuer, &who.subject)
+        .await
+    {
+        Ok(a) => axum::Json(view(&a, &state.public_url)).into_response(),
+        Err(CancelError::NotFound | CancelError::NotRequester) => {
+            error(StatusCode::NOT_FOUND, "not_found", "no such approval")
+        }
+        Err(CancelError::AlreadyDecided(_)) => error(
+            StatusCode::CONFLICT,
+            "already_decided",
+            "this request was already decided",
+        ),
+        Err(CancelError::Store(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the approval store is unavailable",
+        ),
+        Err(CancelError::Audit(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit log is unavailable; nothing was recorded",
+        ),
+    }
+}
+
+/// `GET /.well-known/jwks.json`: keys that verify `Countersign-Approval`.
+pub async fn jwks(State(s): State<Arc<ControlState>>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "max-age=300")],
+        axum::Json(s.broker.signer().jwks()),
+    )
+        .into_response()
+}
+
+/// `DELETE /approvals/{id}` handler.
+pub async fn delete_handler(
+    State(s): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    cancel(&s, &headers, &id).await
+}
+
+/// `GET /approvals/{id}/result` handler.
+pub async fn result_handler(
+    State(s): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    result(&s, &headers, &id).await
+}
