@@ -15,7 +15,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo test --all-targets"
-cargo test --all-targets
+cargo test --all-targets --no-fail-fast
 
 step "countersign check --config examples/countersign.toml"
 cargo run -q -- check --config examples/countersign.toml

@@ -40,10 +40,6 @@ upstream = "down"
 [[issuer]]
 issuer = "{issuer}"
 audiences = ["{API}"]
-
-[policy]
-files = []
-default = "allow"
 "#
     )
 }

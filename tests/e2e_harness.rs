@@ -5,7 +5,9 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{http_client, EchoUpstream, KeyKind, LocalIssuer, OidcProvider, TestDir, TlsFixture};
+use common::{
+    http_client, EchoUpstream, KeyKind, LocalIssuer, OidcProvider, RedisServer, TestDir, TlsFixture,
+};
 
 fn jwt_part(token: &str, index: usize) -> serde_json::Value {
     let part = token.split('.').nth(index).expect("JWT part");
@@ -171,4 +173,24 @@ async fn oidc_provider_can_sign_access_tokens_with_es256() {
         .await;
     assert_eq!(jwt_part(&token, 0)["alg"], "ES256");
     assert_eq!(jwt_part(&token, 1)["aud"], "https://other.example.test");
+}
+
+#[test]
+fn redis_server_starts_on_its_own_port_and_stops_on_drop() {
+    let port;
+    {
+        let redis = RedisServer::start();
+        port = redis.port();
+        assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}/0"));
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+    // Killed on drop: the port no longer accepts connections (give the kernel a moment).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server still listening"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`LocalIssuer`]: a minimal issuer of our own (discovery + JWKS with ES256 / EdDSA keys
 //!   generated per test) that can rotate keys, go down, and count fetches.
 //! - [`TlsFixture`]: a CA and a server certificate for `127.0.0.1`/`localhost` (rcgen).
+//! - [`RedisServer`]: a throwaway `redis-server` for the shared approval store.
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code, unused_imports)]
@@ -17,6 +18,7 @@ mod echo;
 mod issuer;
 mod oidc_provider;
 mod proxy;
+mod redis;
 mod tls;
 
 use std::net::TcpListener;
@@ -26,6 +28,7 @@ pub use echo::{EchoUpstream, RecordedRequest};
 pub use issuer::{KeyKind, LocalIssuer};
 pub use oidc_provider::OidcProvider;
 pub use proxy::{basic_config, Proxy};
+pub use redis::RedisServer;
 pub use tls::TlsFixture;
 
 /// A port that was free a moment ago on 127.0.0.1 (the OS picks it; we release it at once).
@@ -124,9 +127,18 @@ pub async fn assert_error_body(resp: reqwest::Response, code: &str) -> serde_jso
 /// Runs the `countersign` binary with `args` (e.g. `["check", "--config", path]`) to
 /// completion, stdin closed, and returns its output.
 pub fn countersign(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+    std::process::Command::new(countersign_bin())
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run countersign")
+}
+
+/// The `countersign` binary under test: the one cargo built for this test run, or the file
+/// named by `COUNTERSIGN_BIN` (to test a release build, or a private copy when several
+/// checkouts share one target folder and rebuild its binary under each other's feet).
+pub fn countersign_bin() -> PathBuf {
+    std::env::var_os("COUNTERSIGN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_countersign")))
 }

@@ -190,7 +190,7 @@ impl Drop for Proxy {
 
 fn spawn(config_path: &Path, stderr_path: &Path) -> Child {
     let stderr = File::create(stderr_path).expect("create stderr log");
-    Command::new(env!("CARGO_BIN_EXE_countersign"))
+    Command::new(super::countersign_bin())
         .arg("run")
         .arg("--config")
         .arg(config_path)
@@ -214,8 +214,9 @@ fn tls_on_listener(text: &str) -> bool {
 }
 
 /// A minimal valid config: one upstream `echo` at `upstream_url`, one catch-all route, one
-/// issuer (discovery unless `jwks_uri` is appended by the caller) with `audiences`, an empty
-/// policy with `default = "allow"`. Uses the placeholders [`Proxy::start`] fills.
+/// issuer (discovery unless `jwks_uri` is appended by the caller) with `audiences`, and no
+/// `[policy]` table: the default glob `policies/*.toml` finds nothing in a test folder, so
+/// every valid token is allowed. Uses the placeholders [`Proxy::start`] fills.
 pub fn basic_config(upstream_url: &str, issuer: &str, audiences: &[&str]) -> String {
     let audiences = audiences
         .iter()
@@ -240,10 +241,6 @@ upstream = "echo"
 [[issuer]]
 issuer = "{issuer}"
 audiences = [{audiences}]
-
-[policy]
-files = []
-default = "allow"
 "#
     )
 }
