@@ -12,7 +12,7 @@ use pingora::services::background::background_service;
 
 use crate::approval::{
     ApprovalSigner, ApprovalStore, AuditError, AuditSink, Broker, Executor, LogNotifier,
-    MemoryStore,
+    MemoryStore, Notifier,
 };
 use crate::audit::{AuditLog, Event};
 use crate::clock::{SharedClock, SystemClock};
@@ -94,7 +94,8 @@ pub struct Handles {
 
 /// Builds every service and runs until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run(config: Config, policy: PolicySet) -> Result<(), StartError> {
-    let (server, shutdown, _) = build(config, policy, Arc::new(SystemClock))?;
+    let (server, shutdown, _) =
+        build(config, policy, Arc::new(SystemClock), Arc::new(LogNotifier))?;
     serve(server, shutdown);
     Ok(())
 }
@@ -136,6 +137,7 @@ pub fn build(
     config: Config,
     policy: PolicySet,
     clock: SharedClock,
+    notifier: Arc<dyn Notifier>,
 ) -> Result<(Server, tokio::sync::watch::Sender<bool>, Handles), StartError> {
     let config = Arc::new(config);
     let metrics = Metrics::new();
@@ -164,7 +166,7 @@ pub fn build(
     );
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let broker = build_broker(&config, clock.clone(), &metrics)?;
+    let broker = build_broker(&config, clock.clone(), &metrics, notifier)?;
     let clock_for_login = clock.clone();
     let approvals = Some(Arc::new(ApprovalPlane {
         broker: broker.clone(),
@@ -283,6 +285,7 @@ fn build_broker(
     config: &Config,
     clock: SharedClock,
     metrics: &Metrics,
+    notifier: Arc<dyn Notifier>,
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
@@ -316,7 +319,7 @@ fn build_broker(
     .with_issuer(public_url);
     Ok(Broker::new(
         store,
-        Arc::new(LogNotifier),
+        notifier,
         Arc::new(AuditAdapter(audit)),
         clock,
         Arc::new(signer),

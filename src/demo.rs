@@ -1,6 +1,7 @@
-//! `countersign demo`: a zero-setup tour on loopback. Starts a development token issuer, a demo
-//! upstream and the proxy (with a generated config and policy in a temporary folder), then
-//! prints ready-to-paste curl commands with freshly minted tokens.
+//! `countersign demo`: a zero-setup tour on loopback. Starts a development token issuer, a
+//! development login issuer for approvers, a demo upstream and the proxy (with a generated config
+//! and policy in a temporary folder), then prints ready-to-paste curl commands with freshly
+//! minted tokens, and the approval page link whenever a request is held.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -11,7 +12,13 @@ use axum::extract::Request;
 use axum::response::IntoResponse;
 use axum::Router;
 
+use std::sync::Arc;
+
+use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
+use crate::clock::SystemClock;
 use crate::devidp::DevIdp;
+use crate::devlogin::DevLogin;
+use crate::secret::Secret;
 
 /// The demo policy: one file, every action shown.
 const DEMO_POLICY: &str = r#"# Demo policy: written by `countersign demo`.
@@ -32,6 +39,20 @@ name = "admin-needs-mfa"
 path_prefix = "/v1/admin/"
 action = "allow"
 require = { scopes = ["admin"], acr = ["urn:mfa"], max_age = "5m" }
+
+[[rule]]
+name = "prod-deploy"
+methods = ["POST"]
+path = "/v1/deployments/{env}"
+params = { env = "production" }
+action = "approve"
+
+[rule.approval]
+approvers = ["group:deployers"]
+quorum = 1
+hold = "120s"
+expires = "15m"
+redact = ["/token"]
 
 [[rule]]
 name = "read-deployments"
@@ -69,23 +90,65 @@ fn run_inner() -> Result<(), String> {
 
     let data = pick_addr(8080)?;
     let control = pick_addr(9090)?;
-    let config_path = write_files(&dir, &idp, upstream, data, control)?;
+    let secret = format!("{:032x}", rand::random::<u128>());
+    let login = DevLogin::start(
+        "countersign-demo",
+        Some(Secret::new(secret.clone())),
+        &format!("http://{control}/oidc/callback"),
+    )
+    .map_err(|e| format!("dev login issuer: {e}"))?;
+    std::fs::write(dir.join("client-secret"), &secret).map_err(|e| e.to_string())?;
+    let config_path = write_files(&dir, &idp, login.issuer(), upstream, data, control)?;
     let (config, policy) =
         crate::config::load(&config_path).map_err(|p| format!("demo config invalid:\n{p}"))?;
+    let (server, shutdown, _) = crate::app::build(
+        config,
+        policy,
+        Arc::new(SystemClock),
+        Arc::new(PrintNotifier { control }),
+    )
+    .map_err(|e| e.to_string())?;
 
     let printer_idp = idp.clone();
+    let printed_path = config_path.clone();
     std::thread::spawn(move || {
         if wait_ready(control) {
-            print_tour(&printer_idp, data, control);
+            print_tour(&printer_idp, data, control, &printed_path);
         } else {
             eprintln!("countersign demo: the proxy did not become ready");
         }
     });
-    // The side runtime keeps the issuer and upstream alive while the proxy runs.
-    let result = crate::app::run(config, policy).map_err(|e| e.to_string());
+    // The side runtime and the login issuer stay alive while the proxy runs.
+    crate::app::serve(server, shutdown);
+    drop(login);
     drop(side);
     let _ = std::fs::remove_dir_all(&dir);
-    result
+    Ok(())
+}
+
+/// Prints the approval page link when a request is held, and every outcome, to stdout.
+#[derive(Debug)]
+struct PrintNotifier {
+    control: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl Notifier for PrintNotifier {
+    async fn notify(&self, a: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
+        match event {
+            NotifyEvent::Requested => println!(
+                "\n>>> {} {}{} is held for approval (rule {}).\n>>> Open http://{}/approvals/{} , sign in as alice@example.com or bob@example.com, and click Approve or Deny.\n",
+                a.method,
+                a.host,
+                a.path_and_query(),
+                a.rule,
+                self.control,
+                a.id
+            ),
+            other => println!(">>> approval {}: {}", a.id, other.as_str()),
+        }
+        Ok(())
+    }
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, String> {
@@ -105,6 +168,7 @@ fn pick_addr(preferred: u16) -> Result<SocketAddr, String> {
 fn write_files(
     dir: &Path,
     idp: &DevIdp,
+    login_issuer: &str,
     upstream: SocketAddr,
     data: SocketAddr,
     control: SocketAddr,
@@ -132,6 +196,18 @@ audiences = ["https://api.demo.test"]
 [policy]
 files = ["policies/*.toml"]
 default = "deny"
+
+[approvals]
+store = "memory"
+audit_log = "audit.jsonl"
+
+[approvers.groups]
+deployers = ["alice@example.com", "bob@example.com"]
+
+[approver_login]
+issuer = "{login_issuer}"
+client_id = "countersign-demo"
+client_secret = "file:client-secret"
 "#,
         issuer = idp.issuer()
     );
@@ -190,7 +266,7 @@ fn wait_ready(control: SocketAddr) -> bool {
     false
 }
 
-fn print_tour(idp: &DevIdp, data: SocketAddr, control: SocketAddr) {
+fn print_tour(idp: &DevIdp, data: SocketAddr, control: SocketAddr, config: &Path) {
     let aud = "https://api.demo.test";
     let reader = idp.mint(serde_json::json!({
         "sub": "reader@example.com", "aud": aud, "scope": "deploy:read",
@@ -202,6 +278,9 @@ fn print_tour(idp: &DevIdp, data: SocketAddr, control: SocketAddr) {
     let admin_mfa = idp.mint(serde_json::json!({
         "sub": "alice@example.com", "aud": aud, "scope": "admin deploy:read",
         "acr": "urn:mfa", "auth_time": now(),
+    }));
+    let deployer = idp.mint(serde_json::json!({
+        "sub": "carol@example.com", "email": "carol@example.com", "aud": aud, "scope": "deploy:write",
     }));
     let base = format!("http://{data}");
     println!(
@@ -227,10 +306,22 @@ curl -i {base}/v1/admin/users -H 'Authorization: Bearer {admin_mfa}'
 curl -i {base}/v1/deployments
 curl -s {base}/.well-known/oauth-protected-resource
 
-# 5. Why? Ask the proxy's policy engine:
-#    countersign explain --config <demo config> GET {base}/v1/admin/users --token <token>
+# 5. Approval: a production deploy is held until alice or bob approves it on the approval
+#    page (the link appears below when the request is held; sign in at the dev login page).
+#    The curl waits up to 2 minutes and then prints the upstream's answer.
+curl -i -X POST {base}/v1/deployments/production -H 'Authorization: Bearer {deployer}' \
+     -H 'Content-Type: application/json' -H 'Countersign-Reason: ship 1.4.2' -d '{{"version":"1.4.2","token":"hidden-from-approvers"}}'
+#    Or answer 202 at once and fetch the result later from the status URL it returns:
+curl -i -X POST {base}/v1/deployments/production -H 'Authorization: Bearer {deployer}' -H 'Prefer: respond-async' -d '{{}}'
+#    Approval list: http://{control}/approvals    Audit log: {audit}
+#    countersign audit verify {audit}
+
+# 6. Why? Ask the policy engine:
+countersign explain --config {config} POST {base}/v1/deployments/production --token {deployer}
 "#,
-        issuer = idp.issuer()
+        issuer = idp.issuer(),
+        config = config.display(),
+        audit = config.with_file_name("audit.jsonl").display(),
     );
 }
 
