@@ -29,7 +29,8 @@ use openidconnect::core::{
 use openidconnect::{
     AuthType, AuthenticationContextClass, AuthorizationCode, ClaimsVerificationError, ClientId,
     ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+    OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
+    Scope, TokenResponse,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
@@ -312,7 +313,9 @@ impl Login {
             .await
             .map_err(|e| token_failure(&e, &flow))?;
         let id_token = response.id_token().ok_or(Failure::IdpMisconfigured)?;
-        let identity = self.verify(&provider, id_token, &flow).await?;
+        let identity = self
+            .verify(&provider, id_token, &flow, response.access_token())
+            .await?;
         tracing::info!(email = %identity.email, iss = %identity.iss, acr = ?identity.acr, fresh = flow.fresh, "approver logged in");
         let (_, session_cookie) = self
             .sessions
@@ -353,6 +356,7 @@ impl Login {
         provider: &Arc<Provider>,
         id_token: &openidconnect::core::CoreIdToken,
         flow: &Flow,
+        access_token: &openidconnect::AccessToken,
     ) -> Result<LoginIdentity, Failure> {
         let nonce = Nonce::new(flow.nonce.clone());
         let claims = match verified_claims(&provider.client, id_token, &nonce) {
@@ -368,7 +372,38 @@ impl Login {
                 retry: retry_link(flow),
             }
         })?;
-        identity_from(&claims, flow)
+        // OIDC Core 5.4: claims asked for with scopes may be returned only by the UserInfo
+        // endpoint (oidc-provider does so by default; so do some enterprise IdPs).
+        let fallback = match claims.email() {
+            Some(_) => None,
+            None => {
+                self.userinfo_email(&provider.client, access_token, claims.subject())
+                    .await
+            }
+        };
+        identity_from(&claims, flow, fallback)
+    }
+
+    /// `email` and `email_verified` from the UserInfo endpoint, for the subject of the ID token.
+    async fn userinfo_email(
+        &self,
+        client: &OidcClient,
+        access_token: &openidconnect::AccessToken,
+        subject: &openidconnect::SubjectIdentifier,
+    ) -> Option<(String, Option<bool>)> {
+        let request = client
+            .user_info(access_token.clone(), Some(subject.clone()))
+            .ok()?;
+        let info: openidconnect::core::CoreUserInfoClaims =
+            match request.request_async(&self.http).await {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(error = %e, "approver login: UserInfo request failed");
+                    return None;
+                }
+            };
+        let email = info.email()?.as_str().to_owned();
+        Some((email, info.email_verified()))
     }
 }
 
@@ -420,12 +455,16 @@ fn asymmetric_algs() -> Vec<openidconnect::core::CoreJwsSigningAlgorithm> {
 
 /// Who logged in, once the claims are verified; enforces `email`, `email_verified`, and what
 /// the flow asked for (`acr`, a fresh authentication).
-fn identity_from(claims: &CoreIdTokenClaims, flow: &Flow) -> Result<LoginIdentity, Failure> {
-    let email = claims
-        .email()
-        .map(|e| e.as_str().to_owned())
-        .ok_or(Failure::NoEmail)?;
-    if claims.email_verified() == Some(false) {
+fn identity_from(
+    claims: &CoreIdTokenClaims,
+    flow: &Flow,
+    userinfo: Option<(String, Option<bool>)>,
+) -> Result<LoginIdentity, Failure> {
+    let (email, verified) = match claims.email() {
+        Some(e) => (e.as_str().to_owned(), claims.email_verified()),
+        None => userinfo.ok_or(Failure::NoEmail)?,
+    };
+    if verified == Some(false) {
         return Err(Failure::EmailUnverified);
     }
     let acr = claims.auth_context_ref().map(|a| a.as_str().to_owned());
