@@ -42,6 +42,8 @@ STATE_FILE=${STATE_FILE:-/tmp/countersign-bench.state}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 RESULTS_FILE=${RESULTS_FILE:-}
 COUNTERSIGN_BIN=${COUNTERSIGN_BIN:-}
+SHOWN_ENV="ROWS=\"$ROWS\" ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS"
+[ -z "$COUNTERSIGN_BIN" ] || SHOWN_ENV="$SHOWN_ENV COUNTERSIGN_BIN=$COUNTERSIGN_BIN"
 COUNTERSIGN_LOG=${COUNTERSIGN_LOG:-warn}   # RUST_LOG for the countersign row (no per-request logs)
 
 # Ports: a range of their own, so the peers harness can run beside this one.
@@ -317,5 +319,5 @@ taskset -c "$GEN_CPUS" "$VENV/bin/python" "$HERE/lib/bench.py" \
   --bad-runs "$BAD_RUNS" --send-token-all "$SEND_TOKEN_ALL" \
   --count-status-all "$COUNT_STATUS_ALL" --allow-broken "$ALLOW_BROKEN" \
   --nice "$NICE" --command "$(printf '%q ' "$0" | sed 's/ $//')" \
-  --env "ROWS=\"$ROWS\" ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS"
+  --env "$SHOWN_ENV"
 say "done: $RESULTS_FILE"

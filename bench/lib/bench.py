@@ -228,6 +228,21 @@ def one_run(a, row, kind, rnd, pgids, upstream_port, upstream_pgid):
     return r
 
 
+def load_problems(results):
+    """Bad-token load runs must be refused (4xx) and never reach the upstream."""
+    problems = []
+    for r in results:
+        if r["kind"] != "bad":
+            continue
+        wrong = sum(v for k, v in r["codes"].items() if not k.startswith("4"))
+        if wrong:
+            problems.append(f"{r['row']}: BROKEN - round {r['round']} bad-token run got {wrong} non-4xx responses")
+        if r.get("upstream_requests"):
+            problems.append(f"{r['row']}: BROKEN - round {r['round']} bad-token run let "
+                            f"{r['upstream_requests']} requests reach the upstream")
+    return problems
+
+
 def fmt_codes(r):
     if r["codes"]:
         return " ".join(f"{k}:{v}" for k, v in sorted(r["codes"].items()))
@@ -314,6 +329,9 @@ def report(a, rows, matrix, problems, results, started, finished, jwks):
              f"loadavg(1m) seen at run starts: {min(r['loadavg1'] for r in results):.2f}–"
              f"{max(r['loadavg1'] for r in results):.2f}.")
     L.append("")
+    if problems:
+        L.append("**Problems (the numbers below are not a valid comparison):** " + "; ".join(problems))
+        L.append("")
     L.extend(ratio_lines(rows, by))
     L.append("## Rows")
     L.append("")
@@ -511,6 +529,7 @@ def main():
                     f"  upstream conns+{r['upstream_new_conns']} reqs+{r['upstream_requests']}"
                     f"  foreign-cpu {r['foreign_cpu_s']:.1f}s steal {r['steal_s']:.1f}s")
     jl.close()
+    problems += load_problems(results)
     finished = datetime.datetime.now(datetime.timezone.utc)
     jwks = (jwks_after_checks, jwks_fetches(a.work) - jwks_after_checks)
     md = report(a, rows, matrix, problems, results, started, finished, jwks)
