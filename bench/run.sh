@@ -147,14 +147,14 @@ start_server() { # name cpus cmd...
 }
 
 stop_all() {
-  local name pid i
+  local name pid
   for name in "${!PIDS[@]}"; do
     pid=${PIDS[$name]}
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
   for name in "${!PIDS[@]}"; do
     pid=${PIDS[$name]}
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL -- "-$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -177,8 +177,8 @@ port_busy() { ss -Hltn "sport = :$1" | grep -q .; }
 
 # wait_ready name url [want]: until url answers (any status, or exactly `want`)
 wait_ready() {
-  local name=$1 url=$2 want=${3:-} i code
-  for i in $(seq 150); do
+  local name=$1 url=$2 want=${3:-} code
+  for _ in $(seq 150); do
     if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
       sed 's/^/    /' "$WORK/$name.log" >&2 || true
       die "$name exited during startup (log above)"
@@ -211,7 +211,7 @@ json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 [ "$(uname -s)" = Linux ] || die "Linux only"
 
 if [ -n "$EXTRA_NAME" ]; then
-  [ -n "$EXTRA_CMD" ] && [ -n "$EXTRA_PORT" ] || die "EXTRA_NAME needs EXTRA_CMD and EXTRA_PORT"
+  if [ -z "$EXTRA_CMD" ] || [ -z "$EXTRA_PORT" ]; then die "EXTRA_NAME needs EXTRA_CMD and EXTRA_PORT"; fi
   case "$EXTRA_TOKEN_MODE" in jwt|none) ;; *) die "EXTRA_TOKEN_MODE must be jwt or none";; esac
   has_row "$EXTRA_NAME" || ROWS="$ROWS $EXTRA_NAME"
 fi
