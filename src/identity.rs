@@ -45,7 +45,12 @@ impl Principal {
             .map(str::to_owned);
         let mut scopes: Vec<String> = Vec::new();
         if let Some(scope) = claims.get("scope").and_then(Value::as_str) {
-            scopes.extend(scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned));
+            scopes.extend(
+                scope
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
         }
         if let Some(scp) = claims.get("scp") {
             match scp {
@@ -75,6 +80,9 @@ impl Principal {
 
 /// A JWT NumericDate: a non-negative JSON number (fractions truncated).
 fn numeric_date(v: &Value) -> Option<u64> {
-    v.as_u64()
-        .or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f as u64)
+    })
 }

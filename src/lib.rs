@@ -6,12 +6,18 @@
 #![deny(missing_debug_implementations)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod demo;
+pub mod explain;
 pub mod identity;
+pub mod logging;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod secret;

@@ -70,11 +70,8 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
-        let policy_rules = IntGauge::new(
-            "countersign_policy_rules",
-            "Rules in the active policy.",
-        )
-        .expect("static metric definition");
+        let policy_rules = IntGauge::new("countersign_policy_rules", "Rules in the active policy.")
+            .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(token_rejections.clone()),

@@ -281,9 +281,10 @@ pub fn load(path: &Path) -> Result<(Config, PolicySet), Problems> {
     todo!("config::load")
 }
 
-/// Loads only the policy files named by `files` (for hot reload).
-pub fn load_policies(files: &PolicyFiles) -> Result<PolicySet, Problems> {
-    let _ = files;
+/// Loads only the policy files named by `config.policy` (for hot reload), validating references
+/// to approver groups, chat and login settings against `config`.
+pub fn load_policies(config: &Config) -> Result<PolicySet, Problems> {
+    let _ = config;
     todo!("config::load_policies")
 }
 

@@ -268,7 +268,11 @@ pub struct PolicySet {
 impl PolicySet {
     /// Evaluates `req`. With `who = None` this returns `Decided` only for a `public` rule that
     /// needs no claims; anything else returns `NeedsToken`.
-    pub fn evaluate<'p>(&'p self, req: &RequestFacts<'_>, who: Option<&Principal>) -> Evaluation<'p> {
+    pub fn evaluate<'p>(
+        &'p self,
+        req: &RequestFacts<'_>,
+        who: Option<&Principal>,
+    ) -> Evaluation<'p> {
         let _ = (req, who);
         todo!("PolicySet::evaluate")
     }
@@ -300,4 +304,14 @@ impl RouteTable {
             h.as_ref().is_none_or(|h| h.matches(host)) && path.starts_with(prefix.as_str())
         })
     }
+}
+
+/// Why a request path cannot be matched safely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathError;
+
+/// Normalizes a request path for matching (see the config branch for the real implementation).
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let _ = raw;
+    todo!("policy::normalize_path")
 }

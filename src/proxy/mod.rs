@@ -1,2 +1,452 @@
 //! pingora glue: the data plane. Request phases call into `policy` and `oidc`; the ONE table
 //! that turns failures into HTTP responses lives in [`error`].
+//!
+//! Phases: `early_request_filter` strips client `Countersign-*` headers; `request_filter`
+//! routes, authenticates and applies policy (answering itself on any failure);
+//! `upstream_peer` picks the prepared peer; `upstream_request_filter` adds what upstream may
+//! trust; `fail_to_proxy` maps upstream failures through the same table; `logging` records.
+
+pub mod error;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::clock::SharedClock;
+use crate::identity::Principal;
+use crate::metrics::Metrics;
+use crate::oidc::{self, TokenError, Verifier};
+use crate::policy::{self, Action, Evaluation, PolicySet, RequestFacts, RouteTable};
+
+use error::ChallengeContext;
+pub use error::Rejection;
+pub use upstream::UpstreamPeer;
+
+/// Header prefix reserved for Countersign; client-sent copies are removed.
+const RESERVED_PREFIX: &[u8] = b"countersign-";
+
+/// Shared, read-mostly state of the data plane.
+#[derive(Debug)]
+pub struct DataPlane {
+    /// Active policy; swapped on reload.
+    pub policy: Arc<ArcSwap<PolicySet>>,
+    /// Compiled `[[route]]` table.
+    pub routes: RouteTable,
+    /// Upstream index for each route.
+    pub route_upstreams: Vec<usize>,
+    /// Prepared upstream peers.
+    pub upstreams: Vec<UpstreamPeer>,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Time.
+    pub clock: SharedClock,
+    /// Configured issuers, for RFC 9728 metadata.
+    pub issuers: Vec<String>,
+    /// Whether the listener is TLS (scheme of the resource identifier).
+    pub tls: bool,
+}
+
+/// Per-request state.
+#[derive(Debug)]
+pub struct RequestCtx {
+    request_id: String,
+    started: Instant,
+    upstream: Option<usize>,
+    principal: Option<Arc<Principal>>,
+    rule: Arc<str>,
+    outcome: &'static str,
+    upstream_started: Option<Instant>,
+    span: tracing::Span,
+}
+
+impl RequestCtx {
+    fn new() -> Self {
+        Self {
+            request_id: new_request_id(),
+            started: Instant::now(),
+            upstream: None,
+            principal: None,
+            rule: Arc::from("none"),
+            outcome: "pending",
+            upstream_started: None,
+            span: tracing::Span::none(),
+        }
+    }
+}
+
+/// 128 random bits, hex: unique enough to correlate logs, responses and audit.
+fn new_request_id() -> String {
+    let v: u128 = rand::random();
+    format!("{v:032x}")
+}
+
+/// The pingora `ProxyHttp` implementation.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    state: Arc<DataPlane>,
+}
+
+impl Proxy {
+    /// A proxy over `state`.
+    pub fn new(state: Arc<DataPlane>) -> Self {
+        Self { state }
+    }
+
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rejection: Rejection,
+    ) -> Result<bool> {
+        ctx.outcome = rejection.outcome();
+        if let Rejection::Token(TokenError::InvalidToken(r) | TokenError::InvalidRequest(r)) =
+            &rejection
+        {
+            self.state
+                .metrics
+                .token_rejections
+                .with_label_values(&[r.as_str()])
+                .inc();
+        }
+        let metadata_url = self.resource_metadata_url(session.req_header());
+        let resp = rejection.render(ChallengeContext {
+            resource_metadata: &metadata_url,
+        });
+        tracing::debug!(parent: &ctx.span, status = resp.status, code = resp.code, "rejected");
+        let body = resp.body(&ctx.request_id);
+        let header = resp.header(body.len(), &ctx.request_id)?;
+        write_full(session, header, body).await?;
+        Ok(true)
+    }
+
+    /// `{scheme}://{host}/.well-known/oauth-protected-resource` for the request's host.
+    fn resource_metadata_url(&self, req: &RequestHeader) -> String {
+        format!(
+            "{}/.well-known/oauth-protected-resource",
+            self.resource_id(req)
+        )
+    }
+
+    /// The RFC 9728 resource identifier: `{scheme}://{host}` as the client addressed us.
+    fn resource_id(&self, req: &RequestHeader) -> String {
+        let scheme = if self.state.tls { "https" } else { "http" };
+        let host = authority(req).unwrap_or("localhost");
+        format!("{scheme}://{host}")
+    }
+
+    async fn serve_resource_metadata(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let policy = self.state.policy.load();
+        let mut scopes: Vec<&str> = policy
+            .rules
+            .iter()
+            .flat_map(|r| r.require.scopes.iter().map(String::as_str))
+            .collect();
+        scopes.sort_unstable();
+        scopes.dedup();
+        let body = serde_json::json!({
+            "resource": self.resource_id(session.req_header()),
+            "authorization_servers": self.state.issuers,
+            "bearer_methods_supported": ["header"],
+            "scopes_supported": scopes,
+            "resource_name": "Countersign-protected API",
+        });
+        let body = Bytes::from(body.to_string());
+        let mut header = ResponseHeader::build(200, Some(3))?;
+        header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        header.insert_header(http::header::CACHE_CONTROL, "max-age=300")?;
+        ctx.outcome = "metadata";
+        write_full(session, header, body).await?;
+        Ok(true)
+    }
+
+    /// Routing, authentication and policy. `Err(rejection)` means answer with it.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
+        let req = session.req_header();
+        let path = policy::normalize_path(req.uri.path())
+            .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
+        let host = authority(req)
+            .map(strip_port)
+            .ok_or(Rejection::BadRequest("the request has no host"))?;
+        let route = self
+            .state
+            .routes
+            .find(host, &path)
+            .ok_or(Rejection::NoRoute)?;
+        ctx.upstream = Some(self.state.route_upstreams[route]);
+
+        let facts = RequestFacts {
+            method: &req.method,
+            host,
+            path: &path,
+        };
+        let policy = self.state.policy.load();
+        if let Evaluation::Decided(d) = policy.evaluate(&facts, None) {
+            ctx.rule = Arc::from(d.rule_name());
+            if d.action == Action::Public {
+                ctx.outcome = "public";
+                return Ok(());
+            }
+        }
+
+        let token = oidc::bearer_token(
+            req.headers
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes()),
+        )
+        .map_err(Rejection::Token)?
+        .ok_or(Rejection::Token(TokenError::Missing))?;
+        let principal = self
+            .state
+            .verifier
+            .verify(token)
+            .await
+            .map_err(Rejection::Token)?;
+
+        let decision = match policy.evaluate(&facts, Some(&principal)) {
+            Evaluation::Decided(d) => d,
+            // With a principal the policy always decides; treat anything else as a bug and
+            // fail closed.
+            Evaluation::NeedsToken => return Err(Rejection::Internal),
+        };
+        ctx.rule = Arc::from(decision.rule_name());
+        ctx.span.record("rule", decision.rule_name());
+        ctx.span.record("sub", principal.subject.as_str());
+        match decision.action {
+            Action::Deny => return Err(Rejection::Denied),
+            Action::Public | Action::Allow | Action::Approve => {}
+        }
+        if let Some(rule) = decision.rule {
+            rule.require
+                .check(&principal, self.state.clock.unix())
+                .map_err(Rejection::StepUp)?;
+        }
+        if decision.action == Action::Approve {
+            // Approvals are not wired into the data plane yet: never forward such a call.
+            return Err(Rejection::ApprovalsUnavailable);
+        }
+        ctx.outcome = "forwarded";
+        ctx.principal = Some(principal);
+        Ok(())
+    }
+}
+
+/// Host as the client sent it: the URI authority (HTTP/2, absolute-form) or `Host`.
+fn authority(req: &RequestHeader) -> Option<&str> {
+    req.uri.authority().map(|a| a.as_str()).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`.
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rfind(':') {
+        Some(i) => &authority[..i],
+        None => authority,
+    }
+}
+
+async fn write_full(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::new()
+    }
+
+    /// Removes every client-sent `Countersign-*` header before anything looks at the request.
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
+        let req = session.req_header_mut();
+        let reserved: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|name| {
+                let n = name.as_str().as_bytes();
+                n.len() >= RESERVED_PREFIX.len()
+                    && n[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX)
+            })
+            .cloned()
+            .collect();
+        for name in reserved {
+            req.remove_header(&name);
+        }
+        ctx.span = tracing::info_span!(
+            "request",
+            id = %ctx.request_id,
+            method = %req.method,
+            path = %req.uri.path(),
+            rule = tracing::field::Empty,
+            sub = tracing::field::Empty,
+        );
+        Ok(())
+    }
+
+    /// Routes, authenticates and applies policy; answers itself (returns `true`) on failure.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if session.req_header().uri.path() == "/.well-known/oauth-protected-resource" {
+            return self.serve_resource_metadata(session, ctx).await;
+        }
+        match self.admit(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(rejection) => self.reject(session, ctx, rejection).await,
+        }
+    }
+
+    /// The prepared peer of the matched route's upstream.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let idx = ctx
+            .upstream
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream selected"))?;
+        let up = self
+            .state
+            .upstreams
+            .get(idx)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "bad upstream index"))?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(up.peer())
+    }
+
+    /// Adds `Countersign-Subject` (the verified `sub`) and the request id.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(p) = &ctx.principal {
+            upstream_request.insert_header("countersign-subject", p.subject.as_str())?;
+        }
+        upstream_request.insert_header("countersign-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let (Some(start), Some(idx)) = (ctx.upstream_started.take(), ctx.upstream) {
+            if let Some(up) = self.state.upstreams.get(idx) {
+                self.state
+                    .metrics
+                    .upstream_latency
+                    .with_label_values(&[&up.name])
+                    .observe(start.elapsed().as_secs_f64());
+            }
+        }
+        upstream_response.insert_header("countersign-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// Upstream failures go through the same error table: 502 `upstream_unavailable`.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let rejection = match e.esource() {
+            ErrorSource::Upstream => Rejection::UpstreamUnavailable,
+            ErrorSource::Downstream => {
+                ctx.outcome = "client_error";
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
+            }
+            ErrorSource::Internal | ErrorSource::Unset => Rejection::Internal,
+        };
+        tracing::warn!(parent: &ctx.span, error = %e, "request failed");
+        // Nothing can be sent if the response already started; the connection just closes.
+        let code = if session.response_written().is_none() {
+            let status = rejection
+                .render(ChallengeContext {
+                    resource_metadata: "",
+                })
+                .status;
+            let _ = self.reject(session, ctx, rejection).await;
+            status
+        } else {
+            ctx.outcome = rejection.outcome();
+            0
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        self.state
+            .metrics
+            .requests
+            .with_label_values(&[&ctx.rule, ctx.outcome])
+            .inc();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        tracing::info!(
+            target: "countersign::access",
+            parent: &ctx.span,
+            status,
+            outcome = ctx.outcome,
+            elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            "done"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_port_handles_names_ipv4_ipv6() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("127.0.0.1:1"), "127.0.0.1");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

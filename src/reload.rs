@@ -1,0 +1,130 @@
+//! Policy hot reload: on SIGHUP and whenever a policy file (or its folder) changes, the policy
+//! files are loaded and validated again; only a fully valid set replaces the active one. A bad
+//! file keeps the old policy, and is logged and counted.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::policy::PolicySet;
+
+/// Everything a reload needs.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    config: Arc<Config>,
+    policy: Arc<ArcSwap<PolicySet>>,
+    metrics: Metrics,
+}
+
+impl Reloader {
+    /// A reloader that swaps `policy`.
+    pub fn new(config: Arc<Config>, policy: Arc<ArcSwap<PolicySet>>, metrics: Metrics) -> Self {
+        Self {
+            config,
+            policy,
+            metrics,
+        }
+    }
+
+    /// Loads the policy files again; swaps them in only when every file is valid.
+    pub fn reload(&self, why: &str) -> bool {
+        match config::load_policies(&self.config) {
+            Ok(set) => {
+                let changed = **self.policy.load() != set;
+                self.metrics.policy_rules.set(set.rules.len() as i64);
+                self.policy.store(Arc::new(set));
+                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(trigger = why, changed, "policy reloaded");
+                true
+            }
+            Err(problems) => {
+                self.metrics
+                    .policy_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                for p in &problems.0 {
+                    tracing::error!(trigger = why, problem = %p, "policy reload rejected; keeping the previous policy");
+                }
+                false
+            }
+        }
+    }
+
+    /// Spawns the SIGHUP handler and the file watcher on the current runtime.
+    pub fn spawn(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut hup =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGHUP");
+                        return;
+                    }
+                };
+            while hup.recv().await.is_some() {
+                this.reload("SIGHUP");
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move { this.watch_files().await });
+    }
+
+    /// Folders that hold the policy globs (watched non-recursively).
+    fn watched_dirs(&self) -> BTreeSet<PathBuf> {
+        self.config
+            .policy
+            .files
+            .iter()
+            .filter_map(|glob| {
+                let base: PathBuf = PathBuf::from(glob)
+                    .components()
+                    .take_while(|c| {
+                        let s = c.as_os_str().to_string_lossy();
+                        !s.contains(['*', '?', '['])
+                    })
+                    .collect();
+                if base.is_dir() {
+                    Some(base)
+                } else {
+                    base.parent().map(PathBuf::from)
+                }
+            })
+            .collect()
+    }
+
+    async fn watch_files(self) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher =
+            match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+                if let Ok(ev) = ev {
+                    if !ev.kind.is_access() {
+                        let _ = tx.send(());
+                    }
+                }
+            }) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch policy files; reload with SIGHUP");
+                    return;
+                }
+            };
+        for dir in self.watched_dirs() {
+            if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch policy folder");
+            }
+        }
+        while rx.recv().await.is_some() {
+            // Editors write in several steps: wait for the burst to end, then reload once.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while rx.try_recv().is_ok() {}
+            self.reload("file change");
+        }
+    }
+}
