@@ -55,6 +55,22 @@ pub enum Command {
         #[arg(long)]
         claims: Option<String>,
     },
+    /// Audit log tools.
+    Audit {
+        /// What to do with the audit log.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `countersign audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exit 1 naming the first bad line.
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
+    },
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -72,6 +88,9 @@ pub fn main() -> ExitCode {
             token,
             claims,
         } => explain(&config, &method, &url, token.as_deref(), claims.as_deref()),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => crate::audit::verify_cli(&file),
     }
 }
 

@@ -1,8 +1,23 @@
-//! placeholder: implemented on the config branch
+//! `countersign explain`: what would happen to one request, and why, as plain text.
+//!
+//! Pure like `policy`: it reads a loaded [`Config`] and [`PolicySet`] and never contacts an IdP
+//! or upstream. The output is one `key: value` fact per line, stable so it can be grepped and
+//! asserted in tests.
+
+use std::fmt::Write as _;
+
 use crate::config::Config;
 use crate::identity::Principal;
-use crate::policy::PolicySet;
-/// Explains a request.
+use crate::policy::{
+    normalize_path, Action, ApprovalSpec, Approver, Mismatch, NotifyTarget, PathMatch, PolicySet,
+    RequestFacts, Requirements, Rule, Unmet,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// Explains what Countersign would do with `method url` for `who` (`None` = no token given) at
+/// `now` (unix seconds). Errors only when the method or URL cannot be understood.
 pub fn explain(
     config: &Config,
     policy: &PolicySet,
@@ -11,6 +26,431 @@ pub fn explain(
     who: Option<&Principal>,
     now: u64,
 ) -> Result<String, String> {
-    let _ = (config, policy, method, url, who, now);
-    todo!()
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("{method:?} is not an HTTP method"))?;
+    let (host, raw_path) = split_url(url)?;
+    let mut out = Report::default();
+    out.fact("request", format!("{method} {url}"));
+    out.fact("host", &host);
+    let path = match normalize_path(&raw_path) {
+        Ok(p) => p,
+        Err(e) => {
+            out.fact("path", format!("{raw_path} rejected: {e}"));
+            out.fact(
+                "outcome",
+                "400 invalid_request (the path is refused before any policy)",
+            );
+            return Ok(out.0);
+        }
+    };
+    out.fact("path", &path);
+    let rejected = caller(&mut out, config, who, now);
+    if !route(&mut out, config, &host, &path) {
+        out.fact("outcome", "404 no_route");
+        return Ok(out.0);
+    }
+    let req = RequestFacts {
+        method: &method,
+        host: &host,
+        path: &path,
+    };
+    match who {
+        Some(who) => decide(&mut out, config, policy, &req, (who, rejected), now),
+        None => without_token(&mut out, policy, &req),
+    }
+    Ok(out.0)
+}
+
+/// The report being written.
+#[derive(Debug, Default)]
+struct Report(String);
+
+impl Report {
+    /// Appends `key: value`.
+    fn fact(&mut self, key: &str, value: impl AsRef<str>) {
+        let _ = writeln!(self.0, "{key}: {}", value.as_ref());
+    }
+}
+
+/// Host (lowercase, no port) and raw path (as written, no query) of an absolute http(s) URL.
+/// The path is taken from the text rather than from `url::Url`, which would resolve `..` and
+/// decode escapes and so hide exactly what `explain` should show.
+fn split_url(url: &str) -> Result<(String, String), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{url:?} must be an http:// or https:// URL"));
+    }
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("{url:?} has no host"))?
+        .to_owned();
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path_start = after_scheme
+        .find(['/', '?', '#'])
+        .unwrap_or(after_scheme.len());
+    let tail = &after_scheme[path_start..];
+    let path = tail.split(['?', '#']).next().unwrap_or_default();
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((host, path.to_owned()))
+}
+
+/// Who is asking; returns why the proxy would refuse the token, if it would.
+fn caller(
+    out: &mut Report,
+    config: &Config,
+    who: Option<&Principal>,
+    now: u64,
+) -> Option<&'static str> {
+    let Some(who) = who else {
+        out.fact(
+            "caller",
+            "none (no token given; pass --token or --claims to decide for a caller)",
+        );
+        return None;
+    };
+    out.fact("caller", format!("iss={} sub={}", who.issuer, who.subject));
+    if let Some(email) = &who.email {
+        out.fact("caller email", email);
+    }
+    out.fact("caller scopes", list_or(&who.scopes, " ", "none"));
+    out.fact("caller acr", who.acr.as_deref().unwrap_or("none"));
+    match who.auth_time {
+        Some(t) => out.fact(
+            "caller auth_time",
+            format!("{t} ({}s ago)", now.saturating_sub(t)),
+        ),
+        None => out.fact("caller auth_time", "none"),
+    }
+    let mut rejected = None;
+    if !config.issuers.iter().any(|i| i.issuer == who.issuer) {
+        out.fact(
+            "warning",
+            format!("issuer {} is not configured", who.issuer),
+        );
+        rejected = Some("issuer not configured");
+    }
+    if who.expires_at < now {
+        out.fact("warning", "the token has expired");
+        rejected = rejected.or(Some("token expired"));
+    }
+    out.fact("note", "explain does not verify the token's signature");
+    rejected
+}
+
+/// Reports the first matching route; `false` when none matches.
+fn route(out: &mut Report, config: &Config, host: &str, path: &str) -> bool {
+    let found = config.routes.iter().enumerate().find(|(_, r)| {
+        r.host.as_ref().is_none_or(|h| h.matches(host)) && path.starts_with(r.path_prefix.as_str())
+    });
+    let Some((i, r)) = found else {
+        out.fact("route", "none matches");
+        return false;
+    };
+    let host = r.host.as_ref().map_or("any".to_owned(), |h| h.to_string());
+    let upstream = config.upstreams.get(r.upstream);
+    out.fact(
+        "route",
+        format!(
+            "#{} host={host} path_prefix={} upstream={} ({})",
+            i + 1,
+            r.path_prefix,
+            upstream.map_or("?", |u| u.name.as_str()),
+            upstream.map_or("?", |u| u.url.as_str()),
+        ),
+    );
+    true
+}
+
+/// `name (file:line)`.
+fn rule_ref(rule: &Rule) -> String {
+    format!(
+        "{} ({}:{})",
+        rule.name,
+        rule.origin.file.display(),
+        rule.origin.line
+    )
+}
+
+/// Why a rule's request-shape condition failed, for a person.
+fn shape_reason(rule: &Rule, req: &RequestFacts<'_>, why: &Mismatch) -> String {
+    match why {
+        Mismatch::Method => {
+            let methods: Vec<String> = rule
+                .methods
+                .iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect();
+            format!("method {} not in {}", req.method, methods.join(", "))
+        }
+        Mismatch::Host => match &rule.host {
+            Some(h) => format!("host {} does not match {h}", req.host),
+            None => "host does not match".into(),
+        },
+        Mismatch::Path => match &rule.path {
+            PathMatch::Template(t) => format!("path {} does not match {}", req.path, t.source),
+            PathMatch::Prefix(p) => format!("path {} does not start with {p}", req.path),
+            PathMatch::Any => "path does not match".into(),
+        },
+        Mismatch::Param { name, want, got } => {
+            format!("param {name} is {got:?}, the rule wants {want:?}")
+        }
+        Mismatch::Claim { name, want } => format!("claim {name} does not hold {want:?}"),
+    }
+}
+
+/// With a caller: the first rule whose every condition holds decides.
+fn decide(
+    out: &mut Report,
+    config: &Config,
+    policy: &PolicySet,
+    req: &RequestFacts<'_>,
+    (who, rejected): (&Principal, Option<&str>),
+    now: u64,
+) {
+    let outcome = |out: &mut Report, action, require, approval| match rejected {
+        // A public rule never looks at the token; anything else refuses a bad one first.
+        Some(why) if action != Action::Public => {
+            out.fact("action", Action::as_str(action));
+            out.fact("outcome", format!("401 invalid_token ({why})"));
+        }
+        _ => outcome(out, config, action, require, approval, who, now),
+    };
+    for rule in &policy.rules {
+        let why = match rule.shape_mismatch(req) {
+            Ok(params) => match rule.claim_mismatch(who) {
+                None => {
+                    out.fact("rule", format!("{} matches", rule_ref(rule)));
+                    for (k, v) in &params {
+                        out.fact("param", format!("{k}={v}"));
+                    }
+                    outcome(out, rule.action, &rule.require, rule.approval.as_ref());
+                    return;
+                }
+                Some(m) => m,
+            },
+            Err(m) => m,
+        };
+        out.fact(
+            "skipped",
+            format!("{}: {}", rule_ref(rule), shape_reason(rule, req, &why)),
+        );
+    }
+    let d = policy.default_decision();
+    out.fact(
+        "rule",
+        format!("none matches; [policy] default = {}", d.action.as_str()),
+    );
+    outcome(out, d.action, &Requirements::default(), None);
+}
+
+/// The decision for a matched rule (or the default) and a caller.
+fn outcome(
+    out: &mut Report,
+    config: &Config,
+    action: Action,
+    require: &Requirements,
+    approval: Option<&ApprovalSpec>,
+    who: &Principal,
+    now: u64,
+) {
+    out.fact("action", action.as_str());
+    match action {
+        Action::Public => return out.fact("outcome", "public: forwarded, no token needed"),
+        Action::Deny => return out.fact("outcome", "deny: 403 access_denied"),
+        Action::Allow | Action::Approve => {}
+    }
+    if !require.is_empty() {
+        out.fact("requires", requirements(require));
+    }
+    match require.check(who, now) {
+        Err(Unmet::Scopes { required }) => {
+            let missing: Vec<&str> = required
+                .iter()
+                .filter(|s| !who.scopes.contains(s))
+                .map(String::as_str)
+                .collect();
+            out.fact("missing scopes", missing.join(" "));
+            out.fact(
+                "outcome",
+                format!(
+                    "step-up needed: 403 insufficient_scope scope=\"{}\"",
+                    required.join(" ")
+                ),
+            );
+        }
+        Err(Unmet::Authentication {
+            acr_values,
+            max_age,
+        }) => {
+            let mut challenge =
+                String::from("step-up needed: 401 insufficient_user_authentication");
+            if !acr_values.is_empty() {
+                let _ = write!(challenge, " acr_values=\"{}\"", acr_values.join(" "));
+            }
+            if let Some(m) = max_age {
+                let _ = write!(challenge, " max_age={m}");
+            }
+            out.fact("outcome", challenge);
+        }
+        Ok(()) if action == Action::Allow => out.fact("outcome", "allow: forwarded upstream"),
+        Ok(()) => {
+            if let Some(spec) = approval {
+                approval_facts(out, config, spec);
+            }
+            out.fact("outcome", "approval required: held until approvers decide");
+        }
+    }
+}
+
+/// `scopes=a b acr=x|y max_age=900s`.
+fn requirements(r: &Requirements) -> String {
+    let mut parts = Vec::new();
+    if !r.scopes.is_empty() {
+        parts.push(format!("scopes={}", r.scopes.join(" ")));
+    }
+    if !r.acr.is_empty() {
+        parts.push(format!("acr={}", r.acr.join("|")));
+    }
+    if let Some(m) = r.max_age {
+        parts.push(format!("max_age={}s", m.as_secs()));
+    }
+    parts.join(" ")
+}
+
+/// Everything about who approves and how.
+fn approval_facts(out: &mut Report, config: &Config, spec: &ApprovalSpec) {
+    let written: Vec<String> = spec
+        .approvers
+        .iter()
+        .map(|a| match a {
+            Approver::Email(e) => e.clone(),
+            Approver::Group(g) => format!("group:{g}"),
+        })
+        .collect();
+    let mut emails: Vec<&str> = Vec::new();
+    for a in &spec.approvers {
+        let members: Vec<&str> = match a {
+            Approver::Email(e) => vec![e.as_str()],
+            Approver::Group(g) => config
+                .approver_groups
+                .get(g)
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+        };
+        for m in members {
+            if !emails.contains(&m) {
+                emails.push(m);
+            }
+        }
+    }
+    out.fact("approvers", written.join(", "));
+    out.fact("approver emails", emails.join(", "));
+    out.fact("quorum", spec.quorum.to_string());
+    let notify: Vec<String> = spec
+        .notify
+        .iter()
+        .map(|n| match n {
+            NotifyTarget::SlackChannel(c) => format!("slack:#{c}"),
+            NotifyTarget::SlackUser(u) => format!("slack:@{u}"),
+            NotifyTarget::Teams => "teams".to_owned(),
+        })
+        .collect();
+    out.fact(
+        "notify",
+        list_or(&notify, ", ", "none (approval page only)"),
+    );
+    out.fact("hold", humantime::format_duration(spec.hold).to_string());
+    out.fact(
+        "expires",
+        humantime::format_duration(spec.expires).to_string(),
+    );
+    let via = match spec.approve_via {
+        crate::policy::ApproveVia::Button => "button",
+        crate::policy::ApproveVia::Login => "login",
+    };
+    out.fact("approve_via", via);
+    out.fact("reason_required", spec.reason_required.to_string());
+    out.fact("self_approval", spec.self_approval.to_string());
+    if !spec.redact.is_empty() {
+        out.fact("redact", spec.redact.join(", "));
+    }
+}
+
+/// Without a caller: say which rules could apply and what that depends on.
+fn without_token(out: &mut Report, policy: &PolicySet, req: &RequestFacts<'_>) {
+    let mut depends = Vec::new();
+    for rule in &policy.rules {
+        if let Err(why) = rule.shape_mismatch(req) {
+            out.fact(
+                "skipped",
+                format!("{}: {}", rule_ref(rule), shape_reason(rule, req, &why)),
+            );
+            continue;
+        }
+        if rule.action == Action::Public && rule.claims.is_empty() {
+            out.fact("rule", format!("{} matches", rule_ref(rule)));
+            out.fact("action", "public");
+            out.fact("outcome", "public: forwarded, no token needed");
+            return;
+        }
+        let claims: Vec<String> = rule
+            .claims
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut line = rule_ref(rule);
+        if !claims.is_empty() {
+            let _ = write!(line, " if the token has {}", claims.join(" "));
+            depends.extend(rule.claims.iter().map(|(k, _)| format!("claim {k}")));
+        }
+        let _ = write!(line, ": {}", rule.action.as_str());
+        if !rule.require.is_empty() {
+            let _ = write!(line, ", requires {}", requirements(&rule.require));
+            depends.push("scope, acr and auth_time".to_owned());
+        }
+        if claims.is_empty() {
+            out.fact("rule", line);
+            return finish_without_token(out, &depends);
+        }
+        out.fact("candidate", line);
+    }
+    out.fact(
+        "rule",
+        format!(
+            "otherwise [policy] default = {}",
+            policy.default_decision().action.as_str()
+        ),
+    );
+    finish_without_token(out, &depends);
+}
+
+/// The closing lines when no token was given.
+fn finish_without_token(out: &mut Report, depends: &[String]) {
+    let mut seen: Vec<&str> = Vec::new();
+    for d in depends {
+        if !seen.contains(&d.as_str()) {
+            seen.push(d);
+        }
+    }
+    out.fact("depends on", list_or(&seen, ", ", "only a valid token"));
+    out.fact(
+        "outcome",
+        "token required: 401 without a valid bearer token",
+    );
+}
+
+/// Items joined by `sep`, or `empty` when there are none.
+fn list_or<S: AsRef<str>>(items: &[S], sep: &str, empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_owned()
+    } else {
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
 }

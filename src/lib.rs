@@ -7,11 +7,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod devidp;
 pub mod explain;
 pub mod identity;
 pub mod logging;

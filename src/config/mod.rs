@@ -4,7 +4,13 @@
 //! once as `file:line:col: message`. Owns nothing at run time: the proxy receives a [`Config`]
 //! and a compiled [`crate::policy::PolicySet`] and never sees TOML.
 
-use std::collections::BTreeMap;
+mod file;
+mod policy_file;
+#[cfg(test)]
+mod tests;
+mod walk;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +19,10 @@ use url::Url;
 
 use crate::policy::{DefaultAction, HostPattern, PolicySet};
 use crate::secret::Secret;
+
+use file::GlobAt;
+use policy_file::Refs;
+use walk::FileCheck;
 
 /// One problem found in a config or policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,21 +285,196 @@ pub struct ApproverLogin {
 /// Loads and validates a config file and every policy file it names.
 ///
 /// Returns every problem found (syntax, unknown keys, bad values, dangling references, secrets
-/// that cannot be read, policy file problems), each with `file:line:col`.
+/// that cannot be read, policy file problems), each with `file:line:col`: the config file's
+/// problems first, then each policy file's in sorted path order, each file's sorted by position.
 pub fn load(path: &Path) -> Result<(Config, PolicySet), Problems> {
-    let _ = path;
-    todo!("config::load")
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(Problems(vec![whole_file(
+                path,
+                format!("cannot read config file: {e}"),
+            )]))
+        }
+    };
+    let mut ck = FileCheck::new(path, &text);
+    let (doc, errors) = toml::de::DeTable::parse_recoverable(&text);
+    if !errors.is_empty() {
+        // A document that did not parse cannot be trusted for anything else.
+        syntax_problems(&mut ck, &errors);
+        return Err(Problems(ck.into_problems()));
+    }
+    let parsed = file::parse(&mut ck, doc.get_ref(), path);
+    let files = expand_globs(&mut ck, &parsed.globs);
+    let mut problems = ck.into_problems();
+    let refs = Refs {
+        groups: &parsed.groups,
+        slack: parsed.present[0],
+        teams: parsed.present[1],
+        login: parsed.present[2],
+    };
+    let default = parsed
+        .config
+        .as_ref()
+        .map_or(DefaultAction::Allow, |c| c.policy.default);
+    let policy = policies(&files, refs, default, &mut problems);
+    match parsed.config {
+        Some(config) if problems.is_empty() => Ok((config, policy)),
+        _ => Err(Problems(problems)),
+    }
 }
 
-/// Loads only the policy files named by `config.policy` (for hot reload), validating references
-/// to approver groups, chat and login settings against `config`.
+/// Loads only the policy files named by `config.policy` (for hot reload), checking their
+/// references against `config`. A glob that matches nothing is reported at the config file's
+/// first line, since the config's positions are no longer known.
 pub fn load_policies(config: &Config) -> Result<PolicySet, Problems> {
-    let _ = config;
-    todo!("config::load_policies")
+    let globs: Vec<GlobAt> = config
+        .policy
+        .files
+        .iter()
+        .map(|g| GlobAt {
+            pattern: g.clone(),
+            span: Some(0..0),
+        })
+        .collect();
+    let mut ck = FileCheck::new(&config.path, "");
+    let files = expand_globs(&mut ck, &globs);
+    let mut problems = ck.into_problems();
+    let policy = policies(
+        &files,
+        Refs::of(config),
+        config.policy.default,
+        &mut problems,
+    );
+    if problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(Problems(problems))
+    }
 }
 
-/// Parses a duration string such as `"500ms"`, `"55s"`, `"15m"`, `"1h"`.
+/// Parses every policy file in order, appending problems.
+fn policies(
+    files: &[PathBuf],
+    refs: Refs<'_>,
+    default: DefaultAction,
+    problems: &mut Vec<Problem>,
+) -> PolicySet {
+    let mut names = policy_file::Names::new();
+    let mut rules = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let (mut r, p) = policy_file::parse_text(file, &text, refs, &mut names);
+                rules.append(&mut r);
+                problems.extend(p);
+            }
+            Err(e) => problems.push(whole_file(file, format!("cannot read policy file: {e}"))),
+        }
+    }
+    PolicySet { rules, default }
+}
+
+/// Expands every glob, reporting those that match nothing (except the implicit default) and
+/// returning all matched files sorted and without duplicates.
+fn expand_globs(ck: &mut FileCheck, globs: &[GlobAt]) -> Vec<PathBuf> {
+    let mut files = BTreeSet::new();
+    for g in globs {
+        let at = g.span.clone().unwrap_or(0..0);
+        let paths = match glob::glob(&g.pattern) {
+            Ok(paths) => paths,
+            Err(e) => {
+                ck.err(&at, format!("invalid glob {:?}: {e}", g.pattern));
+                continue;
+            }
+        };
+        let mut matched = false;
+        for entry in paths {
+            match entry {
+                Ok(p) if p.is_file() => {
+                    matched = true;
+                    files.insert(p);
+                }
+                Ok(_) => {}
+                Err(e) => ck.err(
+                    &at,
+                    format!("cannot read {}: {}", e.path().display(), e.error()),
+                ),
+            }
+        }
+        if !matched && g.span.is_some() {
+            ck.err(&at, format!("policy glob {:?} matches no file", g.pattern));
+        }
+    }
+    files.into_iter().collect()
+}
+
+/// A problem about a whole file (reported at 1:1).
+fn whole_file(path: &Path, message: String) -> Problem {
+    Problem {
+        file: path.to_path_buf(),
+        line: 1,
+        col: 1,
+        message,
+    }
+}
+
+/// Records TOML syntax errors.
+pub(crate) fn syntax_problems(ck: &mut FileCheck, errors: &[toml::de::Error]) {
+    for e in errors {
+        let span = e.span().unwrap_or(0..0);
+        ck.err(&span, format!("TOML syntax error: {}", e.message()));
+    }
+}
+
+/// Parses a duration string such as `"500ms"`, `"55s"`, `"15m"`, `"1h"`, or a sum like
+/// `"1h30m"`. Units: `ms`, `s`, `m`, `h`. Bare numbers, signs, fractions and spaces are refused
+/// so that a value never silently means something else.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let _ = s;
-    todo!("config::parse_duration")
+    if s.is_empty() {
+        return Err("empty duration; write e.g. \"55s\", \"15m\" or \"1h30m\"".into());
+    }
+    if s.starts_with('-') {
+        return Err(format!("duration {s:?} must not be negative"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!(
+                "invalid duration {s:?}; write e.g. \"55s\", \"15m\" or \"1h30m\""
+            ));
+        }
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, tail) = tail.split_at(unit_len);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("duration {s:?} is too large"))?;
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "" if tail.is_empty() && rest.len() == s.len() => {
+                return Err(format!("duration {s:?} needs a unit; write e.g. \"{s}s\""))
+            }
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}; write e.g. \"55s\", \"15m\" or \"1h30m\""
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in duration {s:?}; use ms, s, m or h"
+                ))
+            }
+        };
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("duration {s:?} is too large"))?;
+        rest = tail;
+    }
+    Ok(total)
 }

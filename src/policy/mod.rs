@@ -1,6 +1,9 @@
 //! Route and rule matching and decisions (SPEC section 4). Pure: no I/O, no clock (the caller
 //! passes `now`), no pingora types.
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,42 +56,318 @@ pub enum HostPattern {
 impl HostPattern {
     /// Parses `host`, `*.suffix`. Errors name what is wrong.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let _ = s;
-        todo!("HostPattern::parse")
+        let lower = s.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(suffix) = lower.strip_prefix("*.").filter(|s| !s.contains('*')) {
+            check_host_name(suffix).map_err(|e| format!("host pattern {s:?}: {e}"))?;
+            return Ok(HostPattern::Suffix(format!(".{suffix}")));
+        }
+        if lower.contains('*') {
+            return Err(format!(
+                "host pattern {s:?}: a wildcard is only allowed as a whole first label (\"*.example.com\")"
+            ));
+        }
+        check_host_name(&lower).map_err(|e| format!("host pattern {s:?}: {e}"))?;
+        Ok(HostPattern::Exact(lower))
     }
 
     /// Whether `host` (no port, any case) matches.
     pub fn matches(&self, host: &str) -> bool {
-        let _ = host;
-        todo!("HostPattern::matches")
+        let host = host.strip_suffix('.').unwrap_or(host).as_bytes();
+        match self {
+            HostPattern::Exact(exact) => host.eq_ignore_ascii_case(exact.as_bytes()),
+            // The suffix keeps its leading dot, so "example.com" itself can never match and
+            // "evilexample.com" cannot either; at least one byte must come before the dot.
+            HostPattern::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+            }
+        }
     }
 }
 
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// Checks a lowercase host name or IP literal (no port, no trailing dot).
+fn check_host_name(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    if host.starts_with('[') && host.ends_with(']') {
+        return host[1..host.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| "not a valid IPv6 literal".into());
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Err("empty label".into());
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            let hint = if c == ':' {
+                " (give the host without a port)"
+            } else {
+                ""
+            };
+            return Err(format!("invalid character {c:?}{hint}"));
+        }
+    }
+    Ok(())
+}
+
+/// One compiled segment of a [`PathTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    /// Must equal this (normalized) text.
+    Literal(String),
+    /// `{name}`: one non-empty segment.
+    Param(String),
+    /// `{*name}`: the non-empty remaining tail, slashes included.
+    Rest(String),
+}
+
 /// A compiled path template: `/v1/deployments/{env}`, `/files/{*rest}`.
+///
+/// Literal segments are stored in [`normalize_path`] form, so a template matches the normalized
+/// request path byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate {
     /// The template as written.
     pub source: String,
+    segments: Vec<Segment>,
 }
 
 impl PathTemplate {
     /// Parses a template. `{name}` matches one non-empty segment, `{*rest}` (last segment only)
     /// the remaining tail. Names are unique.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let _ = s;
-        todo!("PathTemplate::parse")
+        let Some(rest) = s.strip_prefix('/') else {
+            return Err(format!("path {s:?} must start with \"/\""));
+        };
+        let raw: Vec<&str> = rest.split('/').collect();
+        let mut segments = Vec::with_capacity(raw.len());
+        for (i, seg) in raw.iter().enumerate() {
+            // Request paths have runs of "/" collapsed, so an empty segment before the end
+            // could never match.
+            if seg.is_empty() && i + 1 != raw.len() {
+                return Err(format!("path {s:?}: empty segment (\"//\")"));
+            }
+            let compiled = parse_segment(seg).map_err(|e| format!("path {s:?}: {e}"))?;
+            if matches!(compiled, Segment::Rest(_)) && i + 1 != raw.len() {
+                return Err(format!(
+                    "path {s:?}: {{*{}}} must be the last segment",
+                    &seg[2..seg.len() - 1]
+                ));
+            }
+            if let Segment::Param(name) | Segment::Rest(name) = &compiled {
+                let dup = segments
+                    .iter()
+                    .any(|p| matches!(p, Segment::Param(n) | Segment::Rest(n) if n == name));
+                if dup {
+                    return Err(format!("path {s:?}: parameter {{{name}}} appears twice"));
+                }
+            }
+            segments.push(compiled);
+        }
+        Ok(Self {
+            source: s.to_owned(),
+            segments,
+        })
     }
 
     /// Names of the parameters, in order.
     pub fn param_names(&self) -> Vec<&str> {
-        todo!("PathTemplate::param_names")
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(n) | Segment::Rest(n) => Some(n.as_str()),
+                Segment::Literal(_) => None,
+            })
+            .collect()
     }
 
-    /// Matches a request path (no query), returning the parameters (percent-decoded).
+    /// Matches a request path (no query, already in [`normalize_path`] form), returning the
+    /// parameters (percent-decoded).
     pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
-        let _ = path;
-        todo!("PathTemplate::matches")
+        let mut rest = path.strip_prefix('/')?;
+        let mut params = Vec::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            let last = i + 1 == self.segments.len();
+            if let Segment::Rest(name) = seg {
+                if rest.is_empty() {
+                    return None;
+                }
+                params.push((name.clone(), decode(rest)));
+                return Some(params);
+            }
+            let (here, tail) = match rest.split_once('/') {
+                Some((h, t)) if !last => (h, t),
+                Some(_) => return None,
+                None if last => (rest, ""),
+                None => return None,
+            };
+            match seg {
+                Segment::Literal(lit) if lit == here => {}
+                Segment::Param(name) if !here.is_empty() => {
+                    params.push((name.clone(), decode(here)))
+                }
+                _ => return None,
+            }
+            rest = tail;
+        }
+        Some(params)
     }
+}
+
+/// Parses one template segment.
+fn parse_segment(seg: &str) -> Result<Segment, String> {
+    if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+        let (name, rest) = match inner.strip_prefix('*') {
+            Some(n) => (n, true),
+            None => (inner, false),
+        };
+        check_param_name(name)?;
+        return Ok(if rest {
+            Segment::Rest(name.to_owned())
+        } else {
+            Segment::Param(name.to_owned())
+        });
+    }
+    if seg.contains(['{', '}']) {
+        return Err(format!(
+            "segment {seg:?}: a parameter must be a whole segment (\"{{name}}\" or \"{{*name}}\")"
+        ));
+    }
+    let normalized =
+        normalize_path(&format!("/{seg}")).map_err(|e| format!("segment {seg:?}: {e}"))?;
+    Ok(Segment::Literal(normalized[1..].to_owned()))
+}
+
+/// A parameter name: an identifier.
+fn check_param_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid parameter name {name:?} (letters, digits and _)"
+        ))
+    }
+}
+
+/// Fully percent-decodes a captured value (invalid UTF-8 becomes U+FFFD, so a value that is not
+/// text never equals a configured condition but the segment still counts as matched).
+fn decode(raw: &str) -> String {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Why a request path cannot be matched against policy (the proxy answers 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not start with `/`.
+    #[error("the path must start with \"/\"")]
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    #[error("invalid percent-escape")]
+    InvalidEscape,
+    /// A NUL byte, raw or as `%00`.
+    #[error("NUL byte in path")]
+    Nul,
+    /// A `.` or `..` segment (also when percent-encoded).
+    #[error("\".\" or \"..\" segment in path")]
+    DotSegment,
+}
+
+/// Puts a request path (no query) in the one form policy matching sees, closing bypasses:
+///
+/// - percent-escapes of unreserved characters are decoded (`%61dmin` -> `admin`), every other
+///   escape is kept with uppercase hex (`%2f` -> `%2F`, so an encoded slash never splits a
+///   segment);
+/// - bytes that may not appear raw in a path are percent-encoded;
+/// - runs of `/` collapse to one (`//admin` -> `/admin`), as most upstream servers do;
+/// - `.` and `..` segments (also `%2e%2e`) are rejected rather than resolved, since upstreams
+///   disagree on how to resolve them;
+/// - NUL bytes, invalid escapes and a path not starting with `/` are rejected.
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|c| hex_value(*c));
+            let lo = bytes.get(i + 2).and_then(|c| hex_value(*c));
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(PathError::InvalidEscape);
+            };
+            push_byte(&mut out, hi << 4 | lo, true)?;
+            i += 3;
+        } else {
+            push_byte(&mut out, b, false)?;
+            i += 1;
+        }
+    }
+    if out.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(PathError::DotSegment);
+    }
+    Ok(out)
+}
+
+/// Appends one path byte in normalized form; `escaped` says it came from a `%XX`.
+fn push_byte(out: &mut String, b: u8, escaped: bool) -> Result<(), PathError> {
+    if b == 0 {
+        return Err(PathError::Nul);
+    }
+    let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    let raw_ok = unreserved
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        );
+    if unreserved || (raw_ok && !escaped) {
+        if b == b'/' && out.ends_with('/') {
+            return Ok(());
+        }
+        out.push(char::from(b));
+    } else {
+        out.push_str(percent_encoding::percent_encode_byte(b));
+    }
+    Ok(())
+}
+
+/// Value of one hex digit.
+fn hex_value(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 /// How a rule matches the path.
@@ -224,7 +503,8 @@ pub struct RequestFacts<'a> {
     pub method: &'a http::Method,
     /// Host without port, as sent.
     pub host: &'a str,
-    /// Path without query, as sent (percent-encoded).
+    /// Path without query, in [`normalize_path`] form (the proxy normalizes it first and answers
+    /// 400 when normalization fails).
     pub path: &'a str,
 }
 
@@ -273,16 +553,182 @@ impl PolicySet {
         req: &RequestFacts<'_>,
         who: Option<&Principal>,
     ) -> Evaluation<'p> {
-        let _ = (req, who);
-        todo!("PolicySet::evaluate")
+        for rule in &self.rules {
+            let Some(params) = rule.shape_matches(req) else {
+                continue;
+            };
+            match who {
+                None if rule.action == Action::Public && rule.claims.is_empty() => {
+                    return Evaluation::Decided(Decision {
+                        rule: Some(rule),
+                        action: Action::Public,
+                        params,
+                    });
+                }
+                // Whether this rule applies depends on the token (claims), or it needs one.
+                None => return Evaluation::NeedsToken,
+                Some(who) if rule.claims_match(who) => {
+                    return Evaluation::Decided(Decision {
+                        rule: Some(rule),
+                        action: rule.action,
+                        params,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        match who {
+            None => Evaluation::NeedsToken,
+            Some(_) => Evaluation::Decided(self.default_decision()),
+        }
+    }
+
+    /// The decision when no rule matches.
+    pub fn default_decision(&self) -> Decision<'_> {
+        Decision {
+            rule: None,
+            action: match self.default {
+                DefaultAction::Allow => Action::Allow,
+                DefaultAction::Deny => Action::Deny,
+            },
+            params: Vec::new(),
+        }
+    }
+}
+
+/// The first condition of a rule a request does not meet (for `explain` and debug logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The method is not in the rule's list.
+    Method,
+    /// The host does not match.
+    Host,
+    /// The path does not match the template or prefix.
+    Path,
+    /// A path parameter has another value.
+    Param {
+        /// Parameter name.
+        name: String,
+        /// Value the rule wants.
+        want: String,
+        /// Value the request has.
+        got: String,
+    },
+    /// A claim is missing or has another value.
+    Claim {
+        /// Claim name.
+        name: String,
+        /// Value the rule wants.
+        want: String,
+    },
+}
+
+impl Rule {
+    /// Path parameters when method, host, path and params match (claims not looked at).
+    pub fn shape_matches(&self, req: &RequestFacts<'_>) -> Option<Vec<(String, String)>> {
+        self.shape_mismatch(req).ok()
+    }
+
+    /// The first request-shape condition that fails, or the captured parameters.
+    pub fn shape_mismatch(
+        &self,
+        req: &RequestFacts<'_>,
+    ) -> Result<Vec<(String, String)>, Mismatch> {
+        if let Some(methods) = &self.methods {
+            if !methods.contains(req.method) {
+                return Err(Mismatch::Method);
+            }
+        }
+        if let Some(host) = &self.host {
+            if !host.matches(req.host) {
+                return Err(Mismatch::Host);
+            }
+        }
+        let params = match &self.path {
+            PathMatch::Any => Vec::new(),
+            PathMatch::Template(t) => t.matches(req.path).ok_or(Mismatch::Path)?,
+            // Plain string prefix, like Envoy's `prefix`: "/v1" also matches "/v10"; write
+            // "/v1/" to stop at a segment boundary.
+            PathMatch::Prefix(p) if req.path.starts_with(p.as_str()) => Vec::new(),
+            PathMatch::Prefix(_) => return Err(Mismatch::Path),
+        };
+        for (name, want) in &self.params {
+            let got = params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str());
+            if got != Some(want.as_str()) {
+                return Err(Mismatch::Param {
+                    name: name.clone(),
+                    want: want.clone(),
+                    got: got.unwrap_or_default().to_owned(),
+                });
+            }
+        }
+        Ok(params)
+    }
+
+    /// Whether every `claims` condition holds for `who`.
+    pub fn claims_match(&self, who: &Principal) -> bool {
+        self.claim_mismatch(who).is_none()
+    }
+
+    /// The first `claims` condition that fails.
+    pub fn claim_mismatch(&self, who: &Principal) -> Option<Mismatch> {
+        self.claims
+            .iter()
+            .find(|(name, want)| !who.claim(name).is_some_and(|v| claim_has(v, want)))
+            .map(|(name, want)| Mismatch::Claim {
+                name: name.clone(),
+                want: want.clone(),
+            })
+    }
+}
+
+/// A string claim equal to `want`, or an array claim containing it; numbers and booleans
+/// compare by their JSON text (`42`, `true`).
+fn claim_has(value: &serde_json::Value, want: &str) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s == want,
+        Value::Number(n) => n.to_string() == want,
+        Value::Bool(b) => b.to_string() == want,
+        Value::Array(items) => items.iter().any(|v| !v.is_array() && claim_has(v, want)),
+        Value::Null | Value::Object(_) => false,
     }
 }
 
 impl Requirements {
     /// Checks scopes, then acr and max_age (against `auth_time`), at `now` (unix seconds).
     pub fn check(&self, who: &Principal, now: u64) -> Result<(), Unmet> {
-        let _ = (who, now);
-        todo!("Requirements::check")
+        if !self.scopes.iter().all(|s| who.scopes.contains(s)) {
+            return Err(Unmet::Scopes {
+                required: self.scopes.clone(),
+            });
+        }
+        let acr_ok =
+            self.acr.is_empty() || who.acr.as_ref().is_some_and(|acr| self.acr.contains(acr));
+        // A missing auth_time cannot prove a recent login, so it fails max_age.
+        let max_age_ok = self.max_age.is_none_or(|max| {
+            who.auth_time
+                .is_some_and(|t| now.saturating_sub(t) <= max.as_secs())
+        });
+        if acr_ok && max_age_ok {
+            return Ok(());
+        }
+        Err(Unmet::Authentication {
+            acr_values: if acr_ok { Vec::new() } else { self.acr.clone() },
+            max_age: if max_age_ok {
+                None
+            } else {
+                self.max_age.map(|d| d.as_secs())
+            },
+        })
+    }
+
+    /// Whether there is nothing to check.
+    pub fn is_empty(&self) -> bool {
+        self.scopes.is_empty() && self.acr.is_empty() && self.max_age.is_none()
     }
 }
 
@@ -298,20 +744,11 @@ impl RouteTable {
         Self { entries }
     }
 
-    /// Index of the first route matching `host` (no port) and `path`.
+    /// Index of the first route matching `host` (no port) and `path` (in [`normalize_path`]
+    /// form; route prefixes are stored normalized). Plain string prefix, like Envoy's `prefix`.
     pub fn find(&self, host: &str, path: &str) -> Option<usize> {
         self.entries.iter().position(|(h, prefix)| {
             h.as_ref().is_none_or(|h| h.matches(host)) && path.starts_with(prefix.as_str())
         })
     }
-}
-
-/// Why a request path cannot be matched safely.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathError;
-
-/// Normalizes a request path for matching (see the config branch for the real implementation).
-pub fn normalize_path(raw: &str) -> Result<String, PathError> {
-    let _ = raw;
-    todo!("policy::normalize_path")
 }

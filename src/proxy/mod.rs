@@ -108,15 +108,6 @@ impl Proxy {
         rejection: Rejection,
     ) -> Result<bool> {
         ctx.outcome = rejection.outcome();
-        if let Rejection::Token(TokenError::InvalidToken(r) | TokenError::InvalidRequest(r)) =
-            &rejection
-        {
-            self.state
-                .metrics
-                .token_rejections
-                .with_label_values(&[r.as_str()])
-                .inc();
-        }
         let metadata_url = self.resource_metadata_url(session.req_header());
         let resp = rejection.render(ChallengeContext {
             resource_metadata: &metadata_url,
@@ -175,9 +166,13 @@ impl Proxy {
 
     /// Routing, authentication and policy. `Err(rejection)` means answer with it.
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
-        let req = session.req_header();
-        let path = policy::normalize_path(req.uri.path())
+        let path = policy::normalize_path(session.req_header().uri.path())
             .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
+        if path != session.req_header().uri.path() {
+            // Upstream must see the path the policy judged, not an alternative spelling of it.
+            rewrite_path(session.req_header_mut(), &path)?;
+        }
+        let req = session.req_header();
         let host = authority(req)
             .map(strip_port)
             .ok_or(Rejection::BadRequest("the request has no host"))?;
@@ -208,8 +203,12 @@ impl Proxy {
                 .iter()
                 .map(|v| v.as_bytes()),
         )
-        .map_err(Rejection::Token)?
-        .ok_or(Rejection::Token(TokenError::Missing))?;
+        .and_then(|t| t.ok_or(TokenError::Missing))
+        .map_err(|e| {
+            // `verify` counts its own rejections; these happen before it.
+            self.state.verifier.record_rejection(&e);
+            Rejection::Token(e)
+        })?;
         let principal = self
             .state
             .verifier
@@ -243,6 +242,23 @@ impl Proxy {
         ctx.principal = Some(principal);
         Ok(())
     }
+}
+
+/// Replaces the request path, keeping the query.
+fn rewrite_path(req: &mut RequestHeader, path: &str) -> Result<(), Rejection> {
+    let pq = match req.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(pq)
+            .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?,
+    );
+    let uri = http::Uri::from_parts(parts)
+        .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
+    req.set_uri(uri);
+    Ok(())
 }
 
 /// Host as the client sent it: the URI authority (HTTP/2, absolute-form) or `Host`.
@@ -299,7 +315,10 @@ impl ProxyHttp for Proxy {
         for name in reserved {
             req.remove_header(&name);
         }
+        // The span shares the access log's target: disabled (and free) unless access logging is
+        // on. Warnings carry the request id themselves.
         ctx.span = tracing::info_span!(
+            target: "countersign::access",
             "request",
             id = %ctx.request_id,
             method = %req.method,
@@ -390,7 +409,7 @@ impl ProxyHttp for Proxy {
             }
             ErrorSource::Internal | ErrorSource::Unset => Rejection::Internal,
         };
-        tracing::warn!(parent: &ctx.span, error = %e, "request failed");
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
         // Nothing can be sent if the response already started; the connection just closes.
         let code = if session.response_written().is_none() {
             let status = rejection

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what Countersign's test suite needs, on a fresh Debian machine (as root) or on one
+# that already has it all (then it changes nothing). Safe to run any number of times.
+#
+#   cmake          pingora-core builds zlib-ng with it
+#   redis-server   shared approval store tests start their own on a loopback port
+#   chromium       browser tests of the approval page (headless), with chromedriver
+#   node, npm      the real outside OpenID Provider (tests/idp, npm package oidc-provider)
+#
+# Then `npm ci` in tests/idp when its node_modules is missing or older than package-lock.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+# command -> Debian package providing it
+declare -A wanted=(
+  [cmake]=cmake
+  [redis-server]=redis-server
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
+  [node]=nodejs
+  [npm]=npm
+)
+
+missing=()
+for cmd in cmake redis-server chromium chromedriver node npm; do
+  if command -v "$cmd" >/dev/null 2>&1; then
+    say "have $cmd ($(command -v "$cmd"))"
+  else
+    missing+=("${wanted[$cmd]}")
+  fi
+done
+
+if ((${#missing[@]} > 0)); then
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo=(sudo)
+    else
+      echo "test-setup: missing ${missing[*]} and not root (no sudo): install them and rerun" >&2
+      exit 1
+    fi
+  fi
+  say "installing with apt-get: ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 20)); then
+  echo "test-setup: Node.js $(node --version) is too old for oidc-provider (needs >= 20)" >&2
+  exit 1
+fi
+
+# npm ci only when node_modules is missing or was installed from another lock file.
+idp=tests/idp
+stamp="$idp/node_modules/.countersign-lock.sha256"
+want=$(sha256sum "$idp/package-lock.json" | cut -d' ' -f1)
+if [[ -f $stamp && $(cat "$stamp") == "$want" && -d $idp/node_modules/oidc-provider ]]; then
+  say "tests/idp/node_modules is up to date"
+else
+  say "npm ci in tests/idp"
+  (cd "$idp" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$stamp"
+fi
+say "test setup done"

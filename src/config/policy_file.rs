@@ -1,0 +1,595 @@
+//! Policy files (SPEC section 4): `[[rule]]` tables compiled into [`Rule`]s, with every
+//! reference (approver groups, Slack, Teams, approver login) checked against the config.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::de::DeTable;
+
+use super::file::{email, prefix};
+use super::walk::{closest, FileCheck, Val};
+use super::Config;
+use crate::policy::{
+    Action, ApprovalSpec, ApproveVia, Approver, HostPattern, NotifyTarget, Origin, PathMatch,
+    PathTemplate, Requirements, Rule,
+};
+
+/// What policy files may refer to in the config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refs<'a> {
+    /// `[approvers.groups]`.
+    pub groups: &'a BTreeMap<String, Vec<String>>,
+    /// `[slack]` is configured.
+    pub slack: bool,
+    /// `[teams]` is configured.
+    pub teams: bool,
+    /// `[approver_login]` is configured.
+    pub login: bool,
+}
+
+impl<'a> Refs<'a> {
+    /// The references a loaded config offers.
+    pub fn of(config: &'a Config) -> Self {
+        Self {
+            groups: &config.approver_groups,
+            slack: config.slack.is_some(),
+            teams: config.teams.is_some(),
+            login: config.approver_login.is_some(),
+        }
+    }
+}
+
+/// Rule names seen so far (across files), with where each was defined.
+pub(crate) type Names = BTreeMap<String, Origin>;
+
+/// Keys of a `[[rule]]`.
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "methods",
+    "host",
+    "path",
+    "path_prefix",
+    "params",
+    "claims",
+    "action",
+    "require",
+    "approval",
+];
+
+/// Compiles every `[[rule]]` of one parsed policy file.
+pub(crate) fn parse(
+    ck: &mut FileCheck,
+    doc: &DeTable<'_>,
+    refs: Refs<'_>,
+    names: &mut Names,
+) -> Vec<Rule> {
+    ck.unknown_keys(doc, "at the top level of a policy file", &["rule"]);
+    let Some(value) = doc.get("rule") else {
+        return Vec::new();
+    };
+    let Some(array) = ck.as_array(value, "[[rule]]") else {
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    for entry in array.iter() {
+        if let Some(t) = ck.as_table(entry, "each [[rule]]") {
+            if let Some(rule) = rule(ck, t, &entry.span(), refs, names) {
+                rules.push(rule);
+            }
+        }
+    }
+    rules
+}
+
+/// One `[[rule]]`.
+fn rule(
+    ck: &mut FileCheck,
+    t: &DeTable<'_>,
+    header: &Range<usize>,
+    refs: Refs<'_>,
+    names: &mut Names,
+) -> Option<Rule> {
+    ck.unknown_keys(t, "in [[rule]]", RULE_KEYS);
+    let origin = Origin {
+        file: ck.file.clone(),
+        line: ck.position(header.start).0,
+    };
+    let name = ck
+        .req_str(t, header, "in [[rule]]", "name")
+        .and_then(|(s, span)| rule_name(ck, s, &span, &origin, names));
+    let methods = methods(ck, t);
+    let host = match ck.opt_str(t, "host") {
+        Some((s, span)) => HostPattern::parse(s)
+            .map(Some)
+            .map_err(|e| ck.err(&span, e))
+            .ok(),
+        None => Some(None),
+    };
+    let path = path(ck, t);
+    let params = path.as_ref().and_then(|p| params(ck, t, p));
+    let claims = string_map(ck, t, "claims");
+    let action = ck
+        .req_str(t, header, "in [[rule]]", "action")
+        .and_then(|(s, span)| action(ck, s, &span));
+    let require = match t.get("require") {
+        Some(v) => require(ck, v),
+        None => Some(Requirements::default()),
+    };
+    let approval = approval_for(ck, t, header, action, refs);
+    if action == Some(Action::Public) {
+        for key in ["require", "claims"] {
+            if let Some((k, _)) = t.get_key_value(key) {
+                ck.err(
+                    &k.span(),
+                    format!("a public rule cannot have {key:?}: public requests carry no token"),
+                );
+            }
+        }
+    }
+    Some(Rule {
+        name: name?,
+        origin,
+        methods: methods?,
+        host: host?,
+        path: path?,
+        params: params?,
+        claims: claims?,
+        action: action?,
+        require: require?,
+        approval: approval?,
+    })
+}
+
+/// A rule name, unique across all policy files.
+fn rule_name(
+    ck: &mut FileCheck,
+    s: &str,
+    span: &Range<usize>,
+    origin: &Origin,
+    names: &mut Names,
+) -> Option<String> {
+    if s.trim().is_empty() {
+        ck.err(span, "\"name\" must not be empty");
+        return None;
+    }
+    if let Some(first) = names.get(s) {
+        let at = format!("{}:{}", first.file.display(), first.line);
+        ck.err(
+            span,
+            format!("duplicate rule name {s:?} (first defined at {at})"),
+        );
+        return None;
+    }
+    names.insert(s.to_owned(), origin.clone());
+    Some(s.to_owned())
+}
+
+/// `methods = [...]`: HTTP method tokens, uppercased; `Some(None)` when absent.
+fn methods(ck: &mut FileCheck, t: &DeTable<'_>) -> Option<Option<Vec<http::Method>>> {
+    let Some((list, span)) = ck.opt_str_list(t, "methods") else {
+        return if t.get("methods").is_some() {
+            None
+        } else {
+            Some(None)
+        };
+    };
+    if list.is_empty() {
+        ck.err(
+            &span,
+            "\"methods\" must name at least one method (omit it to match any)",
+        );
+        return None;
+    }
+    let mut out: Vec<http::Method> = Vec::new();
+    let mut ok = true;
+    for (m, span) in list {
+        match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(method) if !m.is_empty() => {
+                if !out.contains(&method) {
+                    out.push(method);
+                }
+            }
+            _ => {
+                ok = false;
+                ck.err(&span, format!("{m:?} is not an HTTP method"));
+            }
+        }
+    }
+    ok.then_some(Some(out))
+}
+
+/// `path` (template) or `path_prefix`, not both.
+fn path(ck: &mut FileCheck, t: &DeTable<'_>) -> Option<PathMatch> {
+    let template = ck.opt_str(t, "path");
+    let pfx = ck.opt_str(t, "path_prefix");
+    match (template, pfx) {
+        (Some(_), Some((_, span))) => {
+            ck.err(
+                &span,
+                "a rule has either \"path\" or \"path_prefix\", not both",
+            );
+            None
+        }
+        (Some((s, span)), None) => match PathTemplate::parse(s) {
+            Ok(tpl) => Some(PathMatch::Template(tpl)),
+            Err(e) => {
+                ck.err(&span, e);
+                None
+            }
+        },
+        (None, Some((s, span))) => prefix(ck, "path_prefix", s, &span).map(PathMatch::Prefix),
+        (None, None) => {
+            let bad = t.contains_key("path") || t.contains_key("path_prefix");
+            (!bad).then_some(PathMatch::Any)
+        }
+    }
+}
+
+/// `params = { name = "value" }`: every name must be a parameter of the path template.
+fn params(ck: &mut FileCheck, t: &DeTable<'_>, path: &PathMatch) -> Option<Vec<(String, String)>> {
+    let Some((k, _)) = t.get_key_value("params") else {
+        return Some(Vec::new());
+    };
+    let pairs = string_map(ck, t, "params")?;
+    let names = match path {
+        PathMatch::Template(tpl) => tpl.param_names(),
+        PathMatch::Any | PathMatch::Prefix(_) => {
+            ck.err(
+                &k.span(),
+                "\"params\" needs a \"path\" template with {parameters}",
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    if let Some(toml::de::DeValue::Table(table)) = t.get("params").map(|v| v.get_ref()) {
+        for key in table.keys() {
+            let key_name: &str = key.get_ref();
+            if !names.contains(&key_name) {
+                ok = false;
+                let mut m = format!("{key_name:?} is not a parameter of the path template");
+                if let Some(best) = closest(key_name, &names) {
+                    m.push_str(&format!("; did you mean {best:?}?"));
+                }
+                ck.err(&key.span(), m);
+            }
+        }
+    }
+    ok.then_some(pairs)
+}
+
+/// An inline table of strings (`params`, `claims`), in key order.
+fn string_map(ck: &mut FileCheck, t: &DeTable<'_>, key: &str) -> Option<Vec<(String, String)>> {
+    let Some(value) = t.get(key) else {
+        return Some(Vec::new());
+    };
+    let table = ck.as_table(value, &format!("{key:?}"))?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (k, v) in table.iter() {
+        let k: &str = k.get_ref();
+        match ck.as_str(v, &format!("{key}.{k}")) {
+            Some(s) => out.push((k.to_owned(), s.to_owned())),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `action = "..."`.
+fn action(ck: &mut FileCheck, s: &str, span: &Range<usize>) -> Option<Action> {
+    Some(match s {
+        "public" => Action::Public,
+        "allow" => Action::Allow,
+        "deny" => Action::Deny,
+        "approve" => Action::Approve,
+        other => {
+            let mut m = format!("\"action\" must be public, allow, deny or approve, not {other:?}");
+            if let Some(best) = closest(other, &["public", "allow", "deny", "approve"]) {
+                m.push_str(&format!("; did you mean {best:?}?"));
+            }
+            ck.err(span, m);
+            return None;
+        }
+    })
+}
+
+/// `require = { scopes, acr, max_age }`.
+fn require(ck: &mut FileCheck, value: &Val<'_>) -> Option<Requirements> {
+    let t = ck.as_table(value, "\"require\"")?;
+    ck.unknown_keys(t, "in [rule.require]", &["scopes", "acr", "max_age"]);
+    let list = |ck: &mut FileCheck, key: &str| -> Option<Vec<String>> {
+        match ck.opt_str_list(t, key) {
+            Some((l, _)) => Some(l.into_iter().map(|(s, _)| s.to_owned()).collect()),
+            None => (!t.contains_key(key)).then(Vec::new),
+        }
+    };
+    let scopes = list(ck, "scopes");
+    let acr = list(ck, "acr");
+    let max_age = match t.get("max_age") {
+        Some(_) => Some(Some(ck.opt_duration(t, "max_age", Duration::ZERO)?)),
+        None => Some(None),
+    };
+    Some(Requirements {
+        scopes: scopes?,
+        acr: acr?,
+        max_age: max_age?,
+    })
+}
+
+/// `[rule.approval]`: required for `approve`, refused otherwise. `Some(None)` = correctly absent.
+fn approval_for(
+    ck: &mut FileCheck,
+    t: &DeTable<'_>,
+    header: &Range<usize>,
+    action: Option<Action>,
+    refs: Refs<'_>,
+) -> Option<Option<ApprovalSpec>> {
+    match (t.get_key_value("approval"), action) {
+        (Some((_, v)), Some(Action::Approve)) => approval(ck, v, refs).map(Some),
+        (None, Some(Action::Approve)) => {
+            ck.err(header, "action \"approve\" needs a [rule.approval] table");
+            None
+        }
+        (Some((k, _)), Some(a)) => {
+            ck.err(
+                &k.span(),
+                format!(
+                    "[rule.approval] is only for action \"approve\", not {:?}",
+                    a.as_str()
+                ),
+            );
+            None
+        }
+        (_, None) => None,
+        (None, Some(_)) => Some(None),
+    }
+}
+
+/// The body of `[rule.approval]`.
+fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<ApprovalSpec> {
+    const KEYS: &[&str] = &[
+        "approvers",
+        "quorum",
+        "notify",
+        "hold",
+        "expires",
+        "self_approval",
+        "approve_via",
+        "reason_required",
+        "redact",
+    ];
+    let t = ck.as_table(value, "[rule.approval]")?;
+    let header = value.span();
+    ck.unknown_keys(t, "in [rule.approval]", KEYS);
+    let approvers = approvers(ck, t, &header, refs);
+    let quorum = ck.opt_int(t, "quorum", 1);
+    if let (Some(list), Some(q), Some(v)) = (&approvers, quorum, t.get("quorum")) {
+        let voters = distinct_voters(list, refs);
+        if usize::try_from(q).map_or(true, |q| q > voters) {
+            ck.err(
+                &v.span(),
+                format!(
+                    "\"quorum\" {q} is more than the {voters} distinct approvers who could vote"
+                ),
+            );
+        }
+    }
+    let notify = notify(ck, t, refs);
+    let hold = ck.opt_duration(t, "hold", Duration::ZERO);
+    let expires = ck.opt_duration(t, "expires", Duration::from_secs(1));
+    let (hold_d, expires_d) = (
+        hold.unwrap_or(Duration::from_secs(55)),
+        expires.unwrap_or(Duration::from_secs(3600)),
+    );
+    if hold_d > expires_d {
+        let span = t
+            .get("hold")
+            .or(t.get("expires"))
+            .map_or(header.clone(), |v| v.span());
+        ck.err(
+            &span,
+            format!(
+                "\"hold\" ({}) must not be longer than \"expires\" ({})",
+                humantime::format_duration(hold_d),
+                humantime::format_duration(expires_d)
+            ),
+        );
+    }
+    let approve_via = approve_via(ck, t, refs);
+    let redact = redact(ck, t);
+    Some(ApprovalSpec {
+        approvers: approvers?,
+        quorum: u32::try_from(quorum.unwrap_or(1)).ok()?,
+        notify: notify?,
+        hold: hold_d,
+        expires: expires_d,
+        self_approval: ck.opt_bool(t, "self_approval").unwrap_or(false),
+        approve_via: approve_via?,
+        reason_required: ck.opt_bool(t, "reason_required").unwrap_or(false),
+        redact: redact?,
+    })
+}
+
+/// `approvers = [...]`: emails or `group:NAME` of an existing group.
+fn approvers(
+    ck: &mut FileCheck,
+    t: &DeTable<'_>,
+    header: &Range<usize>,
+    refs: Refs<'_>,
+) -> Option<Vec<Approver>> {
+    let Some((list, span)) = ck.opt_str_list(t, "approvers") else {
+        if !t.contains_key("approvers") {
+            ck.err(
+                header,
+                "missing required key \"approvers\" in [rule.approval]",
+            );
+        }
+        return None;
+    };
+    if list.is_empty() {
+        ck.err(&span, "\"approvers\" must name at least one approver");
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (s, span) in list {
+        if let Some(group) = s.strip_prefix("group:") {
+            if refs.groups.contains_key(group) {
+                out.push(Approver::Group(group.to_owned()));
+                continue;
+            }
+            let names: Vec<&str> = refs.groups.keys().map(String::as_str).collect();
+            let mut m = format!("approver group {group:?} is not defined in [approvers.groups]");
+            if let Some(best) = closest(group, &names) {
+                m.push_str(&format!("; did you mean \"group:{best}\"?"));
+            }
+            ck.err(&span, m);
+        } else if let Some(e) = email(s) {
+            out.push(Approver::Email(e));
+            continue;
+        } else {
+            ck.err(
+                &span,
+                format!("approver {s:?} must be an email address or group:NAME"),
+            );
+        }
+        ok = false;
+    }
+    ok.then_some(out)
+}
+
+/// How many different people could vote (groups expanded).
+fn distinct_voters(approvers: &[Approver], refs: Refs<'_>) -> usize {
+    let mut people = BTreeSet::new();
+    for a in approvers {
+        match a {
+            Approver::Email(e) => {
+                people.insert(e.as_str());
+            }
+            Approver::Group(g) => {
+                people.extend(refs.groups.get(g).into_iter().flatten().map(String::as_str));
+            }
+        }
+    }
+    people.len()
+}
+
+/// `notify = [...]`.
+fn notify(ck: &mut FileCheck, t: &DeTable<'_>, refs: Refs<'_>) -> Option<Vec<NotifyTarget>> {
+    let Some((list, _)) = ck.opt_str_list(t, "notify") else {
+        return (!t.contains_key("notify")).then(Vec::new);
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (s, span) in list {
+        match notify_target(s, refs) {
+            Ok(target) => out.push(target),
+            Err(e) => {
+                ok = false;
+                ck.err(&span, e);
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// One notify target.
+fn notify_target(s: &str, refs: Refs<'_>) -> Result<NotifyTarget, String> {
+    if s == "teams" {
+        return if refs.teams {
+            Ok(NotifyTarget::Teams)
+        } else {
+            Err("notify target \"teams\" needs a [teams] section in the config".into())
+        };
+    }
+    let Some(rest) = s.strip_prefix("slack:") else {
+        return Err(format!(
+            "notify target {s:?} must be slack:#channel, slack:@person@example.com or teams"
+        ));
+    };
+    if !refs.slack {
+        return Err(format!(
+            "notify target {s:?} needs a [slack] section in the config"
+        ));
+    }
+    if let Some(channel) = rest.strip_prefix('#') {
+        if !channel.is_empty() && !channel.contains(char::is_whitespace) {
+            return Ok(NotifyTarget::SlackChannel(channel.to_owned()));
+        }
+    } else if let Some(person) = rest.strip_prefix('@').and_then(email) {
+        return Ok(NotifyTarget::SlackUser(person));
+    }
+    Err(format!(
+        "notify target {s:?} must be slack:#channel or slack:@person@example.com"
+    ))
+}
+
+/// `approve_via = "button" | "login"` (login needs `[approver_login]`).
+fn approve_via(ck: &mut FileCheck, t: &DeTable<'_>, refs: Refs<'_>) -> Option<ApproveVia> {
+    let Some((s, span)) = ck.opt_str(t, "approve_via") else {
+        return (!t.contains_key("approve_via")).then_some(ApproveVia::Button);
+    };
+    match s {
+        "button" => Some(ApproveVia::Button),
+        "login" if refs.login => Some(ApproveVia::Login),
+        "login" => {
+            ck.err(
+                &span,
+                "approve_via \"login\" needs an [approver_login] section in the config",
+            );
+            None
+        }
+        other => {
+            ck.err(
+                &span,
+                format!("\"approve_via\" must be \"button\" or \"login\", not {other:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// `redact = [...]`: JSON pointers (RFC 6901).
+fn redact(ck: &mut FileCheck, t: &DeTable<'_>) -> Option<Vec<String>> {
+    let Some((list, _)) = ck.opt_str_list(t, "redact") else {
+        return (!t.contains_key("redact")).then(Vec::new);
+    };
+    let mut ok = true;
+    let mut out = Vec::new();
+    for (s, span) in list {
+        if json_pointer_ok(s) {
+            out.push(s.to_owned());
+        } else {
+            ok = false;
+            ck.err(&span, format!("redact {s:?} must be a JSON pointer like \"/password\" (starts with \"/\", ~ only as ~0 or ~1)"));
+        }
+    }
+    ok.then_some(out)
+}
+
+/// RFC 6901: starts with `/`, and `~` only as `~0` or `~1`.
+fn json_pointer_ok(s: &str) -> bool {
+    s.starts_with('/')
+        && s.match_indices('~')
+            .all(|(i, _)| matches!(s.as_bytes().get(i + 1), Some(b'0' | b'1')))
+}
+
+/// Reads and compiles one policy file's text.
+pub(crate) fn parse_text(
+    path: &Path,
+    text: &str,
+    refs: Refs<'_>,
+    names: &mut Names,
+) -> (Vec<Rule>, Vec<super::Problem>) {
+    let mut ck = FileCheck::new(path, text);
+    let (doc, errors) = toml::de::DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        super::syntax_problems(&mut ck, &errors);
+        return (Vec::new(), ck.into_problems());
+    }
+    let rules = parse(&mut ck, doc.get_ref(), refs, names);
+    (rules, ck.into_problems())
+}

@@ -1,0 +1,246 @@
+use std::path::Path;
+
+use serde_json::json;
+
+use super::*;
+use crate::config::load;
+
+const NOW: u64 = 1_700_000_000;
+
+/// Explains against the `valid` fixture (routes for deploy.example.com and
+/// *.billing.example.com, rules health / prod-deploy / deploy-read / no-admin, default deny).
+fn run(method: &str, url: &str, claims: Option<serde_json::Value>) -> String {
+    let (config, policy) = load(Path::new("tests/fixtures/config/valid/countersign.toml")).unwrap();
+    let who = claims.map(|c| {
+        let mut base = json!({"iss": "https://idp.example.com", "sub": "alice", "exp": NOW + 600});
+        base.as_object_mut()
+            .unwrap()
+            .extend(c.as_object().unwrap().clone());
+        Principal::from_claims(base.as_object().unwrap().clone()).unwrap()
+    });
+    explain(&config, &policy, method, url, who.as_ref(), NOW)
+        .unwrap()
+        .replace("tests/fixtures/config/valid/policies/", "")
+}
+
+const CALLER: &str = "caller: iss=https://idp.example.com sub=alice\n";
+const ROUTE: &str =
+    "route: #1 host=deploy.example.com path_prefix=/ upstream=deploy-api (http://127.0.0.1:7000/)\n";
+const PROD: &str = "https://deploy.example.com/v1/deployments/production";
+
+#[test]
+fn allow_with_skipped_rules_and_their_reasons() {
+    let got = run(
+        "GET",
+        "https://Deploy.Example.com:8443/v1/status?x=1",
+        Some(json!({"scope": "deploy:read"})),
+    );
+    let want = format!(
+        "request: GET https://Deploy.Example.com:8443/v1/status?x=1
+host: deploy.example.com
+path: /v1/status
+{CALLER}caller scopes: deploy:read
+caller acr: none
+caller auth_time: none
+note: explain does not verify the token's signature
+{ROUTE}skipped: health (00-public.toml:1): path /v1/status does not match /healthz
+skipped: prod-deploy (10-deploy.toml:1): method GET not in POST, PUT
+rule: deploy-read (10-deploy.toml:22) matches
+action: allow
+requires: scopes=deploy:read
+outcome: allow: forwarded upstream
+"
+    );
+    assert_eq!(got, want);
+}
+
+#[test]
+fn deny_rule_and_default_deny() {
+    let got = run(
+        "GET",
+        "https://deploy.example.com/%61dmin/x",
+        Some(json!({})),
+    );
+    assert!(got.contains("path: /admin/x\n"), "{got}");
+    assert!(got.ends_with(
+        "rule: no-admin (10-deploy.toml:29) matches\nparam: rest=x\naction: deny\noutcome: deny: 403 access_denied\n"
+    ), "{got}");
+
+    let got = run("GET", "https://deploy.example.com/v2", Some(json!({})));
+    assert!(got.ends_with(
+        "skipped: no-admin (10-deploy.toml:29): path /v2 does not match /admin/{*rest}\nrule: none matches; [policy] default = deny\naction: deny\noutcome: deny: 403 access_denied\n"
+    ), "{got}");
+}
+
+#[test]
+fn step_up_for_a_missing_scope() {
+    let got = run(
+        "POST",
+        PROD,
+        Some(json!({"groups": ["release-managers"], "scope": "deploy:read"})),
+    );
+    assert!(
+        got.ends_with(
+            "skipped: health (00-public.toml:1): method POST not in GET, HEAD
+rule: prod-deploy (10-deploy.toml:1) matches
+param: env=production
+action: approve
+requires: scopes=deploy:write acr=phr|urn:mfa max_age=900s
+missing scopes: deploy:write
+outcome: step-up needed: 403 insufficient_scope scope=\"deploy:write\"
+"
+        ),
+        "{got}"
+    );
+}
+
+#[test]
+fn step_up_for_acr_and_max_age() {
+    let got = run(
+        "POST",
+        PROD,
+        Some(json!({"groups": "release-managers", "scope": "deploy:write", "acr": "pwd"})),
+    );
+    assert!(got.ends_with(
+        "outcome: step-up needed: 401 insufficient_user_authentication acr_values=\"phr urn:mfa\" max_age=900\n"
+    ), "{got}");
+    let got = run(
+        "POST",
+        PROD,
+        Some(
+            json!({"groups": "release-managers", "scope": "deploy:write", "acr": "phr", "auth_time": NOW - 901}),
+        ),
+    );
+    assert!(
+        got.ends_with(
+            "outcome: step-up needed: 401 insufficient_user_authentication max_age=900\n"
+        ),
+        "{got}"
+    );
+}
+
+#[test]
+fn approval_required_lists_expanded_approvers_and_settings() {
+    let got = run(
+        "POST",
+        PROD,
+        Some(
+            json!({"groups": ["release-managers"], "scope": "deploy:write", "acr": "phr",
+                     "auth_time": NOW - 60, "email": "alice@example.com"}),
+        ),
+    );
+    let want = format!(
+        "request: POST {PROD}
+host: deploy.example.com
+path: /v1/deployments/production
+{CALLER}caller email: alice@example.com
+caller scopes: deploy:write
+caller acr: phr
+caller auth_time: 1699999940 (60s ago)
+note: explain does not verify the token's signature
+{ROUTE}skipped: health (00-public.toml:1): method POST not in GET, HEAD
+rule: prod-deploy (10-deploy.toml:1) matches
+param: env=production
+action: approve
+requires: scopes=deploy:write acr=phr|urn:mfa max_age=900s
+approvers: group:sre-leads, carol@example.com
+approver emails: alice@example.com, bob@example.com, carol@example.com
+quorum: 2
+notify: slack:#prod-approvals, slack:@dave@example.com, teams
+hold: 30s
+expires: 2h
+approve_via: login
+reason_required: true
+self_approval: true
+redact: /password, /card/number
+outcome: approval required: held until approvers decide
+"
+    );
+    assert_eq!(got, want);
+}
+
+#[test]
+fn claims_that_do_not_hold_skip_the_rule() {
+    let got = run(
+        "POST",
+        PROD,
+        Some(json!({"groups": ["dev"], "scope": "deploy:write"})),
+    );
+    assert!(got.contains(
+        "skipped: prod-deploy (10-deploy.toml:1): claim groups does not hold \"release-managers\"\n"
+    ), "{got}");
+    assert!(got.ends_with("rule: none matches; [policy] default = deny\naction: deny\noutcome: deny: 403 access_denied\n"), "{got}");
+}
+
+#[test]
+fn no_route() {
+    let got = run("GET", "https://other.example.com/", None);
+    assert_eq!(
+        got,
+        "request: GET https://other.example.com/
+host: other.example.com
+path: /
+caller: none (no token given; pass --token or --claims to decide for a caller)
+route: none matches
+outcome: 404 no_route
+"
+    );
+}
+
+#[test]
+fn without_a_token_says_what_the_outcome_depends_on() {
+    let got = run("POST", PROD, None);
+    let want = format!(
+        "request: POST {PROD}
+host: deploy.example.com
+path: /v1/deployments/production
+caller: none (no token given; pass --token or --claims to decide for a caller)
+{ROUTE}skipped: health (00-public.toml:1): method POST not in GET, HEAD
+candidate: prod-deploy (10-deploy.toml:1) if the token has groups=release-managers: approve, requires scopes=deploy:write acr=phr|urn:mfa max_age=900s
+skipped: deploy-read (10-deploy.toml:22): method POST not in GET
+skipped: no-admin (10-deploy.toml:29): path /v1/deployments/production does not match /admin/{{*rest}}
+rule: otherwise [policy] default = deny
+depends on: claim groups, scope, acr and auth_time
+outcome: token required: 401 without a valid bearer token
+"
+    );
+    assert_eq!(got, want);
+
+    let got = run("get", "https://deploy.example.com/healthz", None);
+    assert!(got.ends_with(
+        "rule: health (00-public.toml:1) matches\naction: public\noutcome: public: forwarded, no token needed\n"
+    ), "{got}");
+}
+
+#[test]
+fn a_token_the_proxy_would_refuse() {
+    let got = run(
+        "GET",
+        "https://deploy.example.com/v1/x",
+        Some(json!({"iss": "https://evil.example.com", "exp": 1})),
+    );
+    assert!(got.contains("warning: issuer https://evil.example.com is not configured\nwarning: the token has expired\n"), "{got}");
+    assert!(
+        got.ends_with("outcome: 401 invalid_token (issuer not configured)\n"),
+        "{got}"
+    );
+}
+
+#[test]
+fn bypass_paths_are_refused() {
+    let got = run("GET", "https://deploy.example.com/v1/%2e%2e/admin", None);
+    assert!(got.ends_with(
+        "path: /v1/%2e%2e/admin rejected: \".\" or \"..\" segment in path\noutcome: 400 invalid_request (the path is refused before any policy)\n"
+    ), "{got}");
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let (config, policy) = load(Path::new("tests/fixtures/config/valid/countersign.toml")).unwrap();
+    assert_eq!(
+        explain(&config, &policy, "GE T", "https://a/", None, NOW),
+        Err("\"GE T\" is not an HTTP method".into())
+    );
+    assert!(explain(&config, &policy, "GET", "/relative", None, NOW).is_err());
+    assert!(explain(&config, &policy, "GET", "ftp://a/", None, NOW).is_err());
+}

@@ -1,0 +1,117 @@
+//! Verified-token cache: a repeated token costs a SHA-256 and a lookup, no JSON parsing and no
+//! signature check. Entries never outlive the token (`exp` + leeway) nor [`MAX_TTL`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use moka::Expiry;
+use sha2::{Digest, Sha256};
+
+use super::jwks::VerifyKey;
+use crate::identity::Principal;
+
+/// Longest an entry lives, whatever the token's `exp` says.
+const MAX_TTL: Duration = Duration::from_secs(600);
+/// Most tokens remembered at once.
+const MAX_ENTRIES: u64 = 100_000;
+
+/// Cache key: SHA-256 of the token (the token itself is never stored).
+pub(crate) type TokenHash = [u8; 32];
+
+/// Hashes a token for the cache.
+pub(crate) fn hash(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// What we remember about a verified token.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    /// The caller.
+    pub(crate) principal: Arc<Principal>,
+    /// Index of the issuer in the verifier.
+    pub(crate) issuer: usize,
+    /// The key the signature verified with: the entry is only good while the issuer's current
+    /// key set still holds this very `Arc`.
+    pub(crate) key: Arc<VerifyKey>,
+    /// Last second (by the injected clock) at which the token is acceptable: `exp` + leeway.
+    pub(crate) valid_until: u64,
+    /// How long moka keeps the entry.
+    ttl: Duration,
+}
+
+impl Verified {
+    /// An entry for a token verified at `now` (seconds).
+    pub(crate) fn new(
+        principal: Arc<Principal>,
+        issuer: usize,
+        key: Arc<VerifyKey>,
+        valid_until: u64,
+        now: u64,
+    ) -> Self {
+        let ttl = Duration::from_secs(valid_until.saturating_sub(now)).min(MAX_TTL);
+        Self {
+            principal,
+            issuer,
+            key,
+            valid_until,
+            ttl,
+        }
+    }
+}
+
+/// Per-entry expiry from [`Verified::ttl`].
+struct ByTokenExpiry;
+
+impl Expiry<TokenHash, Arc<Verified>> for ByTokenExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &TokenHash,
+        value: &Arc<Verified>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The cache itself.
+#[derive(Clone)]
+pub(crate) struct TokenCache {
+    entries: Cache<TokenHash, Arc<Verified>>,
+}
+
+/// Only the size: moka's own `Debug` would print every cached principal.
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl TokenCache {
+    /// An empty cache.
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .expire_after(ByTokenExpiry)
+                .build(),
+        }
+    }
+
+    /// The entry for a token hash.
+    pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<Verified>> {
+        self.entries.get(hash)
+    }
+
+    /// Remembers a verified token.
+    pub(crate) fn insert(&self, hash: TokenHash, verified: Verified) {
+        self.entries.insert(hash, Arc::new(verified));
+    }
+
+    /// Forgets a token (its key was removed, or it expired by our clock).
+    pub(crate) fn remove(&self, hash: &TokenHash) {
+        self.entries.invalidate(hash);
+    }
+}
