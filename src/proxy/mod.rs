@@ -503,6 +503,12 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// A client that hangs up mid-request is routine (load generators do it by the thousand):
+    /// not an error worth a log line. Upstream and internal failures are still logged.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
+        matches!(error.esource(), ErrorSource::Downstream)
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         self.state
             .metrics
