@@ -166,7 +166,15 @@ pub fn build(
     );
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let broker = build_broker(&config, clock.clone(), &metrics, notifier)?;
+    let audit =
+        AuditLog::open_with_clock(&config.approvals.audit_log, &replica_id(), clock.clone())
+            .map_err(|e| {
+                StartError::Approvals(format!(
+                    "audit log {}: {e}",
+                    config.approvals.audit_log.display()
+                ))
+            })?;
+    let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit.clone())?;
     let clock_for_login = clock.clone();
     let approvals = Some(Arc::new(ApprovalPlane {
         broker: broker.clone(),
@@ -248,7 +256,7 @@ pub fn build(
                 reason: e.to_string(),
             }
         })?;
-    let reloader = Reloader::new(config.clone(), policy, metrics.clone());
+    let reloader = Reloader::new(config.clone(), policy, metrics.clone(), Some(audit));
     let (sessions, login) = approver_login(&config, clock_for_login)?;
     let v = verifier.clone();
     let b = broker.clone();
@@ -286,6 +294,7 @@ fn build_broker(
     clock: SharedClock,
     metrics: &Metrics,
     notifier: Arc<dyn Notifier>,
+    audit: AuditLog,
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
@@ -295,14 +304,6 @@ fn build_broker(
             )))
         }
     };
-    let replica = replica_id();
-    let audit = AuditLog::open_with_clock(&config.approvals.audit_log, &replica, clock.clone())
-        .map_err(|e| {
-            StartError::Approvals(format!(
-                "audit log {}: {e}",
-                config.approvals.audit_log.display()
-            ))
-        })?;
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let signer = match &config.approvals.signing_key {
         Some(pem) => ApprovalSigner::from_pem(pem.expose())

@@ -10,6 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 
+use crate::audit::{AuditLog, Event};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::policy::PolicySet;
@@ -20,24 +21,47 @@ pub struct Reloader {
     config: Arc<Config>,
     policy: Arc<ArcSwap<PolicySet>>,
     metrics: Metrics,
+    audit: Option<AuditLog>,
 }
 
 impl Reloader {
     /// A reloader that swaps `policy`.
-    pub fn new(config: Arc<Config>, policy: Arc<ArcSwap<PolicySet>>, metrics: Metrics) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        policy: Arc<ArcSwap<PolicySet>>,
+        metrics: Metrics,
+        audit: Option<AuditLog>,
+    ) -> Self {
         Self {
             config,
             policy,
             metrics,
+            audit,
+        }
+    }
+
+    /// Records the reload in the audit log (best effort: a reload is not undone for it).
+    async fn audit(&self, result: &str, trigger: &str, rules: usize, problems: usize) {
+        if let Some(log) = &self.audit {
+            let event = Event::new("policy.reloaded")
+                .actor("countersign")
+                .field("result", result)
+                .field("trigger", trigger)
+                .field("rules", rules)
+                .field("problems", problems);
+            if let Err(e) = log.append(event).await {
+                tracing::error!(error = %e, "could not audit the policy reload");
+            }
         }
     }
 
     /// Loads the policy files again; swaps them in only when every file is valid.
-    pub fn reload(&self, why: &str) -> bool {
+    pub async fn reload(&self, why: &str) -> bool {
         match config::load_policies(&self.config) {
             Ok(set) => {
                 let changed = **self.policy.load() != set;
                 self.metrics.policy_rules.set(set.rules.len() as i64);
+                self.audit("ok", why, set.rules.len(), 0).await;
                 self.policy.store(Arc::new(set));
                 self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(trigger = why, changed, "policy reloaded");
@@ -48,6 +72,8 @@ impl Reloader {
                     .policy_reloads
                     .with_label_values(&["error"])
                     .inc();
+                let active = self.policy.load().rules.len();
+                self.audit("error", why, active, problems.0.len()).await;
                 for p in &problems.0 {
                     tracing::error!(trigger = why, problem = %p, "policy reload rejected; keeping the previous policy");
                 }
@@ -69,7 +95,7 @@ impl Reloader {
                     }
                 };
             while hup.recv().await.is_some() {
-                this.reload("SIGHUP");
+                this.reload("SIGHUP").await;
             }
         });
         let this = self.clone();
@@ -124,7 +150,7 @@ impl Reloader {
             // Editors write in several steps: wait for the burst to end, then reload once.
             tokio::time::sleep(Duration::from_millis(200)).await;
             while rx.try_recv().is_ok() {}
-            self.reload("file change");
+            self.reload("file change").await;
         }
     }
 }
