@@ -60,23 +60,25 @@ impl Reloader {
         match config::load_policies(&self.config) {
             Ok(set) => {
                 let changed = **self.policy.load() != set;
-                self.metrics.policy_rules.set(set.rules.len() as i64);
-                self.audit("ok", why, set.rules.len(), 0).await;
+                let rules = set.rules.len();
                 self.policy.store(Arc::new(set));
-                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(trigger = why, changed, "policy reloaded");
+                self.audit("ok", why, rules, 0).await;
+                self.metrics.policy_rules.set(rules as i64);
+                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 true
             }
             Err(problems) => {
+                // Log first, count last: whoever sees the counter move can read why.
+                for p in &problems.0 {
+                    tracing::error!(trigger = why, problem = %p, "policy reload rejected; keeping the previous policy");
+                }
+                let active = self.policy.load().rules.len();
+                self.audit("error", why, active, problems.0.len()).await;
                 self.metrics
                     .policy_reloads
                     .with_label_values(&["error"])
                     .inc();
-                let active = self.policy.load().rules.len();
-                self.audit("error", why, active, problems.0.len()).await;
-                for p in &problems.0 {
-                    tracing::error!(trigger = why, problem = %p, "policy reload rejected; keeping the previous policy");
-                }
                 false
             }
         }
