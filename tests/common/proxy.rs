@@ -38,8 +38,21 @@ impl Proxy {
     /// Like [`Proxy::start`] with the config written to `dir/file_name` (several proxies can
     /// share one folder).
     pub async fn start_named(dir: &TestDir, file_name: &str, config: &str) -> Proxy {
-        let listen = format!("127.0.0.1:{}", free_port());
         let control_listen = format!("127.0.0.1:{}", free_port());
+        Self::start_with_control(dir, file_name, config, &control_listen).await
+    }
+
+    /// Like [`Proxy::start_named`] with the control plane on `control_listen`
+    /// (`127.0.0.1:PORT`), for tests that must tell another party the public URL before the
+    /// proxy starts (e.g. an IdP's allowed redirect URI `{public_url}/oidc/callback`).
+    pub async fn start_with_control(
+        dir: &TestDir,
+        file_name: &str,
+        config: &str,
+        control_listen: &str,
+    ) -> Proxy {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let control_listen = control_listen.to_owned();
         let text = config
             .replace("{{listen}}", &listen)
             .replace("{{control_listen}}", &control_listen)
