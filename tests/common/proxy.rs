@@ -159,6 +159,32 @@ impl Proxy {
 
     async fn wait_healthy(&mut self) {
         self.wait_for("/healthz", START_TIMEOUT).await;
+        self.wait_data_plane().await;
+    }
+
+    /// Waits until the data plane accepts TCP connections: pingora starts it after the control
+    /// plane, so `/healthz` (and even `/readyz`) can answer while the data port still refuses.
+    async fn wait_data_plane(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if tokio::net::TcpStream::connect(&self.listen).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "countersign exited ({status}) before its data plane listened; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "countersign: data plane {} not listening within {START_TIMEOUT:?}; stderr:\n{}",
+                    self.listen,
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn wait_for(&mut self, path: &str, timeout: Duration) {
