@@ -501,6 +501,11 @@ async fn respond_async_gives_202_then_the_parked_result_for_the_requester_only()
         .get(&format!("{status_url}/result"), &env.person("alice"))
         .await;
     other.assert_error(404, "not_found");
+    // Fetching again never executes the request again.
+    let again = env
+        .get(&format!("{status_url}/result"), &env.requester_token())
+        .await;
+    assert_ne!(again.status, 202, "{}", again.text);
     assert_eq!(
         env.settled_upstream_count().await,
         1,
@@ -741,6 +746,11 @@ async fn who_may_vote_and_see() {
     // Once decided, further votes conflict.
     let vote = env.decide(&id, &env.person("bob"), "deny", "no").await;
     assert_eq!(vote.status, 200, "{}", vote.text);
+    let description = env
+        .get(&format!("{status_url}/result"), &env.requester_token())
+        .await
+        .assert_error(403, "approval_denied");
+    assert!(description.contains("bob@example.com"), "{description}");
     env.decide(&id, &env.person("alice"), "approve", "")
         .await
         .assert_error(409, "already_decided");
