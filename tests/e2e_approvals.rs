@@ -43,7 +43,7 @@ name = "two-keys"
 path_prefix = "/quorum"
 action = "approve"
 [rule.approval]
-approvers = ["bob@example.com", "carol@example.com", "dave@example.com"]
+approvers = ["group:keyholders", "dave@example.com"]
 quorum = 2
 hold = "30s"
 expires = "1m"
@@ -89,7 +89,8 @@ impl Env {
         let echo = EchoUpstream::start().await;
         dir.write("policies/approvals.toml", POLICY);
         let config = format!(
-            "{}\n[approvals]\naudit_log = \"{{{{dir}}}}/audit.jsonl\"\n",
+            "{}\n[approvals]\naudit_log = \"{{{{dir}}}}/audit.jsonl\"\n\n\
+             [approvers.groups]\nkeyholders = [\"bob@example.com\", \"carol@example.com\"]\n",
             common::basic_config(&echo.url(), &issuer.issuer(), &[AUD])
         );
         let mut proxy = Proxy::start(&dir, &config).await;
@@ -122,9 +123,21 @@ impl Env {
         format!("{}{path}", self.proxy.control_url())
     }
 
-    /// Starts a data-plane request in the background (it may be held for a while).
+    /// Starts a data-plane request as the requester in the background (it may be held).
     fn send(
         &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> tokio::task::JoinHandle<Reply> {
+        self.send_as(&self.requester, method, path, headers, body)
+    }
+
+    /// Like [`Env::send`] with the caller's bearer `token`.
+    fn send_as(
+        &self,
+        token: &str,
         method: reqwest::Method,
         path: &str,
         headers: &[(&str, &str)],
@@ -133,7 +146,7 @@ impl Env {
         let mut req = http_client()
             .request(method, self.data(path))
             .timeout(Duration::from_secs(45))
-            .bearer_auth(self.requester_token())
+            .bearer_auth(token)
             .body(body.to_owned());
         for (name, value) in headers {
             req = req.header(*name, *value);
@@ -526,6 +539,11 @@ async fn prefer_wait_shortens_the_hold_to_a_202() {
     .await;
     let waited = started.elapsed();
     assert_eq!(reply.status, 202, "{}", reply.text);
+    let status_url = reply.json()["status_url"]
+        .as_str()
+        .expect("status_url")
+        .to_owned();
+    assert_eq!(reply.header("location"), Some(status_url.as_str()));
     assert!(
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
         "held {waited:?}, expected about 1 s (rule hold is 30 s)"
@@ -755,6 +773,36 @@ async fn who_may_vote_and_see() {
         .await
         .assert_error(409, "already_decided");
     assert_eq!(env.settled_upstream_count().await, 0);
+}
+
+#[tokio::test]
+async fn an_approver_cannot_approve_their_own_request_from_another_login() {
+    let env = Env::start().await;
+    // Alice calls the API as herself (her own subject, her email)...
+    let alice_as_caller =
+        env.issuer
+            .token("alice-laptop", AUD, json!({ "email": "alice@example.com" }));
+    let accepted = joined(env.send_as(
+        &alice_as_caller,
+        reqwest::Method::POST,
+        "/deploy/prod",
+        &[("prefer", "respond-async")],
+        "{}",
+    ))
+    .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text);
+    let id = accepted.json()["approval_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // ...and cannot approve it from another login with the same email.
+    env.decide(&id, &env.person("alice"), "approve", "")
+        .await
+        .assert_error(403, "own_request");
+    // Bob, the other approver, can.
+    let vote = env.decide(&id, &env.person("bob"), "approve", "").await;
+    assert_eq!(vote.status, 200, "{}", vote.text);
+    assert_eq!(vote.json()["status"], "approved");
 }
 
 #[tokio::test]
