@@ -61,6 +61,16 @@ hold = "30s"
 expires = "1m"
 
 [[rule]]
+name = "web-only"
+path_prefix = "/login-only"
+action = "approve"
+[rule.approval]
+approvers = ["alice@example.com"]
+approve_via = "login"
+hold = "30s"
+expires = "1m"
+
+[[rule]]
 name = "explain-yourself"
 path_prefix = "/reason"
 action = "approve"
@@ -90,9 +100,14 @@ impl Env {
         dir.write("policies/approvals.toml", POLICY);
         let config = format!(
             "{}\n[approvals]\naudit_log = \"{{{{dir}}}}/audit.jsonl\"\n\n\
-             [approvers.groups]\nkeyholders = [\"bob@example.com\", \"carol@example.com\"]\n",
-            common::basic_config(&echo.url(), &issuer.issuer(), &[AUD])
+             [approvers.groups]\nkeyholders = [\"bob@example.com\", \"carol@example.com\"]\n\n\
+             [approver_login]\nissuer = \"{}\"\nclient_id = \"countersign\"\n\
+             client_secret = \"file:login-secret\"\n",
+            common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
+            issuer.issuer()
         );
+        // Only `approve_via = "login"` needs a login client; nobody logs in here.
+        dir.write("login-secret", "unused-secret\n");
         let mut proxy = Proxy::start(&dir, &config).await;
         proxy.wait_ready().await;
         let requester = issuer.token(REQUESTER, AUD, json!({}));
@@ -932,6 +947,87 @@ async fn audit_log_records_the_flow_in_a_valid_chain_without_tokens() {
         assert!(
             !log.contains(signature),
             "a token leaked into the audit log"
+        );
+    }
+}
+
+#[tokio::test]
+async fn approve_via_login_refuses_api_votes() {
+    let env = Env::start().await;
+    let accepted = joined(env.send(
+        reqwest::Method::POST,
+        "/login-only/x",
+        &[("prefer", "respond-async")],
+        "{}",
+    ))
+    .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text);
+    let id = accepted.json()["approval_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    env.decide(&id, &env.person("alice"), "approve", "")
+        .await
+        .assert_error(403, "login_required");
+    let view = env.wait_status(&id, "alice", "pending").await;
+    assert_eq!(
+        view["votes"],
+        json!([]),
+        "the refused vote was not recorded"
+    );
+}
+
+/// The value of the sample `name` (with its labels, exactly as exposed) in Prometheus text.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_pending_approvals_and_decisions() {
+    let env = Env::start().await;
+    let metrics = || async {
+        http_client()
+            .get(env.control("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    };
+
+    let held = env.send(reqwest::Method::POST, "/deploy/prod", &[], "{}");
+    let id = env.pending_id("alice").await;
+    assert_eq!(
+        sample(&metrics().await, "countersign_approvals_pending"),
+        Some(1.0)
+    );
+    let vote = env.decide(&id, &env.person("alice"), "approve", "").await;
+    assert_eq!(vote.status, 200, "{}", vote.text);
+    assert_eq!(joined(held).await.status, 200);
+
+    let held = env.send(reqwest::Method::POST, "/deploy/prod", &[], "{}");
+    let id = env.pending_id("alice").await;
+    let vote = env.decide(&id, &env.person("alice"), "deny", "no").await;
+    assert_eq!(vote.status, 200, "{}", vote.text);
+    assert_eq!(joined(held).await.status, 403);
+
+    let text = metrics().await;
+    assert_eq!(
+        sample(&text, "countersign_approvals_pending"),
+        Some(0.0),
+        "{text}"
+    );
+    for outcome in ["approved", "denied"] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!("countersign_approval_decisions_total{{outcome=\"{outcome}\"}}")
+            ),
+            Some(1.0),
+            "{outcome} decisions in:\n{text}"
         );
     }
 }
