@@ -506,7 +506,7 @@ async fn respond_async_gives_202_then_the_parked_result_for_the_requester_only()
 
     // A slow upstream: while Countersign executes the approved request, the result is not
     // there yet, and the requester is told to keep polling (202), not that it is gone.
-    env.echo.set_latency(Duration::from_millis(1500));
+    env.echo.set_latency(Duration::from_millis(2500));
     let vote = env.decide(&id, &env.person("alice"), "approve", "").await;
     assert_eq!(vote.status, 200, "approve: {}", vote.text);
     let executing = env
