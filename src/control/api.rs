@@ -374,6 +374,13 @@ fn unavailable_result(a: &Approval, public_url: &str) -> Response {
         {
             not_yet(a, public_url, "1")
         }
+        // Sent once and failed; never retried. Same answer the held caller got, so the
+        // requester can tell it from a result that is merely gone.
+        Status::Approved if matches!(a.execution, Execution::Failed { .. }) => error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "approved, but the upstream service could not be reached; the request is not retried",
+        ),
         Status::Denied => error(
             StatusCode::FORBIDDEN,
             "approval_denied",
