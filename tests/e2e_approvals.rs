@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{countersign, http_client, json_body, EchoUpstream, LocalIssuer, Proxy, TestDir};
+use common::{
+    countersign, free_port, http_client, json_body, EchoUpstream, LocalIssuer, Proxy, TestDir,
+};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -94,16 +96,22 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
+        Self::start_with_upstream(None).await
+    }
+
+    /// Like [`Env::start`], routing to `upstream` instead of the echo upstream when given.
+    async fn start_with_upstream(upstream: Option<String>) -> Env {
         let dir = TestDir::new();
         let issuer = LocalIssuer::start().await;
         let echo = EchoUpstream::start().await;
+        let upstream = upstream.unwrap_or_else(|| echo.url());
         dir.write("policies/approvals.toml", POLICY);
         let config = format!(
             "{}\n[approvals]\naudit_log = \"{{{{dir}}}}/audit.jsonl\"\n\n\
              [approvers.groups]\nkeyholders = [\"bob@example.com\", \"carol@example.com\"]\n\n\
              [approver_login]\nissuer = \"{}\"\nclient_id = \"countersign\"\n\
              client_secret = \"file:login-secret\"\n",
-            common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
+            common::basic_config(&upstream, &issuer.issuer(), &[AUD]),
             issuer.issuer()
         );
         // Only `approve_via = "login"` needs a login client; nobody logs in here.
@@ -265,6 +273,31 @@ impl Env {
             assert!(
                 Instant::now() < deadline,
                 "approval {id} not {want} after 10 s: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls `/metrics` until sample `name` (labels included, as exposed) equals `want`; the
+    /// gauges are refreshed right after the step they count, not before it is answered.
+    async fn wait_metric(&self, name: &str, want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = http_client()
+                .get(self.control("/metrics"))
+                .send()
+                .await
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("metrics text");
+            let got = sample(&text, name);
+            if got == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {got:?}, not {want}, after 5 s:\n{text}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -987,23 +1020,10 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 #[tokio::test]
 async fn metrics_count_pending_approvals_and_decisions() {
     let env = Env::start().await;
-    let metrics = || async {
-        http_client()
-            .get(env.control("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    };
 
     let held = env.send(reqwest::Method::POST, "/deploy/prod", &[], "{}");
     let id = env.pending_id("alice").await;
-    assert_eq!(
-        sample(&metrics().await, "countersign_approvals_pending"),
-        Some(1.0)
-    );
+    env.wait_metric("countersign_approvals_pending", 1.0).await;
     let vote = env.decide(&id, &env.person("alice"), "approve", "").await;
     assert_eq!(vote.status, 200, "{}", vote.text);
     assert_eq!(joined(held).await.status, 200);
@@ -1014,20 +1034,40 @@ async fn metrics_count_pending_approvals_and_decisions() {
     assert_eq!(vote.status, 200, "{}", vote.text);
     assert_eq!(joined(held).await.status, 403);
 
-    let text = metrics().await;
-    assert_eq!(
-        sample(&text, "countersign_approvals_pending"),
-        Some(0.0),
-        "{text}"
-    );
+    env.wait_metric("countersign_approvals_pending", 0.0).await;
     for outcome in ["approved", "denied"] {
-        assert_eq!(
-            sample(
-                &text,
-                &format!("countersign_approval_decisions_total{{outcome=\"{outcome}\"}}")
-            ),
-            Some(1.0),
-            "{outcome} decisions in:\n{text}"
-        );
+        let name = format!("countersign_approval_decisions_total{{outcome=\"{outcome}\"}}");
+        env.wait_metric(&name, 1.0).await;
     }
+}
+
+#[tokio::test]
+async fn an_approved_request_the_upstream_refuses_says_so_to_held_and_async_callers() {
+    // Nothing listens on this port: every execution fails to connect.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let env = Env::start_with_upstream(Some(dead)).await;
+
+    let held = env.send(reqwest::Method::POST, "/deploy/held", &[], "{}");
+    let id = env.pending_id("alice").await;
+    let vote = env.decide(&id, &env.person("alice"), "approve", "").await;
+    assert_eq!(vote.status, 200, "{}", vote.text);
+    joined(held).await.assert_error(502, "upstream_unavailable");
+
+    let accepted = joined(env.send(
+        reqwest::Method::POST,
+        "/deploy/async",
+        &[("prefer", "respond-async")],
+        "{}",
+    ))
+    .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text);
+    let body = accepted.json();
+    let id = body["approval_id"].as_str().expect("id").to_owned();
+    let status_url = body["status_url"].as_str().expect("status_url").to_owned();
+    let vote = env.decide(&id, &env.person("alice"), "approve", "").await;
+    assert_eq!(vote.status, 200, "{}", vote.text);
+    // The requester learns that the approved request failed upstream (not that it is gone).
+    env.wait_result(&status_url)
+        .await
+        .assert_error(502, "upstream_unavailable");
 }
