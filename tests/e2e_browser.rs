@@ -1,7 +1,8 @@
 //! The approval page in a real headless Chromium: an approver opens the link, logs in at a real
 //! OpenID Provider (npm `oidc-provider`, login form then consent form), lands back on the
 //! approval page, clicks Approve, and the caller's held request completes with the upstream's
-//! answer. Needs Debian's `chromium`, `chromium-driver` and `node` (scripts/test-setup.sh);
+//! answer. JavaScript is switched off in the browser: approving must work as plain HTML (SPEC:
+//! "No JavaScript needed to approve"). Needs Debian's `chromium`, `chromium-driver` and `node` (scripts/test-setup.sh);
 //! without them the test fails and says what to install.
 
 mod common;
@@ -95,7 +96,8 @@ async fn approve_in_browser(email_claim: EmailClaim) {
     });
     let id = wait_for_held(&proxy, &dir).await;
 
-    let browser = Browser::start(dir.path()).await;
+    // With JavaScript off: the login, consent and approval pages must work as plain HTML.
+    let browser = Browser::start_with(dir.path(), false).await;
     let page = format!("{public_url}/approvals/{id}");
     browser.goto(&page).await;
 

@@ -48,6 +48,12 @@ impl Browser {
     /// a fresh profile. Panics with a clear message when chromium or chromedriver is missing
     /// (run `scripts/test-setup.sh`), and with the driver's log when the browser fails.
     pub async fn start(log_dir: &Path) -> Browser {
+        Self::start_with(log_dir, true).await
+    }
+
+    /// Like [`Browser::start`]; with `javascript` false, pages run no scripts of their own
+    /// (the WebDriver commands still work), to show a page works without JavaScript.
+    pub async fn start_with(log_dir: &Path, javascript: bool) -> Browser {
         for (bin, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(
                 Path::new(bin).is_file(),
@@ -84,7 +90,10 @@ impl Browser {
             _profile: profile,
         };
         browser.wait_driver().await;
-        browser.session = browser.new_session().await;
+        browser.session = browser.new_session(javascript).await;
+        if !javascript {
+            browser.assert_scripts_blocked().await;
+        }
         browser
     }
 
@@ -119,7 +128,7 @@ impl Browser {
         }
     }
 
-    async fn new_session(&self) -> String {
+    async fn new_session(&self, javascript: bool) -> String {
         let args = vec![
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
@@ -142,7 +151,15 @@ impl Browser {
                 "alwaysMatch": {
                     "browserName": "chrome",
                     "pageLoadStrategy": "normal",
-                    "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+                    "goog:chromeOptions": {
+                        "binary": CHROMIUM,
+                        "args": args,
+                        // 1 = allow, 2 = block, for every site.
+                        "prefs": {
+                            "profile.managed_default_content_settings.javascript":
+                                if javascript { 1 } else { 2 },
+                        },
+                    },
                     "timeouts": { "implicit": 15000, "pageLoad": 30000, "script": 30000 },
                 }
             }
@@ -155,6 +172,20 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no sessionId in {value}"))
             .to_owned()
+    }
+
+    /// Proves the JavaScript switch took effect: a page script that would rename the page
+    /// must not run.
+    async fn assert_scripts_blocked(&self) {
+        self.goto("data:text/html,<title>no-js</title><script>document.title='js-ran'</script>")
+            .await;
+        let title = self
+            .session_command(reqwest::Method::GET, "/title", Value::Null)
+            .await;
+        assert_eq!(
+            title, "no-js",
+            "Chromium ran a page script although JavaScript was switched off"
+        );
     }
 
     /// What chromedriver logged so far.
