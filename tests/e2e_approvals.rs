@@ -12,7 +12,7 @@ use common::{
 };
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Audience of every token (data plane and control plane validate tokens alike).
 const AUD: &str = "https://deploy.example.com";
@@ -725,6 +725,49 @@ async fn body_over_one_mebibyte_is_refused_with_413() {
         Some(1),
         "only the 1 MiB request created an approval: {list}"
     );
+    assert_eq!(env.settled_upstream_count().await, 0);
+}
+
+#[tokio::test]
+async fn chunked_body_over_one_mebibyte_is_refused_with_413() {
+    let env = Env::start().await;
+    let mut stream = tokio::net::TcpStream::connect(env.proxy.listen())
+        .await
+        .expect("connect data plane");
+    let head = format!(
+        "POST /deploy/prod HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         transfer-encoding: chunked\r\n\r\n",
+        env.proxy.listen(),
+        env.requester_token()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    // No Content-Length: the limit must hold while streaming. 17 chunks of 64 KiB = 1 MiB +
+    // 64 KiB. The proxy may answer and close before the last chunk: stop writing then.
+    let chunk = format!("10000\r\n{}\r\n", "z".repeat(0x10000));
+    for _ in 0..17 {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    // Read until the error code shows up or the proxy closes (head and body may come apart).
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&answer).contains("payload_too_large")
+        && Instant::now() < deadline
+    {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "expected 413, got: {answer}"
+    );
+    assert!(answer.contains("payload_too_large"), "{answer}");
     assert_eq!(env.settled_upstream_count().await, 0);
 }
 

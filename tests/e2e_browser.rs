@@ -1,7 +1,7 @@
 //! The approval page in a real headless Chromium: an approver opens the link, logs in at a real
 //! OpenID Provider (npm `oidc-provider`, login form then consent form), lands back on the
 //! approval page, clicks Approve, and the caller's held request completes with the upstream's
-//! answer. JavaScript is switched off in the browser: approving must work as plain HTML (SPEC:
+//! answer. JavaScript is switched off in the browser: approving must work as plain HTML (issue 3:
 //! "No JavaScript needed to approve"). Needs Debian's `chromium`, `chromium-driver` and `node` (scripts/test-setup.sh);
 //! without them the test fails and says what to install.
 
