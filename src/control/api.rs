@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::ControlState;
 use crate::approval::{
-    Approval, ApprovalId, ApproverIdentity, CancelError, Channel, DecideError, Decision,
+    Approval, ApprovalId, ApproverIdentity, CancelError, Channel, DecideError, Decision, Execution,
     ListFilter, ResultError, Status,
 };
 use crate::identity::Principal;
@@ -365,12 +365,24 @@ pub async fn result(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
 
 fn unavailable_result(a: &Approval, public_url: &str) -> Response {
     match a.status {
-        Status::Pending => {
-            let mut resp = (StatusCode::ACCEPTED, axum::Json(view(a, public_url))).into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            resp
+        Status::Pending => not_yet(a, public_url, "5"),
+        // Approved and the upstream has not answered yet: the result is on its way, so the
+        // client keeps polling (a 404 here would make it give up on a request that succeeds).
+        Status::Approved
+            if matches!(
+                a.execution,
+                Execution::NotStarted | Execution::Claimed { .. }
+            ) =>
+        {
+            not_yet(a, public_url, "1")
         }
+        // Sent once and failed; never retried. Same answer the held caller got, so the
+        // requester can tell it from a result that is merely gone.
+        Status::Approved if matches!(a.execution, Execution::Failed { .. }) => error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "approved, but the upstream service could not be reached; the request is not retried",
+        ),
         Status::Denied => error(
             StatusCode::FORBIDDEN,
             "approval_denied",
@@ -398,6 +410,16 @@ fn unavailable_result(a: &Approval, public_url: &str) -> Response {
             "approved, but no result is parked: it is still executing, was already delivered to the held caller, failed upstream, or its lifetime passed",
         ),
     }
+}
+
+/// 202 with the JSON view and `Retry-After: retry_after` seconds: no result yet.
+fn not_yet(a: &Approval, public_url: &str, retry_after: &'static str) -> Response {
+    let mut resp = (StatusCode::ACCEPTED, axum::Json(view(a, public_url))).into_response();
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from_static(retry_after),
+    );
+    resp
 }
 
 /// `DELETE /approvals/{id}`: the requester withdraws a pending request.

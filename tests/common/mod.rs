@@ -10,10 +10,12 @@
 //!   generated per test) that can rotate keys, go down, and count fetches.
 //! - [`TlsFixture`]: a CA and a server certificate for `127.0.0.1`/`localhost` (rcgen).
 //! - [`RedisServer`]: a throwaway `redis-server` for the shared approval store.
+//! - [`Browser`]: a real headless Chromium driven through `chromedriver` (WebDriver).
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code, unused_imports)]
 
+mod browser;
 mod echo;
 mod issuer;
 mod oidc_provider;
@@ -24,6 +26,7 @@ mod tls;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+pub use browser::{Browser, Element};
 pub use echo::{EchoUpstream, RecordedRequest};
 pub use issuer::{KeyKind, LocalIssuer};
 pub use oidc_provider::OidcProvider;

@@ -35,6 +35,17 @@ impl OidcProvider {
     /// Starts the provider with the `countersign` login client allowed to redirect to
     /// `redirect_uris`, signing access tokens with `access_token_alg` (`RS256` or `ES256`).
     pub fn start_with(redirect_uris: &[&str], access_token_alg: &str) -> Self {
+        Self::start_with_env(redirect_uris, access_token_alg, &[])
+    }
+
+    /// Like [`OidcProvider::start_with`] with extra environment variables for `server.mjs`,
+    /// e.g. `("ID_TOKEN_CLAIMS", "1")` to put the `email` claim into ID tokens too (by default
+    /// it is served by the UserInfo endpoint only, as OIDC Core 5.4 says).
+    pub fn start_with_env(
+        redirect_uris: &[&str],
+        access_token_alg: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let idp_dir = repo_root().join("tests/idp");
         if !idp_dir.join("node_modules/oidc-provider").is_dir() {
             panic!(
@@ -45,7 +56,7 @@ impl OidcProvider {
         let mut last_error = String::new();
         // A free port can be taken between our probe and Node's bind: retry a few times.
         for _ in 0..3 {
-            match Self::try_start(&idp_dir, redirect_uris, access_token_alg) {
+            match Self::try_start(&idp_dir, redirect_uris, access_token_alg, env) {
                 Ok(provider) => return provider,
                 Err(e) => last_error = e,
             }
@@ -57,6 +68,7 @@ impl OidcProvider {
         idp_dir: &std::path::Path,
         redirect_uris: &[&str],
         access_token_alg: &str,
+        env: &[(&str, &str)],
     ) -> Result<Self, String> {
         let port = free_port();
         let stderr = tempfile::NamedTempFile::new().expect("stderr temp file");
@@ -66,6 +78,7 @@ impl OidcProvider {
             .env("PORT", port.to_string())
             .env("REDIRECT_URIS", redirect_uris.join(","))
             .env("ACCESS_TOKEN_ALG", access_token_alg)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr.reopen().expect("reopen stderr file"))

@@ -38,8 +38,21 @@ impl Proxy {
     /// Like [`Proxy::start`] with the config written to `dir/file_name` (several proxies can
     /// share one folder).
     pub async fn start_named(dir: &TestDir, file_name: &str, config: &str) -> Proxy {
-        let listen = format!("127.0.0.1:{}", free_port());
         let control_listen = format!("127.0.0.1:{}", free_port());
+        Self::start_with_control(dir, file_name, config, &control_listen).await
+    }
+
+    /// Like [`Proxy::start_named`] with the control plane on `control_listen`
+    /// (`127.0.0.1:PORT`), for tests that must tell another party the public URL before the
+    /// proxy starts (e.g. an IdP's allowed redirect URI `{public_url}/oidc/callback`).
+    pub async fn start_with_control(
+        dir: &TestDir,
+        file_name: &str,
+        config: &str,
+        control_listen: &str,
+    ) -> Proxy {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let control_listen = control_listen.to_owned();
         let text = config
             .replace("{{listen}}", &listen)
             .replace("{{control_listen}}", &control_listen)
@@ -146,6 +159,32 @@ impl Proxy {
 
     async fn wait_healthy(&mut self) {
         self.wait_for("/healthz", START_TIMEOUT).await;
+        self.wait_data_plane().await;
+    }
+
+    /// Waits until the data plane accepts TCP connections: pingora starts it after the control
+    /// plane, so `/healthz` (and even `/readyz`) can answer while the data port still refuses.
+    async fn wait_data_plane(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if tokio::net::TcpStream::connect(&self.listen).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "countersign exited ({status}) before its data plane listened; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "countersign: data plane {} not listening within {START_TIMEOUT:?}; stderr:\n{}",
+                    self.listen,
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn wait_for(&mut self, path: &str, timeout: Duration) {

@@ -17,6 +17,10 @@
 //   redirect URIs from REDIRECT_URIS (comma separated) and secret `countersign-secret`.
 //   Development interactions are on: any login name is accepted, and the account's `email`
 //   claim is the login name (log in as alice@example.com to get that email).
+//   By default the provider conforms to OIDC Core 5.4: with an access token issued, the
+//   `email` claim is served by the UserInfo endpoint only, not put into the ID token. Set
+//   ID_TOKEN_CLAIMS=1 to put scope claims into the ID token as well (as Okta, Auth0, Keycloak
+//   and Entra ID do).
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import process from 'node:process';
@@ -30,6 +34,7 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
 }
 const issuer = `http://127.0.0.1:${port}`;
 const accessTokenAlg = process.env.ACCESS_TOKEN_ALG ?? 'RS256';
+const idTokenClaims = process.env.ID_TOKEN_CLAIMS === '1';
 const redirectUris = (process.env.REDIRECT_URIS ?? '')
   .split(',')
   .map((s) => s.trim())
@@ -77,6 +82,7 @@ const provider = new Provider(issuer, {
   jwks,
   cookies: { keys: [randomBytes(32).toString('hex')] },
   claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+  conformIdTokenClaims: !idTokenClaims,
   scopes: ['openid', 'email', ...RESOURCE_SCOPES.split(' ')],
   // Login name = subject = email, so browser tests choose who approves.
   async findAccount(_ctx, sub) {
