@@ -40,10 +40,8 @@ async fn approver_logs_in_and_approves_a_held_request_in_chromium() {
     approve_in_browser(EmailClaim::InIdToken).await;
 }
 
-/// Countersign's approver login reads `email` from the ID token only; an IdP that follows
-/// OIDC Core 5.4 serves it at UserInfo, and the approver sees "No email address".
+/// An IdP that follows OIDC Core 5.4 serves `email` only at UserInfo: the login falls back to it.
 #[tokio::test]
-#[ignore = "known bug: approver login does not fall back to UserInfo for the email claim"]
 async fn approver_login_works_when_email_is_only_at_userinfo() {
     approve_in_browser(EmailClaim::UserInfoOnly).await;
 }
