@@ -279,6 +279,8 @@ pub fn build(
                 .to_owned(),
             sessions,
             login,
+            data_addr: config.server.listen,
+            data_up: Arc::default(),
         },
         tasks,
     );

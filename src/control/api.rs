@@ -23,10 +23,27 @@ use crate::proxy::hold::rfc3339_ms;
 
 /// A JSON error answer: `{"error", "error_description"}`.
 pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    let request_id = format!("{:032x}", rand::random::<u128>());
+    tracing::debug!(
+        request_id,
+        status = status.as_u16(),
+        code,
+        "control-plane request refused"
+    );
     (
         status,
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(json!({"error": code, "error_description": description})),
+        [
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+            (
+                header::HeaderName::from_static("countersign-request-id"),
+                request_id.clone(),
+            ),
+        ],
+        axum::Json(json!({
+            "error": code,
+            "error_description": description,
+            "request_id": request_id,
+        })),
     )
         .into_response()
 }

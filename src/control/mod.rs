@@ -41,6 +41,37 @@ pub struct ControlState {
     pub sessions: Option<session::Sessions>,
     /// The approver login flow, when `[approver_login]` is configured.
     pub login: Option<Arc<login::Login>>,
+    /// The data-plane listen address (readiness waits until it accepts connections).
+    pub data_addr: std::net::SocketAddr,
+    /// Set once the data plane accepted a connection.
+    pub data_up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ControlState {
+    /// Whether the data-plane listener accepts connections (checked once, then remembered).
+    async fn data_listening(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.data_up.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut addr = self.data_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let up = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if up {
+            self.data_up.store(true, Ordering::Relaxed);
+        }
+        up
+    }
 }
 
 /// The control-plane router.
@@ -104,6 +135,12 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(s): State<Arc<ControlState>>) -> Response {
+    if !s.data_listening().await {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "not_ready", "reason": "data plane not listening yet"}),
+        );
+    }
     if s.verifier.ready() {
         json(StatusCode::OK, serde_json::json!({"status": "ready"}))
     } else {
@@ -123,10 +160,7 @@ async fn metrics(State(s): State<Arc<ControlState>>) -> Response {
 }
 
 async fn not_found() -> Response {
-    json(
-        StatusCode::NOT_FOUND,
-        serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),
-    )
+    api::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response {
