@@ -46,7 +46,10 @@ fn approval() -> Approval {
         quorum: 2,
         self_approval: false,
         approve_via: ApproveVia::Button,
-        notify: vec![NotifyTarget::SlackChannel("#prod".into()), NotifyTarget::Teams],
+        notify: vec![
+            NotifyTarget::SlackChannel("#prod".into()),
+            NotifyTarget::Teams,
+        ],
         created_at: EXPIRES_MS - 3_600_000,
         expires_at: EXPIRES_MS,
         votes: vec![],
@@ -138,9 +141,9 @@ fn visible_text(v: &Value) -> String {
 
 /// Texts of the card: (markdown-processed strings, `TextRun` strings which are never markdown).
 fn text_strings(card: &Value) -> (Vec<String>, Vec<String>) {
-    fn walk(v: &Value, in_run: bool, md: &mut Vec<String>, plain: &mut Vec<String>) {
+    fn walk(v: &Value, md: &mut Vec<String>, plain: &mut Vec<String>) {
         match v {
-            Value::Array(items) => items.iter().for_each(|i| walk(i, in_run, md, plain)),
+            Value::Array(items) => items.iter().for_each(|i| walk(i, md, plain)),
             Value::Object(map) => {
                 let run = map.get("type").is_some_and(|t| t == "TextRun");
                 for (k, v) in map {
@@ -149,7 +152,7 @@ fn text_strings(card: &Value) -> (Vec<String>, Vec<String>) {
                             plain.push(s.clone())
                         }
                         ("text" | "value" | "title", Value::String(s)) => md.push(s.clone()),
-                        _ => walk(v, run, md, plain),
+                        _ => walk(v, md, plain),
                     }
                 }
             }
@@ -157,14 +160,14 @@ fn text_strings(card: &Value) -> (Vec<String>, Vec<String>) {
         }
     }
     let (mut md, mut plain) = (Vec::new(), Vec::new());
-    walk(&card["body"], false, &mut md, &mut plain);
+    walk(&card["body"], &mut md, &mut plain);
     (md, plain)
 }
 
 /// What an approver sees once the invisible word joiners and markdown escapes are rendered.
 fn rendered(s: &str) -> String {
     let mut out = String::new();
-    let mut chars = s.chars().peekable();
+    let mut chars = s.chars();
     while let Some(c) = chars.next() {
         match c {
             '\u{2060}' => {}
@@ -190,7 +193,11 @@ async fn requested_card_has_the_facts_and_three_buttons_to_the_approval_page() {
 
     let posts = teams.posts();
     assert_eq!(posts.len(), 1);
-    assert!(posts[0].uri.contains(&format!("sig={SIG}")), "{}", posts[0].uri);
+    assert!(
+        posts[0].uri.contains(&format!("sig={SIG}")),
+        "{}",
+        posts[0].uri
+    );
     assert_eq!(posts[0].content_type.as_deref(), Some("application/json"));
 
     let message = &posts[0].json;
@@ -210,7 +217,10 @@ async fn requested_card_has_the_facts_and_three_buttons_to_the_approval_page() {
         card["$schema"],
         "http://adaptivecards.io/schemas/adaptive-card.json"
     );
-    assert_eq!(rendered(card["body"][0]["text"].as_str().expect("title")), "Approval needed: prod-deploy");
+    assert_eq!(
+        rendered(card["body"][0]["text"].as_str().expect("title")),
+        "Approval needed: prod-deploy"
+    );
 
     let shown: Vec<(String, String)> = facts(card)
         .into_iter()
@@ -275,7 +285,8 @@ async fn approvals_without_a_teams_target_post_nothing() {
 async fn a_vote_posts_the_progress() {
     let teams = FakeTeams::start().await;
     let mut a = approval();
-    a.votes.push(vote("alice@example.com", Decision::Approve, None));
+    a.votes
+        .push(vote("alice@example.com", Decision::Approve, None));
     notifier(&teams.webhook_url(SIG))
         .notify(&a, &NotifyEvent::VoteCast)
         .await
@@ -325,7 +336,11 @@ async fn final_events_post_the_outcome() {
     );
 
     let mut denied = approval();
-    denied.votes = vec![vote("bob@example.com", Decision::Deny, Some("not during the freeze"))];
+    denied.votes = vec![vote(
+        "bob@example.com",
+        Decision::Deny,
+        Some("not during the freeze"),
+    )];
     denied.status = Status::Denied;
     denied.decided_by = Some("bob@example.com".into());
     denied.decision_reason = Some("not during the freeze".into());
@@ -366,7 +381,10 @@ async fn a_429_with_retry_after_is_honoured_and_delivers_once() {
         .await
         .expect("delivered after the wait");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(950), "waited only {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(950),
+        "waited only {waited:?}"
+    );
     let answers: Vec<u16> = teams.posts().iter().map(|p| p.answered).collect();
     assert_eq!(answers, vec![429, 202]);
     assert_eq!(teams.delivered().len(), 1);
@@ -527,7 +545,10 @@ async fn the_webhook_url_never_appears_in_logs_or_errors() {
     assert!(errors[0].contains("gave up after 4 tries"), "{}", errors[0]);
 
     let logs = logs.text();
-    assert!(logs.contains("teams webhook: retrying"), "retries are logged: {logs}");
+    assert!(
+        logs.contains("teams webhook: retrying"),
+        "retries are logged: {logs}"
+    );
     for secret in [SIG, "D3adPathS3cret", "/workflows/"] {
         assert!(!logs.contains(secret), "{secret} in logs:\n{logs}");
         for e in &errors {
@@ -571,8 +592,11 @@ async fn every_card_is_accepted_by_the_adaptivecards_parser() {
     let mut a = approval();
     a.self_approval = true;
     a.reason = Some("**x** [y](https://evil.example)".into());
-    n.notify(&a, &NotifyEvent::Requested).await.expect("requested");
-    a.votes.push(vote("alice@example.com", Decision::Approve, None));
+    n.notify(&a, &NotifyEvent::Requested)
+        .await
+        .expect("requested");
+    a.votes
+        .push(vote("alice@example.com", Decision::Approve, None));
     n.notify(&a, &NotifyEvent::VoteCast).await.expect("vote");
     for event in [
         NotifyEvent::Approved,

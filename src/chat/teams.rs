@@ -73,7 +73,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait after failed try number `attempt` (1-based) when the server gave no hint.
     fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.first_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)
@@ -228,7 +230,10 @@ enum Attempt {
     /// Will not get better by retrying (bad request, revoked webhook, ...).
     Permanent(String),
     /// Worth another try, after `wait` if the server said so.
-    Retry { why: String, wait: Option<Duration> },
+    Retry {
+        why: String,
+        wait: Option<Duration>,
+    },
 }
 
 /// Sorts a webhook answer: 2xx delivered; 429 retried after `Retry-After`; 408 and 5xx retried
@@ -303,7 +308,10 @@ fn request_card(a: &Approval, page: &str) -> Value {
             ("Method", a.method.clone()),
             ("Host", a.host.clone()),
             ("Path", a.path_and_query()),
-            ("Reason", a.reason.clone().unwrap_or_else(|| "(none given)".into())),
+            (
+                "Reason",
+                a.reason.clone().unwrap_or_else(|| "(none given)".into()),
+            ),
             ("Expires", rfc3339(a.expires_at)),
             ("Votes", votes(a)),
         ]),
@@ -348,9 +356,16 @@ fn outcome_card(a: &Approval, event: &NotifyEvent, page: &str) -> Value {
 }
 
 /// Headline, title color and facts for a final event.
-fn outcome(a: &Approval, event: &NotifyEvent) -> (&'static str, &'static str, Vec<(&'static str, String)>) {
+fn outcome(
+    a: &Approval,
+    event: &NotifyEvent,
+) -> (&'static str, &'static str, Vec<(&'static str, String)>) {
     let by = || a.decided_by.clone().unwrap_or_else(|| "unknown".into());
-    let reason = || a.decision_reason.clone().unwrap_or_else(|| "(none given)".into());
+    let reason = || {
+        a.decision_reason
+            .clone()
+            .unwrap_or_else(|| "(none given)".into())
+    };
     match event {
         NotifyEvent::Approved => (
             "Approved",
@@ -366,18 +381,28 @@ fn outcome(a: &Approval, event: &NotifyEvent) -> (&'static str, &'static str, Ve
             "Expired",
             "Warning",
             vec![
-                ("Outcome", "Nobody decided in time; the request was not sent".into()),
+                (
+                    "Outcome",
+                    "Nobody decided in time; the request was not sent".into(),
+                ),
                 ("Votes", votes(a)),
             ],
         ),
         NotifyEvent::Cancelled => (
             "Cancelled",
             "Warning",
-            vec![("Outcome", "Cancelled by the caller; the request was not sent".into())],
+            vec![(
+                "Outcome",
+                "Cancelled by the caller; the request was not sent".into(),
+            )],
         ),
         NotifyEvent::Executed { status } => (
             "Executed",
-            if (200..400).contains(status) { "Good" } else { "Warning" },
+            if (200..400).contains(status) {
+                "Good"
+            } else {
+                "Warning"
+            },
             vec![
                 ("Approved by", a.approved_by().join(", ")),
                 ("Upstream status", status.to_string()),
@@ -388,7 +413,10 @@ fn outcome(a: &Approval, event: &NotifyEvent) -> (&'static str, &'static str, Ve
             "Attention",
             vec![
                 ("Approved by", a.approved_by().join(", ")),
-                ("Outcome", "The upstream could not be reached; the request was not retried".into()),
+                (
+                    "Outcome",
+                    "The upstream could not be reached; the request was not retried".into(),
+                ),
             ],
         ),
         // Not final, but rendered sensibly should a caller route them here.
@@ -444,7 +472,10 @@ fn body_preview(a: &Approval) -> Option<Value> {
     } else {
         "Body"
     };
-    let text = break_links(&truncate(&one_line_controls(&a.body_preview), PREVIEW_MAX_CHARS));
+    let text = break_links(&truncate(
+        &one_line_controls(&a.body_preview),
+        PREVIEW_MAX_CHARS,
+    ));
     Some(json!({
         "type": "Container",
         "items": [
@@ -546,7 +577,8 @@ fn break_links(s: &str) -> String {
         out.push(c);
         let next_is = |want: &str| {
             let mut it = chars[i + 1..].iter();
-            want.chars().all(|w| it.next().is_some_and(|c| c.eq_ignore_ascii_case(&w)))
+            want.chars()
+                .all(|w| it.next().is_some_and(|c| c.eq_ignore_ascii_case(&w)))
         };
         let www_start = (i == 0 || !chars[i - 1].is_alphanumeric())
             && c.eq_ignore_ascii_case(&'w')
@@ -602,7 +634,10 @@ mod tests {
         assert_eq!(defuse("12. item", 300), "12\\. item");
         assert_eq!(defuse("a\n\n- b\r\n# c", 300), "a  - b  \\# c");
         // Plain paths stay readable.
-        assert_eq!(defuse("/v1/deployments/prod-eu", 300), "/v1/deployments/prod-eu");
+        assert_eq!(
+            defuse("/v1/deployments/prod-eu", 300),
+            "/v1/deployments/prod-eu"
+        );
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct FakeTeams {
 }
 
 /// The path of a real Workflows trigger has this shape; its `sig` is the secret capability.
-const WEBHOOK_PATH: &str = "/workflows/7f3c0d2ab1e94c55a6e0c0ffee1234ab/triggers/manual/paths/invoke";
+const WEBHOOK_PATH: &str =
+    "/workflows/7f3c0d2ab1e94c55a6e0c0ffee1234ab/triggers/manual/paths/invoke";
 
 impl FakeTeams {
     /// Starts the fake (answers 202 to everything until told otherwise).
@@ -139,9 +140,10 @@ async fn record(
     let status = StatusCode::from_u16(answer.status).expect("scripted status");
     let mut response = (status, "").into_response();
     if let Some(secs) = answer.retry_after {
-        response
-            .headers_mut()
-            .insert("retry-after", secs.to_string().parse().expect("header value"));
+        response.headers_mut().insert(
+            "retry-after",
+            secs.to_string().parse().expect("header value"),
+        );
     }
     response
 }
