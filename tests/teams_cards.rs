@@ -523,6 +523,8 @@ async fn the_webhook_url_never_appears_in_logs_or_errors() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // reqwest logs through the `log` crate: forward it here as the binary does (tracing-log).
+    let _ = tracing_log::LogTracer::init();
 
     // Nothing listens on this port: every try is a network error.
     let dead = format!(

@@ -536,6 +536,7 @@ fn rfc3339(ms: u64) -> String {
 /// - control characters (newlines included) become spaces: a fact is one line, so no block
 ///   syntax (lists, headings) can start after the first character;
 /// - markdown punctuation is backslash-escaped (CommonMark, what the renderers implement);
+///   braces too, so no `{{DATE(...)}}` / `${...}` host substitution can be triggered;
 /// - `://` and `www.` get an invisible word joiner, so no renderer recognises a URL even where
 ///   escapes are ignored; a link needs `](` followed by a URL, which can no longer occur.
 fn defuse(value: &str, max: usize) -> String {
