@@ -64,4 +64,5 @@ else
   (cd "$idp" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$want" >"$stamp"
 fi
+[[ -d tests/adaptivecards/node_modules/adaptivecards ]] || { say "npm ci in tests/adaptivecards"; (cd tests/adaptivecards && npm ci --no-audit --no-fund --loglevel=error); }
 say "test setup done"

@@ -17,6 +17,7 @@
 
 mod browser;
 mod echo;
+pub mod fake_teams;
 mod issuer;
 mod oidc_provider;
 mod proxy;
