@@ -216,6 +216,7 @@ pub fn build(
         grace_period_seconds: Some(3),
         graceful_shutdown_timeout_seconds: Some(10),
         upstream_keepalive_pool_size: 256,
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
