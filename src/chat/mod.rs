@@ -1,4 +1,5 @@
 //! Chat delivery: Slack and Microsoft Teams.
 
+pub mod fanout;
 pub mod slack;
 pub mod teams;
