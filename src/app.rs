@@ -10,11 +10,14 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
 
+use crate::approval::BrokerSettings;
 use crate::approval::{
     ApprovalSigner, ApprovalStore, AuditError, AuditSink, Broker, Executor, LogNotifier,
     MemoryStore, Notifier,
 };
 use crate::audit::{AuditLog, Event};
+use crate::chat::fanout::Fanout;
+use crate::chat::teams::TeamsNotifier;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::config::StoreUrl;
@@ -94,8 +97,8 @@ pub struct Handles {
 
 /// Builds every service and runs until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run(config: Config, policy: PolicySet) -> Result<(), StartError> {
-    let (server, shutdown, _) =
-        build(config, policy, Arc::new(SystemClock), Arc::new(LogNotifier))?;
+    let notifier = chat_notifier(&config)?;
+    let (server, shutdown, _) = build(config, policy, Arc::new(SystemClock), notifier)?;
     serve(server, shutdown);
     Ok(())
 }
@@ -331,7 +334,13 @@ fn build_broker(
         Arc::new(Executor::new(Duration::from_secs(30))),
         config.approver_groups.clone(),
     )
-    .with_metrics(metrics.clone()))
+    .with_metrics(metrics.clone())
+    // Chat APIs retry with backoff (Retry-After on 429): give them time before a delivery counts
+    // as failed. A slow chat delays the step it reports by at most this, never its outcome.
+    .with_settings(BrokerSettings {
+        notify_timeout: Duration::from_secs(10),
+        ..BrokerSettings::default()
+    }))
 }
 
 /// Sessions and the OIDC login for the approval pages, when `[approver_login]` is set.
@@ -354,6 +363,30 @@ fn approver_login(
     let login = Login::new(cfg, &config.server.public_url, sessions.clone())
         .map_err(|e| StartError::Approvals(format!("[approver_login]: {e}")))?;
     Ok((Some(sessions), Some(Arc::new(login))))
+}
+
+/// Every configured chat channel behind one notifier (a log line always; Teams and Slack when
+/// configured). Each channel delivers only to the targets a rule's `notify` names for it.
+pub fn chat_notifier(config: &Config) -> Result<Arc<dyn Notifier>, StartError> {
+    let public_url = config.server.public_url.as_str().trim_end_matches('/');
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| StartError::Http(e.to_string()))?;
+    let mut fanout = Fanout::new().with("log", Arc::new(LogNotifier));
+    if let Some(teams) = &config.teams {
+        fanout = fanout.with(
+            "teams",
+            Arc::new(TeamsNotifier::new(
+                teams.webhook_url.clone(),
+                public_url,
+                http.clone(),
+            )),
+        );
+    }
+    Ok(Arc::new(fanout))
 }
 
 /// This process, for audit lines: host name and pid.
