@@ -1,0 +1,4 @@
+//! Chat delivery: Slack and Microsoft Teams.
+
+pub mod slack;
+pub mod teams;
