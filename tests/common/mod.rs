@@ -15,6 +15,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod echo;
+pub mod fake_slack;
 mod issuer;
 mod oidc_provider;
 mod proxy;
