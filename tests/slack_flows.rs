@@ -510,6 +510,20 @@ async fn quorum_of_two_needs_two_distinct_slack_approvers() {
         })
     })
     .await;
+    // A notification that lost a race (an older snapshot, delivered late) must not bring the
+    // buttons back: it only adds its thread reply.
+    let mut stale = a.clone();
+    stale.votes = h.broker.get(&a.id).await.unwrap().unwrap().votes[..1].to_vec();
+    SlackNotifier::new(h.app.clone())
+        .notify(&stale, &NotifyEvent::VoteCast)
+        .await
+        .unwrap();
+    for m in h.copies(&a.id) {
+        assert!(m
+            .rendered()
+            .contains("Approved by alice@example.com, carol@example.com"));
+        assert!(m.buttons().is_empty());
+    }
 }
 
 #[tokio::test]

@@ -53,6 +53,30 @@ pub struct PostedMessage {
     pub ts: String,
 }
 
+/// How far an approval has come; its state only moves forward, so an older snapshot (a
+/// notification that lost a race) has a smaller value and must not overwrite a newer message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Progress {
+    decided: bool,
+    votes: usize,
+    execution: u8,
+}
+
+impl Progress {
+    fn of(a: &crate::approval::Approval) -> Self {
+        use crate::approval::{Execution, Status};
+        Self {
+            decided: a.status != Status::Pending,
+            votes: a.votes.len(),
+            execution: match a.execution {
+                Execution::NotStarted => 0,
+                Execution::Claimed { .. } => 1,
+                Execution::Done { .. } | Execution::Failed { .. } => 2,
+            },
+        }
+    }
+}
+
 /// The Slack app could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("slack: cannot build HTTP client: {0}")]
@@ -74,6 +98,8 @@ struct Inner {
     email_by_user: moka::future::Cache<String, String>,
     user_by_email: moka::future::Cache<String, String>,
     posted: moka::sync::Cache<ApprovalId, Arc<Mutex<Vec<PostedMessage>>>>,
+    /// One notification at a time per approval, and the newest state already shown.
+    shown: moka::sync::Cache<ApprovalId, Arc<tokio::sync::Mutex<Option<Progress>>>>,
     clicks: moka::sync::Cache<String, ()>,
 }
 
@@ -125,6 +151,10 @@ impl SlackApp {
                     .max_capacity(100_000)
                     .time_to_idle(POSTED_MEMORY)
                     .build(),
+                shown: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_idle(POSTED_MEMORY)
+                    .build(),
                 clicks: moka::sync::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(CLICK_MEMORY)
@@ -158,6 +188,15 @@ impl SlackApp {
             .posted
             .get_with(id.clone(), || Arc::new(Mutex::new(Vec::new())));
         lock(&copies).push(message);
+    }
+
+    /// The per-approval notification lock, holding the newest [`Progress`] shown in Slack.
+    /// Held for a whole notification, so a vote arriving while the request is still being
+    /// posted (slow, rate-limited Slack) waits and then updates every copy.
+    fn shown(&self, id: &ApprovalId) -> Arc<tokio::sync::Mutex<Option<Progress>>> {
+        self.inner
+            .shown
+            .get_with(id.clone(), || Arc::new(tokio::sync::Mutex::new(None)))
     }
 
     /// Checks Slack's signature headers over the raw `body` (now per the injected clock).

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::api::{ApiError, Body};
 use super::blocks;
-use super::{PostedMessage, SlackApp};
+use super::{PostedMessage, Progress, SlackApp};
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
 use crate::policy::NotifyTarget;
 
@@ -42,10 +42,19 @@ impl Notifier for SlackNotifier {
         if targets.is_empty() {
             return Ok(());
         }
+        let shown = self.app.shown(&approval.id);
+        let mut shown = shown.lock().await;
+        let progress = Progress::of(approval);
+        // A snapshot older than what Slack already shows (two votes notified concurrently)
+        // only adds its thread reply; the messages keep the newer state.
+        let current = shown.is_none_or(|s| progress >= s);
         let failures = match event {
             NotifyEvent::Requested => self.post_everywhere(approval, &targets).await,
-            _ => self.follow_up(approval, event).await,
+            _ => self.follow_up(approval, event, current).await,
         };
+        if current {
+            *shown = Some(progress);
+        }
         if failures.is_empty() {
             Ok(())
         } else {
@@ -110,7 +119,7 @@ impl SlackNotifier {
     }
 
     /// Updates every copy, replies in each thread, and DMs the requester a decision.
-    async fn follow_up(&self, a: &Approval, event: &NotifyEvent) -> Vec<String> {
+    async fn follow_up(&self, a: &Approval, event: &NotifyEvent, current: bool) -> Vec<String> {
         let mut failures = Vec::new();
         let text = blocks::fallback_text(a);
         let message = blocks::message_blocks(a, self.app.public_url());
@@ -122,8 +131,10 @@ impl SlackNotifier {
                 "text": text,
                 "blocks": message,
             });
-            if let Err(e) = self.app.api().call("chat.update", Body::Json(update)).await {
-                failures.push(format!("update {}: {e}", copy.channel));
+            if current {
+                if let Err(e) = self.app.api().call("chat.update", Body::Json(update)).await {
+                    failures.push(format!("update {}: {e}", copy.channel));
+                }
             }
             let thread = json!({
                 "channel": copy.channel,
