@@ -411,6 +411,27 @@ async fn click_on_approve_approves_and_every_copy_says_so() {
         dms[0].text
     );
     assert!(h.slack.all_ephemeral_replies().is_empty());
+
+    // After execution every copy shows the upstream status, with a thread reply saying so.
+    let mut executed = h.broker.get(&a.id).await.unwrap().unwrap();
+    executed.execution = Execution::Done { status: 201 };
+    SlackNotifier::new(h.app.clone())
+        .notify(&executed, &NotifyEvent::Executed { status: 201 })
+        .await
+        .unwrap();
+    for (copy, m) in h.app.posted(&a.id).iter().zip(h.copies(&a.id)) {
+        assert!(
+            m.rendered().contains("Upstream answered *201*"),
+            "{}",
+            m.rendered()
+        );
+        assert!(h
+            .slack
+            .thread(&copy.channel, &copy.ts)
+            .iter()
+            .any(|r| r.text == "Sent upstream; it answered 201"));
+    }
+    assert_eq!(h.requester_dms().len(), 1, "the outcome DM is sent once");
 }
 
 #[tokio::test]
@@ -612,6 +633,18 @@ async fn outsider_requester_forged_stale_and_replayed_clicks_change_nothing() {
         401
     );
 
+    // A click on the Open link button is reported by Slack too; it is not a vote.
+    let status = h
+        .click(Click {
+            user: "UALICE",
+            action: "open",
+            approval: &a.id,
+            trigger: "t-open",
+            reason: None,
+        })
+        .await;
+    assert_eq!(status, 200);
+
     // A real click, then the same signed request replayed: counted once, replay not answered.
     let body = h.click_body(&Click {
         user: "UALICE",
@@ -638,7 +671,7 @@ async fn outsider_requester_forged_stale_and_replayed_clicks_change_nothing() {
         h.slack.ephemeral_replies("t-replay").is_empty(),
         "a replay is ignored silently"
     );
-    for t in ["t-forged", "t-stale", "t-unsigned"] {
+    for t in ["t-forged", "t-stale", "t-unsigned", "t-open"] {
         assert!(h.slack.ephemeral_replies(t).is_empty());
     }
     // Only the one real alice click looked her up (forged ones were never parsed).
@@ -738,6 +771,9 @@ async fn a_429_storm_delays_the_post_but_does_not_lose_it() {
             Fault::Http(503),
         ],
     );
+    // Slack's other way of saying it: HTTP 200 with `ok: false, error: ratelimited`.
+    h.slack
+        .queue_faults("conversations.open", [Fault::Error("ratelimited")]);
     let started = Instant::now();
     let a = h.submit(spec(1)).await;
     assert!(
@@ -748,6 +784,7 @@ async fn a_429_storm_delays_the_post_but_does_not_lose_it() {
     // Both copies made it; the first post took four attempts.
     assert_eq!(h.app.posted(&a.id).len(), 2);
     assert_eq!(h.slack.calls_of("chat.postMessage").len(), 5);
+    assert_eq!(h.slack.calls_of("conversations.open").len(), 2);
     assert_eq!(h.audit.find(&a.id, "notify.sent").len(), 1);
     assert!(h.audit.find(&a.id, "notify.failed").is_empty());
     h.click(Click {
