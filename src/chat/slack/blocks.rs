@@ -19,7 +19,11 @@ pub const ACTION_OPEN: &str = "open";
 pub const REASON_INPUT: &str = "reason";
 
 /// Longest body preview shown (a section's text may hold 3000 characters).
-const PREVIEW_CHARS: usize = 2500;
+const PREVIEW_CHARS: usize = 2700;
+/// Longest free text (path, reason, names) in one field; a field may hold 2000 characters.
+const FIELD_CHARS: usize = 1000;
+/// Longest text of the Deny confirmation dialog (Slack's limit is 300).
+const CONFIRM_CHARS: usize = 300;
 /// Longest header text Slack accepts.
 const HEADER_CHARS: usize = 150;
 
@@ -56,7 +60,7 @@ pub fn message_blocks(a: &Approval, public_url: &Url) -> Value {
         blocks.push(json!({"type": "section", "text": mrkdwn(&format!(
             "*Body* ({} bytes)\n```{}```",
             a.body_len,
-            code_safe(&escape(&cut(&a.body_preview, PREVIEW_CHARS)))
+            cut(&code_safe(&escape(&a.body_preview)), PREVIEW_CHARS)
         ))}));
     }
     if a.votes.iter().any(|v| v.self_approval) {
@@ -85,18 +89,21 @@ fn headline(a: &Approval) -> &'static str {
 
 fn detail_fields(a: &Approval) -> Value {
     let mut fields = vec![
-        mrkdwn(&format!("*Requester*\n{}", escape(&requester_name(a)))),
+        mrkdwn(&format!(
+            "*Requester*\n{}",
+            cut(&escape(&requester_name(a)), FIELD_CHARS)
+        )),
         mrkdwn(&format!(
             "*Request*\n`{} {}{}`",
             escape(&a.method),
             escape(&a.host),
-            code_safe(&escape(&a.path_and_query()))
+            cut(&code_safe(&escape(&a.path_and_query())), FIELD_CHARS)
         )),
         mrkdwn(&format!(
             "*Reason*\n{}",
             a.reason
                 .as_deref()
-                .map(escape)
+                .map(|r| cut(&escape(r), FIELD_CHARS))
                 .unwrap_or_else(|| "_none given_".to_owned())
         )),
         mrkdwn(&format!("*Expires*\n{}", slack_date(a.expires_at))),
@@ -117,7 +124,7 @@ fn votes_line(a: &Approval) -> String {
     let mut line = format!("{} of {} approvals", approved.len(), a.quorum);
     if !approved.is_empty() {
         line.push_str(": ");
-        line.push_str(&escape(&approved.join(", ")));
+        line.push_str(&cut(&escape(&approved.join(", ")), FIELD_CHARS));
     }
     line
 }
@@ -132,7 +139,7 @@ fn outcome_line(a: &Approval) -> String {
     let why = a
         .decision_reason
         .as_deref()
-        .map(|r| format!(": {}", escape(r)))
+        .map(|r| format!(": {}", cut(&escape(r), FIELD_CHARS)))
         .unwrap_or_default();
     let mut line = match a.status {
         Status::Pending => format!(
@@ -141,7 +148,7 @@ fn outcome_line(a: &Approval) -> String {
         ),
         Status::Approved => format!(
             ":white_check_mark: *Approved by {}*",
-            escape(&a.approved_by().join(", "))
+            cut(&escape(&a.approved_by().join(", ")), FIELD_CHARS)
         ),
         Status::Denied => format!(":no_entry: *Denied by {by}*{why}"),
         Status::Expired => ":hourglass: *Expired* before anyone decided.".to_owned(),
@@ -175,7 +182,7 @@ fn pending_controls(a: &Approval, url: &str) -> Vec<Value> {
                  "text": plain("Deny"), "value": a.id.as_str(),
                  "confirm": {
                      "title": plain("Deny this request?"),
-                     "text": plain(&format!("{} {} {} will be refused.", a.method, a.host, a.path)),
+                     "text": plain(&cut(&format!("{} {} {} will be refused.", a.method, a.host, a.path), CONFIRM_CHARS)),
                      "confirm": plain("Deny"),
                      "deny": plain("Cancel"),
                      "style": "danger"
@@ -224,7 +231,7 @@ pub fn event_text(a: &Approval, event: &NotifyEvent) -> String {
         NotifyEvent::Executed { status } => format!("Sent upstream; it answered {status}"),
         NotifyEvent::ExecutionFailed => "Could not be delivered upstream".to_owned(),
     };
-    escape(&text)
+    cut(&escape(&text), FIELD_CHARS)
 }
 
 /// The DM to the requester when `event` is a decision, else `None`.
@@ -240,7 +247,7 @@ pub fn requester_outcome(a: &Approval, event: &NotifyEvent, public_url: &Url) ->
         "Your request `{} {}{}` (rule {}): {}. <{}|Details>",
         escape(&a.method),
         escape(&a.host),
-        code_safe(&escape(&a.path_and_query())),
+        cut(&code_safe(&escape(&a.path_and_query())), FIELD_CHARS),
         escape(&a.rule),
         what,
         approval_url(public_url, a)

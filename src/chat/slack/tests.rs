@@ -213,3 +213,33 @@ fn executed_message_shows_upstream_status() {
     let text = blocks::message_blocks(&a, &public_url()).to_string();
     assert!(text.contains("Upstream answered *201*"), "{text}");
 }
+
+#[test]
+fn huge_requests_stay_within_slack_block_limits() {
+    let mut a = approval(ApproveVia::Button);
+    a.path = format!("/{}", "p".repeat(8000));
+    a.reason = Some("<&>".repeat(2000));
+    a.body_preview = "&".repeat(2048);
+    a.rule = "r".repeat(300);
+    let blocks = blocks::message_blocks(&a, &public_url());
+    for b in blocks.as_array().unwrap() {
+        let text = |v: &Value| v["text"].as_str().map(|t| t.chars().count()).unwrap_or(0);
+        match b["type"].as_str().unwrap() {
+            "header" => assert!(text(&b["text"]) <= 150),
+            "section" => {
+                assert!(text(&b["text"]) <= 3000, "{}", text(&b["text"]));
+                for f in b["fields"].as_array().into_iter().flatten() {
+                    assert!(text(f) <= 2000, "{}", text(f));
+                }
+            }
+            "actions" => {
+                for e in b["elements"].as_array().unwrap() {
+                    if let Some(c) = e.get("confirm") {
+                        assert!(text(&c["text"]) <= 300);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
