@@ -64,15 +64,20 @@ impl Notifier for SlackNotifier {
 }
 
 impl SlackNotifier {
-    /// Posts the request to every target; returns what failed.
+    /// Posts the request to every target at once (a slow or rate-limited target does not
+    /// delay the others); returns what failed.
     async fn post_everywhere(&self, a: &Approval, targets: &[&NotifyTarget]) -> Vec<String> {
-        let mut failures = Vec::new();
-        for target in targets {
+        let posts = targets.iter().map(|target| async move {
             let posted = match target {
                 NotifyTarget::SlackChannel(name) => self.post_request(a, &channel_ref(name)).await,
                 NotifyTarget::SlackUser(email) => self.post_dm_request(a, email).await,
-                NotifyTarget::Teams => continue,
+                NotifyTarget::Teams => return None,
             };
+            Some((target, posted))
+        });
+        let mut failures = Vec::new();
+        // join_all keeps the targets' order, so copies are recorded in `notify` order.
+        for (target, posted) in futures::future::join_all(posts).await.into_iter().flatten() {
             match posted {
                 Ok(message) => self.app.remember_post(&a.id, message),
                 Err(e) => failures.push(format!("{}: {e}", describe(target))),
@@ -118,38 +123,48 @@ impl SlackNotifier {
         })
     }
 
-    /// Updates every copy, replies in each thread, and DMs the requester a decision.
+    /// Updates every copy and replies in its thread (all copies at once), then DMs the
+    /// requester a decision. `current` is false for a snapshot older than what Slack shows.
     async fn follow_up(&self, a: &Approval, event: &NotifyEvent, current: bool) -> Vec<String> {
-        let mut failures = Vec::new();
         let text = blocks::fallback_text(a);
         let message = blocks::message_blocks(a, self.app.public_url());
         let reply = blocks::event_text(a, event);
-        for copy in self.app.posted(&a.id) {
+        let copies = self.app.posted(&a.id);
+        let updates = copies.iter().map(|copy| {
             let update = json!({
                 "channel": copy.channel,
                 "ts": copy.ts,
                 "text": text,
                 "blocks": message,
             });
-            if current {
-                if let Err(e) = self.app.api().call("chat.update", Body::Json(update)).await {
-                    failures.push(format!("update {}: {e}", copy.channel));
-                }
-            }
             let thread = json!({
                 "channel": copy.channel,
                 "thread_ts": copy.ts,
                 "text": reply,
             });
-            if let Err(e) = self
-                .app
-                .api()
-                .call("chat.postMessage", Body::Json(thread))
-                .await
-            {
-                failures.push(format!("thread reply {}: {e}", copy.channel));
+            async move {
+                let mut failed = Vec::new();
+                if current {
+                    if let Err(e) = self.app.api().call("chat.update", Body::Json(update)).await {
+                        failed.push(format!("update {}: {e}", copy.channel));
+                    }
+                }
+                let replied = self
+                    .app
+                    .api()
+                    .call("chat.postMessage", Body::Json(thread))
+                    .await;
+                if let Err(e) = replied {
+                    failed.push(format!("thread reply {}: {e}", copy.channel));
+                }
+                failed
             }
-        }
+        });
+        let mut failures: Vec<String> = futures::future::join_all(updates)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         if let Err(e) = self.tell_requester(a, event).await {
             failures.push(format!("requester DM: {e}"));
         }
