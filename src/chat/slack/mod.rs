@@ -14,6 +14,16 @@
 //! The record of posted messages lives in this process's memory: with several replicas behind
 //! a shared store, only the replica that posted a message can update it (a shared record would
 //! be needed for that; see the report of issue 4).
+//!
+//! Setting up the Slack app: bot token scopes `chat:write` (post and update),
+//! `chat:write.public` (post in public channels without inviting the bot; otherwise invite it),
+//! `im:write` (`conversations.open` for DMs), `users:read` and `users:read.email` (map clicks to
+//! emails and emails to DMs). Interactivity on, Request URL `{public_url}/slack/interactions`.
+//!
+//! Timing: a Web API call may take up to [`RetryPolicy`]'s attempts (4 by default, each up to
+//! 5 s, plus backoff and `Retry-After` waits up to 5 s). The broker gives a notifier
+//! `notify_timeout` (2 s by default) before it records `notify.failed` and drops the call, so
+//! deployments with Slack should raise it (10-30 s) or a rate-limited post is abandoned early.
 #![warn(missing_docs)]
 
 pub mod api;
