@@ -573,6 +573,28 @@ async fn outsider_requester_forged_stale_and_replayed_clicks_change_nothing() {
         "{reply}"
     );
 
+    // Asking again is answered again, from the cached users.info lookup.
+    h.click(Click {
+        user: "UMALLORY",
+        action: "deny",
+        approval: &a.id,
+        trigger: "t-mallory-2",
+        reason: None,
+    })
+    .await;
+    eventually("outsider told twice", || async {
+        !h.slack.ephemeral_replies("t-mallory-2").is_empty()
+    })
+    .await;
+    let lookups = h.slack.calls_of("users.info");
+    assert_eq!(
+        lookups
+            .iter()
+            .filter(|c| c.args["user"] == "UMALLORY")
+            .count(),
+        1
+    );
+
     // The requester (an approver by group, but it is their own request).
     h.click(Click {
         user: "UDEV",
