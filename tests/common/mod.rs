@@ -18,6 +18,7 @@
 mod browser;
 mod echo;
 pub mod fake_teams;
+pub mod fake_slack;
 mod issuer;
 mod oidc_provider;
 mod proxy;

@@ -1,0 +1,294 @@
+//! Block Kit rendering of an approval: the message approvers see (always rendered from the
+//! current [`Approval`], so every update tells the whole truth), thread replies per event and
+//! the requester's outcome DM. Pure functions, no I/O.
+
+use serde_json::{json, Value};
+use url::Url;
+
+use crate::approval::{Approval, Decision, Execution, NotifyEvent, Status};
+use crate::policy::ApproveVia;
+
+/// `action_id` of the Approve button (one click in chat).
+pub const ACTION_APPROVE: &str = "approve";
+/// `action_id` of the Deny button.
+pub const ACTION_DENY: &str = "deny";
+/// `action_id` of link buttons (Open, and Approve/Deny under `approve_via = "login"`): Slack
+/// reports their clicks too, and they must change nothing.
+pub const ACTION_OPEN: &str = "open";
+/// `block_id` and `action_id` of the optional reason input.
+pub const REASON_INPUT: &str = "reason";
+
+/// Longest body preview shown (a section's text may hold 3000 characters).
+const PREVIEW_CHARS: usize = 2700;
+/// Longest free text (path, reason, names) in one field; a field may hold 2000 characters.
+const FIELD_CHARS: usize = 1000;
+/// Longest text of the Deny confirmation dialog (Slack's limit is 300).
+const CONFIRM_CHARS: usize = 300;
+/// Longest header text Slack accepts.
+const HEADER_CHARS: usize = 150;
+
+/// Link to the approval page: `{public_url}/approvals/{id}`.
+pub fn approval_url(public_url: &Url, approval: &Approval) -> String {
+    format!(
+        "{}/approvals/{}",
+        public_url.as_str().trim_end_matches('/'),
+        approval.id
+    )
+}
+
+/// The notification text (shown in push notifications and by clients without blocks).
+pub fn fallback_text(a: &Approval) -> String {
+    format!(
+        "{}: {} {} {} (rule {}, requested by {})",
+        headline(a),
+        a.method,
+        a.host,
+        a.path_and_query(),
+        a.rule,
+        requester_name(a)
+    )
+}
+
+/// The whole message for the current state of `a`.
+pub fn message_blocks(a: &Approval, public_url: &Url) -> Value {
+    let url = approval_url(public_url, a);
+    let mut blocks = vec![
+        json!({"type": "header", "text": plain(&cut(&format!("{}: {}", headline(a), a.rule), HEADER_CHARS))}),
+        json!({"type": "section", "fields": detail_fields(a)}),
+    ];
+    if !a.body_preview.is_empty() {
+        blocks.push(json!({"type": "section", "text": mrkdwn(&format!(
+            "*Body* ({} bytes)\n```{}```",
+            a.body_len,
+            cut(&code_safe(&escape(&a.body_preview)), PREVIEW_CHARS)
+        ))}));
+    }
+    if a.votes.iter().any(|v| v.self_approval) {
+        blocks.push(json!({"type": "section", "text": mrkdwn(
+            ":rotating_light: *SELF-APPROVAL*: the requester approved their own request (break-glass rule)"
+        )}));
+    }
+    blocks.push(json!({"type": "section", "text": mrkdwn(&outcome_line(a))}));
+    if a.status == Status::Pending {
+        blocks.extend(pending_controls(a, &url));
+    } else {
+        blocks.push(json!({"type": "context", "elements": [mrkdwn(&format!("<{url}|Open in Countersign>"))]}));
+    }
+    Value::Array(blocks)
+}
+
+fn headline(a: &Approval) -> &'static str {
+    match a.status {
+        Status::Pending => "Approval needed",
+        Status::Approved => "Approved",
+        Status::Denied => "Denied",
+        Status::Expired => "Expired",
+        Status::Cancelled => "Cancelled",
+    }
+}
+
+fn detail_fields(a: &Approval) -> Value {
+    let mut fields = vec![
+        mrkdwn(&format!(
+            "*Requester*\n{}",
+            cut(&escape(&requester_name(a)), FIELD_CHARS)
+        )),
+        mrkdwn(&format!(
+            "*Request*\n`{} {}{}`",
+            escape(&a.method),
+            escape(&a.host),
+            cut(&code_safe(&escape(&a.path_and_query())), FIELD_CHARS)
+        )),
+        mrkdwn(&format!(
+            "*Reason*\n{}",
+            a.reason
+                .as_deref()
+                .map(|r| cut(&escape(r), FIELD_CHARS))
+                .unwrap_or_else(|| "_none given_".to_owned())
+        )),
+        mrkdwn(&format!("*Expires*\n{}", slack_date(a.expires_at))),
+    ];
+    fields.push(mrkdwn(&format!("*Votes*\n{}", votes_line(a))));
+    Value::Array(fields)
+}
+
+fn requester_name(a: &Approval) -> String {
+    a.requester
+        .email
+        .clone()
+        .unwrap_or_else(|| a.requester.sub.clone())
+}
+
+fn votes_line(a: &Approval) -> String {
+    let approved = a.approved_by();
+    let mut line = format!("{} of {} approvals", approved.len(), a.quorum);
+    if !approved.is_empty() {
+        line.push_str(": ");
+        line.push_str(&cut(&escape(&approved.join(", ")), FIELD_CHARS));
+    }
+    line
+}
+
+/// What happened so far, in one line (the "true" part of the message).
+fn outcome_line(a: &Approval) -> String {
+    let by = a
+        .decided_by
+        .as_deref()
+        .map(escape)
+        .unwrap_or_else(|| "someone".to_owned());
+    let why = a
+        .decision_reason
+        .as_deref()
+        .map(|r| format!(": {}", cut(&escape(r), FIELD_CHARS)))
+        .unwrap_or_default();
+    let mut line = match a.status {
+        Status::Pending => format!(
+            "Waiting for {} more approval(s).",
+            a.quorum.saturating_sub(a.approved_by().len() as u32)
+        ),
+        Status::Approved => format!(
+            ":white_check_mark: *Approved by {}*",
+            cut(&escape(&a.approved_by().join(", ")), FIELD_CHARS)
+        ),
+        Status::Denied => format!(":no_entry: *Denied by {by}*{why}"),
+        Status::Expired => ":hourglass: *Expired* before anyone decided.".to_owned(),
+        Status::Cancelled => format!(":heavy_multiplication_x: *Cancelled by {by}*{why}"),
+    };
+    match &a.execution {
+        Execution::Done { status } => line.push_str(&format!("\nUpstream answered *{status}*.")),
+        Execution::Failed { .. } => line.push_str("\nThe request could not be delivered upstream."),
+        Execution::Claimed { .. } => line.push_str("\nSending upstream..."),
+        Execution::NotStarted => {}
+    }
+    line
+}
+
+fn pending_controls(a: &Approval, url: &str) -> Vec<Value> {
+    let open =
+        json!({"type": "button", "action_id": ACTION_OPEN, "text": plain("Open"), "url": url});
+    match a.approve_via {
+        ApproveVia::Button => vec![
+            json!({
+                "type": "input",
+                "block_id": REASON_INPUT,
+                "optional": true,
+                "label": plain("Reason (optional; shown to the requester)"),
+                "element": {"type": "plain_text_input", "action_id": REASON_INPUT}
+            }),
+            json!({"type": "actions", "block_id": "decision", "elements": [
+                {"type": "button", "action_id": ACTION_APPROVE, "style": "primary",
+                 "text": plain("Approve"), "value": a.id.as_str()},
+                {"type": "button", "action_id": ACTION_DENY, "style": "danger",
+                 "text": plain("Deny"), "value": a.id.as_str(),
+                 "confirm": {
+                     "title": plain("Deny this request?"),
+                     "text": plain(&cut(&format!("{} {} {} will be refused.", a.method, a.host, a.path), CONFIRM_CHARS)),
+                     "confirm": plain("Deny"),
+                     "deny": plain("Cancel"),
+                     "style": "danger"
+                 }},
+                open
+            ]}),
+        ],
+        ApproveVia::Login => vec![
+            json!({"type": "context", "elements": [mrkdwn("This rule needs a fresh login: decide on the approval page.")]}),
+            json!({"type": "actions", "block_id": "decision", "elements": [
+                {"type": "button", "action_id": format!("{ACTION_OPEN}_approve"), "style": "primary",
+                 "text": plain("Approve"), "url": url},
+                {"type": "button", "action_id": format!("{ACTION_OPEN}_deny"), "style": "danger",
+                 "text": plain("Deny"), "url": url},
+                open
+            ]}),
+        ],
+    }
+}
+
+/// The thread reply for `event` (one per event, under every posted copy).
+pub fn event_text(a: &Approval, event: &NotifyEvent) -> String {
+    let last_vote = a.votes.last();
+    let by = a.decided_by.clone().unwrap_or_else(|| "someone".to_owned());
+    let why = a
+        .decision_reason
+        .as_deref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    let text = match event {
+        NotifyEvent::Requested => format!("Approval requested by {}", requester_name(a)),
+        NotifyEvent::VoteCast => match last_vote {
+            Some(v) if v.decision == Decision::Approve => format!(
+                "{} approved ({} of {})",
+                v.approver,
+                a.approved_by().len(),
+                a.quorum
+            ),
+            Some(v) => format!("{} voted {}", v.approver, v.decision.as_str()),
+            None => "A vote was cast".to_owned(),
+        },
+        NotifyEvent::Approved => format!("Approved by {}", a.approved_by().join(", ")),
+        NotifyEvent::Denied => format!("Denied by {by}{why}"),
+        NotifyEvent::Expired => "Expired without a decision".to_owned(),
+        NotifyEvent::Cancelled => format!("Cancelled by {by}{why}"),
+        NotifyEvent::Executed { status } => format!("Sent upstream; it answered {status}"),
+        NotifyEvent::ExecutionFailed => "Could not be delivered upstream".to_owned(),
+    };
+    cut(&escape(&text), FIELD_CHARS)
+}
+
+/// The DM to the requester when `event` is a decision, else `None`.
+pub fn requester_outcome(a: &Approval, event: &NotifyEvent, public_url: &Url) -> Option<String> {
+    let what = match event {
+        NotifyEvent::Approved
+        | NotifyEvent::Denied
+        | NotifyEvent::Expired
+        | NotifyEvent::Cancelled => event_text(a, event),
+        _ => return None,
+    };
+    Some(format!(
+        "Your request `{} {}{}` (rule {}): {}. <{}|Details>",
+        escape(&a.method),
+        escape(&a.host),
+        cut(&code_safe(&escape(&a.path_and_query())), FIELD_CHARS),
+        escape(&a.rule),
+        what,
+        approval_url(public_url, a)
+    ))
+}
+
+fn plain(text: &str) -> Value {
+    json!({"type": "plain_text", "text": text, "emoji": true})
+}
+
+fn mrkdwn(text: &str) -> Value {
+    json!({"type": "mrkdwn", "text": text})
+}
+
+/// Slack's three control characters in mrkdwn (its documented escaping).
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Text that cannot close a code span or block it sits in.
+fn code_safe(text: &str) -> String {
+    text.replace('`', "'")
+}
+
+/// At most `max` characters, with an ellipsis when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+/// A date Slack renders in the reader's time zone, with a UTC fallback.
+fn slack_date(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let fallback = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+    );
+    format!("<!date^{secs}^{{date_short_pretty}} {{time}}|{fallback}>")
+}

@@ -1,0 +1,218 @@
+//! `POST /slack/interactions`: Slack's button callbacks.
+//!
+//! Order matters: the signature is checked on the raw body before anything is parsed; the
+//! answer (200, empty) goes back at once because Slack gives up after 3 seconds; the vote is
+//! cast afterwards in a spawned task, and anything the clicking user should know (not an
+//! approver, own request, already decided) is told to them alone via `response_url`.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use super::blocks::{ACTION_APPROVE, ACTION_DENY, REASON_INPUT};
+use super::SlackApp;
+use crate::approval::{ApprovalId, ApproverIdentity, Broker, Channel, DecideError, Decision};
+
+/// Issuer recorded for votes cast in Slack (the subject is `{team}/{user}`).
+const SLACK_ISSUER: &str = "https://slack.com";
+
+/// The parts of a `block_actions` payload we use (Slack sends many more fields).
+#[derive(Debug, Deserialize)]
+struct Payload {
+    #[serde(rename = "type")]
+    kind: String,
+    user: SlackUser,
+    #[serde(default)]
+    team: Option<Team>,
+    #[serde(default)]
+    trigger_id: Option<String>,
+    #[serde(default)]
+    response_url: Option<String>,
+    #[serde(default)]
+    actions: Vec<Action>,
+    #[serde(default)]
+    state: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SlackUser {
+    id: String,
+    #[serde(default)]
+    team_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Team {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Action {
+    action_id: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    action_ts: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Form {
+    payload: String,
+}
+
+/// A vote to cast, taken from a verified payload.
+#[derive(Debug)]
+struct Click {
+    user: String,
+    team: Option<String>,
+    approval: Option<ApprovalId>,
+    decision: Decision,
+    reason: Option<String>,
+    response_url: Option<String>,
+    /// Identifies this click across Slack's retries and replays.
+    key: String,
+}
+
+/// Serves one `POST /slack/interactions`: 401 unless Slack signed it within five minutes,
+/// 400 for a payload we cannot read, otherwise 200 at once with the vote cast in the
+/// background.
+pub async fn interactions(
+    slack: &SlackApp,
+    broker: &Broker,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = slack.verify(headers, &body) {
+        tracing::warn!(error = %e, "slack interaction refused");
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let payload = match parse(&body) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(why, "unreadable slack interaction");
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+    };
+    let Some(click) = click_of(payload) else {
+        // Link buttons (Open, login-only Approve/Deny) and other interactions change nothing.
+        return StatusCode::OK.into_response();
+    };
+    if !slack.first_click(click.key.clone()) {
+        tracing::info!(user = %click.user, "replayed slack click ignored");
+        return StatusCode::OK.into_response();
+    }
+    let (slack, broker) = (slack.clone(), broker.clone());
+    tokio::spawn(async move { cast(&slack, &broker, click).await });
+    StatusCode::OK.into_response()
+}
+
+/// A router serving `POST /slack/interactions`, for the control plane to merge.
+pub fn router(slack: SlackApp, broker: Broker) -> axum::Router {
+    axum::Router::new().route(
+        "/slack/interactions",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (slack, broker) = (slack.clone(), broker.clone());
+            async move { interactions(&slack, &broker, &headers, body).await }
+        }),
+    )
+}
+
+fn parse(body: &[u8]) -> Result<Payload, &'static str> {
+    let form: Form = serde_urlencoded::from_bytes(body).map_err(|_| "no payload field")?;
+    serde_json::from_str(&form.payload).map_err(|_| "payload is not the expected JSON")
+}
+
+/// The vote in a `block_actions` payload, or `None` if it is not an Approve/Deny click.
+fn click_of(p: Payload) -> Option<Click> {
+    if p.kind != "block_actions" {
+        return None;
+    }
+    let action = p.actions.first()?;
+    let decision = match action.action_id.as_str() {
+        ACTION_APPROVE => Decision::Approve,
+        ACTION_DENY => Decision::Deny,
+        _ => return None,
+    };
+    let occurrence = p
+        .trigger_id
+        .clone()
+        .or_else(|| action.action_ts.clone())
+        .unwrap_or_default();
+    let reason = p
+        .state
+        .as_ref()
+        .and_then(|s| s["values"][REASON_INPUT][REASON_INPUT]["value"].as_str())
+        .map(str::to_owned);
+    Some(Click {
+        key: format!("{}:{occurrence}", p.user.id),
+        team: p.team.map(|t| t.id).or(p.user.team_id),
+        user: p.user.id,
+        approval: action.value.as_deref().and_then(ApprovalId::parse),
+        decision,
+        reason,
+        response_url: p.response_url,
+    })
+}
+
+/// Maps the user to an email and asks the broker to count the vote.
+async fn cast(slack: &SlackApp, broker: &Broker, click: Click) {
+    let reply = |text: String| {
+        let url = click.response_url.clone();
+        async move { slack.ephemeral(url.as_deref(), &text).await }
+    };
+    let Some(id) = click.approval.clone() else {
+        return reply("This button does not belong to a Countersign request.".into()).await;
+    };
+    let email = match slack.email_of(&click.user).await {
+        Ok(Some(email)) => email,
+        Ok(None) => {
+            return reply("Countersign cannot see your email address in Slack, so it cannot tell whether you may approve. Use the approval page.".into()).await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "slack users.info failed; vote not cast");
+            return reply("Countersign could not look you up in Slack; your vote was not counted. Try again.".into()).await;
+        }
+    };
+    let voter = ApproverIdentity {
+        email: email.clone(),
+        iss: Some(SLACK_ISSUER.to_owned()),
+        sub: Some(format!(
+            "{}/{}",
+            click.team.as_deref().unwrap_or("-"),
+            click.user
+        )),
+        via: Channel::Slack,
+    };
+    let reason = click.reason.clone();
+    match broker.decide(&id, voter, click.decision, reason).await {
+        Ok(_) => {
+            tracing::info!(approval_id = %id, approver = %email, decision = click.decision.as_str(), "slack vote counted")
+        }
+        Err(e) => {
+            tracing::info!(approval_id = %id, approver = %email, error = %e, "slack vote refused");
+            reply(refusal(&e, slack, &id)).await
+        }
+    }
+}
+
+/// What the clicking user is told when the broker refused their vote.
+fn refusal(e: &DecideError, slack: &SlackApp, id: &ApprovalId) -> String {
+    match e {
+        DecideError::NotFound => "This request no longer exists.".to_owned(),
+        DecideError::NotAnApprover => "You are not an approver of this request; nothing changed.".to_owned(),
+        DecideError::LoginRequired => format!(
+            "This request must be approved on the approval page after a fresh login: {}/approvals/{id}",
+            slack.public_url().as_str().trim_end_matches('/')
+        ),
+        DecideError::OwnRequest => "You cannot approve your own request; nothing changed.".to_owned(),
+        DecideError::AlreadyVoted => "You already voted on this request.".to_owned(),
+        DecideError::AlreadyDecided(status) => {
+            format!("This request is already {}; nothing changed.", status.as_str())
+        }
+        DecideError::Expired => "This request expired; nothing changed.".to_owned(),
+        DecideError::Store(_) | DecideError::Audit(_) => {
+            "Countersign could not record your vote; nothing changed. Try again or use the approval page.".to_owned()
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Slack (SPEC 3 `[slack]`, 4 `notify`/`approve_via`, 6 `POST /slack/interactions`).
+//!
+//! - [`SlackNotifier`] posts a Block Kit message per `slack:` target when an approval is
+//!   requested and keeps every posted copy true afterwards (`chat.update`, a thread reply per
+//!   event, the outcome DM'd to the requester).
+//! - [`interactions`] serves Slack's button callbacks: signature first, ack at once, then the
+//!   vote goes to [`Broker::decide`](crate::approval::Broker::decide) in a spawned task.
+//! - [`SlackApp`] is the shared state both need: Web API client, user caches, and the record
+//!   of posted messages.
+//!
+//! Owns talking to Slack. Must not decide anything itself: every vote goes through the broker,
+//! which checks who may vote.
+//!
+//! The record of posted messages lives in this process's memory: with several replicas behind
+//! a shared store, only the replica that posted a message can update it (a shared record would
+//! be needed for that; see the report of issue 4).
+//!
+//! Setting up the Slack app: bot token scopes `chat:write` (post and update),
+//! `chat:write.public` (post in public channels without inviting the bot; otherwise invite it),
+//! `im:write` (`conversations.open` for DMs), `users:read` and `users:read.email` (map clicks to
+//! emails and emails to DMs). Interactivity on, Request URL `{public_url}/slack/interactions`.
+//!
+//! Timing: a Web API call may take up to [`RetryPolicy`]'s attempts (4 by default, each up to
+//! 5 s, plus backoff and `Retry-After` waits up to 5 s). The broker gives a notifier
+//! `notify_timeout` (2 s by default) before it records `notify.failed` and drops the call, so
+//! deployments with Slack should raise it (10-30 s) or a rate-limited post is abandoned early.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod blocks;
+mod interactions;
+mod notifier;
+pub mod signature;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use url::Url;
+
+pub use api::{ApiError, Body, RetryPolicy, WebApi};
+pub use interactions::{interactions, router};
+pub use notifier::SlackNotifier;
+pub use signature::SignatureError;
+
+use crate::approval::ApprovalId;
+use crate::clock::SharedClock;
+use crate::secret::Secret;
+
+/// How long a Slack user's email (and an email's user id) is trusted before asking again.
+const USER_CACHE_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long a click is remembered to recognise a replay (longer than the signature window).
+const CLICK_MEMORY: Duration = Duration::from_secs(10 * 60);
+/// How long the posted copies of an approval are remembered after the last use.
+const POSTED_MEMORY: Duration = Duration::from_secs(48 * 3600);
+
+/// One posted copy of an approval message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedMessage {
+    /// Conversation id (channel or DM) as Slack returned it.
+    pub channel: String,
+    /// Message timestamp (Slack's message id within the conversation).
+    pub ts: String,
+}
+
+/// How far an approval has come; its state only moves forward, so an older snapshot (a
+/// notification that lost a race) has a smaller value and must not overwrite a newer message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Progress {
+    decided: bool,
+    votes: usize,
+    execution: u8,
+}
+
+impl Progress {
+    fn of(a: &crate::approval::Approval) -> Self {
+        use crate::approval::{Execution, Status};
+        Self {
+            decided: a.status != Status::Pending,
+            votes: a.votes.len(),
+            execution: match a.execution {
+                Execution::NotStarted => 0,
+                Execution::Claimed { .. } => 1,
+                Execution::Done { .. } | Execution::Failed { .. } => 2,
+            },
+        }
+    }
+}
+
+/// The Slack app could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("slack: cannot build HTTP client: {0}")]
+pub struct SlackSetupError(String);
+
+/// Shared Slack state. Cheap to clone; clones share caches and the posted-message record.
+#[derive(Debug, Clone)]
+pub struct SlackApp {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    api: WebApi,
+    http: reqwest::Client,
+    signing_secret: Secret,
+    public_url: Url,
+    clock: SharedClock,
+    email_by_user: moka::future::Cache<String, String>,
+    user_by_email: moka::future::Cache<String, String>,
+    posted: moka::sync::Cache<ApprovalId, Arc<Mutex<Vec<PostedMessage>>>>,
+    /// One notification at a time per approval, and the newest state already shown.
+    shown: moka::sync::Cache<ApprovalId, Arc<tokio::sync::Mutex<Option<Progress>>>>,
+    clicks: moka::sync::Cache<String, ()>,
+}
+
+impl SlackApp {
+    /// The app for `[slack]`, linking to approval pages under `public_url`, with the default
+    /// [`RetryPolicy`]. `clock` judges signature timestamps.
+    pub fn new(
+        config: &crate::config::Slack,
+        public_url: Url,
+        clock: SharedClock,
+    ) -> Result<Self, SlackSetupError> {
+        Self::with_retry(config, public_url, clock, RetryPolicy::default())
+    }
+
+    /// [`Self::new`] with explicit retry rules.
+    pub fn with_retry(
+        config: &crate::config::Slack,
+        public_url: Url,
+        clock: SharedClock,
+        retry: RetryPolicy,
+    ) -> Result<Self, SlackSetupError> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| SlackSetupError(e.to_string()))?;
+        let api = WebApi::new(
+            http.clone(),
+            config.api_url.clone(),
+            config.bot_token.clone(),
+            retry,
+        );
+        let user_cache = || {
+            moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(USER_CACHE_TTL)
+                .build()
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                api,
+                http,
+                signing_secret: config.signing_secret.clone(),
+                public_url,
+                clock,
+                email_by_user: user_cache(),
+                user_by_email: user_cache(),
+                posted: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_idle(POSTED_MEMORY)
+                    .build(),
+                shown: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_idle(POSTED_MEMORY)
+                    .build(),
+                clicks: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(CLICK_MEMORY)
+                    .build(),
+            }),
+        })
+    }
+
+    /// The Web API client.
+    pub fn api(&self) -> &WebApi {
+        &self.inner.api
+    }
+
+    /// Base URL of the approval pages.
+    pub fn public_url(&self) -> &Url {
+        &self.inner.public_url
+    }
+
+    /// Every message posted for `id` so far (channel copies and DMs), in posting order.
+    pub fn posted(&self, id: &ApprovalId) -> Vec<PostedMessage> {
+        self.inner
+            .posted
+            .get(id)
+            .map(|copies| lock(&copies).clone())
+            .unwrap_or_default()
+    }
+
+    fn remember_post(&self, id: &ApprovalId, message: PostedMessage) {
+        let copies = self
+            .inner
+            .posted
+            .get_with(id.clone(), || Arc::new(Mutex::new(Vec::new())));
+        lock(&copies).push(message);
+    }
+
+    /// The per-approval notification lock, holding the newest [`Progress`] shown in Slack.
+    /// Held for a whole notification, so a vote arriving while the request is still being
+    /// posted (slow, rate-limited Slack) waits and then updates every copy.
+    fn shown(&self, id: &ApprovalId) -> Arc<tokio::sync::Mutex<Option<Progress>>> {
+        self.inner
+            .shown
+            .get_with(id.clone(), || Arc::new(tokio::sync::Mutex::new(None)))
+    }
+
+    /// Checks Slack's signature headers over the raw `body` (now per the injected clock).
+    pub fn verify(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
+        signature::verify_headers(
+            self.inner.signing_secret.expose().as_bytes(),
+            headers,
+            body,
+            self.inner.clock.unix(),
+        )
+    }
+
+    /// Records a click; `false` when the same click was seen before (a replay or a retry).
+    fn first_click(&self, key: String) -> bool {
+        self.inner.clicks.entry(key).or_insert(()).is_fresh()
+    }
+
+    /// The email of Slack user `user_id` (`users.info`, cached); `None` when Slack shows none
+    /// (a bot, or the app lacks the `users:read.email` scope).
+    pub async fn email_of(&self, user_id: &str) -> Result<Option<String>, ApiError> {
+        if let Some(email) = self.inner.email_by_user.get(user_id).await {
+            return Ok(Some(email));
+        }
+        let answer = self
+            .api()
+            .call(
+                "users.info",
+                Body::Form(vec![("user".into(), user_id.into())]),
+            )
+            .await?;
+        let email = answer["user"]["profile"]["email"]
+            .as_str()
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty());
+        if let Some(e) = &email {
+            self.inner
+                .email_by_user
+                .insert(user_id.to_owned(), e.clone())
+                .await;
+        }
+        Ok(email)
+    }
+
+    /// The Slack user with `email` (`users.lookupByEmail`, cached); `None` if there is none.
+    pub async fn user_for(&self, email: &str) -> Result<Option<String>, ApiError> {
+        let email = email.trim().to_lowercase();
+        if let Some(id) = self.inner.user_by_email.get(&email).await {
+            return Ok(Some(id));
+        }
+        let answer = self
+            .api()
+            .call(
+                "users.lookupByEmail",
+                Body::Form(vec![("email".into(), email.clone())]),
+            )
+            .await;
+        let answer = match answer {
+            Err(e) if e.slack_code() == Some("users_not_found") => return Ok(None),
+            other => other?,
+        };
+        let Some(id) = answer["user"]["id"].as_str().map(str::to_owned) else {
+            return Ok(None);
+        };
+        self.inner.user_by_email.insert(email, id.clone()).await;
+        Ok(Some(id))
+    }
+
+    /// Opens (or finds) the DM with `user_id` and returns its conversation id.
+    pub async fn open_dm(&self, user_id: &str) -> Result<String, ApiError> {
+        let answer = self
+            .api()
+            .call(
+                "conversations.open",
+                Body::Json(json!({ "users": user_id })),
+            )
+            .await?;
+        answer["channel"]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Slack {
+                method: "conversations.open".into(),
+                code: "no_channel_in_answer".into(),
+            })
+    }
+
+    /// Tells only the clicking user `text` through the payload's `response_url`, leaving the
+    /// message as it is. Failures are logged: the click already changed nothing.
+    async fn ephemeral(&self, response_url: Option<&str>, text: &str) {
+        let Some(url) = response_url else {
+            tracing::warn!("slack click without response_url; cannot answer it");
+            return;
+        };
+        let body = json!({
+            "response_type": "ephemeral",
+            "replace_original": false,
+            "text": text,
+        });
+        let sent = self
+            .inner
+            .http
+            .post(url)
+            .timeout(Duration::from_secs(5))
+            .json(&body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(
+                status = r.status().as_u16(),
+                "slack response_url refused the reply"
+            ),
+            Err(e) => tracing::warn!(error = %e.without_url(), "slack response_url unreachable"),
+        }
+    }
+}
+
+/// Locks a posted-copies list; a poisoned lock still holds valid data (plain pushes).
+fn lock(m: &Mutex<Vec<PostedMessage>>) -> std::sync::MutexGuard<'_, Vec<PostedMessage>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

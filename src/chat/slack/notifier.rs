@@ -1,0 +1,215 @@
+//! [`SlackNotifier`]: the broker's [`Notifier`] for `slack:` targets.
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::api::{ApiError, Body};
+use super::blocks;
+use super::{PostedMessage, Progress, SlackApp};
+use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
+use crate::policy::NotifyTarget;
+
+/// Posts approval requests to Slack and keeps every copy up to date.
+///
+/// `notify` returns an error when any copy could not be posted or updated (after the Web API
+/// client's retries), so the broker audits `notify.failed`; the other copies are still tried.
+/// Approvals without a `slack:` target are ignored.
+#[derive(Debug, Clone)]
+pub struct SlackNotifier {
+    app: SlackApp,
+}
+
+impl SlackNotifier {
+    /// A notifier sharing `app`'s client, caches and posted-message record.
+    pub fn new(app: SlackApp) -> Self {
+        Self { app }
+    }
+}
+
+#[async_trait]
+impl Notifier for SlackNotifier {
+    async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
+        let targets: Vec<&NotifyTarget> = approval
+            .notify
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t,
+                    NotifyTarget::SlackChannel(_) | NotifyTarget::SlackUser(_)
+                )
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let shown = self.app.shown(&approval.id);
+        let mut shown = shown.lock().await;
+        let progress = Progress::of(approval);
+        // A snapshot older than what Slack already shows (two votes notified concurrently)
+        // only adds its thread reply; the messages keep the newer state.
+        let current = shown.is_none_or(|s| progress >= s);
+        let failures = match event {
+            NotifyEvent::Requested => self.post_everywhere(approval, &targets).await,
+            _ => self.follow_up(approval, event, current).await,
+        };
+        if current {
+            *shown = Some(progress);
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(NotifyError(failures.join("; ")))
+        }
+    }
+}
+
+impl SlackNotifier {
+    /// Posts the request to every target at once (a slow or rate-limited target does not
+    /// delay the others); returns what failed.
+    async fn post_everywhere(&self, a: &Approval, targets: &[&NotifyTarget]) -> Vec<String> {
+        let posts = targets.iter().map(|target| async move {
+            let posted = match target {
+                NotifyTarget::SlackChannel(name) => self.post_request(a, &channel_ref(name)).await,
+                NotifyTarget::SlackUser(email) => self.post_dm_request(a, email).await,
+                NotifyTarget::Teams => return None,
+            };
+            Some((target, posted))
+        });
+        let mut failures = Vec::new();
+        // join_all keeps the targets' order, so copies are recorded in `notify` order.
+        for (target, posted) in futures::future::join_all(posts).await.into_iter().flatten() {
+            match posted {
+                Ok(message) => self.app.remember_post(&a.id, message),
+                Err(e) => failures.push(format!("{}: {e}", describe(target))),
+            }
+        }
+        failures
+    }
+
+    async fn post_dm_request(&self, a: &Approval, email: &str) -> Result<PostedMessage, ApiError> {
+        let user = self
+            .app
+            .user_for(email)
+            .await?
+            .ok_or_else(|| ApiError::Slack {
+                method: "users.lookupByEmail".into(),
+                code: "users_not_found".into(),
+            })?;
+        let dm = self.app.open_dm(&user).await?;
+        self.post_request(a, &dm).await
+    }
+
+    async fn post_request(&self, a: &Approval, channel: &str) -> Result<PostedMessage, ApiError> {
+        let body = json!({
+            "channel": channel,
+            "text": blocks::fallback_text(a),
+            "blocks": blocks::message_blocks(a, self.app.public_url()),
+            "unfurl_links": false,
+        });
+        let answer = self
+            .app
+            .api()
+            .call("chat.postMessage", Body::Json(body))
+            .await?;
+        // chat.update needs the conversation id Slack resolved the name to, and the ts.
+        let channel = answer["channel"].as_str().unwrap_or(channel).to_owned();
+        let ts = answer["ts"].as_str().ok_or_else(|| ApiError::Slack {
+            method: "chat.postMessage".into(),
+            code: "no_ts_in_answer".into(),
+        })?;
+        Ok(PostedMessage {
+            channel,
+            ts: ts.to_owned(),
+        })
+    }
+
+    /// Updates every copy and replies in its thread (all copies at once), then DMs the
+    /// requester a decision. `current` is false for a snapshot older than what Slack shows.
+    async fn follow_up(&self, a: &Approval, event: &NotifyEvent, current: bool) -> Vec<String> {
+        let text = blocks::fallback_text(a);
+        let message = blocks::message_blocks(a, self.app.public_url());
+        let reply = blocks::event_text(a, event);
+        let copies = self.app.posted(&a.id);
+        let updates = copies.iter().map(|copy| {
+            let update = json!({
+                "channel": copy.channel,
+                "ts": copy.ts,
+                "text": text,
+                "blocks": message,
+            });
+            let thread = json!({
+                "channel": copy.channel,
+                "thread_ts": copy.ts,
+                "text": reply,
+            });
+            async move {
+                let mut failed = Vec::new();
+                if current {
+                    if let Err(e) = self.app.api().call("chat.update", Body::Json(update)).await {
+                        failed.push(format!("update {}: {e}", copy.channel));
+                    }
+                }
+                let replied = self
+                    .app
+                    .api()
+                    .call("chat.postMessage", Body::Json(thread))
+                    .await;
+                if let Err(e) = replied {
+                    failed.push(format!("thread reply {}: {e}", copy.channel));
+                }
+                failed
+            }
+        });
+        let mut failures: Vec<String> = futures::future::join_all(updates)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Err(e) = self.tell_requester(a, event).await {
+            failures.push(format!("requester DM: {e}"));
+        }
+        failures
+    }
+
+    /// DMs the outcome to the requester when it is a decision and their email is a Slack user.
+    async fn tell_requester(&self, a: &Approval, event: &NotifyEvent) -> Result<(), ApiError> {
+        let Some(text) = blocks::requester_outcome(a, event, self.app.public_url()) else {
+            return Ok(());
+        };
+        let Some(email) = a.requester.email.as_deref() else {
+            return Ok(());
+        };
+        let Some(user) = self.app.user_for(email).await? else {
+            return Ok(());
+        };
+        let dm = self.app.open_dm(&user).await?;
+        let body = json!({ "channel": dm, "text": text });
+        self.app
+            .api()
+            .call("chat.postMessage", Body::Json(body))
+            .await?;
+        Ok(())
+    }
+}
+
+/// `chat.postMessage` takes a conversation id as is, or a channel name with `#`.
+fn channel_ref(name: &str) -> String {
+    let is_id = name.len() >= 9
+        && name.starts_with(['C', 'G', 'D'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if is_id || name.starts_with('#') {
+        name.to_owned()
+    } else {
+        format!("#{name}")
+    }
+}
+
+fn describe(target: &NotifyTarget) -> String {
+    match target {
+        NotifyTarget::SlackChannel(c) => format!("slack:#{c}"),
+        NotifyTarget::SlackUser(u) => format!("slack:@{u}"),
+        NotifyTarget::Teams => "teams".to_owned(),
+    }
+}
