@@ -17,6 +17,7 @@ use crate::approval::{
 };
 use crate::audit::{AuditLog, Event};
 use crate::chat::fanout::Fanout;
+use crate::chat::slack::{SlackApp, SlackNotifier};
 use crate::chat::teams::TeamsNotifier;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
@@ -97,8 +98,7 @@ pub struct Handles {
 
 /// Builds every service and runs until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run(config: Config, policy: PolicySet) -> Result<(), StartError> {
-    let notifier = chat_notifier(&config)?;
-    let (server, shutdown, _) = build(config, policy, Arc::new(SystemClock), notifier)?;
+    let (server, shutdown, _) = build(config, policy, Arc::new(SystemClock), None)?;
     serve(server, shutdown);
     Ok(())
 }
@@ -140,7 +140,7 @@ pub fn build(
     config: Config,
     policy: PolicySet,
     clock: SharedClock,
-    notifier: Arc<dyn Notifier>,
+    extra_notifier: Option<Arc<dyn Notifier>>,
 ) -> Result<(Server, tokio::sync::watch::Sender<bool>, Handles), StartError> {
     let config = Arc::new(config);
     let metrics = Metrics::new();
@@ -177,6 +177,7 @@ pub fn build(
                     config.approvals.audit_log.display()
                 ))
             })?;
+    let (notifier, slack) = chat_notifier(&config, clock.clone(), extra_notifier)?;
     let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit.clone())?;
     let clock_for_login = clock.clone();
     let approvals = Some(Arc::new(ApprovalPlane {
@@ -285,6 +286,7 @@ pub fn build(
             sessions,
             login,
             data_addr: config.server.listen,
+            slack,
             data_up: Arc::default(),
         },
         tasks,
@@ -365,9 +367,14 @@ fn approver_login(
     Ok((Some(sessions), Some(Arc::new(login))))
 }
 
-/// Every configured chat channel behind one notifier (a log line always; Teams and Slack when
-/// configured). Each channel delivers only to the targets a rule's `notify` names for it.
-pub fn chat_notifier(config: &Config) -> Result<Arc<dyn Notifier>, StartError> {
+/// Every configured chat channel behind one notifier (a log line always; `extra`; Teams and
+/// Slack when configured). Each channel delivers only to the targets a rule's `notify` names for
+/// it. Also returns the Slack app, whose interactions endpoint the control plane serves.
+fn chat_notifier(
+    config: &Config,
+    clock: SharedClock,
+    extra: Option<Arc<dyn Notifier>>,
+) -> Result<(Arc<dyn Notifier>, Option<SlackApp>), StartError> {
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
@@ -376,6 +383,19 @@ pub fn chat_notifier(config: &Config) -> Result<Arc<dyn Notifier>, StartError> {
         .build()
         .map_err(|e| StartError::Http(e.to_string()))?;
     let mut fanout = Fanout::new().with("log", Arc::new(LogNotifier));
+    if let Some(extra) = extra {
+        fanout = fanout.with("extra", extra);
+    }
+    let slack = match &config.slack {
+        Some(cfg) => Some(
+            SlackApp::new(cfg, config.server.public_url.clone(), clock)
+                .map_err(|e| StartError::Approvals(format!("[slack]: {e}")))?,
+        ),
+        None => None,
+    };
+    if let Some(app) = &slack {
+        fanout = fanout.with("slack", Arc::new(SlackNotifier::new(app.clone())));
+    }
     if let Some(teams) = &config.teams {
         fanout = fanout.with(
             "teams",
@@ -386,7 +406,7 @@ pub fn chat_notifier(config: &Config) -> Result<Arc<dyn Notifier>, StartError> {
             )),
         );
     }
-    Ok(Arc::new(fanout))
+    Ok((Arc::new(fanout), slack))
 }
 
 /// This process, for audit lines: host name and pid.

@@ -105,7 +105,7 @@ fn run_inner() -> Result<(), String> {
         config,
         policy,
         Arc::new(SystemClock),
-        Arc::new(PrintNotifier { control }),
+        Some(Arc::new(PrintNotifier { control })),
     )
     .map_err(|e| e.to_string())?;
 

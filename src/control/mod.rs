@@ -45,6 +45,8 @@ pub struct ControlState {
     pub data_addr: std::net::SocketAddr,
     /// Set once the data plane accepted a connection.
     pub data_up: Arc<std::sync::atomic::AtomicBool>,
+    /// Slack, when `[slack]` is configured (serves `POST /slack/interactions`).
+    pub slack: Option<crate::chat::slack::SlackApp>,
 }
 
 impl ControlState {
@@ -77,6 +79,10 @@ impl ControlState {
 /// The control-plane router.
 pub fn router(state: ControlState) -> Router {
     let login = state.login.clone();
+    let slack = state
+        .slack
+        .clone()
+        .map(|app| crate::chat::slack::router(app, state.broker.clone()));
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -91,8 +97,12 @@ pub fn router(state: ControlState) -> Router {
         .route("/approvals/{id}/result", get(api::result_handler))
         .fallback(not_found)
         .with_state(Arc::new(state));
-    match login {
+    let router = match login {
         Some(l) => router.merge(login::router(l)),
+        None => router,
+    };
+    match slack {
+        Some(s) => router.merge(s),
         None => router,
     }
 }

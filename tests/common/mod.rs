@@ -17,8 +17,8 @@
 
 mod browser;
 mod echo;
-pub mod fake_teams;
 pub mod fake_slack;
+pub mod fake_teams;
 mod issuer;
 mod oidc_provider;
 mod proxy;
