@@ -65,4 +65,12 @@ else
   echo "$want" >"$stamp"
 fi
 [[ -d tests/adaptivecards/node_modules/adaptivecards ]] || { say "npm ci in tests/adaptivecards"; (cd tests/adaptivecards && npm ci --no-audit --no-fund --loglevel=error); }
+
+# Slack's own Python SDK, for the signature interop test (tests/slack_interop.rs).
+venv="$HOME/.cache/slack-interop-venv"
+if ! "$venv/bin/python" -c 'import slack_sdk' 2>/dev/null; then
+  say "python venv with slack_sdk in $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'slack_sdk==3.*'
+fi
 say "test setup done"
