@@ -94,7 +94,7 @@ fn run_inner() -> Result<(), String> {
     let login = DevLogin::start(
         "countersign-demo",
         Some(Secret::new(secret.clone())),
-        &format!("http://{control}/oidc/callback"),
+        &format!("{}/oidc/callback", public_url(control)),
     )
     .map_err(|e| format!("dev login issuer: {e}"))?;
     std::fs::write(dir.join("client-secret"), &secret).map_err(|e| e.to_string())?;
@@ -165,6 +165,44 @@ fn pick_addr(preferred: u16) -> Result<SocketAddr, String> {
     l.local_addr().map_err(|e| e.to_string())
 }
 
+/// Optional Slack mode: set `SLACK_BOT_TOKEN` and `SLACK_SIGNING_SECRET` (and optionally
+/// `COUNTERSIGN_DEMO_SLACK_CHANNEL`, `COUNTERSIGN_DEMO_APPROVERS`, `COUNTERSIGN_DEMO_PUBLIC_URL`).
+#[derive(Debug, Clone)]
+struct SlackMode {
+    channel: String,
+    approvers: Vec<String>,
+}
+
+fn slack_mode() -> Option<SlackMode> {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    set("SLACK_BOT_TOKEN")?;
+    set("SLACK_SIGNING_SECRET")?;
+    let channel =
+        set("COUNTERSIGN_DEMO_SLACK_CHANNEL").unwrap_or_else(|| "countersign-demo".into());
+    let approvers = set("COUNTERSIGN_DEMO_APPROVERS")
+        .map(|v| {
+            v.split(',')
+                .map(|e| e.trim().to_lowercase())
+                .filter(|e| !e.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(SlackMode {
+        channel: channel.trim_start_matches('#').to_owned(),
+        approvers,
+    })
+}
+
+/// Where Slack and browsers reach the control plane: `COUNTERSIGN_DEMO_PUBLIC_URL` (a tunnel to
+/// the control port, for Slack mode) or the loopback address.
+fn public_url(control: SocketAddr) -> String {
+    std::env::var("COUNTERSIGN_DEMO_PUBLIC_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.trim().trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{control}"))
+}
+
 fn write_files(
     dir: &Path,
     idp: &DevIdp,
@@ -173,12 +211,28 @@ fn write_files(
     data: SocketAddr,
     control: SocketAddr,
 ) -> Result<std::path::PathBuf, String> {
+    let slack = slack_mode();
+    let public_url = public_url(control);
+    let mut deployers = vec!["alice@example.com".to_owned(), "bob@example.com".to_owned()];
+    if let Some(mode) = &slack {
+        deployers.extend(mode.approvers.iter().cloned());
+    }
+    let deployers = deployers
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let slack_section = if slack.is_some() {
+        "\n[slack]\nbot_token = \"env:SLACK_BOT_TOKEN\"\nsigning_secret = \"env:SLACK_SIGNING_SECRET\"\n"
+    } else {
+        ""
+    };
     let config = format!(
         r#"# Demo config: written by `countersign demo`.
 [server]
 listen = "{data}"
 control_listen = "{control}"
-public_url = "http://{control}"
+public_url = "{public_url}"
 threads = 1
 
 [[upstream]]
@@ -202,18 +256,26 @@ store = "memory"
 audit_log = "audit.jsonl"
 
 [approvers.groups]
-deployers = ["alice@example.com", "bob@example.com"]
+deployers = [{deployers}]
 
 [approver_login]
 issuer = "{login_issuer}"
 client_id = "countersign-demo"
 client_secret = "file:client-secret"
-"#,
+{slack_section}"#,
         issuer = idp.issuer()
     );
     let path = dir.join("countersign.toml");
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("policies/demo.toml"), DEMO_POLICY).map_err(|e| e.to_string())?;
+    let policy = match &slack {
+        Some(mode) => DEMO_POLICY.replacen(
+            "quorum = 1\n",
+            &format!("quorum = 1\nnotify = [\"slack:#{}\"]\n", mode.channel),
+            1,
+        ),
+        None => DEMO_POLICY.to_owned(),
+    };
+    std::fs::write(dir.join("policies/demo.toml"), policy).map_err(|e| e.to_string())?;
     Ok(path)
 }
 
