@@ -124,8 +124,7 @@ impl pingora::server::ShutdownSignalWatch for DrainFirst {
     }
 }
 
-/// An HTTP client for IdP discovery and JWKS: rustls, short timeouts, no redirects to other
-/// schemes.
+/// An HTTP client for IdP discovery, JWKS and chat webhooks: rustls, short timeouts.
 pub fn idp_http_client() -> Result<reqwest::Client, StartError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
@@ -177,17 +176,18 @@ pub fn build(
                     config.approvals.audit_log.display()
                 ))
             })?;
+    let public_url = config
+        .server
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
     let (notifier, slack) = chat_notifier(&config, clock.clone(), extra_notifier)?;
     let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit.clone())?;
     let clock_for_login = clock.clone();
     let approvals = Some(Arc::new(ApprovalPlane {
         broker: broker.clone(),
-        public_url: config
-            .server
-            .public_url
-            .as_str()
-            .trim_end_matches('/')
-            .to_owned(),
+        public_url: public_url.clone(),
         upstreams: config
             .upstreams
             .iter()
@@ -277,12 +277,7 @@ pub fn build(
             verifier,
             metrics,
             broker: broker.clone(),
-            public_url: config
-                .server
-                .public_url
-                .as_str()
-                .trim_end_matches('/')
-                .to_owned(),
+            public_url: public_url.clone(),
             sessions,
             login,
             data_addr: config.server.listen,
@@ -376,12 +371,7 @@ fn chat_notifier(
     extra: Option<Arc<dyn Notifier>>,
 ) -> Result<(Arc<dyn Notifier>, Option<SlackApp>), StartError> {
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| StartError::Http(e.to_string()))?;
+    let http = idp_http_client()?;
     let mut fanout = Fanout::new().with("log", Arc::new(LogNotifier));
     if let Some(extra) = extra {
         fanout = fanout.with("extra", extra);

@@ -39,7 +39,7 @@ async fn a_held_request_posts_an_adaptive_card_and_the_outcome_to_teams() {
     let echo = EchoUpstream::start().await;
     let teams = FakeTeams::start().await;
     dir.write("policies/teams.toml", POLICY);
-    dir.write("teams-webhook", &teams.webhook_url("s3cr3t-sig"));
+    dir.write("teams-webhook", teams.webhook_url("s3cr3t-sig"));
     let config = format!(
         "{}\n[approvals]\naudit_log = \"{{{{dir}}}}/audit.jsonl\"\n\n[teams]\nwebhook_url = \"file:teams-webhook\"\n",
         common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
