@@ -13,7 +13,7 @@ use pingora::services::background::background_service;
 use crate::approval::BrokerSettings;
 use crate::approval::{
     ApprovalSigner, ApprovalStore, AuditError, AuditSink, Broker, Executor, LogNotifier,
-    MemoryStore, Notifier,
+    MemoryStore, Notifier, RedisStore,
 };
 use crate::audit::{AuditLog, Event};
 use crate::chat::fanout::Fanout;
@@ -307,11 +307,10 @@ fn build_broker(
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Redis(url) => {
-            return Err(StartError::Approvals(format!(
-                "store {url}: the Redis store is not available in this build yet; use \"memory\""
-            )))
-        }
+        StoreUrl::Redis(url) => Arc::new(
+            RedisStore::new(url.as_str())
+                .map_err(|e| StartError::Approvals(format!("store: {e}")))?,
+        ),
     };
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let signer = match &config.approvals.signing_key {

@@ -17,6 +17,7 @@
 pub mod broker;
 pub mod executor;
 pub mod model;
+pub mod redis;
 pub mod signer;
 pub mod store;
 
@@ -30,6 +31,7 @@ pub use model::{
     body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
     Execution, Requester, Status, StoredHeader, StoredRequest, Vote,
 };
+pub use self::redis::RedisStore;
 pub use signer::{ApprovalSigner, SignerError};
 pub use store::{
     ApprovalStore, Cas, Claimant, ListFilter, MemoryStore, ParkedResult, StoreError, VoteResult,
