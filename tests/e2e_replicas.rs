@@ -1,0 +1,309 @@
+//! Two replicas of the real binary sharing one real `redis-server` (SPEC 7, issue 5): a request
+//! held on replica A is released by a decision on replica B; an async request runs exactly once
+//! with both replicas' background sweeps racing; a replica dying while it holds a request does
+//! not strand it; Redis paused fails approval routes closed while allow routes keep working.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{http_client, json_body, EchoUpstream, LocalIssuer, Proxy, RedisServer, TestDir};
+use serde_json::{json, Value};
+
+const AUD: &str = "https://deploy.example.com";
+const REQUESTER: &str = "svc-deployer";
+
+const POLICY: &str = r#"
+[[rule]]
+name = "deploy"
+path_prefix = "/deploy"
+action = "approve"
+[rule.approval]
+approvers = ["alice@example.com", "bob@example.com"]
+hold = "30s"
+expires = "1m"
+
+[[rule]]
+name = "short"
+path_prefix = "/short"
+action = "approve"
+[rule.approval]
+approvers = ["alice@example.com"]
+hold = "3s"
+expires = "3s"
+
+[[rule]]
+name = "open"
+path_prefix = "/open"
+action = "allow"
+"#;
+
+/// Replicas A and B: same config (store, issuer, signing key) except ports and audit log.
+struct Cluster {
+    redis: RedisServer,
+    _dir: TestDir,
+    issuer: LocalIssuer,
+    echo: EchoUpstream,
+    a: Proxy,
+    b: Proxy,
+    requester: String,
+}
+
+/// A fresh P-256 PKCS#8 PEM, the approval signing key both replicas share.
+fn signing_key_pem() -> String {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .expect("P-256 key")
+        .serialize_pem()
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let redis = RedisServer::start();
+        let dir = TestDir::new();
+        let issuer = LocalIssuer::start().await;
+        let echo = EchoUpstream::start().await;
+        dir.write("policies/approvals.toml", POLICY);
+        dir.write("signing.pem", &signing_key_pem());
+        let config = |name: &str| {
+            format!(
+                "{}\n[approvals]\nstore = \"{}\"\naudit_log = \"{{{{dir}}}}/audit-{name}.jsonl\"\n\
+                 signing_key = \"file:signing.pem\"\n",
+                common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
+                redis.url(),
+            )
+        };
+        let mut a = Proxy::start_named(&dir, "a.toml", &config("a")).await;
+        let mut b = Proxy::start_named(&dir, "b.toml", &config("b")).await;
+        a.wait_ready().await;
+        b.wait_ready().await;
+        let requester = issuer.token(REQUESTER, AUD, json!({}));
+        Cluster {
+            redis,
+            _dir: dir,
+            issuer,
+            echo,
+            a,
+            b,
+            requester,
+        }
+    }
+
+    fn person(&self, name: &str) -> String {
+        self.issuer
+            .token(name, AUD, json!({ "email": format!("{name}@example.com") }))
+    }
+
+    /// Starts a data-plane request on `proxy` as the requester (it may be held).
+    fn send(
+        &self,
+        proxy: &Proxy,
+        path: &str,
+        prefer_async: bool,
+    ) -> tokio::task::JoinHandle<Result<(u16, String), reqwest::Error>> {
+        let mut req = http_client()
+            .post(format!("{}{path}", proxy.data_url()))
+            .timeout(Duration::from_secs(45))
+            .bearer_auth(&self.requester)
+            .body("{\"image\":\"api:42\"}");
+        if prefer_async {
+            req = req.header("prefer", "respond-async");
+        }
+        tokio::spawn(async move {
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            Ok((status, resp.text().await?))
+        })
+    }
+
+    /// Waits until `proxy`'s control plane lists exactly one pending approval; returns its id.
+    async fn pending_id(&self, proxy: &Proxy) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = json_body(
+                http_client()
+                    .get(format!("{}/approvals", proxy.control_url()))
+                    .bearer_auth(self.person("alice"))
+                    .header("accept", "application/json")
+                    .send()
+                    .await
+                    .expect("GET /approvals"),
+            )
+            .await;
+            let pending: Vec<&Value> = list["approvals"]
+                .as_array()
+                .expect("approvals array")
+                .iter()
+                .filter(|a| a["status"] == "pending")
+                .collect();
+            if let [one] = pending.as_slice() {
+                return one["approval_id"].as_str().expect("approval_id").to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single pending approval: {list}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `POST /approvals/{id}/decision` on `proxy` as alice; returns status and body.
+    async fn approve_on(&self, proxy: &Proxy, id: &str) -> (u16, Value) {
+        let resp = http_client()
+            .post(format!("{}/approvals/{id}/decision", proxy.control_url()))
+            .bearer_auth(self.person("alice"))
+            .json(&json!({ "decision": "approve", "reason": "ship it" }))
+            .send()
+            .await
+            .expect("POST decision");
+        let status = resp.status().as_u16();
+        (status, json_body(resp).await)
+    }
+
+    /// Polls `/approvals/{id}/result` on `proxy` as the requester until it is not 202.
+    async fn wait_result(&self, proxy: &Proxy, id: &str, within: Duration) -> (u16, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            let resp = http_client()
+                .get(format!("{}/approvals/{id}/result", proxy.control_url()))
+                .bearer_auth(&self.requester)
+                .send()
+                .await
+                .expect("GET result");
+            let status = resp.status().as_u16();
+            let text = resp.text().await.expect("result body");
+            if status != 202 {
+                return (status, text);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "result still 202 after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Upstream calls after giving any stray background execution time to happen.
+    async fn settled_upstream_count(&self) -> usize {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        self.echo.count()
+    }
+
+    fn redis_signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.redis.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} redis");
+    }
+}
+
+async fn joined(
+    task: tokio::task::JoinHandle<Result<(u16, String), reqwest::Error>>,
+) -> (u16, String) {
+    tokio::time::timeout(Duration::from_secs(40), task)
+        .await
+        .expect("request finished")
+        .expect("request task")
+        .expect("request answered")
+}
+
+#[tokio::test]
+async fn held_on_a_approved_on_b_forwards_once() {
+    let c = Cluster::start().await;
+    let held = c.send(&c.a, "/deploy/prod", false);
+    let id = c.pending_id(&c.b).await;
+    assert_eq!(c.echo.count(), 0);
+    let started = Instant::now();
+    let (status, vote) = c.approve_on(&c.b, &id).await;
+    assert_eq!(status, 200, "{vote}");
+    let (status, body) = joined(held).await;
+    assert_eq!(status, 200, "A's held caller: {body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "released by B's decision quickly, took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.settled_upstream_count().await, 1, "upstream called once");
+}
+
+#[tokio::test]
+async fn async_on_a_approved_on_b_runs_once_and_result_is_readable_from_b() {
+    let c = Cluster::start().await;
+    let (status, body) = joined(c.send(&c.a, "/deploy/async", true)).await;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body).expect("202 JSON")["approval_id"]
+        .as_str()
+        .expect("approval_id")
+        .to_owned();
+    let (status, vote) = c.approve_on(&c.b, &id).await;
+    assert_eq!(status, 200, "{vote}");
+    let (status, result) = c.wait_result(&c.b, &id, Duration::from_secs(10)).await;
+    assert_eq!(status, 200, "parked result read on B: {result}");
+    assert!(result.contains("api:42"), "echoed body in {result}");
+    let (status, _) = c.wait_result(&c.a, &id, Duration::from_secs(5)).await;
+    assert_eq!(status, 200, "and on A");
+    assert_eq!(c.settled_upstream_count().await, 1, "executed exactly once");
+}
+
+#[tokio::test]
+async fn replica_dying_while_holding_does_not_strand_the_approved_request() {
+    let mut c = Cluster::start().await;
+    let held = c.send(&c.a, "/short/deploy", false);
+    let id = c.pending_id(&c.b).await;
+    c.a.send_signal("KILL");
+    c.a.wait_exit(Duration::from_secs(5));
+    assert!(joined_err(held).await, "A's caller lost its connection");
+    let (status, vote) = c.approve_on(&c.b, &id).await;
+    assert_eq!(status, 200, "{vote}");
+    // A's hold lease runs out at expires_at (3 s) + 10 s grace; then B's sweep executes it.
+    let (status, result) = c.wait_result(&c.b, &id, Duration::from_secs(25)).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(c.settled_upstream_count().await, 1);
+}
+
+async fn joined_err(task: tokio::task::JoinHandle<Result<(u16, String), reqwest::Error>>) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("request finished")
+        .expect("request task")
+        .is_err()
+}
+
+#[tokio::test]
+async fn redis_paused_fails_approval_routes_closed_and_recovers() {
+    let c = Cluster::start().await;
+    c.redis_signal("-STOP");
+    let (status, body) = joined(c.send(&c.a, "/deploy/prod", false)).await;
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("error JSON");
+    assert_eq!(body["error"], "store_unavailable", "{body}");
+    let open = http_client()
+        .get(format!("{}/open/health", c.b.data_url()))
+        .bearer_auth(&c.requester)
+        .send()
+        .await
+        .expect("allow route");
+    assert_eq!(open.status(), 200, "allow routes keep working");
+    c.redis_signal("-CONT");
+
+    // Recovered: the approval flow works again across replicas.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let held = c.send(&c.a, "/deploy/again", false);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if held.is_finished() {
+            let (status, body) = joined(held).await;
+            assert_eq!(status, 503, "only store errors while recovering: {body}");
+            assert!(Instant::now() < deadline, "no recovery after 10 s");
+            continue;
+        }
+        break (c.pending_id(&c.b).await, held);
+    };
+    let (id, held) = id;
+    let (status, vote) = c.approve_on(&c.b, &id).await;
+    assert_eq!(status, 200, "{vote}");
+    assert_eq!(joined(held).await.0, 200);
+    assert_eq!(c.settled_upstream_count().await, 2, "the open call and the approved one");
+}
