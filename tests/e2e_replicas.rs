@@ -64,7 +64,7 @@ impl Cluster {
         let issuer = LocalIssuer::start().await;
         let echo = EchoUpstream::start().await;
         dir.write("policies/approvals.toml", POLICY);
-        dir.write("signing.pem", &signing_key_pem());
+        dir.write("signing.pem", signing_key_pem());
         let config = |name: &str| {
             format!(
                 "{}\n[approvals]\nstore = \"{}\"\naudit_log = \"{{{{dir}}}}/audit-{name}.jsonl\"\n\
@@ -305,5 +305,9 @@ async fn redis_paused_fails_approval_routes_closed_and_recovers() {
     let (status, vote) = c.approve_on(&c.b, &id).await;
     assert_eq!(status, 200, "{vote}");
     assert_eq!(joined(held).await.0, 200);
-    assert_eq!(c.settled_upstream_count().await, 2, "the open call and the approved one");
+    assert_eq!(
+        c.settled_upstream_count().await,
+        2,
+        "the open call and the approved one"
+    );
 }

@@ -45,7 +45,10 @@ fn approval(quorum: u32) -> Approval {
         quorum,
         self_approval: false,
         approve_via: ApproveVia::Button,
-        notify: vec![NotifyTarget::SlackChannel("#prod".into()), NotifyTarget::Teams],
+        notify: vec![
+            NotifyTarget::SlackChannel("#prod".into()),
+            NotifyTarget::Teams,
+        ],
         created_at: now,
         expires_at: now + 60_000,
         votes: vec![],
@@ -120,9 +123,15 @@ async fn create_get_list_and_duplicate_ids() {
         .await
         .unwrap();
     let pending = s1.list(ListFilter::Pending, 10).await.unwrap();
-    assert_eq!(pending.iter().map(|x| &x.id).collect::<Vec<_>>(), vec![&a.id]);
+    assert_eq!(
+        pending.iter().map(|x| &x.id).collect::<Vec<_>>(),
+        vec![&a.id]
+    );
     let awaiting = s1.list(ListFilter::AwaitingExecution, 10).await.unwrap();
-    assert_eq!(awaiting.iter().map(|x| &x.id).collect::<Vec<_>>(), vec![&b.id]);
+    assert_eq!(
+        awaiting.iter().map(|x| &x.id).collect::<Vec<_>>(),
+        vec![&b.id]
+    );
 }
 
 #[tokio::test]
@@ -196,7 +205,11 @@ async fn quorum_duplicate_voter_and_deny() {
         .unwrap();
     assert!(matches!(r, VoteResult::Expired(ref x) if x.status == Status::Expired));
     let r = s2
-        .record_vote(&ApprovalId::generate(), vote("a1@example.com", Decision::Approve), now)
+        .record_vote(
+            &ApprovalId::generate(),
+            vote("a1@example.com", Decision::Approve),
+            now,
+        )
         .await
         .unwrap();
     assert_eq!(r, VoteResult::NotFound);
@@ -207,7 +220,10 @@ async fn expire_and_cancel_are_compare_and_set() {
     let redis = RedisServer::start();
     let s = store(&redis).await;
     let a = created(&s, 1).await;
-    assert!(matches!(s.expire(&a.id, a.expires_at - 1).await.unwrap(), Cas::Conflict(_)));
+    assert!(matches!(
+        s.expire(&a.id, a.expires_at - 1).await.unwrap(),
+        Cas::Conflict(_)
+    ));
     assert!(
         matches!(s.expire(&a.id, a.expires_at).await.unwrap(), Cas::Applied(ref x) if x.status == Status::Expired)
     );
@@ -217,7 +233,11 @@ async fn expire_and_cancel_are_compare_and_set() {
     ));
 
     let b = created(&s, 1).await;
-    match s.cancel(&b.id, "dev@example.com", "hung up", now_ms()).await.unwrap() {
+    match s
+        .cancel(&b.id, "dev@example.com", "hung up", now_ms())
+        .await
+        .unwrap()
+    {
         Cas::Applied(x) => {
             assert_eq!(x.status, Status::Cancelled);
             assert_eq!(x.decision_reason.as_deref(), Some("hung up"));
@@ -275,9 +295,13 @@ async fn claim_has_exactly_one_winner_across_instances() {
             .finish_execution(&a.id, Execution::Done { status: 201 })
             .await
             .unwrap();
-        assert!(matches!(done, Cas::Applied(ref x) if x.execution == Execution::Done { status: 201 }));
+        assert!(
+            matches!(done, Cas::Applied(ref x) if x.execution == Execution::Done { status: 201 })
+        );
         assert!(matches!(
-            s1.finish_execution(&a.id, Execution::Done { status: 500 }).await.unwrap(),
+            s1.finish_execution(&a.id, Execution::Done { status: 500 })
+                .await
+                .unwrap(),
             Cas::Conflict(_)
         ));
     }
@@ -290,9 +314,13 @@ async fn race_votes(s1: &Arc<RedisStore>, s2: &Arc<RedisStore>, quorum: u32) -> 
         let s = Arc::clone(if i % 2 == 0 { s1 } else { s2 });
         let id = a.id.clone();
         tasks.push(tokio::spawn(async move {
-            s.record_vote(&id, vote(&format!("a{i}@example.com"), Decision::Approve), now_ms())
-                .await
-                .unwrap()
+            s.record_vote(
+                &id,
+                vote(&format!("a{i}@example.com"), Decision::Approve),
+                now_ms(),
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut approved = 0;
@@ -368,9 +396,15 @@ async fn a_hold_blocks_the_background_until_its_lease_runs_out() {
     s.record_vote(&a.id, vote("a1@example.com", Decision::Approve), now_ms())
         .await
         .unwrap();
-    assert!(s.list(ListFilter::AwaitingExecution, 10).await.unwrap().is_empty());
+    assert!(s
+        .list(ListFilter::AwaitingExecution, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(matches!(
-        s.claim_execution(&a.id, Claimant::Background, "bg", now_ms()).await.unwrap(),
+        s.claim_execution(&a.id, Claimant::Background, "bg", now_ms())
+            .await
+            .unwrap(),
         Cas::Conflict(_)
     ));
     // The holding replica died: after expires_at + grace the hold no longer counts.
@@ -391,7 +425,9 @@ async fn a_hold_blocks_the_background_until_its_lease_runs_out() {
         .await
         .unwrap();
     assert!(matches!(
-        s.claim_execution(&b.id, Claimant::Holder, "holder", now_ms()).await.unwrap(),
+        s.claim_execution(&b.id, Claimant::Holder, "holder", now_ms())
+            .await
+            .unwrap(),
         Cas::Applied(_)
     ));
 }
@@ -417,7 +453,11 @@ async fn outage_fails_fast_then_recovers_with_data_intact() {
         .record_vote(&a.id, vote("a1@example.com", Decision::Approve), now_ms())
         .await
         .is_err());
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     signal(&redis, "-CONT");
 
     // Reconnects on its own; nothing was lost.

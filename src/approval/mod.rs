@@ -21,6 +21,7 @@ pub mod redis;
 pub mod signer;
 pub mod store;
 
+pub use self::redis::RedisStore;
 pub use broker::{
     ApproverIdentity, AuditError, AuditSink, Broker, BrokerError, BrokerSettings, CancelError,
     DecideError, ExecuteError, LogNotifier, Notifier, NotifyError, NotifyEvent, ResultError,
@@ -31,7 +32,6 @@ pub use model::{
     body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
     Execution, Requester, Status, StoredHeader, StoredRequest, Vote,
 };
-pub use self::redis::RedisStore;
 pub use signer::{ApprovalSigner, SignerError};
 pub use store::{
     ApprovalStore, Cas, Claimant, ListFilter, MemoryStore, ParkedResult, StoreError, VoteResult,
