@@ -308,8 +308,11 @@ fn build_broker(
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
         StoreUrl::Redis(url) => Arc::new(
-            RedisStore::new(url.as_str())
-                .map_err(|e| StartError::Approvals(format!("store: {e}")))?,
+            RedisStore::with_password(
+                url.as_str(),
+                config.approvals.store_password.as_ref().map(|p| p.expose()),
+            )
+            .map_err(|e| StartError::Approvals(format!("store: {e}")))?,
         ),
     };
     let public_url = config.server.public_url.as_str().trim_end_matches('/');

@@ -492,3 +492,17 @@ async fn unreachable_redis_is_an_error_not_a_hang() {
         .is_err());
     assert!(RedisStore::new("http://not-redis").is_err());
 }
+
+#[tokio::test]
+async fn a_password_from_config_replaces_the_one_in_the_url() {
+    let redis = RedisServer::start_with(&["--requirepass", "s3cr3t-pw"]);
+    let without = RedisStore::new(&redis.url()).unwrap();
+    assert!(
+        without.get(&ApprovalId::generate()).await.is_err(),
+        "no password: refused"
+    );
+    let wrong_in_url = redis.url().replace("redis://", "redis://:wrong@");
+    let s = RedisStore::with_password(&wrong_in_url, Some("s3cr3t-pw")).unwrap();
+    let a = created(&s, 1).await;
+    assert_eq!(s.get(&a.id).await.unwrap(), Some(a));
+}

@@ -163,7 +163,17 @@ impl RedisStore {
     /// A store for `url` (`redis://[:password@]host:port/db` or `rediss://...`) that connects on
     /// first use. Fails only on a malformed URL.
     pub fn new(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| err("url", e))?;
+        Self::with_password(url, None)
+    }
+
+    /// Like [`Self::new`], with `password` (from `store_password`) replacing any in the URL.
+    pub fn with_password(url: &str, password: Option<&str>) -> Result<Self, StoreError> {
+        let mut info =
+            redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| err("url", e))?;
+        if let Some(pw) = password {
+            info.redis.password = Some(pw.to_owned());
+        }
+        let client = redis::Client::open(info).map_err(|e| err("url", e))?;
         let (changes, _) = broadcast::channel(1024);
         Ok(Self {
             client,
