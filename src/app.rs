@@ -297,6 +297,20 @@ pub fn build(
     Ok((server, shutdown_tx, Handles { broker }))
 }
 
+/// The shared Redis store with `store_password` and `store_ca` applied (connects lazily).
+fn redis_store(config: &Config, url: &url::Url) -> Result<RedisStore, StartError> {
+    let ca = match &config.approvals.store_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| StartError::Approvals(format!("store_ca {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let password = config.approvals.store_password.as_ref().map(|p| p.expose());
+    RedisStore::with_options(url.as_str(), password, ca)
+        .map_err(|e| StartError::Approvals(format!("store: {e}")))
+}
+
 /// The approval broker: memory store, the hash-chained audit log, the approval signing key.
 fn build_broker(
     config: &Config,
@@ -307,13 +321,7 @@ fn build_broker(
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Redis(url) => Arc::new(
-            RedisStore::with_password(
-                url.as_str(),
-                config.approvals.store_password.as_ref().map(|p| p.expose()),
-            )
-            .map_err(|e| StartError::Approvals(format!("store: {e}")))?,
-        ),
+        StoreUrl::Redis(url) => Arc::new(redis_store(config, url)?),
     };
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let signer = match &config.approvals.signing_key {

@@ -348,3 +348,85 @@ async fn store_password_from_a_file_reaches_a_password_protected_redis() {
     let stderr = proxy.stderr();
     assert!(!stderr.contains("s3cr3t-pw"), "password never logged");
 }
+
+#[tokio::test]
+async fn rediss_store_with_a_private_ca_from_config() {
+    let dir = TestDir::new();
+    let tls = common::TlsFixture::generate(dir.path(), "redis");
+    let tls_port = common::free_port().to_string();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (cert, key, ca) = (path(&tls.cert_pem), path(&tls.key_pem), path(&tls.ca_pem));
+    let _redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let issuer = LocalIssuer::start().await;
+    let echo = EchoUpstream::start().await;
+    dir.write("policies/approvals.toml", POLICY);
+    let config = format!(
+        "{}\n[approvals]\nstore = \"rediss://127.0.0.1:{tls_port}/0\"\nstore_ca = \"redis-ca.pem\"\n",
+        common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
+    );
+    let mut proxy = Proxy::start(&dir, &config).await;
+    proxy.wait_ready().await;
+    let resp = http_client()
+        .post(format!("{}/deploy/x", proxy.data_url()))
+        .bearer_auth(issuer.token(REQUESTER, AUD, json!({})))
+        .header("prefer", "respond-async")
+        .send()
+        .await
+        .expect("async request");
+    assert_eq!(resp.status(), 202, "stored over TLS: {}", proxy.stderr());
+}
+
+/// Click-to-forward latency (approve call sent -> held caller's response received), 50
+/// approvals each: memory store (one proxy), Redis on the holding replica, Redis across
+/// replicas. Numbers go to `bench/README.md`. Run by hand:
+/// `cargo test --test e2e_replicas bench_click_to_forward -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "benchmark, run by hand"]
+async fn bench_click_to_forward() {
+    const N: usize = 50;
+    let c = Cluster::start().await;
+    let dir = TestDir::new();
+    dir.write("policies/approvals.toml", POLICY);
+    let config = format!(
+        "{}\n[approvals]\nstore = \"memory\"\n",
+        common::basic_config(&c.echo.url(), &c.issuer.issuer(), &[AUD]),
+    );
+    let mut memory = Proxy::start(&dir, &config).await;
+    memory.wait_ready().await;
+
+    for (name, holder, approver) in [
+        ("memory, one proxy", &memory, &memory),
+        ("redis, same replica", &c.a, &c.a),
+        ("redis, held on A, approved on B", &c.a, &c.b),
+    ] {
+        let mut samples = Vec::with_capacity(N);
+        for _ in 0..N {
+            let held = c.send(holder, "/deploy/bench", false);
+            let id = c.pending_id(approver).await;
+            let started = Instant::now();
+            let (status, vote) = c.approve_on(approver, &id).await;
+            assert_eq!(status, 200, "{vote}");
+            assert_eq!(joined(held).await.0, 200);
+            samples.push(started.elapsed());
+        }
+        samples.sort();
+        let pct = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+        println!(
+            "{name}: n={N} p50={:.1} ms p99={:.1} ms max={:.1} ms",
+            pct(50).as_secs_f64() * 1e3,
+            pct(99).as_secs_f64() * 1e3,
+            samples[N - 1].as_secs_f64() * 1e3,
+        );
+    }
+}

@@ -506,3 +506,40 @@ async fn a_password_from_config_replaces_the_one_in_the_url() {
     let a = created(&s, 1).await;
     assert_eq!(s.get(&a.id).await.unwrap(), Some(a));
 }
+
+#[tokio::test]
+async fn rediss_speaks_tls_with_rustls() {
+    let dir = common::TestDir::new();
+    let tls = common::TlsFixture::generate(dir.path(), "redis");
+    let tls_port = common::free_port().to_string();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (cert, key, ca) = (path(&tls.cert_pem), path(&tls.key_pem), path(&tls.ca_pem));
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let ca_pem = std::fs::read(&tls.ca_pem).unwrap();
+    let s = RedisStore::with_options(&url, None, Some(ca_pem)).unwrap();
+    let a = created(&s, 1).await;
+    assert_eq!(s.get(&a.id).await.unwrap(), Some(a.clone()));
+    // Plain text on the TLS port is refused: it really is TLS.
+    let plain = RedisStore::new(&format!("redis://127.0.0.1:{tls_port}/0")).unwrap();
+    assert!(plain.get(&a.id).await.is_err());
+    // Without the CA the server certificate is not trusted.
+    let unverified = RedisStore::new(&url).unwrap();
+    let refused = unverified.get(&a.id).await.unwrap_err();
+    assert!(
+        !refused.0.contains("timed out"),
+        "a TLS error, not a hang: {refused}"
+    );
+    drop(redis);
+}

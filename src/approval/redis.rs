@@ -168,12 +168,32 @@ impl RedisStore {
 
     /// Like [`Self::new`], with `password` (from `store_password`) replacing any in the URL.
     pub fn with_password(url: &str, password: Option<&str>) -> Result<Self, StoreError> {
+        Self::with_options(url, password, None)
+    }
+
+    /// Like [`Self::with_password`]; for `rediss://`, `ca_pem` (PEM certificates, from
+    /// `store_ca`) replaces the web PKI roots the server certificate is checked against.
+    pub fn with_options(
+        url: &str,
+        password: Option<&str>,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Self, StoreError> {
         let mut info =
             redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| err("url", e))?;
         if let Some(pw) = password {
             info.redis.password = Some(pw.to_owned());
         }
-        let client = redis::Client::open(info).map_err(|e| err("url", e))?;
+        let client = match ca_pem {
+            Some(ca) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| err("url", e))?;
         let (changes, _) = broadcast::channel(1024);
         Ok(Self {
             client,
@@ -214,7 +234,9 @@ impl RedisStore {
             ConnectionManager::new_with_config(self.client.clone(), config).await
         };
         let bounded = async {
-            tokio::time::timeout(self.timeout, init)
+            // Longer than the connection timeout inside, so its error (refused, TLS, auth)
+            // is what the caller sees rather than a bare timeout.
+            tokio::time::timeout(self.timeout * 2, init)
                 .await
                 .map_err(|_| err("connect", "timed out"))?
                 .map_err(|e| err("connect", e))

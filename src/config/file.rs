@@ -497,6 +497,7 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
         audit_log: dir.join("audit.jsonl"),
         signing_key: None,
         store_password: None,
+        store_ca: None,
     };
     let Some(t) = value.and_then(|v| ck.as_table(v, "[approvals]")) else {
         return out;
@@ -504,7 +505,13 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
     ck.unknown_keys(
         t,
         "in [approvals]",
-        &["store", "audit_log", "signing_key", "store_password"],
+        &[
+            "store",
+            "audit_log",
+            "signing_key",
+            "store_password",
+            "store_ca",
+        ],
     );
     if let Some((s, span)) = ck.opt_str(t, "store") {
         match s {
@@ -525,6 +532,13 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
     }
     out.signing_key = secret(ck, t, "signing_key", dir);
     out.store_password = secret(ck, t, "store_password", dir);
+    if let Some((s, span)) = ck.opt_str(t, "store_ca") {
+        if matches!(&out.store, StoreUrl::Redis(u) if u.scheme() == "rediss") {
+            out.store_ca = Some(dir.join(s));
+        } else {
+            ck.err(&span, "\"store_ca\" needs a rediss:// \"store\"");
+        }
+    }
     if out.store_password.is_some() && out.store == StoreUrl::Memory {
         if let Some((_, span)) = ck.opt_str(t, "store_password") {
             ck.err(
