@@ -34,6 +34,19 @@ hold = "3s"
 expires = "3s"
 
 [[rule]]
+name = "three-keys"
+path_prefix = "/quorum"
+action = "approve"
+[rule.approval]
+approvers = [
+  "a0@example.com", "a1@example.com", "a2@example.com", "a3@example.com", "a4@example.com",
+  "a5@example.com", "a6@example.com", "a7@example.com", "a8@example.com",
+]
+quorum = 3
+hold = "30s"
+expires = "1m"
+
+[[rule]]
 name = "open"
 path_prefix = "/open"
 action = "allow"
@@ -42,7 +55,9 @@ action = "allow"
 /// Replicas A and B: same config (store, issuer, signing key) except ports and audit log.
 struct Cluster {
     redis: RedisServer,
-    _dir: TestDir,
+    dir: TestDir,
+    /// Config text with `@NAME@` for the replica's name.
+    config: String,
     issuer: LocalIssuer,
     echo: EchoUpstream,
     a: Proxy,
@@ -57,7 +72,20 @@ fn signing_key_pem() -> String {
         .serialize_pem()
 }
 
+/// Starts replica `name` from the shared config and waits until it is ready.
+async fn replica(dir: &TestDir, config: &str, name: &str) -> Proxy {
+    let text = config.replace("@NAME@", name);
+    let mut p = Proxy::start_named(dir, &format!("{name}.toml"), &text).await;
+    p.wait_ready().await;
+    p
+}
+
 impl Cluster {
+    /// One more replica with the same config.
+    async fn extra_replica(&self, name: &str) -> Proxy {
+        replica(&self.dir, &self.config, name).await
+    }
+
     async fn start() -> Cluster {
         let redis = RedisServer::start();
         let dir = TestDir::new();
@@ -65,22 +93,19 @@ impl Cluster {
         let echo = EchoUpstream::start().await;
         dir.write("policies/approvals.toml", POLICY);
         dir.write("signing.pem", signing_key_pem());
-        let config = |name: &str| {
-            format!(
-                "{}\n[approvals]\nstore = \"{}\"\naudit_log = \"{{{{dir}}}}/audit-{name}.jsonl\"\n\
-                 signing_key = \"file:signing.pem\"\n",
-                common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
-                redis.url(),
-            )
-        };
-        let mut a = Proxy::start_named(&dir, "a.toml", &config("a")).await;
-        let mut b = Proxy::start_named(&dir, "b.toml", &config("b")).await;
-        a.wait_ready().await;
-        b.wait_ready().await;
+        let config = format!(
+            "{}\n[approvals]\nstore = \"{}\"\naudit_log = \"{{{{dir}}}}/audit-@NAME@.jsonl\"\n\
+             signing_key = \"file:signing.pem\"\n",
+            common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
+            redis.url(),
+        );
+        let a = replica(&dir, &config, "a").await;
+        let b = replica(&dir, &config, "b").await;
         let requester = issuer.token(REQUESTER, AUD, json!({}));
         Cluster {
             redis,
-            _dir: dir,
+            dir,
+            config,
             issuer,
             echo,
             a,
@@ -118,12 +143,17 @@ impl Cluster {
 
     /// Waits until `proxy`'s control plane lists exactly one pending approval; returns its id.
     async fn pending_id(&self, proxy: &Proxy) -> String {
+        self.pending_id_as(proxy, "alice").await
+    }
+
+    /// Like [`Cluster::pending_id`], listing as approver `name`.
+    async fn pending_id_as(&self, proxy: &Proxy, name: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let list = json_body(
                 http_client()
                     .get(format!("{}/approvals", proxy.control_url()))
-                    .bearer_auth(self.person("alice"))
+                    .bearer_auth(self.person(name))
                     .header("accept", "application/json")
                     .send()
                     .await
@@ -250,6 +280,61 @@ async fn async_on_a_approved_on_b_runs_once_and_result_is_readable_from_b() {
     let (status, _) = c.wait_result(&c.a, &id, Duration::from_secs(5)).await;
     assert_eq!(status, 200, "and on A");
     assert_eq!(c.settled_upstream_count().await, 1, "executed exactly once");
+}
+
+#[tokio::test]
+async fn concurrent_votes_on_three_replicas_reach_quorum_exactly_once() {
+    let c = Cluster::start().await;
+    let third = c.extra_replica("c").await;
+    let replicas = [&c.a, &c.b, &third];
+    let held = c.send(&c.a, "/quorum/prod", false);
+    let id = c.pending_id_as(&third, "a0").await;
+
+    let votes = (0..9).map(|i| {
+        let url = format!("{}/approvals/{id}/decision", replicas[i % 3].control_url());
+        let token = c.person(&format!("a{i}"));
+        tokio::spawn(async move {
+            let resp = http_client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "decision": "approve" }))
+                .send()
+                .await
+                .expect("POST decision");
+            let status = resp.status().as_u16();
+            (status, json_body(resp).await)
+        })
+    });
+    let votes: Vec<(u16, Value)> = futures::future::join_all(votes)
+        .await
+        .into_iter()
+        .map(|r| r.expect("vote task"))
+        .collect();
+    let counted = votes.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(
+        counted, 3,
+        "quorum 3: three votes count, the rest are late: {votes:?}"
+    );
+    for (status, body) in votes.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 409, "{body}");
+        assert_eq!(body["error"], "already_decided", "{body}");
+    }
+    let (status, body) = joined(held).await;
+    assert_eq!(status, 200, "{body}");
+
+    let view = json_body(
+        http_client()
+            .get(format!("{}/approvals/{id}", c.b.control_url()))
+            .bearer_auth(c.person("a0"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("GET approval"),
+    )
+    .await;
+    assert_eq!(view["status"], "approved", "{view}");
+    assert_eq!(view["votes"].as_array().map(Vec::len), Some(3), "{view}");
+    assert_eq!(c.settled_upstream_count().await, 1, "upstream called once");
 }
 
 #[tokio::test]
