@@ -338,6 +338,24 @@ async fn concurrent_votes_on_three_replicas_reach_quorum_exactly_once() {
 }
 
 #[tokio::test]
+async fn async_request_survives_the_replica_that_took_it() {
+    let mut c = Cluster::start().await;
+    let (status, body) = joined(c.send(&c.a, "/deploy/async", true)).await;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body).expect("202 JSON")["approval_id"]
+        .as_str()
+        .expect("approval_id")
+        .to_owned();
+    c.a.send_signal("KILL");
+    c.a.wait_exit(Duration::from_secs(5));
+    let (status, vote) = c.approve_on(&c.b, &id).await;
+    assert_eq!(status, 200, "{vote}");
+    let (status, result) = c.wait_result(&c.b, &id, Duration::from_secs(10)).await;
+    assert_eq!(status, 200, "executed by B: {result}");
+    assert_eq!(c.settled_upstream_count().await, 1);
+}
+
+#[tokio::test]
 async fn replica_dying_while_holding_does_not_strand_the_approved_request() {
     let mut c = Cluster::start().await;
     let held = c.send(&c.a, "/short/deploy", false);
