@@ -490,6 +490,49 @@ async fn rediss_store_with_a_private_ca_from_config() {
     assert_eq!(resp.status(), 202, "stored over TLS: {}", proxy.stderr());
 }
 
+#[test]
+fn check_rejects_store_password_and_store_ca_without_a_matching_store() {
+    let dir = TestDir::new();
+    dir.write("policies/approvals.toml", POLICY);
+    dir.write("pw", "x\n");
+    let base = common::basic_config("http://127.0.0.1:9", "https://idp.example", &[AUD])
+        .replace("{{listen}}", "127.0.0.1:18080")
+        .replace("{{control_listen}}", "127.0.0.1:18081")
+        .replace("{{public_url}}", "http://127.0.0.1:18081");
+    let cases = [
+        (
+            "store = \"memory\"\nstore_password = \"file:pw\"",
+            "\"store_password\" needs a redis:// or rediss:// \"store\"",
+        ),
+        (
+            "store = \"redis://127.0.0.1:6379/0\"\nstore_ca = \"ca.pem\"",
+            "\"store_ca\" needs a rediss:// \"store\"",
+        ),
+    ];
+    for (i, (approvals, want)) in cases.iter().enumerate() {
+        let path = dir.write(
+            format!("c{i}.toml"),
+            format!("{base}\n[approvals]\n{approvals}\n"),
+        );
+        let out = common::countersign(&["check", "--config", &path.display().to_string()]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains(want), "{want} in {text}");
+    }
+    let ok = dir.write(
+        "ok.toml",
+        format!("{base}\n[approvals]\nstore = \"redis://127.0.0.1:6379/0\"\nstore_password = \"file:pw\"\n"),
+    );
+    let out = common::countersign(&["check", "--config", &ok.display().to_string()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// Click-to-forward latency (approve call sent -> held caller's response received), 50
 /// approvals each: memory store (one proxy), Redis on the holding replica, Redis across
 /// replicas. Numbers go to `bench/README.md`. Run by hand:
