@@ -22,8 +22,8 @@
 //! `expires_at + HOLD_GRACE` can only belong to a replica that died while holding; the store then
 //! reports it as not held and the background sweep of any replica may execute the request.
 //!
-//! Faults: every Redis call is bounded by a timeout (1 s by default) and then returns
-//! [`StoreError`]; the connection manager reconnects on its own, and the pub/sub task
+//! Faults: every Redis call is bounded by a timeout (1 s by default; 2 s for a new connection)
+//! and then returns [`StoreError`]; the connection manager reconnects on its own, and the pub/sub task
 //! re-subscribes in a loop (a lost notification only delays a waiter until its periodic
 //! re-check).
 
