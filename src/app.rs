@@ -13,7 +13,7 @@ use pingora::services::background::background_service;
 use crate::approval::BrokerSettings;
 use crate::approval::{
     ApprovalSigner, ApprovalStore, AuditError, AuditSink, Broker, Executor, LogNotifier,
-    MemoryStore, Notifier,
+    MemoryStore, Notifier, RedisStore,
 };
 use crate::audit::{AuditLog, Event};
 use crate::chat::fanout::Fanout;
@@ -292,6 +292,20 @@ pub fn build(
     Ok((server, shutdown_tx, Handles { broker }))
 }
 
+/// The shared Redis store with `store_password` and `store_ca` applied (connects lazily).
+fn redis_store(config: &Config, url: &url::Url) -> Result<RedisStore, StartError> {
+    let ca = match &config.approvals.store_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| StartError::Approvals(format!("store_ca {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let password = config.approvals.store_password.as_ref().map(|p| p.expose());
+    RedisStore::with_options(url.as_str(), password, ca)
+        .map_err(|e| StartError::Approvals(format!("store: {e}")))
+}
+
 /// The approval broker: memory store, the hash-chained audit log, the approval signing key.
 fn build_broker(
     config: &Config,
@@ -302,11 +316,7 @@ fn build_broker(
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Redis(url) => {
-            return Err(StartError::Approvals(format!(
-                "store {url}: the Redis store is not available in this build yet; use \"memory\""
-            )))
-        }
+        StoreUrl::Redis(url) => Arc::new(redis_store(config, url)?),
     };
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let signer = match &config.approvals.signing_key {

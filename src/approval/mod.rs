@@ -17,9 +17,11 @@
 pub mod broker;
 pub mod executor;
 pub mod model;
+pub mod redis;
 pub mod signer;
 pub mod store;
 
+pub use self::redis::RedisStore;
 pub use broker::{
     ApproverIdentity, AuditError, AuditSink, Broker, BrokerError, BrokerSettings, CancelError,
     DecideError, ExecuteError, LogNotifier, Notifier, NotifyError, NotifyEvent, ResultError,

@@ -496,11 +496,23 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
         store: StoreUrl::Memory,
         audit_log: dir.join("audit.jsonl"),
         signing_key: None,
+        store_password: None,
+        store_ca: None,
     };
     let Some(t) = value.and_then(|v| ck.as_table(v, "[approvals]")) else {
         return out;
     };
-    ck.unknown_keys(t, "in [approvals]", &["store", "audit_log", "signing_key"]);
+    ck.unknown_keys(
+        t,
+        "in [approvals]",
+        &[
+            "store",
+            "audit_log",
+            "signing_key",
+            "store_password",
+            "store_ca",
+        ],
+    );
     if let Some((s, span)) = ck.opt_str(t, "store") {
         match s {
             "memory" => {}
@@ -519,6 +531,22 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
         out.audit_log = dir.join(s);
     }
     out.signing_key = secret(ck, t, "signing_key", dir);
+    out.store_password = secret(ck, t, "store_password", dir);
+    if let Some((s, span)) = ck.opt_str(t, "store_ca") {
+        if matches!(&out.store, StoreUrl::Redis(u) if u.scheme() == "rediss") {
+            out.store_ca = Some(dir.join(s));
+        } else {
+            ck.err(&span, "\"store_ca\" needs a rediss:// \"store\"");
+        }
+    }
+    if out.store_password.is_some() && out.store == StoreUrl::Memory {
+        if let Some((_, span)) = ck.opt_str(t, "store_password") {
+            ck.err(
+                &span,
+                "\"store_password\" needs a redis:// or rediss:// \"store\"",
+            );
+        }
+    }
     out
 }
 

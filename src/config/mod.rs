@@ -251,6 +251,12 @@ pub struct Approvals {
     pub audit_log: PathBuf,
     /// P-256 PKCS#8 PEM key that signs approval tokens.
     pub signing_key: Option<Secret>,
+    /// Password for a Redis store (`store_password = "env:..."` or `"file:..."`), kept out of
+    /// the URL so it never shows up where the URL is printed. Overrides a password in the URL.
+    pub store_password: Option<Secret>,
+    /// PEM CA certificates a `rediss://` store's certificate is checked against instead of the
+    /// web PKI roots (`store_ca = "redis-ca.pem"`, resolved beside the config).
+    pub store_ca: Option<PathBuf>,
 }
 
 /// `[slack]`.

@@ -1,0 +1,664 @@
+//! The shared approval store on Redis (`store = "redis://host:port/db"` or `rediss://`), so
+//! that any number of replicas share pending approvals, votes, decisions, stored requests and
+//! parked results (SPEC 7, issue 5).
+//!
+//! Layout (all keys expire natively, so [`ApprovalStore::cleanup`] only trims the index):
+//! - `cs:apr:{id}`: hash with `json` (the [`Approval`]) and `ver` (a version bumped on every
+//!   write);
+//! - `cs:req:{id}`: JSON of the [`StoredRequest`];
+//! - `cs:res:{id}`: JSON of the [`ParkedResult`];
+//! - `cs:idx`: sorted set of ids scored by `created_at`, for [`ApprovalStore::list`];
+//! - channel `cs:changes`: ids of approvals that changed.
+//!
+//! Atomicity: every state change reads the approval and its version, applies the very same rule
+//! functions as the memory store ([`apply_vote`], [`may_claim`] and the CAS transitions) in Rust,
+//! and commits with ONE Lua script that writes only if the version is still the one read (and
+//! publishes the id). A lost race re-reads and re-decides, so concurrent votes on different
+//! replicas can neither double-count nor lose a vote, and exactly one `claim_execution` wins
+//! cluster-wide. Porting the rules to Lua would duplicate them; this keeps one definition.
+//!
+//! Held by a dead replica: `held` is a lease, not a plain flag. A hold never outlasts the
+//! approval's `expires_at` (config refuses `hold > expires`), so a `held` flag seen after
+//! `expires_at + HOLD_GRACE` can only belong to a replica that died while holding; the store then
+//! reports it as not held and the background sweep of any replica may execute the request.
+//!
+//! Faults: every Redis call is bounded by a timeout (1 s by default; 2 s for a new connection)
+//! and then returns [`StoreError`]; the connection manager reconnects on its own, and the pub/sub task
+//! re-subscribes in a loop (a lost notification only delays a waiter until its periodic
+//! re-check).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tokio::sync::{broadcast, OnceCell};
+
+use super::model::{Approval, ApprovalId, Execution, Status, StoredRequest, Vote};
+use super::store::{
+    apply_vote, may_claim, ApprovalStore, Cas, Claimant, ListFilter, ParkedResult, StoreError,
+    VoteResult, VoteResultKind,
+};
+
+/// How long after `expires_at` a `held` flag is still believed: covers the holder's claim right
+/// after a last-moment decision and clock skew between replicas.
+pub const HOLD_GRACE: Duration = Duration::from_secs(10);
+
+/// Default bound on one Redis round trip.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often one state change re-reads after losing a race before giving up. Each lost round
+/// means another writer won, so this only bounds pathological contention.
+const MAX_ATTEMPTS: usize = 256;
+
+/// The channel every replica listens on.
+const CHANNEL: &str = "cs:changes";
+
+/// The listing index.
+const INDEX: &str = "cs:idx";
+
+/// Creates an approval if its id is new. KEYS: apr, req, idx. ARGV: json, req json, ttl ms,
+/// created_at, id.
+const CREATE_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'json', ARGV[1], 'ver', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+return 1
+";
+
+/// Writes a new approval state if the version is unchanged, then publishes the id.
+/// KEYS: apr. ARGV: expected ver, json, id, channel. Returns 1 written, 0 lost race, -1 gone.
+const CAS_LUA: &str = r"
+local v = redis.call('HGET', KEYS[1], 'ver')
+if not v then return -1 end
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'json', ARGV[2], 'ver', tostring(tonumber(v) + 1))
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return 1
+";
+
+/// Parks a result and keeps the approval and its request at least as long.
+/// KEYS: apr, req, res. ARGV: result json, ttl ms. Returns 0 when the approval is gone.
+const PARK_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ttl)
+for _, k in ipairs({KEYS[1], KEYS[2]}) do
+  local left = redis.call('PTTL', k)
+  if left >= 0 and left < ttl then redis.call('PEXPIRE', k, ttl) end
+end
+return 1
+";
+
+/// The Redis-backed [`ApprovalStore`]. Cheap to share behind an `Arc`; connects lazily so a
+/// replica starts (and serves allow/deny routes) while Redis is down.
+pub struct RedisStore {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    timeout: Duration,
+    changes: broadcast::Sender<ApprovalId>,
+    listening: Arc<AtomicBool>,
+    create: Script,
+    cas: Script,
+    park: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection info may carry a password: show only where it points.
+        let addr = &self.client.get_connection_info().addr;
+        f.debug_struct("RedisStore").field("addr", addr).finish()
+    }
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("redis {context}: {e}"))
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn apr_key(id: &ApprovalId) -> String {
+    format!("cs:apr:{}", id.as_str())
+}
+
+fn req_key(id: &ApprovalId) -> String {
+    format!("cs:req:{}", id.as_str())
+}
+
+fn res_key(id: &ApprovalId) -> String {
+    format!("cs:res:{}", id.as_str())
+}
+
+/// Applies the hold lease: a hold older than `expires_at + HOLD_GRACE` is a dead replica's.
+fn lease(mut a: Approval, now: u64) -> Approval {
+    if a.held && now >= a.expires_at.saturating_add(ms(HOLD_GRACE)) {
+        a.held = false;
+    }
+    a
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| err(&format!("decoding {what}"), e))
+}
+
+fn encode<T: serde::Serialize>(what: &str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| err(&format!("encoding {what}"), e))
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://[:password@]host:port/db` or `rediss://...`) that connects on
+    /// first use. Fails only on a malformed URL.
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        Self::with_password(url, None)
+    }
+
+    /// Like [`Self::new`], with `password` (from `store_password`) replacing any in the URL.
+    pub fn with_password(url: &str, password: Option<&str>) -> Result<Self, StoreError> {
+        Self::with_options(url, password, None)
+    }
+
+    /// Like [`Self::with_password`]; for `rediss://`, `ca_pem` (PEM certificates, from
+    /// `store_ca`) replaces the web PKI roots the server certificate is checked against.
+    pub fn with_options(
+        url: &str,
+        password: Option<&str>,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Self, StoreError> {
+        let mut info =
+            redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| err("url", e))?;
+        if let Some(pw) = password {
+            info.redis.password = Some(pw.to_owned());
+        }
+        let client = match ca_pem {
+            Some(ca) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| err("url", e))?;
+        let (changes, _) = broadcast::channel(1024);
+        Ok(Self {
+            client,
+            conn: OnceCell::new(),
+            timeout: DEFAULT_TIMEOUT,
+            changes,
+            listening: Arc::new(AtomicBool::new(false)),
+            create: Script::new(CREATE_LUA),
+            cas: Script::new(CAS_LUA),
+            park: Script::new(PARK_LUA),
+        })
+    }
+
+    /// Like [`Self::new`], then connects and subscribes to change notifications right away, so
+    /// an unreachable Redis is reported now and publishes from other replicas are not missed.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = Self::new(url)?;
+        store.conn().await?;
+        let ready = store.start_listener();
+        // Not an error if it takes longer: waiters re-check periodically.
+        let _ = tokio::time::timeout(store.timeout, ready).await;
+        Ok(store)
+    }
+
+    /// Bounds every Redis round trip by `timeout` instead of 1 s.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let init = async {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(self.timeout)
+                .set_response_timeout(self.timeout)
+                .set_number_of_retries(1)
+                .set_max_delay(200);
+            ConnectionManager::new_with_config(self.client.clone(), config).await
+        };
+        let bounded = async {
+            // Longer than the connection timeout inside, so its error (refused, TLS, auth)
+            // is what the caller sees rather than a bare timeout.
+            tokio::time::timeout(self.timeout * 2, init)
+                .await
+                .map_err(|_| err("connect", "timed out"))?
+                .map_err(|e| err("connect", e))
+        };
+        self.conn.get_or_try_init(|| bounded).await.cloned()
+    }
+
+    /// Runs one Redis round trip under the timeout.
+    async fn call<T, F>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(err(what, e)),
+            Err(_) => Err(err(what, "timed out")),
+        }
+    }
+
+    /// Starts the pub/sub task once (needs a tokio runtime); the returned future resolves when
+    /// the first subscription is active.
+    fn start_listener(&self) -> impl std::future::Future<Output = ()> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let first = !self.listening.swap(true, Ordering::SeqCst);
+        if first {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(listen(
+                    self.client.clone(),
+                    self.changes.clone(),
+                    self.timeout,
+                    ready_tx,
+                ));
+            } else {
+                // No runtime here: try again on the next subscribe().
+                self.listening.store(false, Ordering::SeqCst);
+            }
+        }
+        async move {
+            let _ = ready_rx.await;
+        }
+    }
+
+    /// Reads the approval and its version, with the hold lease applied at `now`.
+    async fn read(
+        &self,
+        id: &ApprovalId,
+        now: u64,
+    ) -> Result<Option<(Approval, String)>, StoreError> {
+        let mut c = self.conn().await?;
+        let key = apr_key(id);
+        let (json, ver): (Option<String>, Option<String>) = self
+            .call("read", async { c.hget(&key, &["json", "ver"]).await })
+            .await?;
+        match (json, ver) {
+            (Some(json), Some(ver)) => Ok(Some((lease(decode("approval", &json)?, now), ver))),
+            _ => Ok(None),
+        }
+    }
+
+    /// One atomic state change: `f` decides on a fresh copy (returning whether it changed it);
+    /// the write commits only if nobody wrote in between, else it re-reads and re-decides.
+    async fn update<T>(
+        &self,
+        id: &ApprovalId,
+        now: u64,
+        mut f: impl FnMut(&mut Approval) -> (bool, T),
+    ) -> Result<Option<(Approval, T)>, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((mut a, ver)) = self.read(id, now).await? else {
+                return Ok(None);
+            };
+            let (changed, out) = f(&mut a);
+            if !changed {
+                return Ok(Some((a, out)));
+            }
+            let json = encode("approval", &a)?;
+            let mut c = self.conn().await?;
+            let mut inv = self.cas.prepare_invoke();
+            inv.key(apr_key(id))
+                .arg(&ver)
+                .arg(&json)
+                .arg(id.as_str())
+                .arg(CHANNEL);
+            let written: i64 = self
+                .call("write", async { inv.invoke_async(&mut c).await })
+                .await?;
+            match written {
+                1 => return Ok(Some((a, out))),
+                -1 => return Ok(None),
+                // Lost the race: someone else wrote; decide again on their state.
+                _ => tokio::task::yield_now().await,
+            }
+        }
+        Err(StoreError(format!(
+            "approval {id}: too much contention, gave up after {MAX_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// A compare-and-set transition on top of [`Self::update`].
+    async fn cas_transition(
+        &self,
+        id: &ApprovalId,
+        now: u64,
+        mut f: impl FnMut(&mut Approval) -> bool,
+    ) -> Result<Cas, StoreError> {
+        let done = self
+            .update(id, now, |a| {
+                let ok = f(a);
+                (ok, ok)
+            })
+            .await?;
+        Ok(match done {
+            None => Cas::NotFound,
+            Some((a, true)) => Cas::Applied(a),
+            Some((a, false)) => Cas::Conflict(a),
+        })
+    }
+}
+
+/// The pub/sub loop: forwards ids from `cs:changes` into the local broadcast, re-subscribing
+/// after any failure. Lives as long as the process (one per store).
+async fn listen(
+    client: redis::Client,
+    changes: broadcast::Sender<ApprovalId>,
+    timeout: Duration,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    loop {
+        let attempt = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(pubsub)) => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+                let mut stream = pubsub.into_on_message();
+                while let Some(msg) = stream.next().await {
+                    let Ok(raw) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    if let Some(id) = ApprovalId::parse(&raw) {
+                        // No receiver is fine: nobody waits right now.
+                        let _ = changes.send(id);
+                    }
+                }
+                tracing::warn!("redis pub/sub connection closed; re-subscribing");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "redis pub/sub: cannot subscribe"),
+            Err(_) => tracing::warn!("redis pub/sub: subscribe timed out"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[async_trait]
+impl ApprovalStore for RedisStore {
+    async fn create(
+        &self,
+        approval: &Approval,
+        request: &StoredRequest,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let json = encode("approval", approval)?;
+        let req = encode("stored request", request)?;
+        let mut c = self.conn().await?;
+        let mut inv = self.create.prepare_invoke();
+        inv.key(apr_key(&approval.id))
+            .key(req_key(&approval.id))
+            .key(INDEX)
+            .arg(json)
+            .arg(req)
+            .arg(ms(ttl))
+            .arg(approval.created_at)
+            .arg(approval.id.as_str());
+        let created: i64 = self
+            .call("create", async { inv.invoke_async(&mut c).await })
+            .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError(format!("duplicate approval id {}", approval.id)))
+        }
+    }
+
+    async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
+        Ok(self.read(id, wall_ms()).await?.map(|(a, _)| a))
+    }
+
+    async fn stored_request(&self, id: &ApprovalId) -> Result<Option<StoredRequest>, StoreError> {
+        let mut c = self.conn().await?;
+        let key = req_key(id);
+        let json: Option<String> = self
+            .call("stored request", async { c.get(&key).await })
+            .await?;
+        json.map(|j| decode("stored request", &j)).transpose()
+    }
+
+    async fn record_vote(
+        &self,
+        id: &ApprovalId,
+        vote: Vote,
+        now: u64,
+    ) -> Result<VoteResult, StoreError> {
+        let done = self
+            .update(id, now, |a| {
+                let kind = apply_vote(a, vote.clone(), now);
+                let changed = matches!(
+                    kind,
+                    VoteResultKind::Recorded
+                        | VoteResultKind::Approved
+                        | VoteResultKind::Denied
+                        | VoteResultKind::Expired
+                );
+                (changed, kind)
+            })
+            .await?;
+        Ok(match done {
+            None => VoteResult::NotFound,
+            Some((a, kind)) => match kind {
+                VoteResultKind::Recorded => VoteResult::Recorded(a),
+                VoteResultKind::Approved => VoteResult::Approved(a),
+                VoteResultKind::Denied => VoteResult::Denied(a),
+                VoteResultKind::Duplicate => VoteResult::Duplicate(a),
+                VoteResultKind::NotPending => VoteResult::NotPending(a),
+                VoteResultKind::Expired => VoteResult::Expired(a),
+            },
+        })
+    }
+
+    async fn expire(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
+        self.cas_transition(id, now, |a| {
+            let due = a.status == Status::Pending && now >= a.expires_at;
+            if due {
+                a.status = Status::Expired;
+                a.decided_at = Some(now);
+            }
+            due
+        })
+        .await
+    }
+
+    async fn cancel(
+        &self,
+        id: &ApprovalId,
+        actor: &str,
+        reason: &str,
+        now: u64,
+    ) -> Result<Cas, StoreError> {
+        self.cas_transition(id, now, |a| {
+            let cancellable = a.status == Status::Pending
+                || (a.status == Status::Approved && a.execution == Execution::NotStarted);
+            if cancellable {
+                a.status = Status::Cancelled;
+                a.decided_by = Some(actor.to_owned());
+                a.decision_reason = Some(reason.to_owned());
+                a.decided_at = Some(now);
+            }
+            cancellable
+        })
+        .await
+    }
+
+    async fn set_held(&self, id: &ApprovalId, held: bool) -> Result<Cas, StoreError> {
+        let done = self
+            .update(id, wall_ms(), |a| {
+                let changed = a.held != held;
+                a.held = held;
+                (changed, ())
+            })
+            .await?;
+        Ok(match done {
+            None => Cas::NotFound,
+            Some((a, ())) => Cas::Applied(a),
+        })
+    }
+
+    async fn claim_execution(
+        &self,
+        id: &ApprovalId,
+        who: Claimant,
+        owner: &str,
+        now: u64,
+    ) -> Result<Cas, StoreError> {
+        self.cas_transition(id, now, |a| {
+            let ok = may_claim(a, who);
+            if ok {
+                a.execution = Execution::Claimed {
+                    owner: owner.to_owned(),
+                    at: now,
+                };
+            }
+            ok
+        })
+        .await
+    }
+
+    async fn finish_execution(
+        &self,
+        id: &ApprovalId,
+        outcome: Execution,
+    ) -> Result<Cas, StoreError> {
+        self.cas_transition(id, wall_ms(), |a| {
+            let claimed = matches!(a.execution, Execution::Claimed { .. });
+            if claimed {
+                a.execution = outcome.clone();
+            }
+            claimed
+        })
+        .await
+    }
+
+    async fn park_result(
+        &self,
+        id: &ApprovalId,
+        result: &ParkedResult,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let json = encode("result", result)?;
+        let mut c = self.conn().await?;
+        let mut inv = self.park.prepare_invoke();
+        inv.key(apr_key(id))
+            .key(req_key(id))
+            .key(res_key(id))
+            .arg(json)
+            .arg(ms(ttl));
+        let parked: i64 = self
+            .call("park result", async { inv.invoke_async(&mut c).await })
+            .await?;
+        if parked == 1 {
+            Ok(())
+        } else {
+            Err(StoreError(format!("no approval {id} to park a result for")))
+        }
+    }
+
+    async fn result(&self, id: &ApprovalId) -> Result<Option<ParkedResult>, StoreError> {
+        let mut c = self.conn().await?;
+        let key = res_key(id);
+        let json: Option<String> = self.call("result", async { c.get(&key).await }).await?;
+        json.map(|j| decode("result", &j)).transpose()
+    }
+
+    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Approval>, StoreError> {
+        let mut c = self.conn().await?;
+        let ids: Vec<String> = self
+            .call("list", async { c.zrevrange(INDEX, 0, -1).await })
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGET").arg(format!("cs:apr:{id}")).arg("json");
+        }
+        let jsons: Vec<Option<String>> = self
+            .call("list", async { pipe.query_async(&mut c).await })
+            .await?;
+        let now = wall_ms();
+        let mut out = Vec::new();
+        for json in jsons.into_iter().flatten() {
+            let a = lease(decode::<Approval>("approval", &json)?, now);
+            let keep = match filter {
+                ListFilter::Pending => a.status == Status::Pending,
+                ListFilter::All => true,
+                ListFilter::AwaitingExecution => may_claim(&a, Claimant::Background),
+            };
+            if keep {
+                out.push(a);
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn publish(&self, id: &ApprovalId) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: i64 = self
+            .call("publish", async { c.publish(CHANNEL, id.as_str()).await })
+            .await?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<ApprovalId> {
+        // Receiver first, so nothing forwarded after this call is missed.
+        let rx = self.changes.subscribe();
+        drop(self.start_listener());
+        rx
+    }
+
+    async fn cleanup(&self, _now: u64) -> Result<usize, StoreError> {
+        // Records expire natively; drop index entries whose record is gone.
+        let mut c = self.conn().await?;
+        let ids: Vec<String> = self
+            .call("cleanup", async { c.zrange(INDEX, 0, -1).await })
+            .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("EXISTS").arg(format!("cs:apr:{id}"));
+        }
+        let exists: Vec<i64> = self
+            .call("cleanup", async { pipe.query_async(&mut c).await })
+            .await?;
+        let gone: Vec<&String> = ids
+            .iter()
+            .zip(exists)
+            .filter(|(_, e)| *e == 0)
+            .map(|(id, _)| id)
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let removed: usize = self
+            .call("cleanup", async { c.zrem(INDEX, gone).await })
+            .await?;
+        Ok(removed)
+    }
+}

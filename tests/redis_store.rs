@@ -1,0 +1,545 @@
+//! The approval store contract on a real `redis-server`: the same rules as the memory store,
+//! atomic across two store instances (two connections, like two replicas), cross-instance
+//! notifications, the hold lease, and an outage that keeps data.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use countersign::approval::redis::HOLD_GRACE;
+use countersign::approval::*;
+use countersign::policy::{ApproveVia, NotifyTarget};
+
+use common::RedisServer;
+
+const TTL: Duration = Duration::from_secs(600);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn approval(quorum: u32) -> Approval {
+    let now = now_ms();
+    Approval {
+        id: ApprovalId::generate(),
+        rule: "prod-deploy".into(),
+        requester: Requester {
+            iss: "https://idp".into(),
+            sub: "u1".into(),
+            email: Some("dev@example.com".into()),
+        },
+        method: "POST".into(),
+        host: "deploy.example.com".into(),
+        path: "/v1/deployments/production".into(),
+        query: None,
+        request_hash: "00".into(),
+        reason: Some("release".into()),
+        body_preview: "{}".into(),
+        body_len: 2,
+        approvers: (0..60).map(|i| format!("a{i}@example.com")).collect(),
+        quorum,
+        self_approval: false,
+        approve_via: ApproveVia::Button,
+        notify: vec![
+            NotifyTarget::SlackChannel("#prod".into()),
+            NotifyTarget::Teams,
+        ],
+        created_at: now,
+        expires_at: now + 60_000,
+        votes: vec![],
+        status: Status::Pending,
+        decided_by: None,
+        decision_reason: None,
+        decided_at: None,
+        held: false,
+        execution: Execution::NotStarted,
+    }
+}
+
+fn stored() -> StoredRequest {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    StoredRequest::new(
+        &http::Method::POST,
+        "deploy.example.com",
+        "/v1/deployments/production",
+        None,
+        &headers,
+        br#"{"version":"1.2.3"}"#.to_vec(),
+        "http://127.0.0.1:9",
+        None,
+        "u1",
+    )
+}
+
+fn vote(who: &str, decision: Decision) -> Vote {
+    Vote {
+        approver: who.into(),
+        decision,
+        reason: None,
+        at: now_ms(),
+        via: Channel::Api,
+        self_approval: false,
+    }
+}
+
+async fn store(redis: &RedisServer) -> RedisStore {
+    RedisStore::connect(&redis.url()).await.expect("connect")
+}
+
+async fn created(s: &RedisStore, quorum: u32) -> Approval {
+    let a = approval(quorum);
+    s.create(&a, &stored(), TTL).await.unwrap();
+    a
+}
+
+#[tokio::test]
+async fn create_get_list_and_duplicate_ids() {
+    let redis = RedisServer::start();
+    let (s1, s2) = (store(&redis).await, store(&redis).await);
+    let a = created(&s1, 1).await;
+    assert_eq!(s2.get(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(s2.stored_request(&a.id).await.unwrap(), Some(stored()));
+    let dup = s2.create(&a, &stored(), TTL).await;
+    assert!(dup.is_err(), "a second create with the same id must fail");
+    assert_eq!(s2.get(&ApprovalId::generate()).await.unwrap(), None);
+
+    let mut b = approval(1);
+    b.created_at = a.created_at + 1;
+    s2.create(&b, &stored(), TTL).await.unwrap();
+    let all: Vec<_> = s1.list(ListFilter::All, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|x| x.id.clone()).collect::<Vec<_>>(),
+        vec![b.id.clone(), a.id.clone()],
+        "newest first"
+    );
+    assert_eq!(s1.list(ListFilter::All, 1).await.unwrap().len(), 1);
+    s1.record_vote(&b.id, vote("a1@example.com", Decision::Approve), now_ms())
+        .await
+        .unwrap();
+    let pending = s1.list(ListFilter::Pending, 10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|x| &x.id).collect::<Vec<_>>(),
+        vec![&a.id]
+    );
+    let awaiting = s1.list(ListFilter::AwaitingExecution, 10).await.unwrap();
+    assert_eq!(
+        awaiting.iter().map(|x| &x.id).collect::<Vec<_>>(),
+        vec![&b.id]
+    );
+}
+
+#[tokio::test]
+async fn records_expire_with_their_ttl() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    let a = approval(1);
+    s.create(&a, &stored(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(s.get(&a.id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.get(&a.id).await.unwrap(), None);
+    assert_eq!(s.stored_request(&a.id).await.unwrap(), None);
+    assert_eq!(s.cleanup(now_ms()).await.unwrap(), 1, "index entry dropped");
+    assert!(s.list(ListFilter::All, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn quorum_duplicate_voter_and_deny() {
+    let redis = RedisServer::start();
+    let (s1, s2) = (store(&redis).await, store(&redis).await);
+    let a = created(&s1, 2).await;
+    let now = now_ms();
+    let r = s1
+        .record_vote(&a.id, vote("a1@example.com", Decision::Approve), now)
+        .await
+        .unwrap();
+    assert!(matches!(r, VoteResult::Recorded(ref x) if x.votes.len() == 1));
+    let r = s2
+        .record_vote(&a.id, vote("A1@example.com", Decision::Approve), now)
+        .await
+        .unwrap();
+    assert!(matches!(r, VoteResult::Duplicate(ref x) if x.votes.len() == 1));
+    let r = s2
+        .record_vote(&a.id, vote("a2@example.com", Decision::Approve), now)
+        .await
+        .unwrap();
+    match r {
+        VoteResult::Approved(x) => {
+            assert_eq!(x.status, Status::Approved);
+            assert_eq!(x.decided_by.as_deref(), Some("a2@example.com"));
+        }
+        other => panic!("expected Approved, got {other:?}"),
+    }
+    let r = s1
+        .record_vote(&a.id, vote("a3@example.com", Decision::Deny), now)
+        .await
+        .unwrap();
+    assert!(matches!(r, VoteResult::NotPending(_)));
+
+    let d = created(&s1, 2).await;
+    s1.record_vote(&d.id, vote("a1@example.com", Decision::Approve), now)
+        .await
+        .unwrap();
+    let r = s2
+        .record_vote(&d.id, vote("a2@example.com", Decision::Deny), now)
+        .await
+        .unwrap();
+    assert!(matches!(r, VoteResult::Denied(ref x) if x.status == Status::Denied));
+    assert_eq!(s1.get(&d.id).await.unwrap().unwrap().status, Status::Denied);
+
+    let late = created(&s1, 1).await;
+    let r = s2
+        .record_vote(
+            &late.id,
+            vote("a1@example.com", Decision::Approve),
+            late.expires_at,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, VoteResult::Expired(ref x) if x.status == Status::Expired));
+    let r = s2
+        .record_vote(
+            &ApprovalId::generate(),
+            vote("a1@example.com", Decision::Approve),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, VoteResult::NotFound);
+}
+
+#[tokio::test]
+async fn expire_and_cancel_are_compare_and_set() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    let a = created(&s, 1).await;
+    assert!(matches!(
+        s.expire(&a.id, a.expires_at - 1).await.unwrap(),
+        Cas::Conflict(_)
+    ));
+    assert!(
+        matches!(s.expire(&a.id, a.expires_at).await.unwrap(), Cas::Applied(ref x) if x.status == Status::Expired)
+    );
+    assert!(matches!(
+        s.cancel(&a.id, "dev", "late", now_ms()).await.unwrap(),
+        Cas::Conflict(_)
+    ));
+
+    let b = created(&s, 1).await;
+    match s
+        .cancel(&b.id, "dev@example.com", "hung up", now_ms())
+        .await
+        .unwrap()
+    {
+        Cas::Applied(x) => {
+            assert_eq!(x.status, Status::Cancelled);
+            assert_eq!(x.decision_reason.as_deref(), Some("hung up"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Approved but claimed: too late to cancel.
+    let c = created(&s, 1).await;
+    s.record_vote(&c.id, vote("a1@example.com", Decision::Approve), now_ms())
+        .await
+        .unwrap();
+    s.claim_execution(&c.id, Claimant::Background, "r1", now_ms())
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.cancel(&c.id, "dev", "x", now_ms()).await.unwrap(),
+        Cas::Conflict(_)
+    ));
+    assert_eq!(
+        s.expire(&ApprovalId::generate(), now_ms()).await.unwrap(),
+        Cas::NotFound
+    );
+}
+
+#[tokio::test]
+async fn claim_has_exactly_one_winner_across_instances() {
+    let redis = RedisServer::start();
+    let s1 = Arc::new(store(&redis).await);
+    let s2 = Arc::new(store(&redis).await);
+    for round in 0..20 {
+        let a = created(&s1, 1).await;
+        s1.record_vote(&a.id, vote("a1@example.com", Decision::Approve), now_ms())
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for (i, s) in [&s1, &s2, &s1, &s2].into_iter().enumerate() {
+            let (s, id) = (Arc::clone(s), a.id.clone());
+            tasks.push(tokio::spawn(async move {
+                s.claim_execution(&id, Claimant::Background, &format!("r{i}"), now_ms())
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            if let Cas::Applied(x) = t.await.unwrap() {
+                winners.push(x.execution);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let stored = s2.get(&a.id).await.unwrap().unwrap();
+        assert_eq!(stored.execution, winners[0]);
+        let done = s2
+            .finish_execution(&a.id, Execution::Done { status: 201 })
+            .await
+            .unwrap();
+        assert!(
+            matches!(done, Cas::Applied(ref x) if x.execution == Execution::Done { status: 201 })
+        );
+        assert!(matches!(
+            s1.finish_execution(&a.id, Execution::Done { status: 500 })
+                .await
+                .unwrap(),
+            Cas::Conflict(_)
+        ));
+    }
+}
+
+async fn race_votes(s1: &Arc<RedisStore>, s2: &Arc<RedisStore>, quorum: u32) -> (Approval, usize) {
+    let a = created(s1, quorum).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let s = Arc::clone(if i % 2 == 0 { s1 } else { s2 });
+        let id = a.id.clone();
+        tasks.push(tokio::spawn(async move {
+            s.record_vote(
+                &id,
+                vote(&format!("a{i}@example.com"), Decision::Approve),
+                now_ms(),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut approved = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), VoteResult::Approved(_)) {
+            approved += 1;
+        }
+    }
+    (s1.get(&a.id).await.unwrap().unwrap(), approved)
+}
+
+#[tokio::test]
+async fn fifty_concurrent_votes_reach_quorum_exactly_once() {
+    let redis = RedisServer::start();
+    let s1 = Arc::new(store(&redis).await);
+    let s2 = Arc::new(store(&redis).await);
+
+    let (a, approved) = race_votes(&s1, &s2, 1).await;
+    assert_eq!(approved, 1);
+    assert_eq!(a.status, Status::Approved);
+    assert_eq!(a.votes.len(), 1, "later votes are refused, not counted");
+
+    // No vote is lost either: with quorum 50 every one of the 50 counts.
+    let (a, approved) = race_votes(&s1, &s2, 50).await;
+    assert_eq!(approved, 1);
+    assert_eq!(a.votes.len(), 50);
+    assert_eq!(a.status, Status::Approved);
+}
+
+#[tokio::test]
+async fn publish_on_one_instance_wakes_a_subscriber_on_another() {
+    let redis = RedisServer::start();
+    let (s1, s2) = (store(&redis).await, store(&redis).await);
+    let mut rx = s2.subscribe();
+    let id = ApprovalId::generate();
+    let started = Instant::now();
+    s1.publish(&id).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_millis(100), rx.recv())
+        .await
+        .expect("woken within 100 ms")
+        .unwrap();
+    assert_eq!(got, id);
+    assert!(started.elapsed() < Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn parked_result_is_readable_from_another_instance() {
+    let redis = RedisServer::start();
+    let (s1, s2) = (store(&redis).await, store(&redis).await);
+    let a = created(&s1, 1).await;
+    let parked = ParkedResult {
+        status: 201,
+        headers: vec![],
+        body: b"{\"ok\":true}".to_vec(),
+        truncated: false,
+        at: now_ms(),
+    };
+    assert_eq!(s2.result(&a.id).await.unwrap(), None);
+    s1.park_result(&a.id, &parked, TTL).await.unwrap();
+    assert_eq!(s2.result(&a.id).await.unwrap(), Some(parked.clone()));
+    assert!(s1
+        .park_result(&ApprovalId::generate(), &parked, TTL)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_hold_blocks_the_background_until_its_lease_runs_out() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    let a = created(&s, 1).await;
+    s.set_held(&a.id, true).await.unwrap();
+    s.record_vote(&a.id, vote("a1@example.com", Decision::Approve), now_ms())
+        .await
+        .unwrap();
+    assert!(s
+        .list(ListFilter::AwaitingExecution, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        s.claim_execution(&a.id, Claimant::Background, "bg", now_ms())
+            .await
+            .unwrap(),
+        Cas::Conflict(_)
+    ));
+    // The holding replica died: after expires_at + grace the hold no longer counts.
+    let later = a.expires_at + HOLD_GRACE.as_millis() as u64;
+    match s
+        .claim_execution(&a.id, Claimant::Background, "bg", later)
+        .await
+        .unwrap()
+    {
+        Cas::Applied(x) => assert!(!x.held),
+        other => panic!("{other:?}"),
+    }
+
+    // A live holder claims while held.
+    let b = created(&s, 1).await;
+    s.set_held(&b.id, true).await.unwrap();
+    s.record_vote(&b.id, vote("a1@example.com", Decision::Approve), now_ms())
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.claim_execution(&b.id, Claimant::Holder, "holder", now_ms())
+            .await
+            .unwrap(),
+        Cas::Applied(_)
+    ));
+}
+
+fn signal(redis: &RedisServer, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &redis.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn outage_fails_fast_then_recovers_with_data_intact() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    let a = created(&s, 1).await;
+
+    signal(&redis, "-STOP");
+    let started = Instant::now();
+    assert!(s.get(&a.id).await.is_err());
+    assert!(s
+        .record_vote(&a.id, vote("a1@example.com", Decision::Approve), now_ms())
+        .await
+        .is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    signal(&redis, "-CONT");
+
+    // Reconnects on its own; nothing was lost.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        match s.get(&a.id).await {
+            Ok(v) => break v,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("still down: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no recovery: {e}"),
+        }
+    };
+    assert_eq!(got, Some(a.clone()));
+    let r = s
+        .record_vote(&a.id, vote("a1@example.com", Decision::Approve), now_ms())
+        .await
+        .unwrap();
+    assert!(matches!(r, VoteResult::Approved(_)));
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_an_error_not_a_hang() {
+    let port = common::free_port();
+    let s = RedisStore::new(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let started = Instant::now();
+    assert!(s.get(&ApprovalId::generate()).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(RedisStore::connect(&format!("redis://127.0.0.1:{port}/0"))
+        .await
+        .is_err());
+    assert!(RedisStore::new("http://not-redis").is_err());
+}
+
+#[tokio::test]
+async fn a_password_from_config_replaces_the_one_in_the_url() {
+    let redis = RedisServer::start_with(&["--requirepass", "s3cr3t-pw"]);
+    let without = RedisStore::new(&redis.url()).unwrap();
+    assert!(
+        without.get(&ApprovalId::generate()).await.is_err(),
+        "no password: refused"
+    );
+    let wrong_in_url = redis.url().replace("redis://", "redis://:wrong@");
+    let s = RedisStore::with_password(&wrong_in_url, Some("s3cr3t-pw")).unwrap();
+    let a = created(&s, 1).await;
+    assert_eq!(s.get(&a.id).await.unwrap(), Some(a));
+}
+
+#[tokio::test]
+async fn rediss_speaks_tls_with_rustls() {
+    let dir = common::TestDir::new();
+    let tls = common::TlsFixture::generate(dir.path(), "redis");
+    let tls_port = common::free_port().to_string();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (cert, key, ca) = (path(&tls.cert_pem), path(&tls.key_pem), path(&tls.ca_pem));
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let ca_pem = std::fs::read(&tls.ca_pem).unwrap();
+    let s = RedisStore::with_options(&url, None, Some(ca_pem)).unwrap();
+    let a = created(&s, 1).await;
+    assert_eq!(s.get(&a.id).await.unwrap(), Some(a.clone()));
+    // Plain text on the TLS port is refused: it really is TLS.
+    let plain = RedisStore::new(&format!("redis://127.0.0.1:{tls_port}/0")).unwrap();
+    assert!(plain.get(&a.id).await.is_err());
+    // Without the CA the server certificate is not trusted.
+    let unverified = RedisStore::new(&url).unwrap();
+    let refused = unverified.get(&a.id).await.unwrap_err();
+    assert!(
+        !refused.0.contains("timed out"),
+        "a TLS error, not a hang: {refused}"
+    );
+    drop(redis);
+}
