@@ -202,12 +202,9 @@ impl Cluster {
                 .expect("GET result");
             let status = resp.status().as_u16();
             let text = resp.text().await.expect("result body");
-            // Known broker ordering (src/approval/broker.rs `claim_and_send`): the execution is
-            // marked Done before the response is parked, so for a few round trips the result
-            // route answers 404 `result_unavailable`. Poll through that window; a result that
-            // never arrives still fails below.
-            let parking = status == 404 && text.contains("result_unavailable");
-            if status != 202 && !parking {
+            // The broker parks a background result before it marks the execution done, so a
+            // poller sees 202 (pending or executing) and then the result: never a 404 between.
+            if status != 202 {
                 return (status, text);
             }
             assert!(

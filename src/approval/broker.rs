@@ -793,7 +793,7 @@ impl Broker {
     /// the stored request upstream, audits `request.forwarded` and returns the response (body
     /// at most `held_body_cap`). Any later call gets [`ExecuteError::AlreadyClaimed`].
     pub async fn execute(&self, id: &ApprovalId) -> Result<UpstreamResponse, ExecuteError> {
-        let (_, resp) = self
+        let (_, resp, _) = self
             .claim_and_send(id, Claimant::Holder, self.settings.held_body_cap)
             .await?;
         Ok(resp)
@@ -805,25 +805,14 @@ impl Broker {
         &self,
         id: &ApprovalId,
     ) -> Result<Option<ParkedResult>, ExecuteError> {
-        let (a, resp) = match self
+        match self
             .claim_and_send(id, Claimant::Background, self.settings.result_cap)
             .await
         {
-            Ok(done) => done,
-            Err(ExecuteError::AlreadyClaimed | ExecuteError::NotApproved(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let parked = ParkedResult {
-            status: resp.status.as_u16(),
-            headers: resp.stored_headers(),
-            body: resp.body.to_vec(),
-            truncated: resp.truncated,
-            at: self.now_ms(),
-        };
-        self.store
-            .park_result(&a.id, &parked, self.settings.result_ttl)
-            .await?;
-        Ok(Some(parked))
+            Ok((_, _, parked)) => Ok(parked),
+            Err(ExecuteError::AlreadyClaimed | ExecuteError::NotApproved(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn claim_and_send(
@@ -831,7 +820,7 @@ impl Broker {
         id: &ApprovalId,
         who: Claimant,
         body_cap: usize,
-    ) -> Result<(Approval, UpstreamResponse), ExecuteError> {
+    ) -> Result<(Approval, UpstreamResponse, Option<ParkedResult>), ExecuteError> {
         let mode = match who {
             Claimant::Holder => "held",
             Claimant::Background => "background",
@@ -850,6 +839,26 @@ impl Broker {
             Cas::NotFound => return Err(ExecuteError::NotFound),
         };
         let sent = self.send_claimed(&a, body_cap).await;
+        // A background result is parked BEFORE the execution is marked done, so a requester
+        // polling `/result` never sees "done, nothing parked" for a request that succeeded.
+        let parked = match (&who, &sent) {
+            (Claimant::Background, Ok(resp)) => {
+                let p = ParkedResult {
+                    status: resp.status.as_u16(),
+                    headers: resp.stored_headers(),
+                    body: resp.body.to_vec(),
+                    truncated: resp.truncated,
+                    at: self.now_ms(),
+                };
+                Some(
+                    self.store
+                        .park_result(&a.id, &p, self.settings.result_ttl)
+                        .await
+                        .map(|()| p),
+                )
+            }
+            _ => None,
+        };
         let outcome = match &sent {
             Ok(resp) => Execution::Done {
                 status: resp.status.as_u16(),
@@ -860,7 +869,8 @@ impl Broker {
         };
         self.store.finish_execution(id, outcome).await?;
         self.record_execution(&a, mode, &sent).await;
-        sent.map(|resp| (a, resp))
+        let parked = parked.transpose()?;
+        sent.map(|resp| (a, resp, parked))
     }
 
     async fn send_claimed(
