@@ -391,6 +391,12 @@ async fn redis_paused_fails_approval_routes_closed_and_recovers() {
         .await
         .expect("allow route");
     assert_eq!(open.status(), 200, "allow routes keep working");
+    let ready = http_client()
+        .get(format!("{}/readyz", c.b.control_url()))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503, "/readyz reports the unreachable store");
     c.redis_signal("-CONT");
 
     // Recovered: the approval flow works again across replicas.

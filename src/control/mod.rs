@@ -151,6 +151,13 @@ async fn readyz(State(s): State<Arc<ControlState>>) -> Response {
             serde_json::json!({"status": "not_ready", "reason": "data plane not listening yet"}),
         );
     }
+    // A read of an id that cannot exist: cheap, and proves the store answers.
+    if s.broker.get(&crate::approval::ApprovalId::generate()).await.is_err() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "not_ready", "reason": "approval store unreachable"}),
+        );
+    }
     if s.verifier.ready() {
         json(StatusCode::OK, serde_json::json!({"status": "ready"}))
     } else {
