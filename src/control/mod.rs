@@ -152,7 +152,11 @@ async fn readyz(State(s): State<Arc<ControlState>>) -> Response {
         );
     }
     // A read of an id that cannot exist: cheap, and proves the store answers.
-    if s.broker.get(&crate::approval::ApprovalId::generate()).await.is_err() {
+    if s.broker
+        .get(&crate::approval::ApprovalId::generate())
+        .await
+        .is_err()
+    {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({"status": "not_ready", "reason": "approval store unreachable"}),
