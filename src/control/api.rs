@@ -19,7 +19,9 @@ use crate::approval::{
 };
 use crate::identity::Principal;
 use crate::oidc::{self, TokenError};
+use crate::proxy::error::ChallengeContext;
 use crate::proxy::hold::rfc3339_ms;
+use crate::proxy::Rejection;
 
 /// A JSON error answer: `{"error", "error_description"}`.
 pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
@@ -69,28 +71,21 @@ pub async fn bearer(state: &ControlState, headers: &HeaderMap) -> Result<Arc<Pri
 }
 
 fn token_error(e: &TokenError) -> Response {
-    let (status, code, description) = match e {
-        TokenError::Missing => (
-            StatusCode::UNAUTHORIZED,
-            "missing_token",
-            "a bearer token is required",
-        ),
-        TokenError::InvalidRequest(r) => {
-            (StatusCode::BAD_REQUEST, "invalid_request", r.description())
-        }
-        TokenError::InvalidToken(r) => (StatusCode::UNAUTHORIZED, "invalid_token", r.description()),
-        TokenError::KeysUnavailable { .. } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the token issuer's keys are not available yet",
-        ),
-    };
-    let mut resp = error(status, code, description);
+    // Same statuses, codes and descriptions as the data plane: one table, in `proxy::error`.
+    let r = Rejection::Token(e.clone()).render(ChallengeContext {
+        resource_metadata: "",
+    });
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut resp = error(status, r.code, &r.description);
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"countersign\""),
         );
+    }
+    if let Some(secs) = r.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
     }
     resp
 }
@@ -232,7 +227,14 @@ pub fn parse_decision(s: &str) -> Option<Decision> {
 
 /// Maps a refused vote to its answer.
 pub fn decide_error(e: &DecideError) -> Response {
-    let (status, code, description): (StatusCode, &str, &str) = match e {
+    let (status, code, description) = decide_refusal(e);
+    error(status, code, description)
+}
+
+/// The one mapping of a refused vote to status, stable code and description, shared by the
+/// JSON API and the approval page.
+pub fn decide_refusal(e: &DecideError) -> (StatusCode, &'static str, &'static str) {
+    match e {
         DecideError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such approval"),
         DecideError::NotAnApprover => (
             StatusCode::FORBIDDEN,
@@ -274,8 +276,7 @@ pub fn decide_error(e: &DecideError) -> Response {
             "audit_unavailable",
             "the audit log is unavailable; nothing was recorded",
         ),
-    };
-    error(status, code, description)
+    }
 }
 
 /// `POST /approvals/{id}/decision` with a bearer token and a JSON body.

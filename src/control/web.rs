@@ -16,7 +16,7 @@ use super::pages::{
 use super::session::ApproverSession;
 use super::ControlState;
 use crate::approval::{
-    Approval, ApprovalId, ApproverIdentity, Channel, DecideError, Decision, ListFilter, Status,
+    Approval, ApprovalId, ApproverIdentity, Channel, Decision, ListFilter, Status,
 };
 use crate::policy::ApproveVia;
 
@@ -80,24 +80,23 @@ fn session_or_login(
 
 /// Why this viewer cannot vote now, if they cannot.
 fn why_not(state: &ControlState, a: &Approval, s: &ApproverSession) -> Option<String> {
-    match state.broker.check_voter(a, &identity(s), Decision::Approve) {
-        Ok(_) => None,
-        Err(e) => Some(
-            match e {
-                DecideError::NotAnApprover => "You are not an approver of this request.",
-                DecideError::OwnRequest => "You sent this request; someone else must approve it.",
-                DecideError::AlreadyVoted => "You already voted on this request.",
-                DecideError::AlreadyDecided(_) => "This request was already decided.",
-                DecideError::Expired => "This request expired.",
-                DecideError::LoginRequired => "This request must be approved after a fresh login.",
-                DecideError::NotFound => "This request no longer exists.",
-                DecideError::Store(_) | DecideError::Audit(_) => {
-                    "Votes cannot be recorded right now."
-                }
-            }
-            .to_owned(),
-        ),
-    }
+    state
+        .broker
+        .check_voter(a, &identity(s), Decision::Approve)
+        .err()
+        .map(|e| sentence(super::api::decide_refusal(&e).2))
+}
+
+/// `"you already voted"` -> `"You already voted."`, for a page.
+fn sentence(description: &str) -> String {
+    let mut chars = description.chars();
+    let mut out: String = chars
+        .next()
+        .map(|c| c.to_uppercase().collect())
+        .unwrap_or_default();
+    out.push_str(chars.as_str());
+    out.push('.');
+    out
 }
 
 fn needs_fresh_login(a: &Approval, s: &ApproverSession, now: SystemTime) -> bool {
@@ -299,35 +298,8 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
             &s.email,
         ),
         Err(e) => {
-            let (status, msg) = match e {
-                DecideError::NotAnApprover => (
-                    StatusCode::FORBIDDEN,
-                    "You are not an approver of this request.",
-                ),
-                DecideError::OwnRequest => (
-                    StatusCode::FORBIDDEN,
-                    "You cannot approve your own request.",
-                ),
-                DecideError::LoginRequired => {
-                    (StatusCode::FORBIDDEN, "This request needs a fresh sign-in.")
-                }
-                DecideError::AlreadyVoted => {
-                    (StatusCode::CONFLICT, "You already voted on this request.")
-                }
-                DecideError::AlreadyDecided(_) => {
-                    (StatusCode::CONFLICT, "This request was already decided.")
-                }
-                DecideError::Expired => (
-                    StatusCode::CONFLICT,
-                    "This request expired before your vote.",
-                ),
-                DecideError::NotFound => (StatusCode::NOT_FOUND, "No such approval request."),
-                DecideError::Store(_) | DecideError::Audit(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Your vote could not be recorded. Try again.",
-                ),
-            };
-            pages::error_page(status, "Vote not counted", msg)
+            let (status, _, description) = super::api::decide_refusal(&e);
+            pages::error_page(status, "Vote not counted", &sentence(description))
         }
     }
 }

@@ -130,6 +130,17 @@ impl Proxy {
         ctx: &mut RequestCtx,
         rejection: Rejection,
     ) -> Result<bool> {
+        self.send_rejection(session, ctx, rejection).await?;
+        Ok(true)
+    }
+
+    /// Writes the error response for `rejection`; returns its status.
+    async fn send_rejection(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rejection: Rejection,
+    ) -> Result<u16> {
         ctx.outcome = rejection.outcome();
         let metadata_url = self.resource_metadata_url(session.req_header());
         let resp = rejection.render(ChallengeContext {
@@ -139,7 +150,7 @@ impl Proxy {
         let body = resp.body(&ctx.request_id);
         let header = resp.header(body.len(), &ctx.request_id)?;
         write_full(session, header, body).await?;
-        Ok(true)
+        Ok(resp.status)
     }
 
     /// `{scheme}://{host}/.well-known/oauth-protected-resource` for the request's host.
@@ -218,8 +229,8 @@ impl Proxy {
         };
         let policy = self.state.policy.load();
         if let Evaluation::Decided(d) = policy.evaluate(&facts, None) {
-            ctx.rule = Arc::from(d.rule_name());
             if d.action == Action::Public {
+                ctx.rule = Arc::from(d.rule_name());
                 ctx.outcome = "public";
                 return Ok(Admission::Forward);
             }
@@ -486,13 +497,9 @@ impl ProxyHttp for Proxy {
         tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
         // Nothing can be sent if the response already started; the connection just closes.
         let code = if session.response_written().is_none() {
-            let status = rejection
-                .render(ChallengeContext {
-                    resource_metadata: "",
-                })
-                .status;
-            let _ = self.reject(session, ctx, rejection).await;
-            status
+            self.send_rejection(session, ctx, rejection)
+                .await
+                .unwrap_or(0)
         } else {
             ctx.outcome = rejection.outcome();
             0
