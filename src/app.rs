@@ -89,16 +89,9 @@ impl AuditSink for AuditAdapter {
     }
 }
 
-/// Pieces `build` hands back to callers that need them (the demo).
-#[derive(Debug, Clone)]
-pub struct Handles {
-    /// The approval broker.
-    pub broker: Broker,
-}
-
 /// Builds every service and runs until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run(config: Config, policy: PolicySet) -> Result<(), StartError> {
-    let (server, shutdown, _) = build(config, policy, Arc::new(SystemClock), None)?;
+    let (server, shutdown) = build(config, policy, Arc::new(SystemClock), None)?;
     serve(server, shutdown);
     Ok(())
 }
@@ -140,7 +133,7 @@ pub fn build(
     policy: PolicySet,
     clock: SharedClock,
     extra_notifier: Option<Arc<dyn Notifier>>,
-) -> Result<(Server, tokio::sync::watch::Sender<bool>, Handles), StartError> {
+) -> Result<(Server, tokio::sync::watch::Sender<bool>), StartError> {
     let config = Arc::new(config);
     let metrics = Metrics::new();
     metrics.policy_rules.set(policy.rules.len() as i64);
@@ -185,7 +178,7 @@ pub fn build(
     let (notifier, slack) = chat_notifier(&config, clock.clone(), extra_notifier)?;
     let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit.clone())?;
     let clock_for_login = clock.clone();
-    let approvals = Some(Arc::new(ApprovalPlane {
+    let approvals = Arc::new(ApprovalPlane {
         broker: broker.clone(),
         public_url: public_url.clone(),
         upstreams: config
@@ -199,7 +192,7 @@ pub fn build(
             })
             .collect(),
         shutdown: shutdown_rx,
-    }));
+    });
 
     let state = Arc::new(DataPlane {
         policy: policy.clone(),
@@ -289,7 +282,7 @@ pub fn build(
 
     server.add_service(proxy);
     server.add_service(background_service("control plane", control));
-    Ok((server, shutdown_tx, Handles { broker }))
+    Ok((server, shutdown_tx))
 }
 
 /// The shared Redis store with `store_password` and `store_ca` applied (connects lazily).

@@ -101,7 +101,7 @@ fn run_inner() -> Result<(), String> {
     let config_path = write_files(&dir, &idp, login.issuer(), upstream, data, control)?;
     let (config, policy) =
         crate::config::load(&config_path).map_err(|p| format!("demo config invalid:\n{p}"))?;
-    let (server, shutdown, _) = crate::app::build(
+    let (server, shutdown) = crate::app::build(
         config,
         policy,
         Arc::new(SystemClock),

@@ -54,8 +54,8 @@ pub struct DataPlane {
     pub issuers: Vec<String>,
     /// Whether the listener is TLS (scheme of the resource identifier).
     pub tls: bool,
-    /// Approvals; `None` fails every `approve` rule closed.
-    pub approvals: Option<Arc<hold::ApprovalPlane>>,
+    /// Approvals (holding, deciding, executing once).
+    pub approvals: Arc<hold::ApprovalPlane>,
 }
 
 /// What `admit` decided.
@@ -394,11 +394,7 @@ impl ProxyHttp for Proxy {
                 principal,
                 upstream,
             }) => {
-                let Some(plane) = self.state.approvals.clone() else {
-                    return self
-                        .reject(session, ctx, Rejection::ApprovalsUnavailable)
-                        .await;
-                };
+                let plane = self.state.approvals.clone();
                 let rule = &policy.rules[rule];
                 match hold::hold(&plane, session, ctx, rule, &principal, upstream).await {
                     Ok(hold::HoldResult::Forward { id, response }) => {
