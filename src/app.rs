@@ -27,7 +27,7 @@ use crate::control::session::{SessionKey, Sessions};
 use crate::control::{ControlService, ControlState};
 use crate::metrics::Metrics;
 use crate::oidc::Verifier;
-use crate::policy::{PolicySet, RouteTable};
+use crate::policy::PolicySet;
 use crate::proxy::hold::ApprovalPlane;
 use crate::proxy::{DataPlane, Proxy, UpstreamPeer};
 use crate::reload::Reloader;
@@ -137,6 +137,7 @@ pub fn build(
     let config = Arc::new(config);
     let metrics = Metrics::new();
     metrics.policy_rules.set(policy.rules.len() as i64);
+    crate::reload::report_lint(&config, &policy, &metrics);
     let policy = Arc::new(ArcSwap::from_pointee(policy));
 
     let upstreams = config
@@ -144,14 +145,7 @@ pub fn build(
         .iter()
         .map(UpstreamPeer::new)
         .collect::<Result<Vec<_>, _>>()?;
-    let routes = RouteTable::new(
-        config
-            .routes
-            .iter()
-            .map(|r| (r.host.clone(), r.path_prefix.clone()))
-            .collect(),
-    );
-    let route_upstreams = config.routes.iter().map(|r| r.upstream).collect();
+    let routes = config.route_table();
 
     let verifier = Verifier::new(
         config.issuers.clone(),
@@ -197,7 +191,6 @@ pub fn build(
     let state = Arc::new(DataPlane {
         policy: policy.clone(),
         routes,
-        route_upstreams,
         upstreams,
         verifier: verifier.clone(),
         metrics: metrics.clone(),

@@ -33,11 +33,15 @@ pub enum Command {
     },
     /// Zero-setup tour on loopback: proxy, demo upstream and a development token issuer.
     Demo,
-    /// Validate the config and every policy file; print all problems as file:line:col.
+    /// Validate the config and every policy file; print all problems as file:line:col, and
+    /// coverage-lint warnings as `warning:` lines.
     Check {
         /// Config file.
         #[arg(long, default_value = "countersign.toml")]
         config: PathBuf,
+        /// Exit 1 when there is any warning, too.
+        #[arg(long)]
+        strict: bool,
     },
     /// Show which route and rule match a request and what would happen, and why.
     Explain {
@@ -80,7 +84,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Demo => crate::demo::run(),
-        Command::Check { config } => check(&config),
+        Command::Check { config, strict } => check(&config, strict),
         Command::Explain {
             config,
             method,
@@ -112,17 +116,29 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     match crate::config::load(path) {
         Ok((config, policy)) => {
+            let warnings = config.lint(&policy);
+            for w in &warnings {
+                println!("warning: {w}");
+            }
             println!(
-                "{}: ok ({} upstream(s), {} route(s), {} issuer(s), {} rule(s))",
+                "{}: ok ({} upstream(s), {} route(s), {} issuer(s), {} rule(s), {} warning(s))",
                 path.display(),
                 config.upstreams.len(),
                 config.routes.len(),
                 config.issuers.len(),
-                policy.rules.len()
+                policy.rules.len(),
+                warnings.len()
             );
+            if strict && !warnings.is_empty() {
+                println!(
+                    "countersign: {} warning(s) and --strict: failing",
+                    warnings.len()
+                );
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {

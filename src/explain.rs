@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 
 use crate::config::Config;
 use crate::identity::Principal;
+use crate::policy::canonical::canonical_host;
 use crate::policy::{
-    normalize_path, Action, ApprovalSpec, Approver, Mismatch, NotifyTarget, PathMatch, PolicySet,
-    RequestFacts, Requirements, Rule, Unmet,
+    canonical_path, Action, ApprovalSpec, Approver, Mismatch, NotifyTarget, PathMatch, PolicySet,
+    RawRequest, RequestFacts, Requirements, Rule, Unmet, Unroutable,
 };
 
 #[cfg(test)]
@@ -28,32 +29,71 @@ pub fn explain(
 ) -> Result<String, String> {
     let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("{method:?} is not an HTTP method"))?;
-    let (host, raw_path) = split_url(url)?;
+    let target = split_url(url)?;
     let mut out = Report::default();
     out.fact("request", format!("{method} {url}"));
-    out.fact("host", &host);
-    let path = match normalize_path(&raw_path) {
-        Ok(p) => p,
-        Err(e) => {
-            out.fact("path", format!("{raw_path} rejected: {e}"));
+    let headers = http::HeaderMap::new();
+    let raw = RawRequest {
+        method: &method,
+        target_authority: Some(&target.authority),
+        path: &target.path,
+        query: target.query.as_deref(),
+        headers: &headers,
+        default_port: target.default_port,
+    };
+    let canonical = match config.route_table().resolve(&raw) {
+        Ok(c) => c,
+        Err(Unroutable::Invalid(why)) => {
+            out.fact("path", format!("{} rejected: {why}", target.path));
             out.fact(
                 "outcome",
-                "400 invalid_request (the path is refused before any policy)",
+                "400 invalid_request (the request is refused before any policy)",
             );
             return Ok(out.0);
         }
+        Err(Unroutable::NoRoute) => {
+            // Say what was judged even when no route takes it.
+            if let (Ok(h), Ok(p)) = (
+                canonical_host(&target.authority, target.default_port),
+                canonical_path(&target.path),
+            ) {
+                out.fact("host", &h.host);
+                out.fact("path", &p.path);
+            }
+            caller(&mut out, config, who, now);
+            out.fact("route", "none matches");
+            out.fact("outcome", "404 no_route");
+            return Ok(out.0);
+        }
     };
-    out.fact("path", &path);
-    let rejected = caller(&mut out, config, who, now);
-    if !route(&mut out, config, &host, &path) {
-        out.fact("outcome", "404 no_route");
-        return Ok(out.0);
+    out.fact("host", &canonical.host);
+    out.fact("path", &canonical.path);
+    out.fact(
+        "canonical",
+        format!(
+            "{} {}://{}{}",
+            canonical.method,
+            if target.default_port == 443 {
+                "https"
+            } else {
+                "http"
+            },
+            canonical.authority,
+            canonical.path_and_query()
+        ),
+    );
+    if let Some(m) = &canonical.match_path {
+        out.fact("matched as", m);
     }
-    let req = RequestFacts {
-        method: &method,
-        host: &host,
-        path: &path,
-    };
+    if canonical.case_insensitive {
+        out.fact(
+            "note",
+            "the upstream has case_insensitive_paths: paths match in any case",
+        );
+    }
+    let rejected = caller(&mut out, config, who, now);
+    route(&mut out, config, canonical.route);
+    let req = canonical.facts();
     match who {
         Some(who) => decide(&mut out, config, policy, &req, (who, rejected), now),
         None => without_token(&mut out, policy, &req),
@@ -72,26 +112,52 @@ impl Report {
     }
 }
 
-/// Host (lowercase, no port) and raw path (as written, no query) of an absolute http(s) URL.
-/// The path is taken from the text rather than from `url::Url`, which would resolve `..` and
-/// decode escapes and so hide exactly what `explain` should show.
-fn split_url(url: &str) -> Result<(String, String), String> {
+/// The parts of an absolute http(s) URL as they would arrive on the wire.
+#[derive(Debug)]
+struct Target {
+    /// Authority as written (`Deploy.Example.com:8443`).
+    authority: String,
+    /// Path as written (no query).
+    path: String,
+    /// Query as written.
+    query: Option<String>,
+    /// The scheme's default port.
+    default_port: u16,
+}
+
+/// Splits an absolute http(s) URL. The parts are taken from the text rather than from
+/// `url::Url`, which would resolve `..` and decode escapes and so hide exactly what `explain`
+/// should show.
+fn split_url(url: &str) -> Result<Target, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("{url:?} must be an http:// or https:// URL"));
-    }
-    let host = parsed
+    let default_port = match parsed.scheme() {
+        "http" => 80,
+        "https" => 443,
+        _ => return Err(format!("{url:?} must be an http:// or https:// URL")),
+    };
+    parsed
         .host_str()
-        .ok_or_else(|| format!("{url:?} has no host"))?
-        .to_owned();
+        .ok_or_else(|| format!("{url:?} has no host"))?;
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path_start = after_scheme
         .find(['/', '?', '#'])
         .unwrap_or(after_scheme.len());
-    let tail = &after_scheme[path_start..];
-    let path = tail.split(['?', '#']).next().unwrap_or_default();
+    let authority = after_scheme[..path_start].to_owned();
+    let tail = after_scheme[path_start..]
+        .split('#')
+        .next()
+        .unwrap_or_default();
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (tail, None),
+    };
     let path = if path.is_empty() { "/" } else { path };
-    Ok((host, path.to_owned()))
+    Ok(Target {
+        authority,
+        path: path.to_owned(),
+        query,
+        default_port,
+    })
 }
 
 /// Who is asking; returns why the proxy would refuse the token, if it would.
@@ -138,13 +204,9 @@ fn caller(
 }
 
 /// Reports the first matching route; `false` when none matches.
-fn route(out: &mut Report, config: &Config, host: &str, path: &str) -> bool {
-    let found = config.routes.iter().enumerate().find(|(_, r)| {
-        r.host.as_ref().is_none_or(|h| h.matches(host)) && path.starts_with(r.path_prefix.as_str())
-    });
-    let Some((i, r)) = found else {
-        out.fact("route", "none matches");
-        return false;
+fn route(out: &mut Report, config: &Config, index: usize) {
+    let Some(r) = config.routes.get(index) else {
+        return;
     };
     let host = r.host.as_ref().map_or("any".to_owned(), |h| h.to_string());
     let upstream = config.upstreams.get(r.upstream);
@@ -152,13 +214,12 @@ fn route(out: &mut Report, config: &Config, host: &str, path: &str) -> bool {
         "route",
         format!(
             "#{} host={host} path_prefix={} upstream={} ({})",
-            i + 1,
+            index + 1,
             r.path_prefix,
             upstream.map_or("?", |u| u.name.as_str()),
             upstream.map_or("?", |u| u.url.as_str()),
         ),
     );
-    true
 }
 
 /// `name (file:line)`.

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     /// `countersign_policy_rules`: rules in the active policy.
     pub policy_rules: IntGauge,
+    /// `countersign_policy_warnings`: coverage-lint warnings of the active config and policy
+    /// (SPEC 8); anything above 0 is a gap worth closing.
+    pub policy_warnings: IntGauge,
     /// `countersign_approvals_pending`: approvals waiting for a decision.
     pub approvals_pending: IntGauge,
     /// `countersign_approval_decisions_total{outcome}`: approved, denied, expired, cancelled.
@@ -81,6 +84,11 @@ impl Metrics {
         .expect("static metric definition");
         let policy_rules = IntGauge::new("countersign_policy_rules", "Rules in the active policy.")
             .expect("static metric definition");
+        let policy_warnings = IntGauge::new(
+            "countersign_policy_warnings",
+            "Coverage-lint warnings (gaps in routes and rules) of the active policy.",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(token_rejections.clone()),
@@ -88,6 +96,7 @@ impl Metrics {
             Box::new(upstream_latency.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(policy_rules.clone()),
+            Box::new(policy_warnings.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -140,6 +149,7 @@ impl Metrics {
             upstream_latency,
             policy_reloads,
             policy_rules,
+            policy_warnings,
             approvals_pending,
             approval_decisions,
             approval_decision_seconds,

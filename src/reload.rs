@@ -15,6 +15,16 @@ use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::policy::PolicySet;
 
+/// Runs the coverage lint (SPEC 8) on `policy`: logs every warning and sets
+/// `countersign_policy_warnings`. Called at start and after every successful reload.
+pub fn report_lint(config: &Config, policy: &PolicySet, metrics: &Metrics) {
+    let warnings = config.lint(policy);
+    for w in &warnings {
+        tracing::warn!(warning = %w, "coverage lint: a request could avoid a rule");
+    }
+    metrics.policy_warnings.set(warnings.len() as i64);
+}
+
 /// Everything a reload needs.
 #[derive(Debug, Clone)]
 pub struct Reloader {
@@ -61,6 +71,7 @@ impl Reloader {
             Ok(set) => {
                 let changed = **self.policy.load() != set;
                 let rules = set.rules.len();
+                report_lint(&self.config, &set, &self.metrics);
                 self.policy.store(Arc::new(set));
                 tracing::info!(trigger = why, changed, "policy reloaded");
                 self.audit("ok", why, rules, 0).await;

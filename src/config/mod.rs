@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::policy::{DefaultAction, HostPattern, PolicySet};
+use crate::policy::{DefaultAction, HostPattern, PolicySet, RouteEntry, RouteTable};
 use crate::secret::Secret;
 
 use file::GlobAt;
@@ -84,6 +84,8 @@ pub struct Config {
     pub approvals: Approvals,
     /// `[approvers.groups]`: group name -> member emails.
     pub approver_groups: BTreeMap<String, Vec<String>>,
+    /// Where each group is written in the config file (line, column), for the lint.
+    pub approver_group_lines: BTreeMap<String, (usize, usize)>,
     /// `[slack]`.
     pub slack: Option<Slack>,
     /// `[teams]`.
@@ -125,6 +127,9 @@ pub struct Upstream {
     pub url: Url,
     /// CA bundle to pin for `https://` upstreams (path resolved).
     pub ca: Option<PathBuf>,
+    /// `case_insensitive_paths = true`: the upstream routes `/Admin` like `/admin`, so route
+    /// and rule paths for it match in any ASCII case (SPEC 8).
+    pub case_insensitive_paths: bool,
 }
 
 /// `[[route]]`.
@@ -136,6 +141,81 @@ pub struct Route {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+    /// `allow_semicolons = true`: `;` (matrix parameters) accepted in paths (SPEC 8).
+    pub allow_semicolons: bool,
+    /// `allow_method_override = true`: method-override headers accepted; policy judges the
+    /// overridden method (SPEC 8).
+    pub allow_method_override: bool,
+    /// Line of the `[[route]]` header in the config file.
+    pub line: usize,
+}
+
+impl Config {
+    /// The compiled route table the data plane and `explain` resolve requests with.
+    pub fn route_table(&self) -> RouteTable {
+        RouteTable::new(
+            self.routes
+                .iter()
+                .map(|r| RouteEntry {
+                    host: r.host.clone(),
+                    prefix: r.path_prefix.clone(),
+                    upstream: r.upstream,
+                    allow_semicolons: r.allow_semicolons,
+                    allow_method_override: r.allow_method_override,
+                    case_insensitive: self
+                        .upstreams
+                        .get(r.upstream)
+                        .is_some_and(|u| u.case_insensitive_paths),
+                })
+                .collect(),
+        )
+    }
+
+    /// The coverage lint (SPEC 8) of this config with `policy`: one [`Problem`] per gap, in
+    /// file order. `check` prints them as `warning:` lines; `run` logs and counts them.
+    pub fn lint(&self, policy: &PolicySet) -> Vec<Problem> {
+        let table = self.route_table();
+        let labels: Vec<String> = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("route #{} ({}:{})", i + 1, self.path.display(), r.line))
+            .collect();
+        let upstream_names: Vec<String> = self.upstreams.iter().map(|u| u.name.clone()).collect();
+        let mut out: Vec<Problem> = crate::policy::lint::lint(&crate::policy::lint::Input {
+            routes: table.entries(),
+            route_labels: &labels,
+            upstream_names: &upstream_names,
+            policy,
+            groups: &self.approver_groups,
+        })
+        .into_iter()
+        .map(|f| Problem {
+            file: f.at.file,
+            line: f.at.line,
+            col: 1,
+            message: f.message,
+        })
+        .collect();
+        for (name, members) in &self.approver_groups {
+            if members.is_empty() {
+                let (line, col) = self
+                    .approver_group_lines
+                    .get(name)
+                    .copied()
+                    .unwrap_or((1, 1));
+                out.push(Problem {
+                    file: self.path.clone(),
+                    line,
+                    col,
+                    message: format!(
+                        "approver group {name:?} is empty: nobody in it can approve anything"
+                    ),
+                });
+            }
+        }
+        out
+    }
 }
 
 /// A JWS algorithm Countersign accepts for bearer tokens (never `none` or HMAC).

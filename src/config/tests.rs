@@ -438,7 +438,6 @@ action = "deny"
             "policies/p.toml:4:12: \"env\" is not a parameter of the path template",
             "policies/p.toml:7:1: action \"approve\" needs a [rule.approval] table",
             "policies/p.toml:14:1: a public rule cannot have \"require\": public requests carry no token",
-            "policies/p.toml:21:10: \"quorum\" 3 is more than the 1 distinct approvers who could vote",
             "policies/p.toml:22:17: \"self_approval\" must be a boolean, found string",
             "policies/p.toml:26:8: path \"/files/{*rest}/more\": {*rest} must be the last segment",
         ]

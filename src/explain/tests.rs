@@ -39,6 +39,7 @@ fn allow_with_skipped_rules_and_their_reasons() {
         "request: GET https://Deploy.Example.com:8443/v1/status?x=1
 host: deploy.example.com
 path: /v1/status
+canonical: GET https://deploy.example.com:8443/v1/status?x=1
 {CALLER}caller scopes: deploy:read
 caller acr: none
 caller auth_time: none
@@ -133,6 +134,7 @@ fn approval_required_lists_expanded_approvers_and_settings() {
         "request: POST {PROD}
 host: deploy.example.com
 path: /v1/deployments/production
+canonical: POST {PROD}
 {CALLER}caller email: alice@example.com
 caller scopes: deploy:write
 caller acr: phr
@@ -194,6 +196,7 @@ fn without_a_token_says_what_the_outcome_depends_on() {
         "request: POST {PROD}
 host: deploy.example.com
 path: /v1/deployments/production
+canonical: POST {PROD}
 caller: none (no token given; pass --token or --claims to decide for a caller)
 {ROUTE}skipped: health (00-public.toml:1): method POST not in GET, HEAD
 candidate: prod-deploy (10-deploy.toml:1) if the token has groups=release-managers: approve, requires scopes=deploy:write acr=phr|urn:mfa max_age=900s
@@ -230,7 +233,7 @@ fn a_token_the_proxy_would_refuse() {
 fn bypass_paths_are_refused() {
     let got = run("GET", "https://deploy.example.com/v1/%2e%2e/admin", None);
     assert!(got.ends_with(
-        "path: /v1/%2e%2e/admin rejected: \".\" or \"..\" segment in path\noutcome: 400 invalid_request (the path is refused before any policy)\n"
+        "path: /v1/%2e%2e/admin rejected: the request path contains a \".\" or \"..\" segment (also when percent-encoded)\noutcome: 400 invalid_request (the request is refused before any policy)\n"
     ), "{got}");
 }
 

@@ -1,8 +1,14 @@
 //! Route and rule matching and decisions (SPEC section 4). Pure: no I/O, no clock (the caller
 //! passes `now`), no pingora types.
 
+pub mod canonical;
+pub mod lint;
+pub mod route;
 #[cfg(test)]
 mod tests;
+
+pub use canonical::{canonical_path, normalize_path, CanonicalPath, InvalidRequest};
+pub use route::{CanonicalRequest, RawRequest, RouteEntry, RouteTable, Unroutable};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -137,8 +143,8 @@ enum Segment {
 
 /// A compiled path template: `/v1/deployments/{env}`, `/files/{*rest}`.
 ///
-/// Literal segments are stored in [`normalize_path`] form, so a template matches the normalized
-/// request path byte for byte.
+/// Literal segments are stored in [`normalize_path`] form, so a template matches the canonical
+/// request path byte for byte (or in any ASCII case, for case-insensitive upstreams).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate {
     /// The template as written.
@@ -178,6 +184,10 @@ impl PathTemplate {
             }
             segments.push(compiled);
         }
+        // One trailing slash is not significant (SPEC 8): "/a/" is the template "/a".
+        if segments.len() > 1 && segments.last() == Some(&Segment::Literal(String::new())) {
+            segments.pop();
+        }
         Ok(Self {
             source: s.to_owned(),
             segments,
@@ -195,10 +205,15 @@ impl PathTemplate {
             .collect()
     }
 
-    /// Matches a request path (no query, already in [`normalize_path`] form), returning the
-    /// parameters (percent-decoded).
-    pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+    /// Matches a request path (no query, in canonical match form), returning the parameters
+    /// (percent-decoded). One trailing `/` on the request is not significant (SPEC 8:
+    /// `/a/{x}` matches `/a/1` and `/a/1/`). With `case_insensitive`, literal segments compare
+    /// in any ASCII case.
+    pub fn matches(&self, path: &str, case_insensitive: bool) -> Option<Vec<(String, String)>> {
         let mut rest = path.strip_prefix('/')?;
+        if let Some(trimmed) = rest.strip_suffix('/') {
+            rest = trimmed;
+        }
         let mut params = Vec::new();
         for (i, seg) in self.segments.iter().enumerate() {
             let last = i + 1 == self.segments.len();
@@ -216,7 +231,7 @@ impl PathTemplate {
                 None => return None,
             };
             match seg {
-                Segment::Literal(lit) if lit == here => {}
+                Segment::Literal(lit) if eq_case(lit, here, case_insensitive) => {}
                 Segment::Param(name) if !here.is_empty() => {
                     params.push((name.clone(), decode(here)))
                 }
@@ -226,6 +241,62 @@ impl PathTemplate {
         }
         Some(params)
     }
+
+    /// The literal segments before the first parameter, as a path (`/v1/deployments` for
+    /// `/v1/deployments/{env}`): every path the template matches starts with it.
+    pub fn literal_prefix(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => {
+                    out.push('/');
+                    out.push_str(l);
+                }
+                Segment::Param(_) | Segment::Rest(_) => break,
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    /// Whether both templates match exactly the same paths (parameter names aside).
+    pub fn same_shape(&self, other: &PathTemplate) -> bool {
+        self.segments.len() == other.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|(a, b)| match (a, b) {
+                    (Segment::Literal(x), Segment::Literal(y)) => x == y,
+                    (Segment::Param(_), Segment::Param(_))
+                    | (Segment::Rest(_), Segment::Rest(_)) => true,
+                    _ => false,
+                })
+    }
+}
+
+/// String equality, in any ASCII case when `case_insensitive`.
+fn eq_case(a: &str, b: &str, case_insensitive: bool) -> bool {
+    if case_insensitive {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
+}
+
+/// Whether `path` lies under `prefix` on whole segments (SPEC 8): `/admin` and `/admin/` both
+/// cover `/admin`, `/admin/` and `/admin/x`, never `/administrator`; `/` covers everything.
+pub fn segment_prefix(prefix: &str, path: &str, case_insensitive: bool) -> bool {
+    let p = prefix.trim_end_matches('/');
+    if p.is_empty() {
+        return true;
+    }
+    path.len() >= p.len()
+        && path.is_char_boundary(p.len())
+        && eq_case(p, &path[..p.len()], case_insensitive)
+        && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
 }
 
 /// Parses one template segment.
@@ -274,100 +345,6 @@ fn decode(raw: &str) -> String {
     percent_encoding::percent_decode_str(raw)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-/// Why a request path cannot be matched against policy (the proxy answers 400).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    /// The path does not start with `/`.
-    #[error("the path must start with \"/\"")]
-    NotAbsolute,
-    /// A `%` not followed by two hex digits.
-    #[error("invalid percent-escape")]
-    InvalidEscape,
-    /// A NUL byte, raw or as `%00`.
-    #[error("NUL byte in path")]
-    Nul,
-    /// A `.` or `..` segment (also when percent-encoded).
-    #[error("\".\" or \"..\" segment in path")]
-    DotSegment,
-}
-
-/// Puts a request path (no query) in the one form policy matching sees, closing bypasses:
-///
-/// - percent-escapes of unreserved characters are decoded (`%61dmin` -> `admin`), every other
-///   escape is kept with uppercase hex (`%2f` -> `%2F`, so an encoded slash never splits a
-///   segment);
-/// - bytes that may not appear raw in a path are percent-encoded;
-/// - runs of `/` collapse to one (`//admin` -> `/admin`), as most upstream servers do;
-/// - `.` and `..` segments (also `%2e%2e`) are rejected rather than resolved, since upstreams
-///   disagree on how to resolve them;
-/// - NUL bytes, invalid escapes and a path not starting with `/` are rejected.
-pub fn normalize_path(raw: &str) -> Result<String, PathError> {
-    if !raw.starts_with('/') {
-        return Err(PathError::NotAbsolute);
-    }
-    let bytes = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            let hi = bytes.get(i + 1).and_then(|c| hex_value(*c));
-            let lo = bytes.get(i + 2).and_then(|c| hex_value(*c));
-            let (Some(hi), Some(lo)) = (hi, lo) else {
-                return Err(PathError::InvalidEscape);
-            };
-            push_byte(&mut out, hi << 4 | lo, true)?;
-            i += 3;
-        } else {
-            push_byte(&mut out, b, false)?;
-            i += 1;
-        }
-    }
-    if out.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(PathError::DotSegment);
-    }
-    Ok(out)
-}
-
-/// Appends one path byte in normalized form; `escaped` says it came from a `%XX`.
-fn push_byte(out: &mut String, b: u8, escaped: bool) -> Result<(), PathError> {
-    if b == 0 {
-        return Err(PathError::Nul);
-    }
-    let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-    let raw_ok = unreserved
-        || matches!(
-            b,
-            b'!' | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-        );
-    if unreserved || (raw_ok && !escaped) {
-        if b == b'/' && out.ends_with('/') {
-            return Ok(());
-        }
-        out.push(char::from(b));
-    } else {
-        out.push_str(percent_encoding::percent_encode_byte(b));
-    }
-    Ok(())
-}
-
-/// Value of one hex digit.
-fn hex_value(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 /// How a rule matches the path.
@@ -503,9 +480,10 @@ pub struct RequestFacts<'a> {
     pub method: &'a http::Method,
     /// Host without port, as sent.
     pub host: &'a str,
-    /// Path without query, in [`normalize_path`] form (the proxy normalizes it first and answers
-    /// 400 when normalization fails).
+    /// Path without query, in canonical match form ([`CanonicalRequest::facts`]).
     pub path: &'a str,
+    /// Whether paths compare in any ASCII case (the upstream's `case_insensitive_paths`).
+    pub case_insensitive: bool,
 }
 
 /// The outcome of matching one request against the policy.
@@ -646,10 +624,10 @@ impl Rule {
         }
         let params = match &self.path {
             PathMatch::Any => Vec::new(),
-            PathMatch::Template(t) => t.matches(req.path).ok_or(Mismatch::Path)?,
-            // Plain string prefix, like Envoy's `prefix`: "/v1" also matches "/v10"; write
-            // "/v1/" to stop at a segment boundary.
-            PathMatch::Prefix(p) if req.path.starts_with(p.as_str()) => Vec::new(),
+            PathMatch::Template(t) => t
+                .matches(req.path, req.case_insensitive)
+                .ok_or(Mismatch::Path)?,
+            PathMatch::Prefix(p) if segment_prefix(p, req.path, req.case_insensitive) => Vec::new(),
             PathMatch::Prefix(_) => return Err(Mismatch::Path),
         };
         for (name, want) in &self.params {
@@ -657,7 +635,7 @@ impl Rule {
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str());
-            if got != Some(want.as_str()) {
+            if !got.is_some_and(|g| eq_case(g, want, req.case_insensitive)) {
                 return Err(Mismatch::Param {
                     name: name.clone(),
                     want: want.clone(),
@@ -729,26 +707,5 @@ impl Requirements {
     /// Whether there is nothing to check.
     pub fn is_empty(&self) -> bool {
         self.scopes.is_empty() && self.acr.is_empty() && self.max_age.is_none()
-    }
-}
-
-/// A compiled route table: first match wins.
-#[derive(Debug, Clone, Default)]
-pub struct RouteTable {
-    entries: Vec<(Option<HostPattern>, String)>,
-}
-
-impl RouteTable {
-    /// Builds a table from (host, path_prefix) pairs in order.
-    pub fn new(entries: Vec<(Option<HostPattern>, String)>) -> Self {
-        Self { entries }
-    }
-
-    /// Index of the first route matching `host` (no port) and `path` (in [`normalize_path`]
-    /// form; route prefixes are stored normalized). Plain string prefix, like Envoy's `prefix`.
-    pub fn find(&self, host: &str, path: &str) -> Option<usize> {
-        self.entries.iter().position(|(h, prefix)| {
-            h.as_ref().is_none_or(|h| h.matches(host)) && path.starts_with(prefix.as_str())
-        })
     }
 }

@@ -34,7 +34,12 @@ fn rule(name: &str, action: Action) -> Rule {
 }
 
 fn facts<'a>(method: &'a http::Method, host: &'a str, path: &'a str) -> RequestFacts<'a> {
-    RequestFacts { method, host, path }
+    RequestFacts {
+        method,
+        host,
+        path,
+        case_insensitive: false,
+    }
 }
 
 #[test]
@@ -75,37 +80,47 @@ fn path_templates() {
     let t = PathTemplate::parse("/v1/deployments/{env}").unwrap();
     assert_eq!(t.param_names(), ["env"]);
     assert_eq!(
-        t.matches("/v1/deployments/production"),
+        t.matches("/v1/deployments/production", false),
         Some(vec![("env".into(), "production".into())])
     );
-    assert_eq!(t.matches("/v1/deployments/"), None);
-    assert_eq!(t.matches("/v1/deployments/a/b"), None);
-    assert_eq!(t.matches("/v1/deployments"), None);
+    assert_eq!(t.matches("/v1/deployments/", false), None);
+    assert_eq!(t.matches("/v1/deployments/a/b", false), None);
+    assert_eq!(t.matches("/v1/deployments", false), None);
     // An encoded slash stays inside one segment and the value comes back decoded.
     assert_eq!(
-        t.matches("/v1/deployments/a%2Fb"),
+        t.matches("/v1/deployments/a%2Fb", false),
         Some(vec![("env".into(), "a/b".into())])
     );
 
     let rest = PathTemplate::parse("/files/{*rest}").unwrap();
     assert_eq!(
-        rest.matches("/files/a/b%20c"),
+        rest.matches("/files/a/b%20c", false),
         Some(vec![("rest".into(), "a/b c".into())])
     );
-    assert_eq!(rest.matches("/files/"), None);
-    assert_eq!(rest.matches("/files"), None);
+    assert_eq!(rest.matches("/files/", false), None);
+    assert_eq!(rest.matches("/files", false), None);
 
     let literal = PathTemplate::parse("/healthz").unwrap();
-    assert!(literal.matches("/healthz").is_some());
-    assert!(literal.matches("/healthz/").is_none());
-    assert!(PathTemplate::parse("/").unwrap().matches("/").is_some());
+    assert!(literal.matches("/healthz", false).is_some());
+    // One trailing slash is not significant (SPEC 8).
+    assert!(literal.matches("/healthz/", false).is_some());
+    assert!(literal.matches("/HEALTHZ", false).is_none());
+    assert!(literal.matches("/HEALTHZ", true).is_some());
+    assert!(PathTemplate::parse("/")
+        .unwrap()
+        .matches("/", false)
+        .is_some());
     let trailing = PathTemplate::parse("/dir/").unwrap();
-    assert!(trailing.matches("/dir/").is_some());
-    assert!(trailing.matches("/dir").is_none());
+    assert!(trailing.matches("/dir/", false).is_some());
+    assert!(trailing.matches("/dir", false).is_some());
+    assert_eq!(
+        t.matches("/v1/deployments/production/", false),
+        Some(vec![("env".into(), "production".into())])
+    );
 
     // Literals are normalized like request paths.
     let enc = PathTemplate::parse("/%7euser/{id}").unwrap();
-    assert!(enc.matches("/~user/1").is_some());
+    assert!(enc.matches("/~user/1", false).is_some());
 
     for bad in [
         "v1",
@@ -126,8 +141,6 @@ fn path_templates() {
 fn normalize_path_closes_bypasses() {
     let ok = [
         ("/%61dmin", "/admin"),
-        ("/a%2fb", "/a%2Fb"),
-        ("/a%2Fb", "/a%2Fb"),
         ("//admin", "/admin"),
         ("/a//b/", "/a/b/"),
         ("/%7Euser", "/~user"),
@@ -135,12 +148,27 @@ fn normalize_path_closes_bypasses() {
         ("/a b", "/a%20b"),
         ("/caf\u{e9}", "/caf%C3%A9"),
         ("/a...b/...", "/a...b/..."),
+        ("/a%c3%a9", "/a%C3%A9"),
         ("/", "/"),
     ];
     for (raw, want) in ok {
         assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw:?}");
     }
+    use InvalidRequest as PathError;
     let bad = [
+        ("/a%2fb", PathError::EncodedSlash),
+        ("/a%2Fb", PathError::EncodedSlash),
+        ("/a%5cb", PathError::EncodedSlash),
+        ("/a\\b", PathError::Backslash),
+        ("/a;b", PathError::Semicolon),
+        ("/a%0ab", PathError::ControlChar),
+        ("/a%09b", PathError::ControlChar),
+        ("/a%7Fb", PathError::ControlChar),
+        ("/a\tb", PathError::ControlChar),
+        ("/a%C0%AF", PathError::NotUtf8),
+        ("/a%E0%80%AFb", PathError::NotUtf8),
+        ("/a%ffb", PathError::NotUtf8),
+        ("/a/..;x/admin", PathError::DotSegment),
         ("/a/../admin", PathError::DotSegment),
         ("/a/%2e%2e/admin", PathError::DotSegment),
         ("/a/.%2E/admin", PathError::DotSegment),
@@ -237,11 +265,24 @@ fn conditions_methods_host_prefix_params_claims() {
     assert!(!b.claims_match(&principal(json!({"admin": false}))));
     assert!(!b.claims_match(&principal(json!({}))));
 
-    // Prefix is a plain string prefix (documented): "/v1" also covers "/v10".
-    let mut p = rule("p", Action::Allow);
-    p.path = PathMatch::Prefix("/v1".into());
-    assert!(p.shape_matches(&facts(&post, "h", "/v10/x")).is_some());
-    assert!(p.shape_matches(&facts(&post, "h", "/v2")).is_none());
+    // Prefixes match whole segments (SPEC 8): "/v1" and "/v1/" cover "/v1", "/v1/" and
+    // "/v1/x", never "/v10".
+    for prefix in ["/v1", "/v1/"] {
+        let mut p = rule("p", Action::Allow);
+        p.path = PathMatch::Prefix(prefix.into());
+        for path in ["/v1", "/v1/", "/v1/x"] {
+            assert!(
+                p.shape_matches(&facts(&post, "h", path)).is_some(),
+                "{prefix} {path}"
+            );
+        }
+        for path in ["/v10/x", "/v10", "/v2", "/"] {
+            assert!(
+                p.shape_matches(&facts(&post, "h", path)).is_none(),
+                "{prefix} {path}"
+            );
+        }
+    }
 }
 
 #[test]

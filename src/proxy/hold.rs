@@ -169,14 +169,14 @@ pub async fn hold(
     );
     let (base, ca) = plane.upstreams.get(upstream).ok_or(Rejection::Internal)?;
     let stored = {
-        let req = session.req_header();
-        let host = super::authority(req).map(super::strip_port).unwrap_or("");
+        // The canonical request (SPEC 8) is what is bound, shown and replayed.
+        let canonical = ctx.canonical.as_ref().ok_or(Rejection::Internal)?;
         StoredRequest::new(
-            &req.method,
-            host,
-            req.uri.path(),
-            req.uri.query(),
-            &req.headers,
+            &canonical.wire_method,
+            &canonical.host,
+            &canonical.path,
+            canonical.query.as_deref(),
+            &session.req_header().headers,
             body.to_vec(),
             base,
             ca.clone(),

@@ -24,14 +24,14 @@ use crate::clock::SharedClock;
 use crate::identity::Principal;
 use crate::metrics::Metrics;
 use crate::oidc::{self, TokenError, Verifier};
-use crate::policy::{self, Action, Evaluation, PolicySet, RequestFacts, RouteTable};
+use crate::policy::canonical::is_reserved_header;
+use crate::policy::{
+    Action, CanonicalRequest, Evaluation, PolicySet, RawRequest, RouteTable, Unroutable,
+};
 
 use error::ChallengeContext;
 pub use error::Rejection;
 pub use upstream::UpstreamPeer;
-
-/// Header prefix reserved for Countersign; client-sent copies are removed.
-const RESERVED_PREFIX: &[u8] = b"countersign-";
 
 /// Shared, read-mostly state of the data plane.
 #[derive(Debug)]
@@ -40,8 +40,6 @@ pub struct DataPlane {
     pub policy: Arc<ArcSwap<PolicySet>>,
     /// Compiled `[[route]]` table.
     pub routes: RouteTable,
-    /// Upstream index for each route.
-    pub route_upstreams: Vec<usize>,
     /// Prepared upstream peers.
     pub upstreams: Vec<UpstreamPeer>,
     /// Token verification.
@@ -87,6 +85,9 @@ pub struct RequestCtx {
     /// headers are stripped; it is the one the client may set).
     reason: Option<String>,
     approval_id: Option<String>,
+    /// The canonical request (SPEC 8), once routing resolved it: what policy judged and what
+    /// the upstream receives.
+    canonical: Option<CanonicalRequest>,
 }
 
 impl RequestCtx {
@@ -102,6 +103,7 @@ impl RequestCtx {
             span: tracing::Span::none(),
             reason: None,
             approval_id: None,
+            canonical: None,
         }
     }
 }
@@ -204,29 +206,37 @@ impl Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Admission, Rejection> {
-        let path = policy::normalize_path(session.req_header().uri.path())
-            .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
-        if path != session.req_header().uri.path() {
-            // Upstream must see the path the policy judged, not an alternative spelling of it.
-            rewrite_path(session.req_header_mut(), &path)?;
-        }
         let req = session.req_header();
-        let host = authority(req)
-            .map(strip_port)
-            .ok_or(Rejection::BadRequest("the request has no host"))?;
-        let route = self
+        let canonical = self
             .state
             .routes
-            .find(host, &path)
-            .ok_or(Rejection::NoRoute)?;
-        let upstream = self.state.route_upstreams[route];
-        ctx.upstream = Some(upstream);
+            .resolve(&RawRequest {
+                method: &req.method,
+                target_authority: req.uri.authority().map(|a| a.as_str()),
+                path: req.uri.path(),
+                query: req.uri.query(),
+                headers: &req.headers,
+                default_port: if self.state.tls { 443 } else { 80 },
+            })
+            .map_err(|e| match e {
+                Unroutable::Invalid(why) => Rejection::BadRequest(why.description()),
+                Unroutable::NoRoute => Rejection::NoRoute,
+            })?;
+        ctx.upstream = Some(canonical.upstream);
+        let admission = self.judge(req, ctx, &canonical).await;
+        ctx.canonical = Some(canonical);
+        admission
+    }
 
-        let facts = RequestFacts {
-            method: &req.method,
-            host,
-            path: &path,
-        };
+    /// Authentication and policy for the canonical request.
+    async fn judge(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        canonical: &CanonicalRequest,
+    ) -> Result<Admission, Rejection> {
+        let upstream = canonical.upstream;
+        let facts = canonical.facts();
         let policy = self.state.policy.load();
         if let Evaluation::Decided(d) = policy.evaluate(&facts, None) {
             if d.action == Action::Public {
@@ -291,23 +301,6 @@ impl Proxy {
     }
 }
 
-/// Replaces the request path, keeping the query.
-fn rewrite_path(req: &mut RequestHeader, path: &str) -> Result<(), Rejection> {
-    let pq = match req.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    let mut parts = req.uri.clone().into_parts();
-    parts.path_and_query = Some(
-        http::uri::PathAndQuery::try_from(pq)
-            .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?,
-    );
-    let uri = http::Uri::from_parts(parts)
-        .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
-    req.set_uri(uri);
-    Ok(())
-}
-
 /// Host as the client sent it: the URI authority (HTTP/2, absolute-form) or `Host`.
 fn authority(req: &RequestHeader) -> Option<&str> {
     req.uri.authority().map(|a| a.as_str()).or_else(|| {
@@ -315,20 +308,6 @@ fn authority(req: &RequestHeader) -> Option<&str> {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
     })
-}
-
-/// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`.
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        };
-    }
-    match authority.rfind(':') {
-        Some(i) => &authority[..i],
-        None => authority,
-    }
 }
 
 async fn write_full(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
@@ -346,7 +325,8 @@ impl ProxyHttp for Proxy {
         RequestCtx::new()
     }
 
-    /// Removes every client-sent `Countersign-*` header before anything looks at the request.
+    /// Removes every client-sent `Countersign-*` header (any case, `_` read as `-`) before
+    /// anything looks at the request.
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         let req = session.req_header_mut();
         ctx.reason = req
@@ -357,11 +337,7 @@ impl ProxyHttp for Proxy {
         let reserved: Vec<http::HeaderName> = req
             .headers
             .keys()
-            .filter(|name| {
-                let n = name.as_str().as_bytes();
-                n.len() >= RESERVED_PREFIX.len()
-                    && n[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX)
-            })
+            .filter(|name| is_reserved_header(name.as_str()))
             .cloned()
             .collect();
         for name in reserved {
@@ -439,15 +415,27 @@ impl ProxyHttp for Proxy {
         Ok(up.peer())
     }
 
-    /// Adds `Countersign-Subject` (the verified `sub`) and the request id.
+    /// Sends the canonical request (origin-form target, canonical path and `Host`) and adds
+    /// `Countersign-Subject` / `Countersign-Issuer` (the verified `sub` and `iss`) and the
+    /// request id.
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        let canonical = ctx
+            .canonical
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no canonical request"))?;
+        let target = http::Uri::try_from(canonical.path_and_query()).map_err(|_| {
+            Error::explain(ErrorType::InternalError, "canonical target is not a URI")
+        })?;
+        upstream_request.set_uri(target);
+        upstream_request.insert_header(http::header::HOST, canonical.authority.as_str())?;
         if let Some(p) = &ctx.principal {
             upstream_request.insert_header("countersign-subject", p.subject.as_str())?;
+            upstream_request.insert_header("countersign-issuer", p.issuer.as_str())?;
         }
         upstream_request.insert_header("countersign-request-id", ctx.request_id.as_str())?;
         Ok(())
@@ -533,15 +521,6 @@ impl ProxyHttp for Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strip_port_handles_names_ipv4_ipv6() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("127.0.0.1:1"), "127.0.0.1");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
-    }
 
     #[test]
     fn request_ids_are_unique_hex() {

@@ -1,0 +1,195 @@
+//! The coverage lint (SPEC 8): gaps in routes and rules that an attacker could use, found
+//! without sending a request. `countersign check` prints them as `warning:` lines (`--strict`
+//! fails on them); `run` logs and counts them at start and on every reload.
+//!
+//! Pure: works on compiled routes and rules. Must not decide requests; it only reads the
+//! same matchers the data plane uses ([`HostPattern`], [`PathMatch`], [`segment_prefix`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::route::RouteEntry;
+use super::{segment_prefix, Action, Approver, HostPattern, Origin, PathMatch, PolicySet, Rule};
+
+/// One gap, at the rule it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The rule's `[[rule]]` header.
+    pub at: Origin,
+    /// What is wrong and how to close it, for a person.
+    pub message: String,
+}
+
+/// What the lint reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Routes in order.
+    pub routes: &'a [RouteEntry],
+    /// How to name each route for a person (`route #2 (countersign.toml:19)`).
+    pub route_labels: &'a [String],
+    /// Upstream names by index.
+    pub upstream_names: &'a [String],
+    /// Rules.
+    pub policy: &'a PolicySet,
+    /// `[approvers.groups]`.
+    pub groups: &'a BTreeMap<String, Vec<String>>,
+}
+
+/// Every finding for the rules, in rule order.
+pub fn lint(input: &Input<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let rules = &input.policy.rules;
+    for (i, rule) in rules.iter().enumerate() {
+        if !matches!(rule.action, Action::Approve | Action::Deny) {
+            continue;
+        }
+        if let Some(earlier) = rules[..i].iter().find(|e| shadows(e, rule)) {
+            out.push(Finding {
+                at: rule.origin.clone(),
+                message: format!(
+                    "rule {:?} ({}) can never match: rule {:?} ({}:{}) matches every request it would, first",
+                    rule.name,
+                    rule.action.as_str(),
+                    earlier.name,
+                    earlier.origin.file.display(),
+                    earlier.origin.line
+                ),
+            });
+        }
+        if let Some(host) = &rule.host {
+            host_bypass(input, rule, host, &mut out);
+        }
+        if let Some(spec) = &rule.approval {
+            let voters = distinct_voters(&spec.approvers, input.groups);
+            if usize::try_from(spec.quorum).map_or(true, |q| q > voters) {
+                out.push(Finding {
+                    at: rule.origin.clone(),
+                    message: format!(
+                        "rule {:?}: quorum {} is more than the {voters} distinct approvers who could ever vote; no request can be approved",
+                        rule.name, spec.quorum
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A host-scoped rule whose upstream is also reachable through a route for other hosts,
+/// where the rule does not apply.
+fn host_bypass(input: &Input<'_>, rule: &Rule, host: &HostPattern, out: &mut Vec<Finding>) {
+    let reach = rule_reach(rule);
+    let guarded: BTreeSet<usize> = input
+        .routes
+        .iter()
+        .filter(|r| host_intersects(host, r.host.as_ref()) && paths_overlap(&r.prefix, &reach))
+        .map(|r| r.upstream)
+        .collect();
+    for (j, route) in input.routes.iter().enumerate() {
+        if !guarded.contains(&route.upstream)
+            || host_covers(host, route.host.as_ref())
+            || !paths_overlap(&route.prefix, &reach)
+        {
+            continue;
+        }
+        let route_host = route
+            .host
+            .as_ref()
+            .map_or("any host".to_owned(), |h| format!("host {h}"));
+        out.push(Finding {
+            at: rule.origin.clone(),
+            message: format!(
+                "rule {:?} ({}) applies only to host {host}, but its upstream {:?} is also reachable through {} ({route_host}), where this rule does not apply; remove the rule's host or that route",
+                rule.name,
+                rule.action.as_str(),
+                input.upstream_names.get(route.upstream).map_or("?", String::as_str),
+                input.route_labels.get(j).map_or("a route", String::as_str),
+            ),
+        });
+    }
+}
+
+/// The path every request a rule matches starts with (on segments).
+fn rule_reach(rule: &Rule) -> String {
+    match &rule.path {
+        PathMatch::Any => "/".to_owned(),
+        PathMatch::Prefix(p) => p.clone(),
+        PathMatch::Template(t) => t.literal_prefix(),
+    }
+}
+
+/// Whether some path lies under both prefixes.
+fn paths_overlap(a: &str, b: &str) -> bool {
+    segment_prefix(a, b, true) || segment_prefix(b, a, true)
+}
+
+/// Whether some host matches both (`None` = any host).
+fn host_intersects(rule: &HostPattern, route: Option<&HostPattern>) -> bool {
+    let Some(route) = route else {
+        return true;
+    };
+    match (rule, route) {
+        (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+        (HostPattern::Exact(h), pattern @ HostPattern::Suffix(_))
+        | (pattern @ HostPattern::Suffix(_), HostPattern::Exact(h)) => pattern.matches(h),
+        (HostPattern::Suffix(a), HostPattern::Suffix(b)) => {
+            a.ends_with(b.as_str()) || b.ends_with(a.as_str())
+        }
+    }
+}
+
+/// Whether every host `route` admits is matched by `rule` (`None` = any host).
+fn host_covers(rule: &HostPattern, route: Option<&HostPattern>) -> bool {
+    match (rule, route) {
+        (_, None) => false,
+        (_, Some(HostPattern::Exact(h))) => rule.matches(h),
+        (HostPattern::Exact(_), Some(HostPattern::Suffix(_))) => false,
+        (HostPattern::Suffix(a), Some(HostPattern::Suffix(b))) => b.ends_with(a.as_str()),
+    }
+}
+
+/// Whether `earlier` matches every request `later` matches (so `later` never applies).
+/// Conservative: `claims` conditions on `earlier` can fail, so such a rule shadows nothing.
+fn shadows(earlier: &Rule, later: &Rule) -> bool {
+    if !earlier.claims.is_empty() {
+        return false;
+    }
+    let methods = match (&earlier.methods, &later.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => l.iter().all(|m| e.contains(m)),
+    };
+    let host = match (&earlier.host, &later.host) {
+        (None, _) => true,
+        (Some(e), l) => host_covers(e, l.as_ref()),
+    };
+    let params = earlier.params.is_empty()
+        || (matches!((&earlier.path, &later.path), (PathMatch::Template(e), PathMatch::Template(l)) if e.same_shape(l))
+            && earlier.params.iter().all(|p| later.params.contains(p)));
+    let path = match (&earlier.path, &later.path) {
+        (PathMatch::Any, _) => true,
+        (PathMatch::Prefix(_), PathMatch::Any) => false,
+        (PathMatch::Prefix(e), PathMatch::Prefix(l)) => segment_prefix(e, l, false),
+        (PathMatch::Prefix(e), PathMatch::Template(l)) => {
+            segment_prefix(e, &l.literal_prefix(), false)
+        }
+        (PathMatch::Template(e), PathMatch::Template(l)) => e.same_shape(l),
+        (PathMatch::Template(_), _) => false,
+    };
+    methods && host && params && path
+}
+
+/// How many different people could vote (groups expanded).
+fn distinct_voters(approvers: &[Approver], groups: &BTreeMap<String, Vec<String>>) -> usize {
+    let mut people = BTreeSet::new();
+    for a in approvers {
+        match a {
+            Approver::Email(e) => {
+                people.insert(e.as_str());
+            }
+            Approver::Group(g) => {
+                people.extend(groups.get(g).into_iter().flatten().map(String::as_str));
+            }
+        }
+    }
+    people.len()
+}
