@@ -108,10 +108,16 @@ impl CanonicalPath {
             return Cow::Borrowed(&self.path);
         }
         let mut out = String::with_capacity(self.path.len());
-        for seg in self.path.split('/').skip(1) {
-            let seg = seg.split(';').next().unwrap_or("");
-            // A segment that was only parameters disappears like an empty one ("//").
-            if seg.is_empty() && !out.is_empty() && out.ends_with('/') {
+        let mut segs = self
+            .path
+            .split('/')
+            .skip(1)
+            .map(|s| s.split(';').next().unwrap_or(""))
+            .peekable();
+        while let Some(seg) = segs.next() {
+            // A segment that was only parameters disappears like an empty one ("//"); a
+            // trailing one stays a trailing slash.
+            if seg.is_empty() && segs.peek().is_some() {
                 continue;
             }
             out.push('/');

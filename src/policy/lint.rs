@@ -78,12 +78,21 @@ pub fn lint(input: &Input<'_>) -> Vec<Finding> {
 /// where the rule does not apply.
 fn host_bypass(input: &Input<'_>, rule: &Rule, host: &HostPattern, out: &mut Vec<Finding>) {
     let reach = rule_reach(rule);
-    let guarded: BTreeSet<usize> = input
-        .routes
-        .iter()
-        .filter(|r| host_intersects(host, r.host.as_ref()) && paths_overlap(&r.prefix, &reach))
-        .map(|r| r.upstream)
-        .collect();
+    // The upstreams that serve the rule's own host, first match first: a route that takes
+    // every such request ends the search.
+    let mut guarded = BTreeSet::new();
+    for r in input.routes {
+        if host_intersects(host, r.host.as_ref()) && paths_overlap(&r.prefix, &reach) {
+            guarded.insert(r.upstream);
+            let takes_all_hosts = r.host.as_ref().is_none_or(|rh| match host {
+                HostPattern::Exact(h) => rh.matches(h),
+                HostPattern::Suffix(_) => host_covers(rh, Some(host)),
+            });
+            if takes_all_hosts && segment_prefix(&r.prefix, &reach, false) {
+                break;
+            }
+        }
+    }
     for (j, route) in input.routes.iter().enumerate() {
         if !guarded.contains(&route.upstream)
             || host_covers(host, route.host.as_ref())

@@ -1,0 +1,164 @@
+//! `countersign check` coverage lint (SPEC 8) as an operator sees it: `warning:` lines with
+//! file:line:col, exit 0 without `--strict`, exit 1 with it; the shipped example is clean.
+
+mod common;
+
+use common::TestDir;
+
+/// A config with `routes` and `extra` sections, and `policy` as the only policy file.
+fn setup(routes: &str, extra: &str, policy: &str) -> TestDir {
+    let dir = TestDir::new();
+    dir.write(
+        "countersign.toml",
+        format!(
+            r#"[server]
+listen = "127.0.0.1:8080"
+
+[[upstream]]
+name = "api"
+url = "http://127.0.0.1:7000"
+
+[[upstream]]
+name = "static"
+url = "http://127.0.0.1:7001"
+
+{routes}
+[[issuer]]
+issuer = "https://idp.example.com"
+audiences = ["https://api.example.com"]
+
+[policy]
+files = ["policies/*.toml"]
+{extra}"#
+        ),
+    );
+    dir.write("policies/p.toml", policy);
+    dir
+}
+
+/// (exit code without --strict, exit code with --strict, stdout with --strict).
+fn check(dir: &TestDir) -> (Option<i32>, Option<i32>, String) {
+    let config = dir.path().join("countersign.toml");
+    let config = config.to_str().unwrap();
+    let plain = common::countersign(&["check", "--config", config]);
+    let strict = common::countersign(&["check", "--strict", "--config", config]);
+    let text =
+        String::from_utf8_lossy(&strict.stdout).replace(&format!("{}/", dir.path().display()), "");
+    (plain.status.code(), strict.status.code(), text)
+}
+
+fn warnings(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect()
+}
+
+const HOST_ROUTE: &str = r#"[[route]]
+host = "deploy.example.com"
+upstream = "api"
+"#;
+
+const PROD_RULE: &str = r#"[[rule]]
+name = "prod-deploy"
+methods = ["POST"]
+host = "deploy.example.com"
+path = "/v1/deployments/{env}"
+params = { env = "production" }
+action = "approve"
+
+[rule.approval]
+approvers = ["alice@example.com"]
+"#;
+
+#[test]
+fn a_host_scoped_rule_whose_upstream_another_route_reaches_is_a_warning() {
+    let routes = format!("{HOST_ROUTE}\n[[route]]\nupstream = \"api\"\n");
+    let (plain, strict, text) = check(&setup(&routes, "", PROD_RULE));
+    assert_eq!((plain, strict), (Some(0), Some(1)), "{text}");
+    let w = warnings(&text);
+    assert_eq!(w.len(), 1, "{text}");
+    assert!(w[0].starts_with("warning: policies/p.toml:1:1: rule \"prod-deploy\" (approve) applies only to host deploy.example.com, but its upstream \"api\" is also reachable through route #2 (countersign.toml:"), "{text}");
+    assert!(w[0].contains("(any host)"), "{text}");
+
+    // A route for another host to ANOTHER upstream, or for paths the rule never covers, is
+    // no gap.
+    let routes = format!(
+        "{HOST_ROUTE}\n[[route]]\nupstream = \"static\"\n\n[[route]]\npath_prefix = \"/assets/\"\nupstream = \"api\"\n"
+    );
+    let (plain, strict, text) = check(&setup(&routes, "", PROD_RULE));
+    assert_eq!((plain, strict), (Some(0), Some(0)), "{text}");
+    assert!(warnings(&text).is_empty(), "{text}");
+}
+
+#[test]
+fn an_approve_or_deny_rule_shadowed_by_an_earlier_rule_is_a_warning() {
+    let policy = r#"[[rule]]
+name = "writes"
+path_prefix = "/v1"
+action = "allow"
+
+[[rule]]
+name = "prod-deploy"
+methods = ["POST"]
+path = "/v1/deployments/{env}"
+action = "approve"
+
+[rule.approval]
+approvers = ["alice@example.com"]
+
+[[rule]]
+name = "no-admin"
+path_prefix = "/admin"
+action = "deny"
+"#;
+    let (plain, strict, text) = check(&setup("[[route]]\nupstream = \"api\"\n", "", policy));
+    assert_eq!((plain, strict), (Some(0), Some(1)), "{text}");
+    assert_eq!(
+        warnings(&text),
+        ["warning: policies/p.toml:6:1: rule \"prod-deploy\" (approve) can never match: rule \"writes\" (policies/p.toml:1) matches every request it would, first"],
+        "{text}"
+    );
+
+    // Only for other methods, or only with a claim: not a full shadow.
+    let policy = policy.replacen(
+        "action = \"allow\"",
+        "methods = [\"GET\"]\naction = \"allow\"",
+        1,
+    );
+    let (_, strict, text) = check(&setup("[[route]]\nupstream = \"api\"\n", "", &policy));
+    assert_eq!(strict, Some(0), "{text}");
+}
+
+#[test]
+fn an_unreachable_quorum_and_an_empty_group_are_warnings() {
+    let policy = r#"[[rule]]
+name = "payout"
+path = "/payouts"
+action = "approve"
+
+[rule.approval]
+approvers = ["group:finance", "bob@example.com"]
+quorum = 3
+"#;
+    let extra = "\n[approvers.groups]\nfinance = [\"alice@example.com\"]\nnobody = []\n";
+    let (plain, strict, text) = check(&setup("[[route]]\nupstream = \"api\"\n", extra, policy));
+    assert_eq!((plain, strict), (Some(0), Some(1)), "{text}");
+    let w = warnings(&text);
+    assert_eq!(w.len(), 2, "{text}");
+    assert!(w.contains(&"warning: policies/p.toml:1:1: rule \"payout\": quorum 3 is more than the 2 distinct approvers who could ever vote; no request can be approved"), "{text}");
+    assert!(
+        w.iter().any(|l| l.starts_with("warning: countersign.toml:")
+            && l.ends_with(
+                ": approver group \"nobody\" is empty: nobody in it can approve anything"
+            )),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_shipped_example_passes_strict() {
+    let out = common::countersign(&["check", "--strict", "--config", "examples/countersign.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("0 warning(s)"), "{text}");
+}
