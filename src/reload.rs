@@ -140,10 +140,29 @@ impl Reloader {
 
     async fn watch_files(self) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // Only changes to files the globs name count: other files in a watched folder (a log
+        // file written next to the config, say) must not trigger reloads, or a reload that
+        // logs would trigger the next one.
+        // The folders watched are the globs' own, so matching the file name part is enough.
+        let patterns: Vec<glob::Pattern> = self
+            .config
+            .policy
+            .files
+            .iter()
+            .filter_map(|g| {
+                let name = std::path::Path::new(g).file_name()?.to_str()?;
+                glob::Pattern::new(name).ok()
+            })
+            .collect();
         let mut watcher =
             match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
                 if let Ok(ev) = ev {
-                    if !ev.kind.is_access() {
+                    let relevant = ev
+                        .paths
+                        .iter()
+                        .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
+                        .any(|name| patterns.iter().any(|pat| pat.matches(name)));
+                    if !ev.kind.is_access() && relevant {
                         let _ = tx.send(());
                     }
                 }
