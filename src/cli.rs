@@ -200,7 +200,15 @@ fn explain(
                 .or_insert_with(|| serde_json::Value::String("explain".into()));
             map.entry("exp")
                 .or_insert_with(|| serde_json::Value::from(now + 3600));
-            match Principal::from_claims(map) {
+            // Identify the caller as the proxy would: by its issuer's identity_claim.
+            let issuer = map
+                .get("iss")
+                .and_then(|v| v.as_str())
+                .and_then(|iss| config.issuers.iter().find(|i| i.issuer == iss));
+            let (claim, approvers) = issuer.map_or(("email", false), |i| {
+                (i.identity_claim.as_str(), i.approvers)
+            });
+            match Principal::from_claims_as(map, claim, approvers) {
                 Some(p) => Some(p),
                 None => {
                     eprintln!(

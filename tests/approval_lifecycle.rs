@@ -192,6 +192,7 @@ fn spec() -> ApprovalSpec {
         approve_via: ApproveVia::Button,
         reason_required: false,
         redact: vec!["/token".into()],
+        unidentified_requester: Default::default(),
     }
 }
 

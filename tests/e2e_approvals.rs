@@ -118,7 +118,11 @@ impl Env {
         dir.write("login-secret", "unused-secret\n");
         let mut proxy = Proxy::start(&dir, &config).await;
         proxy.wait_ready().await;
-        let requester = issuer.token(REQUESTER, AUD, json!({}));
+        let requester = issuer.token(
+            REQUESTER,
+            AUD,
+            json!({ "email": "svc-deployer@example.com" }),
+        );
         Env {
             dir,
             issuer,

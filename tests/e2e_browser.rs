@@ -24,6 +24,8 @@ action = "approve"
 approvers = ["alice@example.com"]
 hold = "60s"
 expires = "5m"
+# The caller is a machine (client credentials): its token names no person.
+unidentified_requester = "hold"
 "#;
 
 /// Where the IdP puts the approver's `email` claim.

@@ -47,7 +47,11 @@ async fn a_held_request_posts_an_adaptive_card_and_the_outcome_to_teams() {
     let mut proxy = Proxy::start(&dir, &config).await;
     proxy.wait_ready().await;
 
-    let caller = issuer.token("svc-deployer", AUD, json!({}));
+    let caller = issuer.token(
+        "svc-deployer",
+        AUD,
+        json!({ "email": "svc-deployer@example.com" }),
+    );
     let url = format!("{}/deploy/prod", proxy.data_url());
     let held = tokio::spawn(async move {
         http_client()
@@ -135,7 +139,11 @@ async fn a_signed_slack_click_on_the_control_plane_releases_the_held_request() {
     let mut proxy = Proxy::start(&dir, &config).await;
     proxy.wait_ready().await;
 
-    let caller = issuer.token("svc-deployer", AUD, json!({}));
+    let caller = issuer.token(
+        "svc-deployer",
+        AUD,
+        json!({ "email": "svc-deployer@example.com" }),
+    );
     let url = format!("{}/deploy/prod", proxy.data_url());
     let held = tokio::spawn(async move {
         http_client()

@@ -101,7 +101,11 @@ impl Cluster {
         );
         let a = replica(&dir, &config, "a").await;
         let b = replica(&dir, &config, "b").await;
-        let requester = issuer.token(REQUESTER, AUD, json!({}));
+        let requester = issuer.token(
+            REQUESTER,
+            AUD,
+            json!({ "email": "svc-deployer@example.com" }),
+        );
         Cluster {
             redis,
             dir,
@@ -440,7 +444,11 @@ async fn store_password_from_a_file_reaches_a_password_protected_redis() {
     proxy.wait_ready().await;
     let resp = http_client()
         .post(format!("{}/deploy/x", proxy.data_url()))
-        .bearer_auth(issuer.token(REQUESTER, AUD, json!({})))
+        .bearer_auth(issuer.token(
+            REQUESTER,
+            AUD,
+            json!({ "email": "svc-deployer@example.com" }),
+        ))
         .header("prefer", "respond-async")
         .send()
         .await
@@ -485,7 +493,11 @@ async fn rediss_store_with_a_private_ca_from_config() {
     proxy.wait_ready().await;
     let resp = http_client()
         .post(format!("{}/deploy/x", proxy.data_url()))
-        .bearer_auth(issuer.token(REQUESTER, AUD, json!({})))
+        .bearer_auth(issuer.token(
+            REQUESTER,
+            AUD,
+            json!({ "email": "svc-deployer@example.com" }),
+        ))
         .header("prefer", "respond-async")
         .send()
         .await

@@ -26,6 +26,8 @@ async fn dev_idp_tokens_verify_through_the_public_api() {
         leeway: Duration::from_secs(60),
         require_typ: None,
         refresh: Duration::from_secs(300),
+        identity_claim: "email".into(),
+        approvers: false,
     };
     let http = reqwest::Client::builder()
         .no_proxy()

@@ -144,6 +144,7 @@ fn spec(quorum: u32) -> ApprovalSpec {
         approve_via: ApproveVia::Button,
         reason_required: false,
         redact: vec!["/token".into()],
+        unidentified_requester: Default::default(),
     }
 }
 

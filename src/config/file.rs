@@ -377,6 +377,8 @@ fn issuer(ck: &mut FileCheck, t: &DeTable<'_>, header: &Range<usize>) -> Option<
         "leeway",
         "require_typ",
         "refresh",
+        "identity_claim",
+        "approvers",
     ];
     ck.unknown_keys(t, "in [[issuer]]", KEYS);
     let issuer = ck
@@ -406,6 +408,15 @@ fn issuer(ck: &mut FileCheck, t: &DeTable<'_>, header: &Range<usize>) -> Option<
     let leeway = ck.opt_duration(t, "leeway", Duration::ZERO);
     let refresh = ck.opt_duration(t, "refresh", Duration::from_secs(1));
     let require_typ = ck.opt_str(t, "require_typ").map(|(s, _)| s.to_owned());
+    let identity_claim = match ck.opt_str(t, "identity_claim") {
+        Some((s, span)) if s.trim().is_empty() => {
+            ck.err(&span, "\"identity_claim\" must name a claim");
+            None
+        }
+        Some((s, _)) => Some(s.to_owned()),
+        None => Some("email".to_owned()),
+    };
+    let approvers = ck.opt_bool(t, "approvers").unwrap_or(false);
     Some(Issuer {
         issuer: issuer?,
         audiences: audiences?,
@@ -414,6 +425,8 @@ fn issuer(ck: &mut FileCheck, t: &DeTable<'_>, header: &Range<usize>) -> Option<
         leeway: leeway.unwrap_or(Duration::from_secs(60)),
         require_typ,
         refresh: refresh.unwrap_or(Duration::from_secs(300)),
+        identity_claim: identity_claim?,
+        approvers,
     })
 }
 

@@ -302,6 +302,12 @@ pub struct Issuer {
     pub require_typ: Option<String>,
     /// JWKS refetched at least this often (default 5 m).
     pub refresh: Duration,
+    /// `identity_claim` (default `email`): the claim that names the person behind a token
+    /// (Entra: `preferred_username` or `upn`). SPEC 8.
+    pub identity_claim: String,
+    /// `approvers = true`: this issuer's bearer tokens may cast API votes (default false; the
+    /// approver login always identifies). SPEC 8.
+    pub approvers: bool,
 }
 
 /// `[policy]`.

@@ -13,7 +13,7 @@ use super::walk::{closest, FileCheck, Val};
 use super::Config;
 use crate::policy::{
     Action, ApprovalSpec, ApproveVia, Approver, HostPattern, NotifyTarget, Origin, PathMatch,
-    PathTemplate, Requirements, Rule,
+    PathTemplate, Requirements, Rule, UnidentifiedRequester,
 };
 
 /// What policy files may refer to in the config.
@@ -360,6 +360,7 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
         "approve_via",
         "reason_required",
         "redact",
+        "unidentified_requester",
     ];
     let t = ck.as_table(value, "[rule.approval]")?;
     let header = value.span();
@@ -391,6 +392,20 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
     }
     let approve_via = approve_via(ck, t, refs);
     let redact = redact(ck, t);
+    let unidentified_requester = match ck.opt_str(t, "unidentified_requester") {
+        None => Some(UnidentifiedRequester::Refuse),
+        Some(("refuse", _)) => Some(UnidentifiedRequester::Refuse),
+        Some(("hold", _)) => Some(UnidentifiedRequester::Hold),
+        Some((other, span)) => {
+            ck.err(
+                &span,
+                format!(
+                    "\"unidentified_requester\" must be \"refuse\" or \"hold\", found {other:?}"
+                ),
+            );
+            None
+        }
+    };
     Some(ApprovalSpec {
         approvers: approvers?,
         quorum: u32::try_from(quorum.unwrap_or(1)).ok()?,
@@ -401,6 +416,7 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
         approve_via: approve_via?,
         reason_required: ck.opt_bool(t, "reason_required").unwrap_or(false),
         redact: redact?,
+        unidentified_requester: unidentified_requester?,
     })
 }
 

@@ -290,11 +290,18 @@ pub async fn decide_api(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if !who.may_approve {
+        return error(
+            StatusCode::FORBIDDEN,
+            "not_an_approver",
+            "this token's issuer is not trusted to identify approvers (it needs approvers = true)",
+        );
+    }
     let Some(email) = who.email.clone() else {
         return error(
             StatusCode::FORBIDDEN,
             "not_an_approver",
-            "the token has no email claim, so it cannot identify an approver",
+            "the token has no verified identity claim, so it cannot identify an approver",
         );
     };
     let body: DecisionBody = match serde_json::from_slice(body) {

@@ -109,7 +109,12 @@ impl Inner {
             .verify_signature(issuer, header.kid.as_deref(), alg, &parts)
             .await?;
         let valid_until = token::check_claims(&claims, &issuer.config, now).map_err(invalid)?;
-        let principal = Arc::new(Principal::from_claims(claims).ok_or(invalid(Reason::Malformed))?);
+        let principal = Principal::from_claims_as(
+            claims,
+            &issuer.config.identity_claim,
+            issuer.config.approvers,
+        );
+        let principal = Arc::new(principal.ok_or(invalid(Reason::Malformed))?);
         self.cache.insert(
             hash,
             Verified::new(Arc::clone(&principal), index, key, valid_until, now),

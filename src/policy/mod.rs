@@ -437,6 +437,20 @@ pub struct ApprovalSpec {
     pub reason_required: bool,
     /// JSON pointers hidden in messages, pages and audit.
     pub redact: Vec<String>,
+    /// What to do with a requester whose token names no person (SPEC 8).
+    pub unidentified_requester: UnidentifiedRequester,
+}
+
+/// `unidentified_requester`: a requester whose token lacks the issuer's identity claim (or has
+/// `email_verified = false`) could approve their own request from an identified account, since
+/// nothing ties the two together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnidentifiedRequester {
+    /// 403 `identity_required` (the default).
+    #[default]
+    Refuse,
+    /// `"hold"`: held anyway; messages, pages and audit say "requester not identified".
+    Hold,
 }
 
 /// Where a rule was written.

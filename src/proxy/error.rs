@@ -33,6 +33,9 @@ pub enum Rejection {
     ReasonRequired,
     /// Nobody other than the requester may approve this request.
     ApprovalUnsatisfiable,
+    /// An `approve` rule and a token that names no person (SPEC 8): the requester could
+    /// approve their own request from an identified account.
+    IdentityRequired,
     /// An approver denied the request.
     ApprovalDenied {
         /// Who denied.
@@ -81,6 +84,11 @@ impl Rejection {
             Rejection::BadRequest(why) => plain(400, "invalid_request", why),
             Rejection::NoRoute => plain(404, "no_route", "no route matches this request"),
             Rejection::Denied => plain(403, "access_denied", "this request is not allowed"),
+            Rejection::IdentityRequired => plain(
+                403,
+                "identity_required",
+                "this request needs approval, and the token does not identify a person (no verified identity claim)",
+            ),
             Rejection::ApprovalsUnavailable => ErrorResponse {
                 retry_after: Some(30),
                 ..plain(
@@ -161,6 +169,7 @@ impl Rejection {
             Rejection::PayloadTooLarge => "payload_too_large",
             Rejection::ReasonRequired => "reason_required",
             Rejection::ApprovalUnsatisfiable => "approval_unsatisfiable",
+            Rejection::IdentityRequired => "identity_required",
             Rejection::ApprovalDenied { .. } => "approval_denied",
             Rejection::ApprovalExpired => "approval_expired",
             Rejection::ApprovalCancelled => "approval_cancelled",

@@ -25,6 +25,7 @@ use crate::identity::Principal;
 use crate::metrics::Metrics;
 use crate::oidc::{self, TokenError, Verifier};
 use crate::policy::canonical::is_reserved_header;
+use crate::policy::UnidentifiedRequester;
 use crate::policy::{
     Action, CanonicalRequest, Evaluation, PolicySet, RawRequest, RouteTable, Unroutable,
 };
@@ -285,6 +286,13 @@ impl Proxy {
         }
         ctx.principal = Some(principal.clone());
         if decision.action == Action::Approve {
+            let unidentified_ok = decision
+                .rule
+                .and_then(|r| r.approval.as_ref())
+                .is_some_and(|a| a.unidentified_requester == UnidentifiedRequester::Hold);
+            if principal.email.is_none() && !unidentified_ok {
+                return Err(Rejection::IdentityRequired);
+            }
             let rule = decision
                 .rule
                 .and_then(|r| policy.rules.iter().position(|p| std::ptr::eq(p, r)))

@@ -256,6 +256,7 @@ fn tls_on_listener(text: &str) -> bool {
 /// issuer (discovery unless `jwks_uri` is appended by the caller) with `audiences`, and no
 /// `[policy]` table: the default glob `policies/*.toml` finds nothing in a test folder, so
 /// every valid token is allowed. Uses the placeholders [`Proxy::start`] fills.
+/// The issuer sets `approvers = true`: the approval tests cast API votes with its tokens.
 pub fn basic_config(upstream_url: &str, issuer: &str, audiences: &[&str]) -> String {
     let audiences = audiences
         .iter()
@@ -280,6 +281,7 @@ upstream = "echo"
 [[issuer]]
 issuer = "{issuer}"
 audiences = [{audiences}]
+approvers = true
 "#
     )
 }

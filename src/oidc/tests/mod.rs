@@ -122,6 +122,8 @@ fn issuer_for(idp: &DevIdp) -> Issuer {
         leeway: Duration::from_secs(60),
         require_typ: None,
         refresh: Duration::from_secs(300),
+        identity_claim: "email".into(),
+        approvers: false,
     }
 }
 
