@@ -188,8 +188,14 @@ fn upstream_python() -> PathBuf {
 /// paths and audit log replaced by local ones (placeholders for [`Proxy::start`]); for a
 /// case-insensitive router, `case_insensitive_paths = true` on its upstream, as SPEC 8 tells an
 /// operator to set (and `allow_semicolons = true` on every route for
-/// [`Router::ServletAllowSemicolons`]). Returns the config text and the audience tokens must carry.
-fn shipped_config(router: Router, upstream_url: &str, issuer: &str) -> (String, String) {
+/// [`Router::ServletAllowSemicolons`]); `router_keys = false` leaves those out (the example
+/// exactly as a new user runs it). Returns the config text and the audience tokens must carry.
+fn shipped_config(
+    router: Router,
+    upstream_url: &str,
+    issuer: &str,
+    router_keys: bool,
+) -> (String, String) {
     let examples = repo_root().join("examples");
     let text = std::fs::read_to_string(examples.join("countersign.toml"))
         .expect("read examples/countersign.toml");
@@ -202,12 +208,12 @@ fn shipped_config(router: Router, upstream_url: &str, issuer: &str) -> (String, 
 
     for upstream in array_of_tables(&mut doc, "upstream") {
         upstream.insert("url".into(), upstream_url.into());
-        if router.case_insensitive() {
+        if router_keys && router.case_insensitive() {
             upstream.insert("case_insensitive_paths".into(), true.into());
         }
     }
 
-    if router == Router::ServletAllowSemicolons {
+    if router_keys && router == Router::ServletAllowSemicolons {
         for route in array_of_tables(&mut doc, "route") {
             route.insert("allow_semicolons".into(), true.into());
         }
@@ -299,10 +305,21 @@ struct Stack {
 }
 
 impl Stack {
+    /// The shipped config with the keys an operator sets for `router` (see [`shipped_config`]).
     async fn start(router: Router) -> Stack {
+        Self::start_with(router, true).await
+    }
+
+    /// The shipped config exactly as a new user runs it, whatever the router.
+    async fn start_verbatim(router: Router) -> Stack {
+        Self::start_with(router, false).await
+    }
+
+    async fn start_with(router: Router, router_keys: bool) -> Stack {
         let dir = TestDir::new();
         let (issuer, upstream) = tokio::join!(LocalIssuer::start(), Upstream::start(router));
-        let (config, audience) = shipped_config(router, &upstream.url(), &issuer.issuer());
+        let (config, audience) =
+            shipped_config(router, &upstream.url(), &issuer.issuer(), router_keys);
         let mut proxy = Proxy::start(&dir, &config).await;
         proxy.wait_ready().await;
         Stack {
@@ -968,10 +985,10 @@ async fn corpus_through_servlet_emulation_with_allow_semicolons_still_never_reac
 // The issue's table, one named test per row
 // ---------------------------------------------------------------------------------------------
 
-/// Sends one corpus-syntax `line` through `router` and asserts it is held or refused and that
-/// nothing deploying production ran.
+/// Sends one corpus-syntax `line` through `router`, behind the shipped config exactly as the
+/// issue tried it, and asserts it is held or refused and that nothing deploying production ran.
 async fn row_is_held_or_refused(router: Router, line: &str) -> Outcome {
-    let stack = Stack::start(router).await;
+    let stack = Stack::start_verbatim(router).await;
     let spelling = parse_corpus(&format!("[row]\n{line}\n"))
         .pop()
         .expect("one spelling");
