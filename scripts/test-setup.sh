@@ -6,6 +6,7 @@
 #   redis-server   shared approval store tests start their own on a loopback port
 #   chromium       browser tests of the approval page (headless), with chromedriver
 #   node, npm      the real outside OpenID Provider (tests/idp, npm package oidc-provider)
+#                  and the Express upstream of tests/e2e_path_spellings.rs (tests/upstreams/express)
 #
 # Then `npm ci` in tests/idp when its node_modules is missing or older than package-lock.json.
 set -euo pipefail
@@ -65,6 +66,28 @@ else
   echo "$want" >"$stamp"
 fi
 [[ -d tests/adaptivecards/node_modules/adaptivecards ]] || { say "npm ci in tests/adaptivecards"; (cd tests/adaptivecards && npm ci --no-audit --no-fund --loglevel=error); }
+
+# Real upstream routers for the path-spelling differential test (tests/e2e_path_spellings.rs):
+# Express (npm) and Flask/Werkzeug (PyPI, in its own venv).
+express=tests/upstreams/express
+stamp="$express/node_modules/.countersign-lock.sha256"
+want=$(sha256sum "$express/package-lock.json" | cut -d' ' -f1)
+if [[ -f $stamp && $(cat "$stamp") == "$want" && -d $express/node_modules/express ]]; then
+  say "tests/upstreams/express/node_modules is up to date"
+else
+  say "npm ci in tests/upstreams/express"
+  (cd "$express" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$stamp"
+fi
+upvenv="$HOME/.cache/countersign-upstreams-venv"
+upreq=tests/upstreams/flask/requirements.txt
+if ! cmp -s "$upreq" "$upvenv/.countersign-requirements.txt" 2>/dev/null \
+  || ! "$upvenv/bin/python" -c 'import flask' 2>/dev/null; then
+  say "python venv with Flask in $upvenv"
+  python3 -m venv "$upvenv"
+  "$upvenv/bin/pip" install --quiet --disable-pip-version-check -r "$upreq"
+  cp "$upreq" "$upvenv/.countersign-requirements.txt"
+fi
 
 # Slack's own Python SDK, for the signature interop test (tests/slack_interop.rs).
 venv="$HOME/.cache/slack-interop-venv"
