@@ -236,6 +236,8 @@ fn shipped_config(
         .expect("the example's issuer has audiences")
         .to_owned();
     first.insert("issuer".into(), issuer.into());
+    // The positive control approves through the JSON API with this issuer's tokens.
+    first.insert("approvers".into(), true.into());
     first.remove("jwks_uri");
 
     let policy = table(&mut doc, "policy");
