@@ -162,3 +162,74 @@ fn the_shipped_example_passes_strict() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("0 warning(s)"), "{text}");
 }
+
+#[tokio::test]
+async fn run_logs_the_warnings_and_counts_them_at_start_and_on_reload() {
+    let issuer = common::LocalIssuer::start().await;
+    let echo = common::EchoUpstream::start().await;
+    let dir = TestDir::new();
+    dir.write("policies/p.toml", PROD_RULE);
+    let config = format!(
+        r#"[server]
+listen = "{{{{listen}}}}"
+control_listen = "{{{{control_listen}}}}"
+public_url = "{{{{public_url}}}}"
+threads = 1
+
+[[upstream]]
+name = "api"
+url = "{}"
+
+{HOST_ROUTE}
+[[route]]
+upstream = "api"
+
+[[issuer]]
+issuer = "{}"
+audiences = ["https://api.example.com"]
+
+[policy]
+files = ["policies/*.toml"]
+"#,
+        echo.url(),
+        issuer.issuer()
+    );
+    let mut proxy = common::Proxy::start(&dir, &config).await;
+    proxy.wait_ready().await;
+    let gauge = || async {
+        let text = common::http_client()
+            .get(format!("{}/metrics", proxy.control_url()))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        text.lines()
+            .find(|l| l.starts_with("countersign_policy_warnings "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(gauge().await, Some(1.0));
+    assert!(
+        proxy
+            .stderr()
+            .contains("applies only to host deploy.example.com"),
+        "{}",
+        proxy.stderr()
+    );
+    // A reload that closes the gap (the rule no longer names a host) clears the gauge.
+    dir.write(
+        "policies/p.toml",
+        PROD_RULE.replace("host = \"deploy.example.com\"\n", ""),
+    );
+    proxy.send_signal("HUP");
+    let mut now = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        now = gauge().await;
+        if now == Some(0.0) {
+            break;
+        }
+    }
+    assert_eq!(now, Some(0.0), "{}", proxy.stderr());
+}
