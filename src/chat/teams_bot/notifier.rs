@@ -6,7 +6,7 @@ use url::Url;
 use super::cards::{self, View};
 use super::store::PostedCard;
 use super::{Progress, TeamsBot, POSTED_MEMORY};
-use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
+use crate::approval::{Approval, Execution, Notifier, NotifyError, NotifyEvent};
 use crate::policy::NotifyTarget;
 
 /// Posts the approval card to every configured conversation and keeps every copy true.
@@ -32,6 +32,7 @@ impl Notifier for TeamsBotNotifier {
         if !approval.notify.contains(&NotifyTarget::Teams) {
             return Ok(());
         }
+        let approval = &with_outcome(approval, event);
         // One notification at a time per approval: a vote arriving while the request is still
         // being posted waits, then updates every copy.
         let shown = self.bot.shown(&approval.id);
@@ -53,6 +54,22 @@ impl Notifier for TeamsBotNotifier {
             Err(NotifyError(format!("teams: {}", failures.join("; "))))
         }
     }
+}
+
+/// `a` as the card must show it after `event`: an execution event carries the upstream's
+/// outcome, which the snapshot (taken when the execution was claimed) does not have yet.
+fn with_outcome(a: &Approval, event: &NotifyEvent) -> Approval {
+    let mut a = a.clone();
+    match event {
+        NotifyEvent::Executed { status } => a.execution = Execution::Done { status: *status },
+        NotifyEvent::ExecutionFailed if !matches!(a.execution, Execution::Failed { .. }) => {
+            a.execution = Execution::Failed {
+                reason: "upstream unreachable".into(),
+            }
+        }
+        _ => {}
+    }
+    a
 }
 
 impl TeamsBotNotifier {
