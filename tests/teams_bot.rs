@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::fake_botframework::{
@@ -691,4 +692,95 @@ async fn installing_the_bot_logs_the_conversation_reference_to_configure() {
         env.bf.service_url()
     );
     wait_for("the hint in the log", || env.proxy.stderr().contains(&hint)).await;
+}
+
+/// Runs `node tests/adaptivecards/parse.mjs` (Microsoft's `adaptivecards` parser, as
+/// tests/teams_cards.rs does) on a card or message activity; returns (success, output).
+fn parse_with_adaptivecards(card: &Value) -> (bool, String) {
+    let dir = common::repo_root().join("tests/adaptivecards");
+    assert!(
+        dir.join("node_modules/adaptivecards").is_dir(),
+        "tests/adaptivecards/node_modules is missing: run `scripts/test-setup.sh` first"
+    );
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(card.to_string().as_bytes())
+        .expect("write card");
+    let out = std::process::Command::new("node")
+        .arg("parse.mjs")
+        .arg(file.path())
+        .current_dir(&dir)
+        .output()
+        .expect("run node (scripts/test-setup.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn every_card_the_bot_sends_is_accepted_by_the_adaptivecards_parser() {
+    let env = Env::start(2, false).await;
+    let held = env.hold();
+    let id = env.card_in(CHANNEL).await;
+    let mut cards = vec![(
+        "posted activity",
+        env.bf.posted(CHANNEL, &id).unwrap().activity,
+    )];
+    let own = env.bf.view(&env.endpoint(), &env.dev, channel(&id)).await;
+    cards.push(("requester's view", own));
+    let view = env.bf.view(&env.endpoint(), &env.alice, channel(&id)).await;
+    cards.push(("approver's view", view.clone()));
+    let answer = invoke_answer(
+        env.bf
+            .click(
+                &env.endpoint(),
+                &env.alice,
+                channel(&id),
+                &view,
+                "approve",
+                &[],
+            )
+            .await,
+    )
+    .await;
+    cards.push(("after the vote", card(&answer)));
+    let view = env.bf.view(&env.endpoint(), &env.bob, channel(&id)).await;
+    env.bf
+        .click(
+            &env.endpoint(),
+            &env.bob,
+            channel(&id),
+            &view,
+            "deny",
+            &[("reason", "**no** [link](https://evil.example)")],
+        )
+        .await;
+    assert_eq!(held.await.expect("held").status(), 403);
+    wait_for("the final card", || {
+        env.base(CHANNEL, &id).to_string().contains("Denied")
+    })
+    .await;
+    cards.push(("final", env.bf.posted(CHANNEL, &id).unwrap().activity));
+    // `countersign demo --teams-card` shows the same cards.
+    let out = common::countersign(&["demo", "--teams-card"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let demo: Value = serde_json::from_slice(&out.stdout).expect("demo prints JSON");
+    assert_eq!(verbs(&demo["approver_view"]), ["approve", "deny"]);
+    cards.push(("demo activity", demo["posted_activity"].clone()));
+    cards.push(("demo approver view", demo["approver_view"].clone()));
+    for (what, c) in &cards {
+        let (ok, output) = parse_with_adaptivecards(c);
+        assert!(ok, "adaptivecards rejected the {what}: {c}\n{output}");
+    }
+    let final_text = cards[4].1.to_string();
+    assert!(
+        !final_text.contains("]("),
+        "the deny reason's link is defused: {final_text}"
+    );
 }
