@@ -19,6 +19,7 @@ use crate::audit::{AuditLog, Event};
 use crate::chat::fanout::Fanout;
 use crate::chat::slack::{SlackApp, SlackNotifier};
 use crate::chat::teams::TeamsNotifier;
+use crate::chat::teams_bot::{TeamsBot, TeamsBotNotifier};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::config::StoreUrl;
@@ -169,7 +170,8 @@ pub fn build(
         .as_str()
         .trim_end_matches('/')
         .to_owned();
-    let (notifier, slack) = chat_notifier(&config, clock.clone(), extra_notifier)?;
+    let teams_bot = teams_bot(&config, clock.clone())?;
+    let (notifier, slack) = chat_notifier(&config, clock.clone(), extra_notifier, &teams_bot)?;
     let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit.clone())?;
     let clock_for_login = clock.clone();
     let approvals = Arc::new(ApprovalPlane {
@@ -268,6 +270,7 @@ pub fn build(
             login,
             data_addr: config.server.listen,
             slack,
+            teams_bot,
             data_up: Arc::default(),
         },
         tasks,
@@ -365,6 +368,7 @@ fn chat_notifier(
     config: &Config,
     clock: SharedClock,
     extra: Option<Arc<dyn Notifier>>,
+    teams_bot: &Option<TeamsBot>,
 ) -> Result<(Arc<dyn Notifier>, Option<SlackApp>), StartError> {
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let http = idp_http_client()?;
@@ -392,7 +396,26 @@ fn chat_notifier(
             )),
         );
     }
+    if let Some(bot) = teams_bot {
+        fanout = fanout.with("teams", Arc::new(TeamsBotNotifier::new(bot.clone())));
+    }
     Ok((Arc::new(fanout), slack))
+}
+
+/// The Teams bot, when `[teams]` is in bot mode (its messaging endpoint is on the control plane).
+fn teams_bot(config: &Config, clock: SharedClock) -> Result<Option<TeamsBot>, StartError> {
+    let Some(cfg) = &config.teams_bot else {
+        return Ok(None);
+    };
+    if cfg.conversations.is_empty() {
+        tracing::warn!(
+            "[teams] has no conversations: approval cards cannot be posted until one is added \
+             (the bot logs each conversation it is added to)"
+        );
+    }
+    TeamsBot::new(cfg, &config.server.public_url, clock)
+        .map(Some)
+        .map_err(|e| StartError::Approvals(format!("[teams]: {e}")))
 }
 
 /// This process, for audit lines: host name and pid.

@@ -32,7 +32,11 @@ pub enum Command {
         config: PathBuf,
     },
     /// Zero-setup tour on loopback: proxy, demo upstream and a development token issuer.
-    Demo,
+    Demo {
+        /// Print the Teams bot card JSON a held request would send, and exit.
+        #[arg(long)]
+        teams_card: bool,
+    },
     /// Validate the config and every policy file; print all problems as file:line:col, and
     /// coverage-lint warnings as `warning:` lines.
     Check {
@@ -83,7 +87,8 @@ pub fn main() -> ExitCode {
     logging::init(cli.log_format);
     match cli.command {
         Command::Run { config } => run(&config),
-        Command::Demo => crate::demo::run(),
+        Command::Demo { teams_card: true } => crate::demo::print_teams_card(),
+        Command::Demo { teams_card: false } => crate::demo::run(),
         Command::Check { config, strict } => check(&config, strict),
         Command::Explain {
             config,

@@ -393,3 +393,76 @@ fn now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// `countersign demo --teams-card`: prints, as one JSON document, what the Teams bot mode
+/// (`[teams] app_id`) would send for a held request of the demo's `prod-deploy` rule: the
+/// message activity posted to each configured conversation (the card everyone sees), and the
+/// card an approver's Teams client gets when it refreshes (reason input, Approve and Deny).
+/// Nothing is started and nothing is sent. Paste a card into the Adaptive Cards Designer to
+/// see it.
+pub fn print_teams_card() -> ExitCode {
+    use crate::chat::teams_bot::cards::{self, View};
+    let now = now() * 1000;
+    let body = br#"{"version":"1.4.2","token":"hidden-from-approvers"}"#;
+    let approval = Approval {
+        id: crate::approval::ApprovalId::generate(),
+        rule: "prod-deploy".into(),
+        requester: crate::approval::Requester {
+            iss: "http://127.0.0.1:5556".into(),
+            sub: "carol@example.com".into(),
+            email: Some("carol@example.com".into()),
+        },
+        method: "POST".into(),
+        host: "127.0.0.1".into(),
+        path: "/v1/deployments/production".into(),
+        query: None,
+        request_hash: String::new(),
+        reason: Some("ship 1.4.2".into()),
+        body_preview: crate::approval::body_preview(
+            body,
+            Some("application/json"),
+            &["/token".to_owned()],
+        ),
+        body_len: body.len() as u64,
+        approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
+        quorum: 1,
+        self_approval: false,
+        approve_via: crate::policy::ApproveVia::Button,
+        notify: vec![crate::policy::NotifyTarget::Teams],
+        created_at: now,
+        expires_at: now + 15 * 60 * 1000,
+        votes: Vec::new(),
+        status: crate::approval::Status::Pending,
+        decided_by: None,
+        decision_reason: None,
+        decided_at: None,
+        held: true,
+        execution: crate::approval::Execution::NotStarted,
+    };
+    let page = format!("http://127.0.0.1:9090/approvals/{}", approval.id);
+    // Member ids as the Bot Connector roster gives them (made up here).
+    let approvers = [
+        "29:1alice-example-member-id".to_owned(),
+        "29:1bob-example-member-id".to_owned(),
+    ];
+    let base = cards::card(&approval, &page, &approvers, View::Status);
+    let view = View::Vote {
+        approve: true,
+        note: None,
+    };
+    let out = serde_json::json!({
+        "posted_activity": cards::message_activity(&approval, base),
+        "approver_view": cards::card(&approval, &page, &approvers, view),
+    });
+    let text = serde_json::to_string_pretty(&out).unwrap_or_default();
+    // A closed pipe (`| head`) is the reader's choice, not a failure worth a panic.
+    let mut stdout = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut stdout, format!("{text}\n").as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("countersign demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -3,3 +3,4 @@
 pub mod fanout;
 pub mod slack;
 pub mod teams;
+pub mod teams_bot;

@@ -27,13 +27,13 @@ use crate::policy::NotifyTarget;
 use crate::secret::Secret;
 
 /// Media type of an Adaptive Card attachment.
-const CARD_CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
+pub(crate) const CARD_CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
 /// The schema URL editors and validators expect in `$schema`.
-const CARD_SCHEMA: &str = "http://adaptivecards.io/schemas/adaptive-card.json";
+pub(crate) const CARD_SCHEMA: &str = "http://adaptivecards.io/schemas/adaptive-card.json";
 /// Adaptive Card version: 1.4 is what Teams renders everywhere (desktop, web, mobile).
 const CARD_VERSION: &str = "1.4";
 /// Longest value shown in a fact; headers and paths can be kilobytes long.
-const FACT_MAX_CHARS: usize = 300;
+pub(crate) const FACT_MAX_CHARS: usize = 300;
 /// Longest body preview shown (Teams rejects messages above about 28 KB).
 const PREVIEW_MAX_CHARS: usize = 1000;
 /// Appended to a value that was cut.
@@ -263,7 +263,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// An error and its sources, `: `-joined (reqwest's own Display stops at the outermost one).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -429,7 +429,7 @@ fn outcome(
 }
 
 /// A bold, wrapping heading.
-fn title(text: &str, color: &str) -> Value {
+pub(crate) fn title(text: &str, color: &str) -> Value {
     json!({
         "type": "TextBlock",
         "text": defuse(text, FACT_MAX_CHARS),
@@ -441,7 +441,7 @@ fn title(text: &str, color: &str) -> Value {
 }
 
 /// A highlighted warning line (fixed text, not user-controlled).
-fn warning(text: &str) -> Value {
+pub(crate) fn warning(text: &str) -> Value {
     json!({
         "type": "TextBlock",
         "text": text,
@@ -452,7 +452,7 @@ fn warning(text: &str) -> Value {
 }
 
 /// A FactSet; every value is defused.
-fn fact_set(facts: &[(&str, String)]) -> Value {
+pub(crate) fn fact_set(facts: &[(&str, String)]) -> Value {
     let facts: Vec<Value> = facts
         .iter()
         .map(|(name, value)| json!({ "title": name, "value": defuse(value, FACT_MAX_CHARS) }))
@@ -463,7 +463,7 @@ fn fact_set(facts: &[(&str, String)]) -> Value {
 /// The body preview in monospace. A `RichTextBlock` `TextRun` is never markdown-processed
 /// (Adaptive Cards schema), unlike a `TextBlock`, so JSON shows exactly as sent, with no
 /// escaping noise; URLs in it are still broken so none becomes a link.
-fn body_preview(a: &Approval) -> Option<Value> {
+pub(crate) fn body_preview(a: &Approval) -> Option<Value> {
     if a.body_preview.is_empty() {
         return None;
     }
@@ -489,7 +489,7 @@ fn body_preview(a: &Approval) -> Option<Value> {
 }
 
 /// A button opening `url` in the approver's browser.
-fn open_url(label: &str, url: &str, style: Option<&str>) -> Value {
+pub(crate) fn open_url(label: &str, url: &str, style: Option<&str>) -> Value {
     let mut action = json!({ "type": "Action.OpenUrl", "title": label, "url": url });
     if let Some(style) = style {
         action["style"] = json!(style);
@@ -498,7 +498,7 @@ fn open_url(label: &str, url: &str, style: Option<&str>) -> Value {
 }
 
 /// `alice@example.com`, or `sub (issuer)` when the token had no email.
-fn requester(a: &Approval) -> String {
+pub(crate) fn requester(a: &Approval) -> String {
     match &a.requester.email {
         Some(email) => email.clone(),
         None => format!("{} ({})", a.requester.sub, a.requester.iss),
@@ -506,12 +506,12 @@ fn requester(a: &Approval) -> String {
 }
 
 /// `POST deploy.example.com/v1/x?y`.
-fn request_line(a: &Approval) -> String {
+pub(crate) fn request_line(a: &Approval) -> String {
     format!("{} {}{}", a.method, a.host, a.path_and_query())
 }
 
 /// `1 of 2 (alice@example.com)`.
-fn votes(a: &Approval) -> String {
+pub(crate) fn votes(a: &Approval) -> String {
     let approved = a.approved_by();
     let mut s = format!("{} of {} approvals", approved.len(), a.quorum);
     if !approved.is_empty() {
@@ -521,7 +521,7 @@ fn votes(a: &Approval) -> String {
 }
 
 /// Unix milliseconds as RFC 3339 UTC, to the second.
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
@@ -539,7 +539,7 @@ fn rfc3339(ms: u64) -> String {
 ///   braces too, so no `{{DATE(...)}}` / `${...}` host substitution can be triggered;
 /// - `://` and `www.` get an invisible word joiner, so no renderer recognises a URL even where
 ///   escapes are ignored; a link needs `](` followed by a URL, which can no longer occur.
-fn defuse(value: &str, max: usize) -> String {
+pub(crate) fn defuse(value: &str, max: usize) -> String {
     let flat = truncate(&one_line_controls(value), max);
     break_links(&escape_markdown(&flat))
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use toml::de::DeTable;
 use url::Url;
 
+mod teams_bot;
+
 use super::walk::{closest, FileCheck, Val};
 use super::{
     Algorithm, Approvals, ApproverLogin, Config, Issuer, PolicyFiles, Route, Server, Slack,
@@ -84,7 +86,15 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
     let approvals = approvals(ck, doc.get("approvals"), &dir);
     let (approver_groups, approver_group_lines) = approver_groups(ck, doc.get("approvers"));
     let slack = doc.get("slack").and_then(|v| slack(ck, v, &dir));
-    let teams = doc.get("teams").and_then(|v| teams(ck, v, &dir));
+    let bot_mode = doc.get("teams").is_some_and(teams_bot::is_bot_mode);
+    let teams = doc
+        .get("teams")
+        .filter(|_| !bot_mode)
+        .and_then(|v| teams(ck, v, &dir));
+    let teams_bot = doc
+        .get("teams")
+        .filter(|_| bot_mode)
+        .and_then(|v| teams_bot::teams_bot(ck, v, &dir));
     let approver_login = doc
         .get("approver_login")
         .and_then(|v| approver_login(ck, v, &dir));
@@ -102,6 +112,7 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
         approver_group_lines,
         slack,
         teams,
+        teams_bot,
         approver_login,
     });
     Parsed {

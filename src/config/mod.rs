@@ -88,8 +88,10 @@ pub struct Config {
     pub approver_group_lines: BTreeMap<String, (usize, usize)>,
     /// `[slack]`.
     pub slack: Option<Slack>,
-    /// `[teams]`.
+    /// `[teams]` in Workflows webhook mode (`webhook_url`).
     pub teams: Option<Teams>,
+    /// `[teams]` in bot mode (`app_id`): cards with real Approve/Deny buttons.
+    pub teams_bot: Option<TeamsBot>,
     /// `[approver_login]`.
     pub approver_login: Option<ApproverLogin>,
 }
@@ -361,6 +363,38 @@ pub struct Slack {
 pub struct Teams {
     /// Workflows webhook URL (a secret: it is a bearer capability).
     pub webhook_url: Secret,
+}
+
+/// `[teams]` in bot mode: a Bot Framework bot (Azure Bot resource) posts Adaptive Cards with
+/// `Action.Execute` Approve/Deny buttons and receives the clicks on `POST /teams/messages`.
+#[derive(Debug, Clone)]
+pub struct TeamsBot {
+    /// Microsoft App ID of the bot's app registration (a GUID): the client id of outbound
+    /// calls and the audience inbound Bot Framework tokens must carry.
+    pub app_id: String,
+    /// Client secret of that app registration (`env:` / `file:` only).
+    pub app_password: Secret,
+    /// Microsoft Entra tenant id (a GUID, lowercase): the bot's tenant. Tokens are requested
+    /// from it, and activities from any other tenant are refused.
+    pub tenant_id: String,
+    /// Where approval cards for `notify = ["teams"]` are posted, in file order.
+    pub conversations: Vec<TeamsConversation>,
+    /// Bot Framework OpenID metadata (issuer and JWKS of inbound tokens). Default
+    /// `https://login.botframework.com/v1/.well-known/openidconfiguration`.
+    pub openid_metadata_url: Url,
+    /// Microsoft identity platform token endpoint for the client-credentials grant. Default
+    /// `https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token`.
+    pub token_url: Url,
+}
+
+/// A Teams conversation (channel or chat) the bot posts to: a conversation reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamsConversation {
+    /// The Bot Connector endpoint for the conversation's region, as Teams sent it in the
+    /// activity's `serviceUrl` (e.g. `https://smba.trafficmanager.net/emea/`).
+    pub service_url: Url,
+    /// Channel id (`19:...@thread.tacv2`) or chat id (`19:...@thread.v2`, `a:...`).
+    pub conversation_id: String,
 }
 
 /// `[approver_login]`.

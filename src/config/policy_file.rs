@@ -35,7 +35,7 @@ impl<'a> Refs<'a> {
         Self {
             groups: &config.approver_groups,
             slack: config.slack.is_some(),
-            teams: config.teams.is_some(),
+            teams: config.teams.is_some() || config.teams_bot.is_some(),
             login: config.approver_login.is_some(),
         }
     }

@@ -47,6 +47,8 @@ pub struct ControlState {
     pub data_up: Arc<std::sync::atomic::AtomicBool>,
     /// Slack, when `[slack]` is configured (serves `POST /slack/interactions`).
     pub slack: Option<crate::chat::slack::SlackApp>,
+    /// The Teams bot, when `[teams]` is in bot mode (serves `POST /teams/messages`).
+    pub teams_bot: Option<crate::chat::teams_bot::TeamsBot>,
 }
 
 impl ControlState {
@@ -83,6 +85,10 @@ pub fn router(state: ControlState) -> Router {
         .slack
         .clone()
         .map(|app| crate::chat::slack::router(app, state.broker.clone()));
+    let teams_bot = state
+        .teams_bot
+        .clone()
+        .map(|bot| crate::chat::teams_bot::router(bot, state.broker.clone()));
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -101,8 +107,12 @@ pub fn router(state: ControlState) -> Router {
         Some(l) => router.merge(login::router(l)),
         None => router,
     };
-    match slack {
+    let router = match slack {
         Some(s) => router.merge(s),
+        None => router,
+    };
+    match teams_bot {
+        Some(t) => router.merge(t),
         None => router,
     }
 }

@@ -9,6 +9,8 @@
 //! - [`LocalIssuer`]: a minimal issuer of our own (discovery + JWKS with ES256 / EdDSA keys
 //!   generated per test) that can rotate keys, go down, and count fetches.
 //! - [`TlsFixture`]: a CA and a server certificate for `127.0.0.1`/`localhost` (rcgen).
+//! - `fake_botframework`: the Bot Framework (OpenID keys, token endpoint, Bot Connector) and
+//!   the Teams client that clicks cards.
 //! - [`RedisServer`]: a throwaway `redis-server` for the shared approval store.
 //! - [`Browser`]: a real headless Chromium driven through `chromedriver` (WebDriver).
 //!
@@ -17,6 +19,7 @@
 
 mod browser;
 mod echo;
+pub mod fake_botframework;
 pub mod fake_slack;
 pub mod fake_teams;
 mod issuer;

@@ -1,0 +1,160 @@
+//! [`TeamsBotNotifier`]: the broker's [`Notifier`] for `notify = ["teams"]` in bot mode.
+
+use async_trait::async_trait;
+use url::Url;
+
+use super::cards::{self, View};
+use super::store::PostedCard;
+use super::{Progress, TeamsBot, POSTED_MEMORY};
+use crate::approval::{Approval, Execution, Notifier, NotifyError, NotifyEvent};
+use crate::policy::NotifyTarget;
+
+/// Posts the approval card to every configured conversation and keeps every copy true.
+///
+/// `notify` fails when any copy could not be posted or updated (after the Bot Connector
+/// client's retries), so the broker audits `notify.failed`; the other copies are still tried.
+/// Approvals without the `teams` target are ignored.
+#[derive(Debug, Clone)]
+pub struct TeamsBotNotifier {
+    bot: TeamsBot,
+}
+
+impl TeamsBotNotifier {
+    /// A notifier sharing `bot`'s client, caches and memory.
+    pub fn new(bot: TeamsBot) -> Self {
+        Self { bot }
+    }
+}
+
+#[async_trait]
+impl Notifier for TeamsBotNotifier {
+    async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
+        if !approval.notify.contains(&NotifyTarget::Teams) {
+            return Ok(());
+        }
+        let approval = &with_outcome(approval, event);
+        // One notification at a time per approval: a vote arriving while the request is still
+        // being posted waits, then updates every copy.
+        let shown = self.bot.shown(&approval.id);
+        let mut shown = shown.lock().await;
+        let progress = Progress::of(approval);
+        let current = shown.is_none_or(|s| progress >= s);
+        let failures = match event {
+            NotifyEvent::Requested => self.post_everywhere(approval).await,
+            _ if current => self.update_everywhere(approval).await,
+            // An older snapshot than the cards show: nothing to change.
+            _ => Vec::new(),
+        };
+        if current {
+            *shown = Some(progress);
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(NotifyError(format!("teams: {}", failures.join("; "))))
+        }
+    }
+}
+
+/// `a` as the card must show it after `event`: an execution event carries the upstream's
+/// outcome, which the snapshot (taken when the execution was claimed) does not have yet.
+fn with_outcome(a: &Approval, event: &NotifyEvent) -> Approval {
+    let mut a = a.clone();
+    match event {
+        NotifyEvent::Executed { status } => a.execution = Execution::Done { status: *status },
+        NotifyEvent::ExecutionFailed if !matches!(a.execution, Execution::Failed { .. }) => {
+            a.execution = Execution::Failed {
+                reason: "upstream unreachable".into(),
+            }
+        }
+        _ => {}
+    }
+    a
+}
+
+impl TeamsBotNotifier {
+    /// Posts the card to every configured conversation at once; returns what failed.
+    async fn post_everywhere(&self, a: &Approval) -> Vec<String> {
+        let conversations = &self.bot.inner.conversations;
+        if conversations.is_empty() {
+            return vec!["[teams] has no conversations to post to".to_owned()];
+        }
+        let posts = conversations.iter().map(|c| async move {
+            let posted = self.post(a, &c.service_url, &c.conversation_id).await;
+            (c, posted)
+        });
+        let mut failures = Vec::new();
+        // join_all keeps the configured order, so copies are recorded in that order.
+        for (c, posted) in futures::future::join_all(posts).await {
+            match posted {
+                Ok(activity_id) => {
+                    let copy = PostedCard {
+                        service_url: c.service_url.to_string(),
+                        conversation_id: c.conversation_id.clone(),
+                        activity_id,
+                    };
+                    if let Err(e) = self.bot.state().add_copy(&a.id, copy, POSTED_MEMORY).await {
+                        failures.push(format!(
+                            "{}: posted but not remembered: {e}",
+                            c.conversation_id
+                        ));
+                    }
+                }
+                Err(e) => failures.push(format!("{}: {e}", c.conversation_id)),
+            }
+        }
+        failures
+    }
+
+    async fn post(
+        &self,
+        a: &Approval,
+        service_url: &Url,
+        conversation_id: &str,
+    ) -> Result<String, super::ConnectorError> {
+        let voters = self.bot.voters_in(service_url, conversation_id, a).await;
+        let card = cards::card(a, &self.bot.page(&a.id), &voters, View::Status);
+        let activity = cards::message_activity(a, card);
+        self.bot
+            .connector()
+            .create_activity(service_url, conversation_id, &activity)
+            .await
+    }
+
+    /// Replaces every posted copy with the current card, all at once; returns what failed.
+    async fn update_everywhere(&self, a: &Approval) -> Vec<String> {
+        let copies = match self.bot.state().copies(&a.id).await {
+            Ok(c) => c,
+            Err(e) => return vec![format!("cannot read the posted copies: {e}")],
+        };
+        let page = self.bot.page(&a.id);
+        let updates = copies.iter().map(|copy| {
+            let page = page.clone();
+            async move {
+                let service_url = Url::parse(&copy.service_url)
+                    .map_err(|e| format!("{}: bad service URL: {e}", copy.conversation_id))?;
+                let voters = self
+                    .bot
+                    .voters_in(&service_url, &copy.conversation_id, a)
+                    .await;
+                let card = cards::card(a, &page, &voters, View::Status);
+                let activity = cards::message_activity(a, card);
+                self.bot
+                    .connector()
+                    .update_activity(
+                        &service_url,
+                        &copy.conversation_id,
+                        &copy.activity_id,
+                        &activity,
+                    )
+                    .await
+                    .map_err(|e| format!("update {}: {e}", copy.conversation_id))
+            }
+        });
+        futures::future::join_all(updates)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect()
+    }
+}

@@ -1,0 +1,198 @@
+use serde_json::Value;
+
+use super::cards::{self, View, MAX_REFRESH_USERS};
+use crate::approval::{
+    Approval, ApprovalId, Channel, Decision, Execution, Requester, Status, Vote,
+};
+use crate::policy::{ApproveVia, NotifyTarget};
+
+fn approval() -> Approval {
+    Approval {
+        id: ApprovalId::generate(),
+        rule: "prod-deploy".into(),
+        requester: Requester {
+            iss: "https://idp.example.com".into(),
+            sub: "u-42".into(),
+            email: Some("dev@example.com".into()),
+        },
+        method: "POST".into(),
+        host: "deploy.example.com".into(),
+        path: "/v1/deployments/production".into(),
+        query: None,
+        request_hash: "00".into(),
+        reason: Some("[Approve](https://evil.example)".into()),
+        body_preview: String::new(),
+        body_len: 0,
+        approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
+        quorum: 2,
+        self_approval: false,
+        approve_via: ApproveVia::Button,
+        notify: vec![NotifyTarget::Teams],
+        created_at: 1_700_000_000_000,
+        expires_at: 1_700_003_600_000,
+        votes: vec![],
+        status: Status::Pending,
+        decided_by: None,
+        decision_reason: None,
+        decided_at: None,
+        held: true,
+        execution: Execution::NotStarted,
+    }
+}
+
+fn verbs(card: &Value) -> Vec<String> {
+    card["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "Action.Execute")
+        .map(|a| a["verb"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_base_card_has_no_buttons_and_refreshes_the_voters() {
+    let a = approval();
+    let users = vec!["29:alice".to_owned(), "29:bob".to_owned()];
+    let card = cards::card(&a, "https://c.example/approvals/x", &users, View::Status);
+    assert_eq!(card["version"], "1.5");
+    assert!(verbs(&card).is_empty(), "{card}");
+    assert_eq!(card["refresh"]["userIds"], serde_json::json!(users));
+    assert_eq!(card["refresh"]["action"]["verb"], "refresh");
+    assert_eq!(
+        card["refresh"]["action"]["data"]["approval_id"],
+        a.id.as_str()
+    );
+    // The requester's markdown link does not survive.
+    assert!(!card.to_string().contains("]("), "{card}");
+}
+
+#[test]
+fn an_approver_view_has_the_reason_input_and_both_buttons() {
+    let a = approval();
+    let card = cards::card(
+        &a,
+        "p",
+        &[],
+        View::Vote {
+            approve: true,
+            note: None,
+        },
+    );
+    assert_eq!(verbs(&card), ["approve", "deny"]);
+    let input = card["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "Input.Text")
+        .expect("reason input");
+    assert_eq!(input["id"], "reason");
+    let own = cards::card(
+        &a,
+        "p",
+        &[],
+        View::Vote {
+            approve: false,
+            note: Some("own"),
+        },
+    );
+    assert_eq!(verbs(&own), ["deny"]);
+}
+
+#[test]
+fn login_only_rules_get_no_buttons_in_teams() {
+    let mut a = approval();
+    a.approve_via = ApproveVia::Login;
+    let card = cards::card(
+        &a,
+        "p",
+        &[],
+        View::Vote {
+            approve: true,
+            note: None,
+        },
+    );
+    assert!(verbs(&card).is_empty(), "{card}");
+    assert!(card.to_string().contains("fresh sign-in"));
+}
+
+#[test]
+fn a_decided_card_has_no_refresh_and_no_buttons_for_anyone() {
+    let mut a = approval();
+    a.status = Status::Denied;
+    a.decided_by = Some("bob@example.com".into());
+    a.decision_reason = Some("not today".into());
+    a.votes.push(Vote {
+        approver: "bob@example.com".into(),
+        decision: Decision::Deny,
+        reason: Some("not today".into()),
+        at: 1,
+        via: Channel::Teams,
+        self_approval: false,
+    });
+    let card = cards::card(
+        &a,
+        "p",
+        &["29:x".into()],
+        View::Vote {
+            approve: true,
+            note: None,
+        },
+    );
+    assert!(card.get("refresh").is_none(), "{card}");
+    assert!(verbs(&card).is_empty());
+    let text = card.to_string();
+    assert!(
+        text.contains("not today") && text.contains("bob@example.com"),
+        "{text}"
+    );
+}
+
+#[test]
+fn refresh_names_at_most_sixty_users() {
+    let a = approval();
+    let users: Vec<String> = (0..75).map(|i| format!("29:{i}")).collect();
+    let card = cards::card(&a, "p", &users, View::Status);
+    assert_eq!(
+        card["refresh"]["userIds"].as_array().unwrap().len(),
+        MAX_REFRESH_USERS
+    );
+}
+
+#[test]
+fn invoke_responses_have_the_documented_shapes() {
+    let c = cards::invoke_card(serde_json::json!({"type": "AdaptiveCard"}));
+    assert_eq!(c["statusCode"], 200);
+    assert_eq!(c["type"], "application/vnd.microsoft.card.adaptive");
+    let m = cards::invoke_message("hi");
+    assert_eq!(m["type"], "application/vnd.microsoft.activity.message");
+    assert_eq!(m["value"], "hi");
+    let e = cards::invoke_error(400, "BadRequest", "no");
+    assert_eq!(e["value"]["code"], "BadRequest");
+}
+
+#[test]
+fn members_offer_upn_then_email_lowercased_once() {
+    let m: super::Member = serde_json::from_value(serde_json::json!({
+        "id": "29:1", "aadObjectId": "o", "email": "Alice@Example.com",
+        "userPrincipalName": "ALICE@example.com"
+    }))
+    .unwrap();
+    assert_eq!(m.addresses(), ["alice@example.com"]);
+    let m: super::Member = serde_json::from_value(serde_json::json!({
+        "id": "29:1", "email": "al@example.com", "userPrincipalName": "alice@corp.example"
+    }))
+    .unwrap();
+    assert_eq!(m.addresses(), ["alice@corp.example", "al@example.com"]);
+}
+
+#[test]
+fn conversation_ids_are_one_encoded_path_segment() {
+    let base: url::Url = "https://smba.trafficmanager.net/emea/".parse().unwrap();
+    let url =
+        super::connector::conversation_url(&base, "19:abc@thread.tacv2;messageid=1", "activities");
+    assert_eq!(
+        url,
+        "https://smba.trafficmanager.net/emea/v3/conversations/19%3Aabc%40thread.tacv2%3Bmessageid%3D1/activities"
+    );
+}
