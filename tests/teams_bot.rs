@@ -784,3 +784,41 @@ async fn every_card_the_bot_sends_is_accepted_by_the_adaptivecards_parser() {
         "the deny reason's link is defused: {final_text}"
     );
 }
+
+#[tokio::test]
+async fn refused_app_credentials_are_audited_and_the_request_can_still_be_decided_elsewhere() {
+    let env = Env::start(1, false).await;
+    // The identity platform refuses the app (e.g. an expired client secret).
+    env.bf.queue_faults("token", [Fault::Http(401); 8]);
+    let held = env.hold();
+    wait_for("notify.failed in the audit log", || {
+        !env.audit("notify.failed").is_empty()
+    })
+    .await;
+    assert!(env.bf.posted_in(CHANNEL).is_empty());
+    let failed = env.audit("notify.failed").remove(0).to_string();
+    assert!(failed.contains("teams"), "{failed}");
+    assert!(!failed.contains(APP_PASSWORD) && !env.proxy.stderr().contains(APP_PASSWORD));
+    // Nothing was approved by the failure; an approver decides through the API instead.
+    assert!(!held.is_finished());
+    let id = env.audit("approval.requested")[0]["approval_id"]
+        .as_str()
+        .expect("approval id")
+        .to_owned();
+    let token = env
+        .issuer
+        .token("alice", AUD, json!({"email": "alice@example.com"}));
+    let resp = http_client()
+        .post(format!(
+            "{}/approvals/{id}/decision",
+            env.proxy.control_url()
+        ))
+        .bearer_auth(token)
+        .json(&json!({"decision": "deny", "reason": "teams is down"}))
+        .send()
+        .await
+        .expect("decision");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(held.await.expect("held").status(), 403);
+    assert_eq!(env.echo.count(), 0);
+}
