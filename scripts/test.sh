@@ -2,7 +2,7 @@
 # The one command that runs Countersign's whole test suite, also on a fresh Debian machine:
 # installs what is missing (scripts/test-setup.sh), then formatting, every test target, and
 # `countersign check` on the shipped example config. One build profile (dev) throughout, so
-# the check reuses the binary the tests built. Exits non-zero on the first failure.
+# the check and the demo reuse the binary the tests built. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +19,8 @@ cargo test --all-targets --no-fail-fast
 
 step "countersign check --config examples/countersign.toml"
 cargo run -q -- check --config examples/countersign.toml
+
+step "README's first command: scripts/demo.sh comes up (scripts/demo-check.sh)"
+scripts/demo-check.sh
 
 step "all checks passed"
