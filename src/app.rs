@@ -31,6 +31,7 @@ use crate::policy::{PolicySet, RouteTable};
 use crate::proxy::hold::ApprovalPlane;
 use crate::proxy::{DataPlane, Proxy, UpstreamPeer};
 use crate::reload::Reloader;
+use crate::telemetry::Telemetry;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,9 @@ pub enum StartError {
     /// The approval machinery (audit log, signing key, store) could not be set up.
     #[error("approvals: {0}")]
     Approvals(String),
+    /// The OpenTelemetry exporter could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// The broker's audit events go to the hash-chained audit log.
@@ -86,6 +90,25 @@ impl AuditSink for AuditAdapter {
             .await
             .map(drop)
             .map_err(|err| AuditError(err.to_string()))
+    }
+}
+
+/// Audit events, once written, also drive the approval lifecycle spans.
+#[derive(Debug)]
+struct TracedAudit {
+    audit: AuditAdapter,
+    telemetry: Telemetry,
+}
+
+#[async_trait::async_trait]
+impl AuditSink for TracedAudit {
+    async fn record(&self, event: &str, fields: serde_json::Value) -> Result<(), AuditError> {
+        let for_trace = self.telemetry.enabled().then(|| fields.clone());
+        self.audit.record(event, fields).await?;
+        if let Some(fields) = for_trace {
+            self.telemetry.audit_event(event, &fields);
+        }
+        Ok(())
     }
 }
 
@@ -175,8 +198,23 @@ pub fn build(
         .as_str()
         .trim_end_matches('/')
         .to_owned();
+    let telemetry = match &config.telemetry {
+        Some(t) => Telemetry::start(
+            t,
+            config
+                .routes
+                .iter()
+                .map(crate::telemetry::route_label)
+                .collect(),
+        )?,
+        None => Telemetry::disabled(),
+    };
     let (notifier, slack) = chat_notifier(&config, clock.clone(), extra_notifier)?;
-    let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit.clone())?;
+    let audit_sink = Arc::new(TracedAudit {
+        audit: AuditAdapter(audit.clone()),
+        telemetry: telemetry.clone(),
+    });
+    let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit_sink)?;
     let clock_for_login = clock.clone();
     let approvals = Arc::new(ApprovalPlane {
         broker: broker.clone(),
@@ -205,6 +243,7 @@ pub fn build(
         issuers: config.issuers.iter().map(|i| i.issuer.clone()).collect(),
         tls: config.server.tls.is_some(),
         approvals,
+        telemetry,
     });
 
     let conf = ServerConf {
@@ -259,11 +298,19 @@ pub fn build(
     let (sessions, login) = approver_login(&config, clock_for_login)?;
     let v = verifier.clone();
     let b = broker.clone();
-    let tasks: Vec<Box<dyn Fn() + Send + Sync>> = vec![
+    let mut tasks: Vec<Box<dyn Fn() + Send + Sync>> = vec![
         Box::new(move || v.start()),
         Box::new(move || reloader.spawn()),
         Box::new(move || drop(b.spawn_background())),
     ];
+    if let Some(webhook) = &config.audit_webhook {
+        let delivery = crate::audit::webhook::Delivery::new(
+            webhook.clone(),
+            &config.approvals.audit_log,
+            idp_http_client()?,
+        );
+        tasks.push(Box::new(move || drop(delivery.clone().spawn())));
+    }
     let control = ControlService::new(
         control_listener,
         ControlState {
@@ -305,7 +352,7 @@ fn build_broker(
     clock: SharedClock,
     metrics: &Metrics,
     notifier: Arc<dyn Notifier>,
-    audit: AuditLog,
+    audit: Arc<dyn AuditSink>,
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
@@ -328,7 +375,7 @@ fn build_broker(
     Ok(Broker::new(
         store,
         notifier,
-        Arc::new(AuditAdapter(audit)),
+        audit,
         clock,
         Arc::new(signer),
         Arc::new(Executor::new(Duration::from_secs(30))),

@@ -56,6 +56,8 @@ pub struct DataPlane {
     pub tls: bool,
     /// Approvals (holding, deciding, executing once).
     pub approvals: Arc<hold::ApprovalPlane>,
+    /// OpenTelemetry spans (disabled without `[telemetry]`).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// What `admit` decided.
@@ -87,6 +89,8 @@ pub struct RequestCtx {
     /// headers are stripped; it is the one the client may set).
     reason: Option<String>,
     approval_id: Option<String>,
+    /// The OpenTelemetry server span (empty when telemetry is off).
+    trace: crate::telemetry::RequestTrace,
 }
 
 impl RequestCtx {
@@ -102,6 +106,7 @@ impl RequestCtx {
             span: tracing::Span::none(),
             reason: None,
             approval_id: None,
+            trace: crate::telemetry::RequestTrace::default(),
         }
     }
 }
@@ -291,6 +296,31 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Ends the request's OpenTelemetry span (only called when telemetry is on).
+    fn finish_trace(&self, session: &Session, ctx: &mut RequestCtx, status: u16) {
+        let req = session.req_header();
+        let route = authority(req)
+            .map(strip_port)
+            .and_then(|host| self.state.routes.find(host, req.uri.path()));
+        let upstream = ctx
+            .upstream
+            .and_then(|i| self.state.upstreams.get(i))
+            .map(|u| &*u.name);
+        self.state.telemetry.finish_request(
+            &mut ctx.trace,
+            crate::telemetry::Finished {
+                route,
+                rule: &ctx.rule,
+                decision: ctx.outcome,
+                status,
+                upstream,
+                approval_id: ctx.approval_id.as_deref(),
+            },
+        );
+    }
+}
+
 /// Replaces the request path, keeping the query.
 fn rewrite_path(req: &mut RequestHeader, path: &str) -> Result<(), Rejection> {
     let pq = match req.uri.query() {
@@ -378,6 +408,12 @@ impl ProxyHttp for Proxy {
             rule = tracing::field::Empty,
             sub = tracing::field::Empty,
         );
+        ctx.trace = self.state.telemetry.start_request(
+            &ctx.request_id,
+            req.method.as_str(),
+            req.uri.path(),
+            &req.headers,
+        );
         Ok(())
     }
 
@@ -394,6 +430,7 @@ impl ProxyHttp for Proxy {
                 principal,
                 upstream,
             }) => {
+                self.state.telemetry.held(&ctx.trace, &ctx.request_id);
                 let plane = self.state.approvals.clone();
                 let rule = &policy.rules[rule];
                 match hold::hold(&plane, session, ctx, rule, &principal, upstream).await {
@@ -450,6 +487,9 @@ impl ProxyHttp for Proxy {
             upstream_request.insert_header("countersign-subject", p.subject.as_str())?;
         }
         upstream_request.insert_header("countersign-request-id", ctx.request_id.as_str())?;
+        for (name, value) in self.state.telemetry.upstream_headers(&ctx.trace) {
+            upstream_request.insert_header(name, value)?;
+        }
         Ok(())
     }
 
@@ -469,6 +509,8 @@ impl ProxyHttp for Proxy {
             }
         }
         upstream_response.insert_header("countersign-request-id", ctx.request_id.as_str())?;
+        let status = upstream_response.status.as_u16();
+        self.state.telemetry.upstream_status(&mut ctx.trace, status);
         Ok(())
     }
 
@@ -527,6 +569,9 @@ impl ProxyHttp for Proxy {
             elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             "done"
         );
+        if self.state.telemetry.enabled() {
+            self.finish_trace(session, ctx, status);
+        }
     }
 }
 
