@@ -23,4 +23,7 @@ cargo run -q -- check --config examples/countersign.toml
 step "README's first command: scripts/demo.sh comes up (scripts/demo-check.sh)"
 scripts/demo-check.sh
 
+step "deployment files (scripts/check-deploy.sh)"
+scripts/check-deploy.sh target/debug/countersign
+
 step "all checks passed"
