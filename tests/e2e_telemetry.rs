@@ -332,6 +332,18 @@ async fn spans_are_exported_over_otlp_http_and_continue_the_callers_trace() {
         .collect();
     assert_eq!(events, path, "lifecycle events in order");
 
+    // The request Countersign executed after the approval stays in the caller's trace: the
+    // stored request replays the caller's traceparent.
+    let executed = echo
+        .requests()
+        .into_iter()
+        .find(|r| r.uri == "/deploy")
+        .expect("the approved request reached the upstream");
+    let tp = executed
+        .header("traceparent")
+        .expect("traceparent replayed");
+    assert_eq!(tp.split('-').nth(1), Some(TRACE_ID), "{tp}");
+
     // The resource names the service; the exporter spoke protobuf.
     {
         let state = collector.state.lock().unwrap();
