@@ -308,7 +308,9 @@ pub fn build(
             webhook.clone(),
             &config.approvals.audit_log,
             idp_http_client()?,
-        );
+            &metrics,
+        )
+        .map_err(|e| StartError::Approvals(format!("[audit] webhook metrics: {e}")))?;
         tasks.push(Box::new(move || drop(delivery.clone().spawn())));
     }
     let control = ControlService::new(

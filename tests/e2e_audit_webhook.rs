@@ -287,6 +287,36 @@ async fn webhook_delivers_signed_cloudevents_in_order_through_500s_and_a_restart
         "{order:?}"
     );
 
+    // Operators see the failed attempts and that delivery caught up.
+    let metrics_url = format!("{}/metrics", proxy.control_url());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_client()
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let caught_up = text.contains("countersign_audit_webhook_backlog_bytes 0");
+        if caught_up {
+            assert!(
+                text.contains("countersign_audit_webhook_attempts_total{result=\"failed\"} 3"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "countersign_audit_webhook_attempts_total{{result=\"delivered\"}} {n}"
+                )),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "backlog never reached 0: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The cursor sits next to the audit log.
     let cursor: Value =
         serde_json::from_str(&env.dir.read("audit.jsonl.webhook-cursor")).expect("cursor file");

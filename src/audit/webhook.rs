@@ -149,17 +149,42 @@ pub struct Delivery {
     audit_log: PathBuf,
     cursor_file: PathBuf,
     http: reqwest::Client,
+    /// `countersign_audit_webhook_attempts_total{result}`: `delivered` or `failed`.
+    attempts: prometheus::IntCounterVec,
+    /// `countersign_audit_webhook_backlog_bytes`: audit log bytes not yet delivered.
+    backlog: prometheus::IntGauge,
 }
 
 impl Delivery {
-    /// Delivers the events of `audit_log` to `config.url` with `http`.
-    pub fn new(config: AuditWebhook, audit_log: &Path, http: reqwest::Client) -> Delivery {
-        Delivery {
+    /// Delivers the events of `audit_log` to `config.url` with `http`; registers its metrics
+    /// in `metrics`.
+    pub fn new(
+        config: AuditWebhook,
+        audit_log: &Path,
+        http: reqwest::Client,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Delivery, prometheus::Error> {
+        let attempts = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "countersign_audit_webhook_attempts_total",
+                "Audit webhook POSTs, by result (delivered, failed: retried with backoff).",
+            ),
+            &["result"],
+        )?;
+        let backlog = prometheus::IntGauge::new(
+            "countersign_audit_webhook_backlog_bytes",
+            "Bytes of the audit log not yet delivered to the webhook (0 = caught up).",
+        )?;
+        metrics.registry().register(Box::new(attempts.clone()))?;
+        metrics.registry().register(Box::new(backlog.clone()))?;
+        Ok(Delivery {
             config,
             audit_log: audit_log.to_path_buf(),
             cursor_file: cursor_path(audit_log),
             http,
-        }
+            attempts,
+            backlog,
+        })
     }
 
     /// Starts the loop on the current tokio runtime; it runs until the process ends.
@@ -222,6 +247,8 @@ impl Delivery {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = std::fs::File::open(&self.audit_log)?;
         let len = file.metadata()?.len();
+        self.backlog
+            .set(i64::try_from(len.saturating_sub(cursor.offset)).unwrap_or(i64::MAX));
         let at_boundary = |file: &mut std::fs::File, offset: u64| -> io::Result<bool> {
             if offset == 0 {
                 return Ok(true);
@@ -275,10 +302,14 @@ impl Delivery {
                 .send()
                 .await;
             let problem = match sent {
-                Ok(resp) if resp.status().is_success() => return,
+                Ok(resp) if resp.status().is_success() => {
+                    self.attempts.with_label_values(&["delivered"]).inc();
+                    return;
+                }
                 Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
                 Err(e) => e.without_url().to_string(),
             };
+            self.attempts.with_label_values(&["failed"]).inc();
             tracing::warn!(
                 url = %redacted_url(&self.config.url), %problem, retry_in_ms = backoff.as_millis() as u64,
                 "audit webhook: delivery failed; retrying"
