@@ -11,9 +11,10 @@
 //! order they happened (and so do all others). A line is delivered when the receiver answers
 //! 2xx; anything else (an error status, a timeout, a refused connection) is retried with
 //! exponential backoff (0.5 s doubling to 30 s, for ever: evidence is never dropped). After
-//! each delivery the byte offset just past the line is saved to the cursor file
-//! `<audit_log>.webhook-cursor` (written to a temporary file, then renamed), so a restart
-//! resumes where delivery stopped. Delivery is at least once: a crash between a delivery and its
+//! each delivery the byte offset just past the line, its `seq` and its `hash` are saved to the
+//! cursor file `<audit_log>.webhook-cursor` (written to a temporary file, then renamed), so a
+//! restart resumes where delivery stopped. The next line's `prev` must be that `hash`: a log
+//! that was rotated or replaced does not continue the chain and is delivered from its start. Delivery is at least once: a crash between a delivery and its
 //! cursor write repeats that one event, with the same `id`, which receivers use to drop
 //! duplicates.
 //!
@@ -111,13 +112,50 @@ pub fn cursor_path(audit_log: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// How far delivery got: the byte offset just past the last delivered line, and its `seq`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// How far delivery got: the byte offset just past the last delivered line, its `seq` and its
+/// `hash`. The next line's `prev` must equal `hash`: otherwise the file is not the one the
+/// cursor was written for (rotated or replaced) and delivery starts it from the beginning.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
     /// Bytes of the audit file already delivered (always at a line boundary).
     pub offset: u64,
     /// `seq` of the last delivered line (0 = none), for people reading the file.
     pub seq: u64,
+    /// `hash` of the last delivered line (empty = none).
+    #[serde(default)]
+    pub hash: String,
+}
+
+impl Cursor {
+    /// Whether `line` (a sound record) is the one that follows the cursor in the chain.
+    pub fn is_followed_by(&self, line: &str) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Prev<'a> {
+            prev: &'a str,
+        }
+        let Ok(p) = serde_json::from_str::<Prev<'_>>(line) else {
+            return false;
+        };
+        if self.hash.is_empty() {
+            // No hash: the start of a file, or a cursor from before hashes were kept.
+            return self.offset > 0 || p.prev == super::GENESIS_HASH;
+        }
+        p.prev == self.hash
+    }
+
+    /// Moves past `line`, which ends at byte `end`.
+    fn advance(&mut self, line: &str, end: u64) {
+        #[derive(serde::Deserialize)]
+        struct Link {
+            seq: u64,
+            hash: String,
+        }
+        self.offset = end;
+        if let Ok(l) = serde_json::from_str::<Link>(line) {
+            self.seq = l.seq;
+            self.hash = l.hash;
+        }
+    }
 }
 
 impl Cursor {
@@ -230,9 +268,16 @@ impl Delivery {
                         break;
                     }
                 };
+                if !cursor.is_followed_by(&line) {
+                    tracing::error!(
+                        offset = cursor.offset, seq = cursor.seq,
+                        "audit webhook: the audit log does not continue the delivered chain (rotated or replaced); delivering it from the start"
+                    );
+                    cursor = Cursor::default();
+                    break;
+                }
                 self.deliver(&body).await;
-                cursor.offset = end;
-                cursor.seq = seq_of(&line).unwrap_or(cursor.seq);
+                cursor.advance(&line, end);
                 if let Err(e) = cursor.save(&self.cursor_file) {
                     tracing::warn!(cursor = %self.cursor_file.display(), error = %e, "audit webhook: cannot save the cursor (a restart would deliver again)");
                 }
@@ -328,14 +373,6 @@ fn redacted_url(url: &url::Url) -> String {
         url.host_str().unwrap_or(""),
         url.path()
     )
-}
-
-fn seq_of(line: &str) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Seq {
-        seq: u64,
-    }
-    serde_json::from_str::<Seq>(line).ok().map(|s| s.seq)
 }
 
 /// Parses `--since`: an RFC 3339 time (`2026-12-01T00:00:00Z`) or a duration before now
@@ -477,6 +514,24 @@ mod tests {
         // A tampered line is refused, never exported.
         assert!(cloudevent(&lines[0].replace("a@example.com", "b@example.com")).is_err());
 
+        // The chain tells whether a cursor continues into a line.
+        let mut cursor = Cursor::default();
+        assert!(cursor.is_followed_by(lines[0]));
+        assert!(
+            !cursor.is_followed_by(lines[1]),
+            "a fresh cursor starts at seq 1"
+        );
+        cursor.advance(lines[0], lines[0].len() as u64 + 1);
+        assert_eq!(
+            (cursor.seq, cursor.hash.as_str()),
+            (1, line["hash"].as_str().unwrap())
+        );
+        assert!(cursor.is_followed_by(lines[1]));
+        assert!(
+            !cursor.is_followed_by(lines[0]),
+            "a replaced file starts over"
+        );
+
         let mut out = Vec::new();
         assert_eq!(export(&path, None, &mut out).unwrap(), 2);
         let future = SystemTime::now() + Duration::from_secs(60);
@@ -494,6 +549,7 @@ mod tests {
         let c = Cursor {
             offset: 1234,
             seq: 7,
+            hash: "ab".repeat(32),
         };
         c.save(&path).unwrap();
         assert_eq!(Cursor::load(&path).unwrap(), c);
