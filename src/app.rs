@@ -32,6 +32,7 @@ use crate::policy::PolicySet;
 use crate::proxy::hold::ApprovalPlane;
 use crate::proxy::{DataPlane, Proxy, UpstreamPeer};
 use crate::reload::Reloader;
+use crate::telemetry::Telemetry;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ pub enum StartError {
     /// The approval machinery (audit log, signing key, store) could not be set up.
     #[error("approvals: {0}")]
     Approvals(String),
+    /// The OpenTelemetry exporter could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// The broker's audit events go to the hash-chained audit log.
@@ -87,6 +91,25 @@ impl AuditSink for AuditAdapter {
             .await
             .map(drop)
             .map_err(|err| AuditError(err.to_string()))
+    }
+}
+
+/// Audit events, once written, also drive the approval lifecycle spans.
+#[derive(Debug)]
+struct TracedAudit {
+    audit: AuditAdapter,
+    telemetry: Telemetry,
+}
+
+#[async_trait::async_trait]
+impl AuditSink for TracedAudit {
+    async fn record(&self, event: &str, fields: serde_json::Value) -> Result<(), AuditError> {
+        let for_trace = self.telemetry.enabled().then(|| fields.clone());
+        self.audit.record(event, fields).await?;
+        if let Some(fields) = for_trace {
+            self.telemetry.audit_event(event, &fields);
+        }
+        Ok(())
     }
 }
 
@@ -171,8 +194,23 @@ pub fn build(
         .trim_end_matches('/')
         .to_owned();
     let teams_bot = teams_bot(&config, clock.clone())?;
+    let telemetry = match &config.telemetry {
+        Some(t) => Telemetry::start(
+            t,
+            config
+                .routes
+                .iter()
+                .map(crate::telemetry::route_label)
+                .collect(),
+        )?,
+        None => Telemetry::disabled(),
+    };
     let (notifier, slack) = chat_notifier(&config, clock.clone(), extra_notifier, &teams_bot)?;
-    let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit.clone())?;
+    let audit_sink = Arc::new(TracedAudit {
+        audit: AuditAdapter(audit.clone()),
+        telemetry: telemetry.clone(),
+    });
+    let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit_sink)?;
     let clock_for_login = clock.clone();
     let approvals = Arc::new(ApprovalPlane {
         broker: broker.clone(),
@@ -200,6 +238,7 @@ pub fn build(
         issuers: config.issuers.iter().map(|i| i.issuer.clone()).collect(),
         tls: config.server.tls.is_some(),
         approvals,
+        telemetry,
     });
 
     let conf = ServerConf {
@@ -254,11 +293,21 @@ pub fn build(
     let (sessions, login) = approver_login(&config, clock_for_login)?;
     let v = verifier.clone();
     let b = broker.clone();
-    let tasks: Vec<Box<dyn Fn() + Send + Sync>> = vec![
+    let mut tasks: Vec<Box<dyn Fn() + Send + Sync>> = vec![
         Box::new(move || v.start()),
         Box::new(move || reloader.spawn()),
         Box::new(move || drop(b.spawn_background())),
     ];
+    if let Some(webhook) = &config.audit_webhook {
+        let delivery = crate::audit::webhook::Delivery::new(
+            webhook.clone(),
+            &config.approvals.audit_log,
+            idp_http_client()?,
+            &metrics,
+        )
+        .map_err(|e| StartError::Approvals(format!("[audit] webhook metrics: {e}")))?;
+        tasks.push(Box::new(move || drop(delivery.clone().spawn())));
+    }
     let control = ControlService::new(
         control_listener,
         ControlState {
@@ -301,7 +350,7 @@ fn build_broker(
     clock: SharedClock,
     metrics: &Metrics,
     notifier: Arc<dyn Notifier>,
-    audit: AuditLog,
+    audit: Arc<dyn AuditSink>,
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
@@ -324,7 +373,7 @@ fn build_broker(
     Ok(Broker::new(
         store,
         notifier,
-        Arc::new(AuditAdapter(audit)),
+        audit,
         clock,
         Arc::new(signer),
         Arc::new(Executor::new(Duration::from_secs(30))),

@@ -79,6 +79,14 @@ pub enum AuditCommand {
         /// The audit log (JSON lines).
         file: PathBuf,
     },
+    /// Print every event as a CloudEvents 1.0 JSON line (the webhook's body), for backfill.
+    Export {
+        /// The audit log (JSON lines).
+        file: PathBuf,
+        /// Only events at or after this: an RFC 3339 time or a duration before now (`24h`).
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -100,6 +108,9 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => crate::audit::verify_cli(&file),
+        Command::Audit {
+            command: AuditCommand::Export { file, since },
+        } => crate::audit::webhook::export_cli(&file, since.as_deref()),
     }
 }
 

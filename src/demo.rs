@@ -353,16 +353,23 @@ Countersign demo is running (Ctrl-C to stop).
   dev token issuer:      {issuer}
   demo upstream:         behind the proxy, echoes what it received
 
+# Paste these into another shell first: freshly minted tokens (valid for an hour) that the
+# commands below use.
+export TOKEN_READER='{reader}'
+export TOKEN_ADMIN_PASSWORD='{admin_weak}'
+export TOKEN_ADMIN_MFA='{admin_mfa}'
+export TOKEN_DEPLOYER='{deployer}'
+
 # 1. Allowed: a valid token with scope deploy:read reads deployments (200, upstream answers)
-curl -i {base}/v1/deployments -H 'Authorization: Bearer {reader}'
+curl -i {base}/v1/deployments -H "Authorization: Bearer $TOKEN_READER"
 
 # 2. Denied: the policy refuses DELETE under /v1/ (403 access_denied)
-curl -i -X DELETE {base}/v1/deployments/42 -H 'Authorization: Bearer {reader}'
+curl -i -X DELETE {base}/v1/deployments/42 -H "Authorization: Bearer $TOKEN_READER"
 
 # 3. Step-up: /v1/admin/ needs acr urn:mfa within 5 minutes (401 insufficient_user_authentication)
-curl -i {base}/v1/admin/users -H 'Authorization: Bearer {admin_weak}'
+curl -i {base}/v1/admin/users -H "Authorization: Bearer $TOKEN_ADMIN_PASSWORD"
 #    ... and the same call with a token from an MFA login (200)
-curl -i {base}/v1/admin/users -H 'Authorization: Bearer {admin_mfa}'
+curl -i {base}/v1/admin/users -H "Authorization: Bearer $TOKEN_ADMIN_MFA"
 
 # 4. No token at all (401 with a WWW-Authenticate challenge), and the RFC 9728 metadata
 curl -i {base}/v1/deployments
@@ -371,15 +378,15 @@ curl -s {base}/.well-known/oauth-protected-resource
 # 5. Approval: a production deploy is held until alice or bob approves it on the approval
 #    page (the link appears below when the request is held; sign in at the dev login page).
 #    The curl waits up to 2 minutes and then prints the upstream's answer.
-curl -i -X POST {base}/v1/deployments/production -H 'Authorization: Bearer {deployer}' \
+curl -i -X POST {base}/v1/deployments/production -H "Authorization: Bearer $TOKEN_DEPLOYER" \
      -H 'Content-Type: application/json' -H 'Countersign-Reason: ship 1.4.2' -d '{{"version":"1.4.2","token":"hidden-from-approvers"}}'
 #    Or answer 202 at once and fetch the result later from the status URL it returns:
-curl -i -X POST {base}/v1/deployments/production -H 'Authorization: Bearer {deployer}' -H 'Prefer: respond-async' -d '{{}}'
+curl -i -X POST {base}/v1/deployments/production -H "Authorization: Bearer $TOKEN_DEPLOYER" -H 'Prefer: respond-async' -d '{{}}'
 #    Approval list: http://{control}/approvals    Audit log: {audit}
 #    countersign audit verify {audit}
 
 # 6. Why? Ask the policy engine:
-countersign explain --config {config} POST {base}/v1/deployments/production --token {deployer}
+countersign explain --config {config} POST {base}/v1/deployments/production --token "$TOKEN_DEPLOYER"
 "#,
         issuer = idp.issuer(),
         config = config.display(),

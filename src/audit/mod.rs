@@ -55,6 +55,7 @@ mod chain;
 mod event;
 mod redact;
 mod verify;
+pub mod webhook;
 mod writer;
 
 use std::path::Path;

@@ -15,8 +15,8 @@ mod teams_bot;
 
 use super::walk::{closest, FileCheck, Val};
 use super::{
-    Algorithm, Approvals, ApproverLogin, Config, Issuer, PolicyFiles, Route, Server, Slack,
-    StoreUrl, Teams, TlsFiles, Upstream,
+    Algorithm, Approvals, ApproverLogin, AuditWebhook, Config, Issuer, PolicyFiles, Route, Server,
+    Slack, StoreUrl, Teams, Telemetry, TlsFiles, Upstream,
 };
 use crate::policy::{normalize_path, DefaultAction, HostPattern};
 use crate::secret::Secret;
@@ -33,6 +33,8 @@ const TOP: &[&str] = &[
     "slack",
     "teams",
     "approver_login",
+    "telemetry",
+    "audit",
 ];
 
 /// The default policy glob, used when `[policy] files` is not given.
@@ -98,6 +100,8 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
     let approver_login = doc
         .get("approver_login")
         .and_then(|v| approver_login(ck, v, &dir));
+    let telemetry = doc.get("telemetry").and_then(|v| telemetry(ck, v));
+    let audit_webhook = doc.get("audit").and_then(|v| audit_webhook(ck, v, &dir));
     let present = ["slack", "teams", "approver_login"].map(|k| doc.contains_key(k));
     let groups = approver_groups.clone();
     let config = server.map(|server| Config {
@@ -114,6 +118,8 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
         teams,
         teams_bot,
         approver_login,
+        telemetry,
+        audit_webhook,
     });
     Parsed {
         config,
@@ -693,6 +699,49 @@ fn approver_login(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<App
         issuer: issuer?,
         client_id: client_id?,
         client_secret,
+    })
+}
+
+/// `[telemetry]`: `otlp_endpoint` (required, http or https) and `service_name`.
+fn telemetry(ck: &mut FileCheck, value: &Val<'_>) -> Option<Telemetry> {
+    let t = ck.as_table(value, "[telemetry]")?;
+    ck.unknown_keys(t, "in [telemetry]", &["otlp_endpoint", "service_name"]);
+    let endpoint = ck
+        .req_str(t, &value.span(), "in [telemetry]", "otlp_endpoint")
+        .and_then(|(s, span)| http_url(ck, "otlp_endpoint", s, &span));
+    let service_name = match ck.opt_str(t, "service_name") {
+        Some((s, span)) if s.trim().is_empty() => {
+            ck.err(&span, "\"service_name\" must not be empty");
+            None
+        }
+        Some((s, _)) => Some(s.to_owned()),
+        None => Some("countersign".to_owned()),
+    };
+    Some(Telemetry {
+        otlp_endpoint: endpoint?,
+        service_name: service_name?,
+    })
+}
+
+/// `[audit]`: `webhook` (https, or http on loopback) and its required `webhook_secret`.
+fn audit_webhook(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<AuditWebhook> {
+    let t = ck.as_table(value, "[audit]")?;
+    let header = value.span();
+    ck.unknown_keys(t, "in [audit]", &["webhook", "webhook_secret"]);
+    let url = match ck.opt_str(t, "webhook") {
+        Some((s, span)) => issuer_url(ck, "webhook", s, &span),
+        None => {
+            if let Some((_, span)) = ck.opt_str(t, "webhook_secret") {
+                ck.err(&span, "\"webhook_secret\" needs a \"webhook\"");
+            }
+            return None;
+        }
+    };
+    // Unsigned evidence proves nothing to the receiver: the secret is required.
+    let secret = req_secret(ck, t, &header, "[audit]", "webhook_secret", dir);
+    Some(AuditWebhook {
+        url: url?,
+        secret: secret?,
     })
 }
 

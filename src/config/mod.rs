@@ -94,6 +94,10 @@ pub struct Config {
     pub teams_bot: Option<TeamsBot>,
     /// `[approver_login]`.
     pub approver_login: Option<ApproverLogin>,
+    /// `[telemetry]`: OpenTelemetry trace export (SPEC 10); `None` = no export.
+    pub telemetry: Option<Telemetry>,
+    /// `[audit]`: delivery of audit events to a webhook (SPEC 10); `None` = no delivery.
+    pub audit_webhook: Option<AuditWebhook>,
 }
 
 /// `[server]`.
@@ -406,6 +410,24 @@ pub struct ApproverLogin {
     pub client_id: String,
     /// OAuth client secret.
     pub client_secret: Option<Secret>,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    /// OTLP/HTTP collector base URL (`http://collector:4318`); traces go to `{url}/v1/traces`.
+    pub otlp_endpoint: Url,
+    /// `service.name` resource attribute (default `countersign`).
+    pub service_name: String,
+}
+
+/// `[audit] webhook` and `webhook_secret`.
+#[derive(Debug, Clone)]
+pub struct AuditWebhook {
+    /// Where every audit event is POSTed as a CloudEvent.
+    pub url: Url,
+    /// HMAC-SHA256 key of the `Countersign-Signature` header.
+    pub secret: Secret,
 }
 
 /// Loads and validates a config file and every policy file it names.

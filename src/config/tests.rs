@@ -203,6 +203,8 @@ fn a_typo_in_every_section_is_reported_with_a_suggestion() {
         ("", "[teams]\nwebhook_url = \"env:PATH\"\nwebhook = \"x\"\n", "countersign.toml:3:1: unknown key \"webhook\" in [teams]"),
         ("", "[approver_login]\nissuer = \"https://i\"\nclient_id = \"c\"\nclientsecret = \"env:PATH\"\n", "countersign.toml:4:1: unknown key \"clientsecret\" in [approver_login]; did you mean \"client_secret\"?"),
         ("", "[sever]\n", "countersign.toml:1:2: unknown key \"sever\" at the top level; did you mean \"server\"?"),
+        ("", "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nservce_name = \"x\"\n", "countersign.toml:3:1: unknown key \"servce_name\" in [telemetry]; did you mean \"service_name\"?"),
+        ("", "[audit]\nwebhook = \"https://siem.example.com/in\"\nwebhook_secret = \"env:PATH\"\nwebhok_secret = \"x\"\n", "countersign.toml:4:1: unknown key \"webhok_secret\" in [audit]; did you mean \"webhook_secret\"?"),
         ("[[rule]]\nname = \"r\"\naction = \"allow\"\nmethod = [\"GET\"]\n", "", "policies/p.toml:4:1: unknown key \"method\" in [[rule]]; did you mean \"methods\"?"),
         ("[[rule]]\nname = \"r\"\naction = \"allow\"\nrequire = { scope = [\"a\"] }\n", "", "policies/p.toml:4:13: unknown key \"scope\" in [rule.require]; did you mean \"scopes\"?"),
         ("[[rule]]\nname = \"r\"\naction = \"approve\"\n[rule.approval]\napprovers = [\"a@example.com\"]\nquorom = 1\n", "", "policies/p.toml:6:1: unknown key \"quorom\" in [rule.approval]; did you mean \"quorum\"?"),

@@ -182,6 +182,8 @@ pub async fn hold(
             ca.clone(),
             &principal.subject,
         )
+        // The audit's `approval.requested` names the request (and its trace span is linked).
+        .with_request_id(&ctx.request_id)
     };
     let approval = plane
         .broker

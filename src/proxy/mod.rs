@@ -55,6 +55,8 @@ pub struct DataPlane {
     pub tls: bool,
     /// Approvals (holding, deciding, executing once).
     pub approvals: Arc<hold::ApprovalPlane>,
+    /// OpenTelemetry spans (disabled without `[telemetry]`).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// What `admit` decided.
@@ -89,6 +91,8 @@ pub struct RequestCtx {
     /// The canonical request (SPEC 8), once routing resolved it: what policy judged and what
     /// the upstream receives.
     canonical: Option<CanonicalRequest>,
+    /// The OpenTelemetry server span (empty when telemetry is off).
+    trace: crate::telemetry::RequestTrace,
 }
 
 impl RequestCtx {
@@ -105,6 +109,7 @@ impl RequestCtx {
             reason: None,
             approval_id: None,
             canonical: None,
+            trace: crate::telemetry::RequestTrace::default(),
         }
     }
 }
@@ -309,6 +314,28 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Ends the request's OpenTelemetry span (only called when telemetry is on).
+    fn finish_trace(&self, ctx: &mut RequestCtx, status: u16) {
+        let route = ctx.canonical.as_ref().map(|c| c.route);
+        let upstream = ctx
+            .upstream
+            .and_then(|i| self.state.upstreams.get(i))
+            .map(|u| &*u.name);
+        self.state.telemetry.finish_request(
+            &mut ctx.trace,
+            crate::telemetry::Finished {
+                route,
+                rule: &ctx.rule,
+                decision: ctx.outcome,
+                status,
+                upstream,
+                approval_id: ctx.approval_id.as_deref(),
+            },
+        );
+    }
+}
+
 /// Host as the client sent it: the URI authority (HTTP/2, absolute-form) or `Host`.
 fn authority(req: &RequestHeader) -> Option<&str> {
     req.uri.authority().map(|a| a.as_str()).or_else(|| {
@@ -362,6 +389,12 @@ impl ProxyHttp for Proxy {
             rule = tracing::field::Empty,
             sub = tracing::field::Empty,
         );
+        ctx.trace = self.state.telemetry.start_request(
+            &ctx.request_id,
+            req.method.as_str(),
+            req.uri.path(),
+            &req.headers,
+        );
         Ok(())
     }
 
@@ -378,6 +411,7 @@ impl ProxyHttp for Proxy {
                 principal,
                 upstream,
             }) => {
+                self.state.telemetry.held(&ctx.trace, &ctx.request_id);
                 let plane = self.state.approvals.clone();
                 let rule = &policy.rules[rule];
                 match hold::hold(&plane, session, ctx, rule, &principal, upstream).await {
@@ -446,6 +480,9 @@ impl ProxyHttp for Proxy {
             upstream_request.insert_header("countersign-issuer", p.issuer.as_str())?;
         }
         upstream_request.insert_header("countersign-request-id", ctx.request_id.as_str())?;
+        for (name, value) in self.state.telemetry.upstream_headers(&ctx.trace) {
+            upstream_request.insert_header(name, value)?;
+        }
         Ok(())
     }
 
@@ -465,6 +502,8 @@ impl ProxyHttp for Proxy {
             }
         }
         upstream_response.insert_header("countersign-request-id", ctx.request_id.as_str())?;
+        let status = upstream_response.status.as_u16();
+        self.state.telemetry.upstream_status(&mut ctx.trace, status);
         Ok(())
     }
 
@@ -523,6 +562,9 @@ impl ProxyHttp for Proxy {
             elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             "done"
         );
+        if self.state.telemetry.enabled() {
+            self.finish_trace(ctx, status);
+        }
     }
 }
 
