@@ -168,7 +168,11 @@ async fn spans_are_exported_over_otlp_http_and_continue_the_callers_trace() {
     );
     let mut proxy = Proxy::start(&dir, &config).await;
     proxy.wait_ready().await;
-    let token = issuer.token("svc-reader", AUD, json!({ "scope": "items:read" }));
+    let token = issuer.token(
+        "svc-reader",
+        AUD,
+        json!({ "scope": "items:read", "email": "svc-reader@example.com" }),
+    );
 
     // 1. An allowed call inside the caller's trace.
     let resp = http_client()
