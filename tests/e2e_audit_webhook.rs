@@ -221,6 +221,18 @@ impl Env {
             assert!(Instant::now() < deadline, "{id} not forwarded");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Events after the forward (the "executed" notice) are still being appended: wait
+        // until the log stops growing, so the count compared below is the final one.
+        let mut len = self.audit_lines().len();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = self.audit_lines().len();
+            if now == len {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the audit log kept growing");
+            len = now;
+        }
     }
 }
 
