@@ -309,7 +309,7 @@ fn build_broker(
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Redis(url) => Arc::new(redis_store(config, url)?),
+        StoreUrl::Redis(url) => Arc::new(redis_store(config, url)?.with_clock(clock.clone())),
     };
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let signer = match &config.approvals.signing_key {

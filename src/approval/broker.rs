@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::executor::{Evidence, Executor, ExecutorError, UpstreamResponse};
-use super::model::{
+use super::record::{
     body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
     Execution, Requester, Status, StoredRequest, Vote,
 };

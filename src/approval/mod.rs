@@ -1,5 +1,6 @@
 //! The approval lifecycle (SPEC 4 `[rule.approval]`, 5.5-5.6, 7): approval records and the
-//! stored request ([`model`]), the store interface with atomic transitions ([`store`]), the
+//! stored request ([`record`]), the state machine as pure functions ([`transition`]), the store
+//! with its one compare-and-set primitive and two storage backends ([`store`]), the
 //! [`Broker`] that the proxy and the control plane call, approval evidence ([`signer`]) and the
 //! upstream [`Executor`].
 //!
@@ -16,25 +17,25 @@
 
 pub mod broker;
 pub mod executor;
-pub mod model;
-pub mod redis;
+pub mod record;
 pub mod signer;
 pub mod store;
+pub mod transition;
 
-pub use self::redis::RedisStore;
 pub use broker::{
     ApproverIdentity, AuditError, AuditSink, Broker, BrokerError, BrokerSettings, CancelError,
     DecideError, ExecuteError, LogNotifier, Notifier, NotifyError, NotifyEvent, ResultError,
     SweepReport, WaitOutcome,
 };
 pub use executor::{Evidence, Executor, ExecutorError, UpstreamResponse};
-pub use model::{
+pub use record::{
     body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
     Execution, Requester, Status, StoredHeader, StoredRequest, Vote,
 };
 pub use signer::{ApprovalSigner, SignerError};
 pub use store::{
-    ApprovalStore, Cas, Claimant, ListFilter, MemoryStore, ParkedResult, StoreError, VoteResult,
+    ApprovalStore, Cas, Claimant, ListFilter, MemoryStore, ParkedResult, RedisStore, StoreError,
+    VoteResult,
 };
 
 #[cfg(test)]
