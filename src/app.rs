@@ -12,10 +12,10 @@ use pingora::services::background::background_service;
 
 use crate::approval::BrokerSettings;
 use crate::approval::{
-    ApprovalSigner, ApprovalStore, AuditError, AuditSink, Broker, Executor, LogNotifier,
-    MemoryStore, Notifier, RedisStore,
+    ApprovalSigner, ApprovalStore, AuditError, AuditEvent, AuditSink, Broker, Executor,
+    LogNotifier, MemoryStore, Notifier, RedisStore,
 };
-use crate::audit::{AuditLog, Event};
+use crate::audit::AuditLog;
 use crate::chat::fanout::Fanout;
 use crate::chat::slack::{SlackApp, SlackNotifier};
 use crate::chat::teams::TeamsNotifier;
@@ -60,29 +60,9 @@ pub struct AuditAdapter(pub AuditLog);
 
 #[async_trait::async_trait]
 impl AuditSink for AuditAdapter {
-    async fn record(&self, event: &str, fields: serde_json::Value) -> Result<(), AuditError> {
-        let mut e = Event::new(event);
-        if let serde_json::Value::Object(map) = fields {
-            for (k, v) in map {
-                e = match (k.as_str(), v) {
-                    ("approval_id", serde_json::Value::String(s)) => e.approval_id(s),
-                    ("request_id", serde_json::Value::String(s)) => e.request_id(s),
-                    ("actor", serde_json::Value::String(s)) => e.actor(s),
-                    ("rule", serde_json::Value::String(s)) => e.rule(s),
-                    (_, serde_json::Value::Null) => e,
-                    (_, serde_json::Value::String(s)) => e.field(k, s),
-                    (_, serde_json::Value::Bool(b)) => e.field(k, b),
-                    (_, serde_json::Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
-                        (Some(u), _) => e.field(k, u),
-                        (None, Some(i)) => e.field(k, i),
-                        (None, None) => e.field(k, n.to_string()),
-                    },
-                    (_, other) => e.field(k, other.to_string()),
-                };
-            }
-        }
+    async fn record(&self, event: AuditEvent<'_>) -> Result<(), AuditError> {
         self.0
-            .append(e)
+            .append(event.to_event())
             .await
             .map(drop)
             .map_err(|err| AuditError(err.to_string()))
@@ -259,10 +239,10 @@ pub fn build(
     let (sessions, login) = approver_login(&config, clock_for_login)?;
     let v = verifier.clone();
     let b = broker.clone();
-    let tasks: Vec<Box<dyn Fn() + Send + Sync>> = vec![
-        Box::new(move || v.start()),
-        Box::new(move || reloader.spawn()),
-        Box::new(move || drop(b.spawn_background())),
+    let tasks: Vec<crate::control::Task> = vec![
+        Box::new(move |stop| v.start_until(stop)),
+        Box::new(move |stop| reloader.spawn_until(stop)),
+        Box::new(move |stop| drop(b.spawn_background_until(stop))),
     ];
     let control = ControlService::new(
         control_listener,

@@ -28,11 +28,13 @@ struct RecordingAudit {
 
 #[async_trait]
 impl AuditSink for RecordingAudit {
-    async fn record(&self, event: &str, fields: Value) -> Result<(), AuditError> {
+    async fn record(&self, event: AuditEvent<'_>) -> Result<(), AuditError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(AuditError("disk full".into()));
         }
-        self.events.lock().unwrap().push((event.to_owned(), fields));
+        let e = event.to_event();
+        let entry = (e.kind().to_owned(), e.to_flat_json());
+        self.events.lock().unwrap().push(entry);
         Ok(())
     }
 }

@@ -31,8 +31,10 @@ struct RecordingAudit {
 
 #[async_trait]
 impl AuditSink for RecordingAudit {
-    async fn record(&self, event: &str, fields: Value) -> Result<(), AuditError> {
-        self.events.lock().unwrap().push((event.to_owned(), fields));
+    async fn record(&self, event: AuditEvent<'_>) -> Result<(), AuditError> {
+        let e = event.to_event();
+        let entry = (e.kind().to_owned(), e.to_flat_json());
+        self.events.lock().unwrap().push(entry);
         Ok(())
     }
 }

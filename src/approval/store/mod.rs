@@ -113,13 +113,6 @@ pub fn newest_first(mut out: Vec<Approval>, limit: usize) -> Vec<Approval> {
 /// and asks again), so it must depend only on the approval it is given and what it captured.
 pub type Change<'a> = dyn FnMut(&mut Approval) -> bool + Send + 'a;
 
-fn ms_now() -> u64 {
-    crate::clock::Clock::now(&crate::clock::SystemClock)
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Approval state behind one atomic compare-and-set. All methods are safe to call
 /// concurrently from any number of tasks and (for shared backends) replicas.
 #[async_trait]
@@ -177,7 +170,7 @@ pub trait ApprovalStore: Send + Sync + Debug {
     /// [`Self::finish_execution`]). Backends whose reads depend on time (the Redis hold lease)
     /// answer from their injected clock.
     fn now_ms(&self) -> u64 {
-        ms_now()
+        crate::clock::Clock::unix_ms(&crate::clock::SystemClock)
     }
 
     // ----- the lifecycle, on top of `update` -------------------------------------------------

@@ -34,7 +34,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -507,11 +507,7 @@ impl ApprovalStore for RedisStore {
     }
 
     fn now_ms(&self) -> u64 {
-        self.clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        self.clock.unix_ms()
     }
 
     async fn cleanup(&self, _now: u64) -> Result<usize, StoreError> {
