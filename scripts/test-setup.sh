@@ -6,6 +6,7 @@
 #   redis-server   shared approval store tests start their own on a loopback port
 #   chromium       browser tests of the approval page (headless), with chromedriver
 #   node, npm      the real outside OpenID Provider (tests/idp, npm package oidc-provider)
+#   jq             tests/audit_chain.rs runs the documented shell recipe that verifies a log
 #
 # Then `npm ci` in tests/idp when its node_modules is missing or older than package-lock.json.
 set -euo pipefail
@@ -21,10 +22,11 @@ declare -A wanted=(
   [chromedriver]=chromium-driver
   [node]=nodejs
   [npm]=npm
+  [jq]=jq
 )
 
 missing=()
-for cmd in cmake redis-server chromium chromedriver node npm; do
+for cmd in cmake redis-server chromium chromedriver node npm jq; do
   if command -v "$cmd" >/dev/null 2>&1; then
     say "have $cmd ($(command -v "$cmd"))"
   else
