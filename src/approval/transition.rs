@@ -3,7 +3,7 @@
 //! comes in as `now`, unix milliseconds), no store.
 //!
 //! Owns every rule of the lifecycle: who may vote when, when quorum is reached, what may be
-//! cancelled, who may claim the one execution, and who may see an approval. Every store backend
+//! cancelled, who may claim the one execution, and who may see an approval ([`visible_to`]). Every store backend
 //! applies these through its one compare-and-set update, so the rules exist exactly once.
 //! Must not touch storage, audit, notification or HTTP.
 //!
@@ -145,6 +145,26 @@ pub fn claim(a: &mut Approval, who: Claimant, owner: &str, now: u64) -> bool {
         };
     }
     ok
+}
+
+/// Who is looking at an approval: an API caller (bearer token) or a signed-in approver.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    /// Issuer of the viewer's identity.
+    pub iss: &'a str,
+    /// Subject at that issuer.
+    pub sub: &'a str,
+    /// The viewer's email, when the identity carries one.
+    pub email: Option<&'a str>,
+}
+
+/// THE visibility rule, for pages and API alike: an approval is visible to its approvers (by
+/// email, any case) and to its requester (same issuer and subject, or same email).
+pub fn visible_to(a: &Approval, v: &Viewer<'_>) -> bool {
+    let is_mine = |e: &str| v.email.is_some_and(|mine| mine.eq_ignore_ascii_case(e));
+    a.requester.is(v.iss, v.sub)
+        || a.requester.email.as_deref().is_some_and(is_mine)
+        || a.approvers.iter().any(|e| is_mine(e))
 }
 
 /// `Claimed -> Done | Failed` (`outcome`).

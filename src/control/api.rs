@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::ControlState;
+use crate::approval::transition::{visible_to, Viewer};
 use crate::approval::{
     Approval, ApprovalId, ApproverIdentity, CancelError, Channel, DecideError, Decision, Execution,
     ListFilter, ResultError, Status,
@@ -140,11 +141,12 @@ pub fn view(a: &Approval, public_url: &str) -> Value {
 
 /// Whether `who` may see `a`: an approver of it, or its requester.
 pub fn may_see(a: &Approval, who: &Principal) -> bool {
-    a.requester.is(&who.issuer, &who.subject)
-        || who
-            .email
-            .as_deref()
-            .is_some_and(|e| a.approvers.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    let viewer = Viewer {
+        iss: &who.issuer,
+        sub: &who.subject,
+        email: who.email.as_deref(),
+    };
+    visible_to(a, &viewer)
 }
 
 /// `GET /approvals` (JSON): approvals the caller may see, pending first.

@@ -32,14 +32,14 @@ use openidconnect::{
     OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
     Scope, TokenResponse,
 };
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::config::ApproverLogin;
-use crate::control::pages::{error_page, error_page_with_link};
+use crate::control::html::{error_page, error_page_with_link};
 use crate::control::session::{cookies, unix_millis, LoginIdentity, Sessions};
+pub use crate::control::urls::login_url;
 
 /// Path of the callback on the control plane; the redirect URI is `{public_url}` + this.
 pub const CALLBACK_PATH: &str = "/oidc/callback";
@@ -66,13 +66,6 @@ const PROVIDER_MIN_REFETCH: Duration = Duration::from_secs(5);
 
 /// Timeout for discovery and the token request.
 const IDP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// URL-encodes everything but RFC 3986 unreserved characters.
-pub(crate) const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// The client as configured from discovery: authorization endpoint known, token endpoint
 /// known if the IdP published one.
@@ -545,20 +538,6 @@ pub fn safe_next(raw: &str) -> Option<&str> {
     let relative_path = b.first() == Some(&b'/') && !matches!(b.get(1), Some(b'/' | b'\\'));
     let clean = raw.bytes().all(|c| c.is_ascii_graphic() && c != b'\\');
     (relative_path && clean && raw.len() <= MAX_NEXT_LEN).then_some(raw)
-}
-
-/// The link that starts a login which comes back to `next`; `fresh` demands a new
-/// authentication (`approve_via = "login"`), `acr` asks for authentication context classes.
-pub fn login_url(next: &str, fresh: bool, acr: &[String]) -> String {
-    let mut url = format!("/login?next={}", utf8_percent_encode(next, COMPONENT));
-    if fresh {
-        url.push_str("&fresh=1");
-    }
-    if !acr.is_empty() {
-        url.push_str("&acr_values=");
-        url.push_str(&utf8_percent_encode(&acr.join(" "), COMPONENT).to_string());
-    }
-    url
 }
 
 /// Query of `GET /login`.

@@ -21,9 +21,11 @@ use crate::metrics::Metrics;
 use crate::oidc::Verifier;
 
 pub mod api;
+pub mod html;
 pub mod login;
 pub mod pages;
 pub mod session;
+pub mod urls;
 pub mod web;
 
 /// What the control plane needs.

@@ -262,7 +262,7 @@ impl IntoResponse for AuthorizeError {
         match self {
             Self::Page(message) => page(
                 StatusCode::BAD_REQUEST,
-                crate::control::pages::error_page(
+                crate::control::html::error_page(
                     StatusCode::BAD_REQUEST,
                     "Bad sign-in request",
                     message,
@@ -313,7 +313,7 @@ async fn authorize_form(
     .render();
     page(
         StatusCode::OK,
-        crate::control::pages::html(StatusCode::OK, rendered),
+        crate::control::html::html(StatusCode::OK, rendered),
     )
 }
 
@@ -333,7 +333,7 @@ async fn authorize_submit(
     }
     let email = form.email.trim().to_ascii_lowercase();
     if !plausible_email(&email) {
-        let bad = crate::control::pages::error_page(
+        let bad = crate::control::html::error_page(
             StatusCode::BAD_REQUEST,
             "Not an email address",
             "Go back and enter an email address like alice@example.com.",
