@@ -21,6 +21,7 @@ pub mod explain;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;

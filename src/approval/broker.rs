@@ -26,7 +26,8 @@ use super::store::{ApprovalStore, Cas, ListFilter, ParkedResult, StoreError, Vot
 use crate::clock::SharedClock;
 use crate::identity::Principal;
 use crate::metrics::Metrics;
-use crate::policy::{ApproveVia, Rule};
+use crate::notify::ApproveVia;
+use crate::policy::Rule;
 
 /// Tunables with sensible defaults.
 #[derive(Debug, Clone, Copy)]

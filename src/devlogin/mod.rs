@@ -10,6 +10,10 @@
 //!
 //! Runs on its own thread and runtime so it can be started from sync or async code alike.
 //! Never use it for anything but development: anyone who can reach it can be anyone.
+//!
+//! Why it is in release builds: `countersign demo`, a subcommand of the shipped binary, starts
+//! it as the demo's approver login. Nothing else does: no config key, route or flag of `run`
+//! reaches it, and it binds loopback only while the demo runs.
 
 mod keys;
 
