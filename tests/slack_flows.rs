@@ -281,9 +281,11 @@ impl Harness {
         self.broker.get(id).await.unwrap().unwrap().status
     }
 
-    /// The channel copy and the DM copy of the request message, as they stand now.
+    /// The channel copy and the DM copy of the request message, as they stand now. Exactly
+    /// two (the `spec()` targets), so an "every copy" check cannot pass on none.
     fn copies(&self, id: &ApprovalId) -> Vec<Message> {
         let posted = self.app.posted(id);
+        assert_eq!(posted.len(), 2, "one copy per notify target: {posted:?}");
         posted
             .iter()
             .map(|p| self.slack.message(&p.channel, &p.ts).unwrap())
