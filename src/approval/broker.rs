@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use super::error::{BrokerError, CancelError, DecideError, ResultError};
 use super::executor::Executor;
 use super::ports::{AuditError, AuditEvent, AuditSink, Notifier, NotifyEvent};
+pub use super::record::ApproverIdentity;
 use super::record::{
     body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
     Execution, Requester, Status, StoredRequest, Vote,
@@ -85,19 +86,6 @@ pub enum WaitOutcome {
     },
     /// The hold ended first: call [`Broker::release_hold`] and answer 202.
     StillPending,
-}
-
-/// Who is voting, as established by the control plane (Slack mapping, login, bearer token).
-#[derive(Debug, Clone)]
-pub struct ApproverIdentity {
-    /// Email (any case).
-    pub email: String,
-    /// Issuer of the identity, when it came from a token or login.
-    pub iss: Option<String>,
-    /// Subject at that issuer.
-    pub sub: Option<String>,
-    /// Where the vote came from.
-    pub via: Channel,
 }
 
 /// The approval lifecycle. Cheap to clone; every clone shares the same state.

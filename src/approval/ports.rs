@@ -9,8 +9,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-use super::broker::ApproverIdentity;
-use super::record::{Approval, Vote};
+use super::record::{Approval, ApproverIdentity, Vote};
 use crate::audit::Event;
 
 /// The audit log could not record an event. The step it records is not acknowledged.

@@ -141,6 +141,19 @@ impl Channel {
     }
 }
 
+/// Who is voting, as established by the control plane (Slack mapping, login, bearer token).
+#[derive(Debug, Clone)]
+pub struct ApproverIdentity {
+    /// Email (any case).
+    pub email: String,
+    /// Issuer of the identity, when it came from a token or login.
+    pub iss: Option<String>,
+    /// Subject at that issuer.
+    pub sub: Option<String>,
+    /// Where the vote came from.
+    pub via: Channel,
+}
+
 /// One recorded vote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vote {
