@@ -9,6 +9,7 @@
 #                  and the Express upstream of tests/e2e_path_spellings.rs (tests/upstreams/express)
 #   systemd-analyze  checks deploy/countersign.service (scripts/check-deploy.sh, which also
 #                  installs its own Python tools, kubernetes-validate and hadolint, on first use)
+#   jq             tests/audit_chain.rs runs the documented shell recipe that verifies a log
 #
 # Then `npm ci` in tests/idp when its node_modules is missing or older than package-lock.json.
 set -euo pipefail
@@ -25,10 +26,11 @@ declare -A wanted=(
   [node]=nodejs
   [npm]=npm
   [systemd-analyze]=systemd
+  [jq]=jq
 )
 
 missing=()
-for cmd in cmake redis-server chromium chromedriver node npm systemd-analyze; do
+for cmd in cmake redis-server chromium chromedriver node npm systemd-analyze jq; do
   if command -v "$cmd" >/dev/null 2>&1; then
     say "have $cmd ($(command -v "$cmd"))"
   else

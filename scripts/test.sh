@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs Countersign's whole test suite, also on a fresh Debian machine:
-# installs what is missing (scripts/test-setup.sh), then formatting, every test target, and
+# installs what is missing (scripts/test-setup.sh), then formatting, every test target, the
+# doctests (`--all-targets` skips them; the compile_fail ones guard secret handling), and
 # `countersign check` on the shipped example config. One build profile (dev) throughout, so
 # the check and the demo reuse the binary the tests built. Exits non-zero on the first failure.
 set -euo pipefail
@@ -16,6 +17,9 @@ cargo fmt --all -- --check
 
 step "cargo test --all-targets"
 cargo test --all-targets --no-fail-fast
+
+step "cargo test --doc"
+cargo test --doc --no-fail-fast
 
 step "countersign check --strict on every shipped config"
 # --strict: the coverage lint (SPEC 8) must find no gap in what we ship.

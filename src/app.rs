@@ -12,10 +12,10 @@ use pingora::services::background::background_service;
 
 use crate::approval::BrokerSettings;
 use crate::approval::{
-    ApprovalSigner, ApprovalStore, AuditError, AuditSink, Broker, Executor, LogNotifier,
-    MemoryStore, Notifier, RedisStore,
+    ApprovalSigner, ApprovalStore, AuditError, AuditEvent, AuditSink, Broker, Executor,
+    LogNotifier, MemoryStore, Notifier, RedisStore,
 };
-use crate::audit::{AuditLog, Event};
+use crate::audit::AuditLog;
 use crate::chat::fanout::Fanout;
 use crate::chat::slack::{SlackApp, SlackNotifier};
 use crate::chat::teams::TeamsNotifier;
@@ -65,29 +65,9 @@ pub struct AuditAdapter(pub AuditLog);
 
 #[async_trait::async_trait]
 impl AuditSink for AuditAdapter {
-    async fn record(&self, event: &str, fields: serde_json::Value) -> Result<(), AuditError> {
-        let mut e = Event::new(event);
-        if let serde_json::Value::Object(map) = fields {
-            for (k, v) in map {
-                e = match (k.as_str(), v) {
-                    ("approval_id", serde_json::Value::String(s)) => e.approval_id(s),
-                    ("request_id", serde_json::Value::String(s)) => e.request_id(s),
-                    ("actor", serde_json::Value::String(s)) => e.actor(s),
-                    ("rule", serde_json::Value::String(s)) => e.rule(s),
-                    (_, serde_json::Value::Null) => e,
-                    (_, serde_json::Value::String(s)) => e.field(k, s),
-                    (_, serde_json::Value::Bool(b)) => e.field(k, b),
-                    (_, serde_json::Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
-                        (Some(u), _) => e.field(k, u),
-                        (None, Some(i)) => e.field(k, i),
-                        (None, None) => e.field(k, n.to_string()),
-                    },
-                    (_, other) => e.field(k, other.to_string()),
-                };
-            }
-        }
+    async fn record(&self, event: AuditEvent<'_>) -> Result<(), AuditError> {
         self.0
-            .append(e)
+            .append(event.to_event())
             .await
             .map(drop)
             .map_err(|err| AuditError(err.to_string()))
@@ -103,11 +83,14 @@ struct TracedAudit {
 
 #[async_trait::async_trait]
 impl AuditSink for TracedAudit {
-    async fn record(&self, event: &str, fields: serde_json::Value) -> Result<(), AuditError> {
-        let for_trace = self.telemetry.enabled().then(|| fields.clone());
-        self.audit.record(event, fields).await?;
-        if let Some(fields) = for_trace {
-            self.telemetry.audit_event(event, &fields);
+    async fn record(&self, event: AuditEvent<'_>) -> Result<(), AuditError> {
+        let for_trace = self
+            .telemetry
+            .enabled()
+            .then(|| (event.kind(), event.to_event().to_flat_json()));
+        self.audit.record(event).await?;
+        if let Some((kind, fields)) = for_trace {
+            self.telemetry.audit_event(kind, &fields);
         }
         Ok(())
     }
@@ -293,10 +276,10 @@ pub fn build(
     let (sessions, login) = approver_login(&config, clock_for_login)?;
     let v = verifier.clone();
     let b = broker.clone();
-    let mut tasks: Vec<Box<dyn Fn() + Send + Sync>> = vec![
-        Box::new(move || v.start()),
-        Box::new(move || reloader.spawn()),
-        Box::new(move || drop(b.spawn_background())),
+    let mut tasks: Vec<crate::control::Task> = vec![
+        Box::new(move |stop| v.start_until(stop)),
+        Box::new(move |stop| reloader.spawn_until(stop)),
+        Box::new(move |stop| drop(b.spawn_background_until(stop))),
     ];
     if let Some(webhook) = &config.audit_webhook {
         let delivery = crate::audit::webhook::Delivery::new(
@@ -306,7 +289,9 @@ pub fn build(
             &metrics,
         )
         .map_err(|e| StartError::Approvals(format!("[audit] webhook metrics: {e}")))?;
-        tasks.push(Box::new(move || drop(delivery.clone().spawn())));
+        tasks.push(Box::new(move |stop| {
+            drop(delivery.clone().spawn_until(stop))
+        }));
     }
     let control = ControlService::new(
         control_listener,
@@ -354,7 +339,7 @@ fn build_broker(
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Redis(url) => Arc::new(redis_store(config, url)?),
+        StoreUrl::Redis(url) => Arc::new(redis_store(config, url)?.with_clock(clock.clone())),
     };
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let signer = match &config.approvals.signing_key {

@@ -16,6 +16,14 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     }
+
+    /// Current time as whole milliseconds since the Unix epoch (approval timestamps).
+    fn unix_ms(&self) -> u64 {
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
 }
 
 /// Shared handle to a clock.

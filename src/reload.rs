@@ -97,8 +97,18 @@ impl Reloader {
 
     /// Spawns the SIGHUP handler and the file watcher on the current runtime.
     pub fn spawn(&self) {
+        self.spawn_with(None);
+    }
+
+    /// Like [`Self::spawn`]; both tasks end when `shutdown` turns `true`.
+    pub fn spawn_until(&self, shutdown: crate::shutdown::Shutdown) {
+        self.spawn_with(Some(shutdown));
+    }
+
+    fn spawn_with(&self, shutdown: Option<crate::shutdown::Shutdown>) {
         let this = self.clone();
-        tokio::spawn(async move {
+        let mut stop = shutdown.clone();
+        let sighup = async move {
             let mut hup =
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
                     Ok(s) => s,
@@ -110,9 +120,21 @@ impl Reloader {
             while hup.recv().await.is_some() {
                 this.reload("SIGHUP").await;
             }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = sighup => {}
+                () = crate::shutdown::stopped(&mut stop) => {}
+            }
         });
         let this = self.clone();
-        tokio::spawn(async move { this.watch_files().await });
+        let mut stop = shutdown;
+        tokio::spawn(async move {
+            tokio::select! {
+                () = this.watch_files() => {}
+                () = crate::shutdown::stopped(&mut stop) => {}
+            }
+        });
     }
 
     /// Folders that hold the policy globs (watched non-recursively).

@@ -1,6 +1,8 @@
 //! The approval lifecycle through the broker's public API, with a manual clock, recording fake
 //! notifier and audit sink, and a local upstream that counts calls.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use common::RecordingAudit;
 use countersign::approval::*;
 use countersign::clock::{ManualClock, SharedClock};
 use countersign::identity::Principal;
@@ -19,45 +22,6 @@ use countersign::policy::{
 use serde_json::Value;
 
 // ----- fakes -------------------------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct RecordingAudit {
-    events: Mutex<Vec<(String, Value)>>,
-    fail: AtomicBool,
-}
-
-#[async_trait]
-impl AuditSink for RecordingAudit {
-    async fn record(&self, event: &str, fields: Value) -> Result<(), AuditError> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(AuditError("disk full".into()));
-        }
-        self.events.lock().unwrap().push((event.to_owned(), fields));
-        Ok(())
-    }
-}
-
-impl RecordingAudit {
-    fn names_for(&self, id: &ApprovalId) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, f)| f["approval_id"] == id.as_str())
-            .map(|(e, _)| e.clone())
-            .filter(|e| !e.starts_with("notify."))
-            .collect()
-    }
-    fn find(&self, id: &ApprovalId, event: &str) -> Vec<Value> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(e, f)| e == event && f["approval_id"] == id.as_str())
-            .map(|(_, f)| f.clone())
-            .collect()
-    }
-}
 
 #[derive(Debug, Default)]
 struct RecordingNotifier {

@@ -340,12 +340,13 @@ fn redacted_values_do_not_appear_in_what_is_logged() {
 #[tokio::test]
 async fn the_documented_shell_recipe_verifies_a_real_log() {
     let tools = ["bash", "jq", "sha256sum"];
+    // scripts/test-setup.sh installs them: a missing tool is a broken test machine, and
+    // skipping would let a broken recipe pass.
     if let Some(missing) = tools
         .iter()
         .find(|t| Command::new(t).arg("--version").output().is_err())
     {
-        eprintln!("skipping: {missing} is not installed");
-        return;
+        panic!("{missing} is not installed (scripts/test-setup.sh installs it)");
     }
     let (_dir, path) = written_log(3).await;
     let log = AuditLog::open(&path, "replica-a").unwrap();

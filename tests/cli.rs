@@ -87,6 +87,8 @@ fn explain_shows_a_deny_and_no_route() {
         "--claims",
         "{}",
     ]);
+    // `explain` reports a decision; it does not enforce it: exit 0 for a deny too.
+    assert_eq!(deny.status.code(), Some(0), "{}", stdout(&deny));
     assert!(
         stdout(&deny).contains("outcome: deny: 403 access_denied"),
         "{}",
@@ -101,6 +103,7 @@ fn explain_shows_a_deny_and_no_route() {
         "--claims",
         "{}",
     ]);
+    assert_eq!(none.status.code(), Some(0), "{}", stdout(&none));
     assert!(stdout(&none).contains("no_route"), "{}", stdout(&none));
 }
 

@@ -206,7 +206,8 @@ async fn control_endpoints_are_not_on_the_data_port() {
         .await
         .expect("metrics on data port");
     // Routed like any request (to the 404 table here), never the metrics text.
-    let text = resp.text().await.expect("body");
+    assert_eq!(resp.status(), 404, "stderr:\n{}", s.proxy.stderr());
+    let text = assert_error_body(resp, "no_route").await.to_string();
     assert!(!text.contains("countersign_requests_total"), "{text}");
 }
 

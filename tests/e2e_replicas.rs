@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 
 const AUD: &str = "https://deploy.example.com";
 const REQUESTER: &str = "svc-deployer";
+/// Longer than the sweep interval (1 s) plus a background execution: a second execution by any
+/// replica would land inside it.
+const QUIET: Duration = Duration::from_millis(2500);
 
 const POLICY: &str = r#"
 [[rule]]
@@ -219,10 +222,35 @@ impl Cluster {
         }
     }
 
-    /// Upstream calls after giving any stray background execution time to happen.
+    /// Upstream calls, counted now (callers ask once the execution has finished: the held
+    /// answer or the parked result arrived) and again after a quiet window in which a stray
+    /// second execution would land. The two counts must agree.
     async fn settled_upstream_count(&self) -> usize {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        self.echo.count()
+        let now = self.echo.count();
+        tokio::time::sleep(QUIET).await;
+        let later = self.echo.count();
+        assert_eq!(now, later, "upstream called again during the quiet window");
+        later
+    }
+
+    /// Like [`Self::settled_upstream_count`], for the calls that carry approval `id`
+    /// (`Countersign-Approval-Id`): how often that one approval was executed.
+    async fn executions_of(&self, id: &str) -> usize {
+        let count = || {
+            self.echo
+                .requests()
+                .iter()
+                .filter(|r| r.header("countersign-approval-id") == Some(id))
+                .count()
+        };
+        let now = count();
+        tokio::time::sleep(QUIET).await;
+        let later = count();
+        assert_eq!(
+            now, later,
+            "approval {id} executed again during the quiet window"
+        );
+        later
     }
 
     fn redis_signal(&self, sig: &str) {
@@ -261,7 +289,7 @@ async fn held_on_a_approved_on_b_forwards_once() {
         "released by B's decision quickly, took {:?}",
         started.elapsed()
     );
-    assert_eq!(c.settled_upstream_count().await, 1, "upstream called once");
+    assert_eq!(c.executions_of(&id).await, 1, "upstream called once");
 }
 
 #[tokio::test]
@@ -280,7 +308,7 @@ async fn async_on_a_approved_on_b_runs_once_and_result_is_readable_from_b() {
     assert!(result.contains("api:42"), "echoed body in {result}");
     let (status, _) = c.wait_result(&c.a, &id, Duration::from_secs(5)).await;
     assert_eq!(status, 200, "and on A");
-    assert_eq!(c.settled_upstream_count().await, 1, "executed exactly once");
+    assert_eq!(c.executions_of(&id).await, 1, "executed exactly once");
 }
 
 #[tokio::test]
@@ -335,7 +363,7 @@ async fn concurrent_votes_on_three_replicas_reach_quorum_exactly_once() {
     .await;
     assert_eq!(view["status"], "approved", "{view}");
     assert_eq!(view["votes"].as_array().map(Vec::len), Some(3), "{view}");
-    assert_eq!(c.settled_upstream_count().await, 1, "upstream called once");
+    assert_eq!(c.executions_of(&id).await, 1, "upstream called once");
 }
 
 #[tokio::test]
@@ -353,7 +381,7 @@ async fn async_request_survives_the_replica_that_took_it() {
     assert_eq!(status, 200, "{vote}");
     let (status, result) = c.wait_result(&c.b, &id, Duration::from_secs(10)).await;
     assert_eq!(status, 200, "executed by B: {result}");
-    assert_eq!(c.settled_upstream_count().await, 1);
+    assert_eq!(c.executions_of(&id).await, 1);
 }
 
 #[tokio::test]
@@ -369,7 +397,7 @@ async fn replica_dying_while_holding_does_not_strand_the_approved_request() {
     // A's hold lease runs out at expires_at (3 s) + 10 s grace; then B's sweep executes it.
     let (status, result) = c.wait_result(&c.b, &id, Duration::from_secs(25)).await;
     assert_eq!(status, 200, "{result}");
-    assert_eq!(c.settled_upstream_count().await, 1);
+    assert_eq!(c.executions_of(&id).await, 1);
 }
 
 async fn joined_err(task: tokio::task::JoinHandle<Result<(u16, String), reqwest::Error>>) -> bool {

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use countersign::approval::redis::HOLD_GRACE;
+use countersign::approval::store::redis::HOLD_GRACE;
 use countersign::approval::*;
 use countersign::policy::{ApproveVia, NotifyTarget};
 

@@ -6,11 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use common::fake_slack::{FakeSlack, Fault, Message, BOT_TOKEN};
+use common::RecordingAudit;
 use countersign::approval::*;
 use countersign::chat::slack::{self, signature, RetryPolicy, SlackApp, SlackNotifier};
 use countersign::clock::{SharedClock, SystemClock};
@@ -19,35 +19,10 @@ use countersign::policy::{
     Action, ApprovalSpec, ApproveVia, Approver, NotifyTarget, Origin, PathMatch, Requirements, Rule,
 };
 use countersign::secret::Secret;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const SIGNING_SECRET: &str = "test-signing-secret";
 const CHANNEL: &str = "C0PRODAPPR";
-
-#[derive(Debug, Default)]
-struct RecordingAudit {
-    events: Mutex<Vec<(String, Value)>>,
-}
-
-#[async_trait]
-impl AuditSink for RecordingAudit {
-    async fn record(&self, event: &str, fields: Value) -> Result<(), AuditError> {
-        self.events.lock().unwrap().push((event.to_owned(), fields));
-        Ok(())
-    }
-}
-
-impl RecordingAudit {
-    fn find(&self, id: &ApprovalId, event: &str) -> Vec<Value> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(e, f)| e == event && f["approval_id"] == id.as_str())
-            .map(|(_, f)| f.clone())
-            .collect()
-    }
-}
 
 struct Harness {
     slack: FakeSlack,
@@ -280,9 +255,11 @@ impl Harness {
         self.broker.get(id).await.unwrap().unwrap().status
     }
 
-    /// The channel copy and the DM copy of the request message, as they stand now.
+    /// The channel copy and the DM copy of the request message, as they stand now. Exactly
+    /// two (the `spec()` targets), so an "every copy" check cannot pass on none.
     fn copies(&self, id: &ApprovalId) -> Vec<Message> {
         let posted = self.app.posted(id);
+        assert_eq!(posted.len(), 2, "one copy per notify target: {posted:?}");
         posted
             .iter()
             .map(|p| self.slack.message(&p.channel, &p.ts).unwrap())

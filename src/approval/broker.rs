@@ -1,117 +1,34 @@
-//! The broker: what the proxy and the control plane call. It owns the approval lifecycle on
-//! top of an [`ApprovalStore`]: submit, hold, decide, cancel, execute exactly once, park.
+//! The broker: what the proxy and the control plane call. It orchestrates the approval
+//! lifecycle on top of an [`ApprovalStore`]: submit, hold, decide, cancel; execution lives in
+//! [`super::execute`], the background loop in [`super::sweeper`].
 //!
 //! Every step that changes state is written to the [`AuditSink`] (awaited) before the broker
 //! returns, so callers acknowledge a step only after it is recorded. Notifications go to a
 //! [`Notifier`]; a failing notifier is audited as `notify.failed` and never changes a decision.
+//! Owns the order of store write -> audit -> publish -> notify. Must not decide a transition
+//! itself (that is [`super::transition`]) and must not touch pingora, axum or HTML.
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use serde_json::{json, Value};
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 
-use super::executor::{Evidence, Executor, ExecutorError, UpstreamResponse};
-use super::model::{
+use super::error::{BrokerError, CancelError, DecideError, ResultError};
+use super::executor::Executor;
+use super::ports::{AuditError, AuditEvent, AuditSink, Notifier, NotifyEvent};
+pub use super::record::ApproverIdentity;
+use super::record::{
     body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
     Execution, Requester, Status, StoredRequest, Vote,
 };
 use super::signer::ApprovalSigner;
-use super::store::{
-    ApprovalStore, Cas, Claimant, ListFilter, ParkedResult, StoreError, VoteResult,
-};
+use super::store::{ApprovalStore, Cas, ListFilter, ParkedResult, StoreError, VoteResult};
 use crate::clock::SharedClock;
 use crate::identity::Principal;
 use crate::metrics::Metrics;
-use crate::policy::{ApproveVia, Rule};
-
-/// The audit log could not record an event. The step it records is not acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("audit log: {0}")]
-pub struct AuditError(pub String);
-
-/// Where the broker records what happened (the real hash-chained log plugs in here).
-#[async_trait]
-pub trait AuditSink: Send + Sync + Debug {
-    /// Appends one event and returns once it is durable. `fields` is a flat JSON object
-    /// (`approval_id`, `rule`, `actor`, ...); it never holds a token, secret or redacted value.
-    async fn record(&self, event: &str, fields: Value) -> Result<(), AuditError>;
-}
-
-/// A notifier could not deliver a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("notify: {0}")]
-pub struct NotifyError(pub String);
-
-/// What a notification is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotifyEvent {
-    /// A new approval request: tell the approvers.
-    Requested,
-    /// A vote was counted; still pending.
-    VoteCast,
-    /// Quorum reached.
-    Approved,
-    /// Someone denied.
-    Denied,
-    /// Nobody decided in time.
-    Expired,
-    /// The caller hung up or withdrew the request.
-    Cancelled,
-    /// The stored request was sent upstream, which answered `status`.
-    Executed {
-        /// Upstream status code.
-        status: u16,
-    },
-    /// The stored request could not be delivered upstream (not retried).
-    ExecutionFailed,
-}
-
-impl NotifyEvent {
-    /// Name for logs and audit.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            NotifyEvent::Requested => "requested",
-            NotifyEvent::VoteCast => "vote_cast",
-            NotifyEvent::Approved => "approved",
-            NotifyEvent::Denied => "denied",
-            NotifyEvent::Expired => "expired",
-            NotifyEvent::Cancelled => "cancelled",
-            NotifyEvent::Executed { .. } => "executed",
-            NotifyEvent::ExecutionFailed => "execution_failed",
-        }
-    }
-}
-
-/// Tells people about approvals (Slack and Teams plug in here, issue 4). Implementations
-/// render from `approval`, which always carries the current votes and status.
-#[async_trait]
-pub trait Notifier: Send + Sync + Debug {
-    /// Delivers one notification. Errors are audited and otherwise ignored.
-    async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError>;
-}
-
-/// A notifier that only logs (until chat delivery exists, and for the demo).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LogNotifier;
-
-#[async_trait]
-impl Notifier for LogNotifier {
-    async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
-        tracing::info!(
-            approval_id = %approval.id,
-            rule = %approval.rule,
-            status = approval.status.as_str(),
-            event = event.as_str(),
-            "approval notification"
-        );
-        Ok(())
-    }
-}
+use crate::notify::ApproveVia;
+use crate::policy::Rule;
 
 /// Tunables with sensible defaults.
 #[derive(Debug, Clone, Copy)]
@@ -146,128 +63,6 @@ impl Default for BrokerSettings {
     }
 }
 
-/// Why an approval request could not be created.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// The rule has `reason_required` and no `Countersign-Reason` was sent (400).
-    #[error("this request needs a Countersign-Reason header")]
-    ReasonRequired,
-    /// The rule has no `[rule.approval]` (a bug in the caller).
-    #[error("rule {0} does not ask for approval")]
-    NotAnApprovalRule(String),
-    /// Fewer eligible approvers than the quorum: it could never be approved (fail closed).
-    #[error("rule needs {quorum} approvers but only {eligible} may approve this request")]
-    Unsatisfiable {
-        /// Approvers other than the requester (or including them under `self_approval`).
-        eligible: usize,
-        /// The rule's quorum.
-        quorum: u32,
-    },
-    /// No such approval (or it was cleaned up).
-    #[error("no such approval")]
-    NotFound,
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The audit log failed; nothing was acknowledged.
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-}
-
-/// Why a vote was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum DecideError {
-    /// No such approval.
-    #[error("no such approval")]
-    NotFound,
-    /// The voter is not among the approvers.
-    #[error("you are not an approver of this request")]
-    NotAnApprover,
-    /// The rule has `approve_via = "login"` and the vote did not come from the web page
-    /// (where the control plane enforces a fresh login): chat buttons and API calls do not count.
-    #[error("this request must be approved on the approval page after a fresh login")]
-    LoginRequired,
-    /// The requester tried to approve their own request without `self_approval`.
-    #[error("you cannot approve your own request")]
-    OwnRequest,
-    /// This approver already voted; nothing changed.
-    #[error("you already voted")]
-    AlreadyVoted,
-    /// Decided before this vote arrived.
-    #[error("already {}", .0.as_str())]
-    AlreadyDecided(Status),
-    /// The approval expired (now recorded as such).
-    #[error("the approval expired")]
-    Expired,
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The audit log failed; the decision is not acknowledged (an approval is cancelled).
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-}
-
-/// Why a cancel did nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum CancelError {
-    /// No such approval.
-    #[error("no such approval")]
-    NotFound,
-    /// Only the requester may cancel it.
-    #[error("only the requester may cancel this request")]
-    NotRequester,
-    /// Already decided (and executing or executed, for approvals).
-    #[error("already {}", .0.as_str())]
-    AlreadyDecided(Status),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The audit log failed.
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-}
-
-/// Why the stored request was not (successfully) sent.
-#[derive(Debug, thiserror::Error)]
-pub enum ExecuteError {
-    /// No such approval.
-    #[error("no such approval")]
-    NotFound,
-    /// Not approved (any more).
-    #[error("not approved: {}", .0.as_str())]
-    NotApproved(Status),
-    /// Someone else already claimed the one execution.
-    #[error("already executed")]
-    AlreadyClaimed,
-    /// The approval token could not be signed.
-    #[error(transparent)]
-    Signer(#[from] super::signer::SignerError),
-    /// Upstream unreachable (502).
-    #[error(transparent)]
-    Upstream(#[from] ExecutorError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Why a parked result cannot be returned.
-#[derive(Debug, thiserror::Error)]
-pub enum ResultError {
-    /// No such approval.
-    #[error("no such approval")]
-    NotFound,
-    /// Only the requester may read it.
-    #[error("only the requester may read this result")]
-    NotRequester,
-    /// No parked result (yet): pending, denied, expired, cancelled, executing, delivered to a
-    /// held caller, failed upstream, or the result's lifetime passed. The approval says which.
-    #[error("no result: approval is {}", .0.status.as_str())]
-    Unavailable(Box<Approval>),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// How a hold ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitOutcome {
@@ -293,43 +88,19 @@ pub enum WaitOutcome {
     StillPending,
 }
 
-/// Who is voting, as established by the control plane (Slack mapping, login, bearer token).
-#[derive(Debug, Clone)]
-pub struct ApproverIdentity {
-    /// Email (any case).
-    pub email: String,
-    /// Issuer of the identity, when it came from a token or login.
-    pub iss: Option<String>,
-    /// Subject at that issuer.
-    pub sub: Option<String>,
-    /// Where the vote came from.
-    pub via: Channel,
-}
-
-/// What one sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SweepReport {
-    /// Pending approvals moved to `Expired`.
-    pub expired: usize,
-    /// Approved requests executed in the background.
-    pub executed: usize,
-    /// Store records dropped.
-    pub cleaned: usize,
-}
-
 /// The approval lifecycle. Cheap to clone; every clone shares the same state.
 #[derive(Debug, Clone)]
 pub struct Broker {
-    store: Arc<dyn ApprovalStore>,
+    pub(super) store: Arc<dyn ApprovalStore>,
     notifier: Arc<dyn Notifier>,
-    audit: Arc<dyn AuditSink>,
-    clock: SharedClock,
-    signer: Arc<ApprovalSigner>,
-    executor: Arc<Executor>,
+    pub(super) audit: Arc<dyn AuditSink>,
+    pub(super) clock: SharedClock,
+    pub(super) signer: Arc<ApprovalSigner>,
+    pub(super) executor: Arc<Executor>,
     groups: Arc<BTreeMap<String, Vec<String>>>,
-    metrics: Option<Metrics>,
-    settings: BrokerSettings,
-    instance: Arc<str>,
+    pub(super) metrics: Option<Metrics>,
+    pub(super) settings: BrokerSettings,
+    pub(super) instance: Arc<str>,
 }
 
 impl Broker {
@@ -386,12 +157,8 @@ impl Broker {
         &self.settings
     }
 
-    fn now_ms(&self) -> u64 {
-        self.clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+    pub(super) fn now_ms(&self) -> u64 {
+        self.clock.unix_ms()
     }
 
     // ----- submit ------------------------------------------------------------------------
@@ -467,9 +234,11 @@ impl Broker {
         };
         let ttl = spec.expires.saturating_add(self.settings.retention);
         self.store.create(&approval, &stored, ttl).await?;
-        let mut fields = requested_fields(&approval);
-        fields["request_id"] = json!(stored.request_id);
-        if let Err(e) = self.audit.record("approval.requested", fields).await {
+        let requested = AuditEvent::Requested {
+            approval: &approval,
+            request_id: stored.request_id.as_deref(),
+        };
+        if let Err(e) = self.audit.record(requested).await {
             // Unrecorded requests must not live on: withdraw it, then fail.
             let _ = self
                 .store
@@ -631,11 +400,7 @@ impl Broker {
             VoteResult::Denied(a) => {
                 let recorded = self.audit_vote(&a, &approver, &vote).await;
                 let recorded = match recorded {
-                    Ok(()) => {
-                        self.audit
-                            .record("approval.denied", decided_fields(&a))
-                            .await
-                    }
+                    Ok(()) => self.audit.record(AuditEvent::Denied(&a)).await,
                     Err(e) => Err(e),
                 };
                 // Denied is already the fail-closed state: wake the holder either way.
@@ -656,11 +421,7 @@ impl Broker {
         vote: &Vote,
     ) -> Result<Approval, DecideError> {
         let recorded = match self.audit_vote(&a, approver, vote).await {
-            Ok(()) => {
-                self.audit
-                    .record("approval.approved", decided_fields(&a))
-                    .await
-            }
+            Ok(()) => self.audit.record(AuditEvent::Approved(&a)).await,
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {
@@ -687,24 +448,13 @@ impl Broker {
         approver: &ApproverIdentity,
         vote: &Vote,
     ) -> Result<(), AuditError> {
-        let mut fields = json!({
-            "approval_id": a.id.as_str(),
-            "rule": a.rule,
-            "actor": vote.approver,
-            "approver_iss": approver.iss,
-            "approver_sub": approver.sub,
-            "decision": vote.decision.as_str(),
-            "reason": vote.reason,
-            "via": vote.via.as_str(),
-            "self_approval": vote.self_approval,
-            "approvals": a.approved_by().len(),
-            "quorum": a.quorum,
-        });
-        if vote.self_approval {
-            fields["warning"] =
-                json!("SELF-APPROVAL: the requester approved their own request (break-glass)");
-        }
-        self.audit.record("vote.cast", fields).await
+        self.audit
+            .record(AuditEvent::VoteCast {
+                approval: a,
+                approver,
+                vote,
+            })
+            .await
     }
 
     // ----- expire / cancel ---------------------------------------------------------------
@@ -726,13 +476,7 @@ impl Broker {
     }
 
     async fn after_expired(&self, a: &Approval) {
-        let fields = json!({
-            "approval_id": a.id.as_str(),
-            "rule": a.rule,
-            "actor": "countersign",
-            "expires_at": a.expires_at,
-        });
-        if let Err(e) = self.audit.record("approval.expired", fields).await {
+        if let Err(e) = self.audit.record(AuditEvent::Expired(a)).await {
             tracing::error!(approval_id = %a.id, error = %e, "audit failed for approval.expired");
         }
         let _ = self.store.publish(&a.id).await;
@@ -755,13 +499,12 @@ impl Broker {
             Cas::Conflict(a) if a.status == Status::Cancelled => Ok(a),
             Cas::Conflict(a) => Err(CancelError::AlreadyDecided(a.status)),
             Cas::Applied(a) => {
-                let fields = json!({
-                    "approval_id": a.id.as_str(),
-                    "rule": a.rule,
-                    "actor": actor,
-                    "reason": why,
-                });
-                let recorded = self.audit.record("approval.cancelled", fields).await;
+                let cancelled = AuditEvent::Cancelled {
+                    approval: &a,
+                    actor,
+                    reason: why,
+                };
+                let recorded = self.audit.record(cancelled).await;
                 self.store.publish(id).await?;
                 self.record_decision_metrics(&a);
                 self.refresh_pending_gauge().await;
@@ -785,243 +528,6 @@ impl Broker {
         }
         let actor = a.requester.email.clone().unwrap_or_else(|| sub.to_owned());
         self.cancel(id, &actor, "withdrawn by the requester").await
-    }
-
-    // ----- execute -----------------------------------------------------------------------
-
-    /// For the holding caller after [`WaitOutcome::Approved`]: claims the one execution, sends
-    /// the stored request upstream, audits `request.forwarded` and returns the response (body
-    /// at most `held_body_cap`). Any later call gets [`ExecuteError::AlreadyClaimed`].
-    pub async fn execute(&self, id: &ApprovalId) -> Result<UpstreamResponse, ExecuteError> {
-        let (_, resp, _) = self
-            .claim_and_send(id, Claimant::Holder, self.settings.held_body_cap)
-            .await?;
-        Ok(resp)
-    }
-
-    /// Executes `id` if it is approved, not held and not claimed; parks the response.
-    /// Returns `Ok(None)` when there was nothing to do (someone else has it, or not approved).
-    pub async fn execute_in_background(
-        &self,
-        id: &ApprovalId,
-    ) -> Result<Option<ParkedResult>, ExecuteError> {
-        match self
-            .claim_and_send(id, Claimant::Background, self.settings.result_cap)
-            .await
-        {
-            Ok((_, _, parked)) => Ok(parked),
-            Err(ExecuteError::AlreadyClaimed | ExecuteError::NotApproved(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn claim_and_send(
-        &self,
-        id: &ApprovalId,
-        who: Claimant,
-        body_cap: usize,
-    ) -> Result<(Approval, UpstreamResponse, Option<ParkedResult>), ExecuteError> {
-        let mode = match who {
-            Claimant::Holder => "held",
-            Claimant::Background => "background",
-        };
-        let owner = format!("{}/{mode}", self.instance);
-        let a = match self
-            .store
-            .claim_execution(id, who, &owner, self.now_ms())
-            .await?
-        {
-            Cas::Applied(a) => a,
-            Cas::Conflict(a) if a.status == Status::Approved => {
-                return Err(ExecuteError::AlreadyClaimed)
-            }
-            Cas::Conflict(a) => return Err(ExecuteError::NotApproved(a.status)),
-            Cas::NotFound => return Err(ExecuteError::NotFound),
-        };
-        let sent = self.send_claimed(&a, body_cap).await;
-        // A background result is parked BEFORE the execution is marked done, so a requester
-        // polling `/result` never sees "done, nothing parked" for a request that succeeded.
-        let parked = match (&who, &sent) {
-            (Claimant::Background, Ok(resp)) => {
-                let p = ParkedResult {
-                    status: resp.status.as_u16(),
-                    headers: resp.stored_headers(),
-                    body: resp.body.to_vec(),
-                    truncated: resp.truncated,
-                    at: self.now_ms(),
-                };
-                Some(
-                    self.store
-                        .park_result(&a.id, &p, self.settings.result_ttl)
-                        .await
-                        .map(|()| p),
-                )
-            }
-            _ => None,
-        };
-        let outcome = match &sent {
-            Ok(resp) => Execution::Done {
-                status: resp.status.as_u16(),
-            },
-            Err(e) => Execution::Failed {
-                reason: e.to_string(),
-            },
-        };
-        self.store.finish_execution(id, outcome).await?;
-        self.record_execution(&a, mode, &sent).await;
-        let parked = parked.transpose()?;
-        sent.map(|resp| (a, resp, parked))
-    }
-
-    async fn send_claimed(
-        &self,
-        a: &Approval,
-        body_cap: usize,
-    ) -> Result<UpstreamResponse, ExecuteError> {
-        let stored = self
-            .store
-            .stored_request(&a.id)
-            .await?
-            .ok_or(ExecuteError::NotFound)?;
-        let token = self.signer.sign(a, self.clock.unix())?;
-        let evidence = Evidence {
-            approval_id: &a.id,
-            token: &token,
-        };
-        Ok(self.executor.send(&stored, &evidence, body_cap).await?)
-    }
-
-    async fn record_execution(
-        &self,
-        a: &Approval,
-        mode: &str,
-        sent: &Result<UpstreamResponse, ExecuteError>,
-    ) {
-        let (event, fields, notice) = match sent {
-            Ok(resp) => (
-                "request.forwarded",
-                json!({
-                    "approval_id": a.id.as_str(),
-                    "rule": a.rule,
-                    "actor": "countersign",
-                    "mode": mode,
-                    "method": a.method,
-                    "host": a.host,
-                    "path": a.path,
-                    "request_hash": a.request_hash,
-                    "upstream_status": resp.status.as_u16(),
-                }),
-                NotifyEvent::Executed {
-                    status: resp.status.as_u16(),
-                },
-            ),
-            Err(e) => (
-                "request.failed",
-                json!({
-                    "approval_id": a.id.as_str(),
-                    "rule": a.rule,
-                    "actor": "countersign",
-                    "mode": mode,
-                    "error": e.to_string(),
-                }),
-                NotifyEvent::ExecutionFailed,
-            ),
-        };
-        if let Some(m) = &self.metrics {
-            let result = if sent.is_ok() { "ok" } else { "error" };
-            m.approval_executions
-                .with_label_values(&[mode, result])
-                .inc();
-        }
-        // The upstream call already happened; a failed audit write cannot undo it, so it is
-        // logged loudly instead of hiding the upstream's answer from the caller.
-        if let Err(e) = self.audit.record(event, fields).await {
-            tracing::error!(approval_id = %a.id, error = %e, event, "audit failed after upstream call");
-        }
-        self.notify(a, notice).await;
-    }
-
-    // ----- background --------------------------------------------------------------------
-
-    /// Starts the background task: executes approved requests nobody holds (woken by change
-    /// notifications, and by a periodic sweep so a lost notification only delays), expires
-    /// overdue approvals and cleans the store. Abort the handle to stop it.
-    pub fn spawn_background(&self) -> JoinHandle<()> {
-        let broker = self.clone();
-        tokio::spawn(async move { broker.run_background().await })
-    }
-
-    async fn run_background(self) {
-        let mut changes = self.store.subscribe();
-        let mut tick = tokio::time::interval(self.settings.sweep_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        // At most one sweep at a time; the loop keeps reacting to notifications meanwhile.
-        let mut sweeping: Option<JoinHandle<SweepReport>> = None;
-        loop {
-            let sweep_due = tokio::select! {
-                change = changes.recv() => match change {
-                    Ok(id) => {
-                        let broker = self.clone();
-                        tokio::spawn(async move { broker.background_one(&id).await });
-                        false
-                    }
-                    // Notifications were lost: a sweep finds what they announced.
-                    Err(broadcast::error::RecvError::Lagged(_)) => true,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = tick.tick() => true,
-            };
-            if sweep_due && sweeping.as_ref().is_none_or(JoinHandle::is_finished) {
-                let broker = self.clone();
-                sweeping = Some(tokio::spawn(async move { broker.sweep().await }));
-            }
-        }
-    }
-
-    async fn background_one(&self, id: &ApprovalId) -> bool {
-        match self.execute_in_background(id).await {
-            Ok(Some(_)) => true,
-            Ok(None) => false,
-            Err(e) => {
-                tracing::warn!(approval_id = %id, error = %e, "background execution failed");
-                false
-            }
-        }
-    }
-
-    /// One sweep: expire overdue pending approvals, execute approved unheld ones, clean up.
-    pub async fn sweep(&self) -> SweepReport {
-        let mut report = SweepReport::default();
-        let now = self.now_ms();
-        match self.store.list(ListFilter::Pending, usize::MAX).await {
-            Ok(pending) => {
-                for a in pending.iter().filter(|a| now >= a.expires_at) {
-                    if self.expire_one(&a.id).await {
-                        report.expired += 1;
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "sweep: cannot list pending approvals"),
-        }
-        match self
-            .store
-            .list(ListFilter::AwaitingExecution, usize::MAX)
-            .await
-        {
-            Ok(ready) => {
-                // Concurrently: one slow upstream must not delay every other handoff.
-                let runs = ready.iter().map(|a| self.background_one(&a.id));
-                let done = futures::future::join_all(runs).await;
-                report.executed = done.into_iter().filter(|ran| *ran).count();
-            }
-            Err(e) => tracing::warn!(error = %e, "sweep: cannot list approved approvals"),
-        }
-        match self.store.cleanup(now).await {
-            Ok(n) => report.cleaned = n,
-            Err(e) => tracing::warn!(error = %e, "sweep: cleanup failed"),
-        }
-        self.refresh_pending_gauge().await;
-        report
     }
 
     // ----- reads -------------------------------------------------------------------------
@@ -1059,7 +565,7 @@ impl Broker {
 
     // ----- helpers -----------------------------------------------------------------------
 
-    async fn notify(&self, a: &Approval, event: NotifyEvent) {
+    pub(super) async fn notify(&self, a: &Approval, event: NotifyEvent) {
         let sent = tokio::time::timeout(
             self.settings.notify_timeout,
             self.notifier.notify(a, &event),
@@ -1070,23 +576,21 @@ impl Broker {
             Ok(Err(e)) => Some(e.0),
             Err(_) => Some("notifier timed out".to_owned()),
         };
-        let (name, mut fields) = match &failure {
-            None => ("notify.sent", json!({})),
-            Some(err) => {
-                tracing::warn!(approval_id = %a.id, event = event.as_str(), error = %err, "notification failed");
-                ("notify.failed", json!({ "error": err }))
-            }
+        if let Some(err) = &failure {
+            tracing::warn!(approval_id = %a.id, event = event.as_str(), error = %err, "notification failed");
+        }
+        let notified = AuditEvent::Notified {
+            approval: a,
+            event: &event,
+            error: failure.as_deref(),
         };
-        fields["approval_id"] = json!(a.id.as_str());
-        fields["rule"] = json!(a.rule);
-        fields["actor"] = json!("countersign");
-        fields["notify_event"] = json!(event.as_str());
-        if let Err(e) = self.audit.record(name, fields).await {
-            tracing::error!(approval_id = %a.id, error = %e, "audit failed for {name}");
+        let kind = notified.kind();
+        if let Err(e) = self.audit.record(notified).await {
+            tracing::error!(approval_id = %a.id, error = %e, "audit failed for {kind}");
         }
     }
 
-    fn record_decision_metrics(&self, a: &Approval) {
+    pub(super) fn record_decision_metrics(&self, a: &Approval) {
         let Some(m) = &self.metrics else { return };
         let outcome = a.status.as_str();
         m.approval_decisions.with_label_values(&[outcome]).inc();
@@ -1098,7 +602,7 @@ impl Broker {
         }
     }
 
-    async fn refresh_pending_gauge(&self) {
+    pub(super) async fn refresh_pending_gauge(&self) {
         let Some(m) = &self.metrics else { return };
         if let Ok(pending) = self.store.list(ListFilter::Pending, usize::MAX).await {
             m.approvals_pending.set(pending.len() as i64);
@@ -1128,36 +632,4 @@ async fn next_change_of(changes: &mut broadcast::Receiver<ApprovalId>, id: &Appr
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn requested_fields(a: &Approval) -> Value {
-    json!({
-        "approval_id": a.id.as_str(),
-        "rule": a.rule,
-        "actor": a.requester.email.clone().unwrap_or_else(|| a.requester.sub.clone()),
-        "requester_iss": a.requester.iss,
-        "requester_sub": a.requester.sub,
-        "requester_email": a.requester.email,
-        "method": a.method,
-        "host": a.host,
-        "path": a.path,
-        "request_hash": a.request_hash,
-        "body_len": a.body_len,
-        "reason": a.reason,
-        "approvers": a.approvers.join(","),
-        "quorum": a.quorum,
-        "self_approval": a.self_approval,
-        "expires_at": a.expires_at,
-    })
-}
-
-fn decided_fields(a: &Approval) -> Value {
-    json!({
-        "approval_id": a.id.as_str(),
-        "rule": a.rule,
-        "actor": a.decided_by,
-        "approvers": a.approved_by().join(","),
-        "reason": a.decision_reason,
-        "decision_ms": a.decided_at.map(|d| d.saturating_sub(a.created_at)),
-    })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::model::{ApprovalId, StoredHeader, StoredRequest};
+use super::record::{ApprovalId, StoredHeader, StoredRequest};
 
 /// Response headers that belong to the upstream connection, not to the caller.
 const HOP_BY_HOP: &[&str] = &[

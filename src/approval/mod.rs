@@ -1,5 +1,6 @@
 //! The approval lifecycle (SPEC 4 `[rule.approval]`, 5.5-5.6, 7): approval records and the
-//! stored request ([`model`]), the store interface with atomic transitions ([`store`]), the
+//! stored request ([`record`]), the state machine as pure functions ([`transition`]), the store
+//! with its one compare-and-set primitive and two storage backends ([`store`]), the
 //! [`Broker`] that the proxy and the control plane call, approval evidence ([`signer`]) and the
 //! upstream [`Executor`].
 //!
@@ -10,32 +11,37 @@
 //! Typical flow in the proxy: [`Broker::submit`] -> [`Broker::wait`] (raced against the
 //! client hanging up, then [`Broker::cancel`]) -> `Approved`: [`Broker::execute`];
 //! `StillPending`: [`Broker::release_hold`] and 202, after which the background task
-//! ([`Broker::spawn_background`]) executes it once and parks the response for
-//! [`Broker::result`].
+//! ([`Broker::spawn_background_until`], in [`sweeper`]) executes it once ([`execute`]) and parks
+//! the response for [`Broker::result`]. Audit and notification go through [`ports`].
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod error;
+pub mod execute;
 pub mod executor;
-pub mod model;
-pub mod redis;
+pub mod ports;
+pub mod record;
 pub mod signer;
 pub mod store;
+pub mod sweeper;
+pub mod transition;
 
-pub use self::redis::RedisStore;
-pub use broker::{
-    ApproverIdentity, AuditError, AuditSink, Broker, BrokerError, BrokerSettings, CancelError,
-    DecideError, ExecuteError, LogNotifier, Notifier, NotifyError, NotifyEvent, ResultError,
-    SweepReport, WaitOutcome,
-};
+pub use broker::{ApproverIdentity, Broker, BrokerSettings, WaitOutcome};
+pub use error::{BrokerError, CancelError, DecideError, ExecuteError, ResultError};
 pub use executor::{Evidence, Executor, ExecutorError, UpstreamResponse};
-pub use model::{
+pub use ports::{
+    AuditError, AuditEvent, AuditSink, ExecMode, LogNotifier, Notifier, NotifyError, NotifyEvent,
+};
+pub use record::{
     body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
     Execution, Requester, Status, StoredHeader, StoredRequest, Vote,
 };
 pub use signer::{ApprovalSigner, SignerError};
 pub use store::{
-    ApprovalStore, Cas, Claimant, ListFilter, MemoryStore, ParkedResult, StoreError, VoteResult,
+    ApprovalStore, Cas, Claimant, ListFilter, MemoryStore, ParkedResult, RedisStore, StoreError,
+    VoteResult,
 };
+pub use sweeper::SweepReport;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::model::Approval;
+use super::record::Approval;
 
 /// `typ` of approval tokens (explicit typing, RFC 8725 3.11).
 pub const TOKEN_TYPE: &str = "countersign-approval+jwt";

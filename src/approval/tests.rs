@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::store::{apply_vote, VoteResultKind};
+use super::transition::{vote as apply_vote, VoteResultKind};
 use super::*;
 use crate::policy::{ApproveVia, Approver, NotifyTarget};
 

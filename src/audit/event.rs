@@ -212,6 +212,30 @@ impl Event {
         self
     }
 
+    /// The event as one flat JSON object (`approval_id`, `request_id`, `actor`, `rule` and
+    /// every detail), without the chain members: for in-memory sinks and tests.
+    pub fn to_flat_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        let heads = [
+            ("approval_id", &self.approval_id),
+            ("request_id", &self.request_id),
+            ("actor", &self.actor),
+            ("rule", &self.rule),
+        ];
+        for (name, value) in heads {
+            if let Some(v) = value {
+                map.insert(name.to_owned(), serde_json::Value::String(v.clone()));
+            }
+        }
+        for (name, value) in &self.details {
+            map.insert(
+                name.clone(),
+                serde_json::to_value(value).unwrap_or_default(),
+            );
+        }
+        serde_json::Value::Object(map)
+    }
+
     /// The event kind.
     pub fn kind(&self) -> &str {
         &self.kind

@@ -230,6 +230,20 @@ impl Delivery {
         tokio::spawn(self.run())
     }
 
+    /// Like [`Delivery::spawn`], stopping when `stop` turns `true` (shutdown). An event cut
+    /// off mid-delivery is delivered again after the restart (at least once, same `id`).
+    pub fn spawn_until(
+        self,
+        mut stop: pingora::server::ShutdownWatch,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::select! {
+                () = self.run() => {}
+                _ = stop.wait_for(|down| *down) => {}
+            }
+        })
+    }
+
     async fn run(self) {
         let mut cursor = match Cursor::load(&self.cursor_file) {
             Ok(c) => c,

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
-use crate::policy::NotifyTarget;
+use crate::notify::NotifyTarget;
 use crate::secret::Secret;
 
 /// Media type of an Adaptive Card attachment.

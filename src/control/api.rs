@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::ControlState;
+use crate::approval::transition::{visible_to, Viewer};
 use crate::approval::{
     Approval, ApprovalId, ApproverIdentity, CancelError, Channel, DecideError, Decision, Execution,
     ListFilter, ResultError, Status,
@@ -48,6 +49,27 @@ pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
         })),
     )
         .into_response()
+}
+
+/// A store outage, in every API answer (and on the pages, which reuse the decision table).
+const STORE_UNAVAILABLE: (StatusCode, &str, &str) = (
+    StatusCode::SERVICE_UNAVAILABLE,
+    "store_unavailable",
+    "the approval store is unavailable",
+);
+
+/// An audit-log failure: the step was not recorded, so it did not happen.
+const AUDIT_UNAVAILABLE: (StatusCode, &str, &str) = (
+    StatusCode::SERVICE_UNAVAILABLE,
+    "audit_unavailable",
+    "the audit log is unavailable; nothing was recorded",
+);
+
+/// Logs a store failure and answers [`STORE_UNAVAILABLE`].
+fn store_unavailable(e: &crate::approval::StoreError) -> Response {
+    tracing::error!(error = %e, "approval store failed");
+    let (status, code, description) = STORE_UNAVAILABLE;
+    error(status, code, description)
 }
 
 /// The caller's verified bearer token, or the error response to send.
@@ -140,11 +162,12 @@ pub fn view(a: &Approval, public_url: &str) -> Value {
 
 /// Whether `who` may see `a`: an approver of it, or its requester.
 pub fn may_see(a: &Approval, who: &Principal) -> bool {
-    a.requester.is(&who.issuer, &who.subject)
-        || who
-            .email
-            .as_deref()
-            .is_some_and(|e| a.approvers.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    let viewer = Viewer {
+        iss: &who.issuer,
+        sub: &who.subject,
+        email: who.email.as_deref(),
+    };
+    visible_to(a, &viewer)
 }
 
 /// `GET /approvals` (JSON): approvals the caller may see, pending first.
@@ -160,14 +183,7 @@ pub async fn list(state: &ControlState, headers: &HeaderMap) -> Response {
             let items: Vec<Value> = all.iter().map(|a| view(a, &state.public_url)).collect();
             axum::Json(json!({ "approvals": items })).into_response()
         }
-        Err(e) => {
-            tracing::error!(error = %e, "approval store failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the approval store is unavailable",
-            )
-        }
+        Err(e) => store_unavailable(&e),
     }
 }
 
@@ -178,14 +194,7 @@ pub async fn load(state: &ControlState, id: &str) -> Result<Approval, Response> 
     match state.broker.get(&id).await {
         Ok(Some(a)) => Ok(a),
         Ok(None) => Err(not_found()),
-        Err(e) => {
-            tracing::error!(error = %e, "approval store failed");
-            Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the approval store is unavailable",
-            ))
-        }
+        Err(e) => Err(store_unavailable(&e)),
     }
 }
 
@@ -266,16 +275,8 @@ pub fn decide_refusal(e: &DecideError) -> (StatusCode, &'static str, &'static st
             "approval_expired",
             "this request expired before your vote",
         ),
-        DecideError::Store(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the approval store is unavailable",
-        ),
-        DecideError::Audit(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            "the audit log is unavailable; nothing was recorded",
-        ),
+        DecideError::Store(_) => STORE_UNAVAILABLE,
+        DecideError::Audit(_) => AUDIT_UNAVAILABLE,
     }
 }
 
@@ -377,14 +378,7 @@ pub async fn result(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
             error(StatusCode::NOT_FOUND, "not_found", "no such approval")
         }
         Err(ResultError::Unavailable(a)) => unavailable_result(&a, &state.public_url),
-        Err(ResultError::Store(e)) => {
-            tracing::error!(error = %e, "approval store failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the approval store is unavailable",
-            )
-        }
+        Err(ResultError::Store(e)) => store_unavailable(&e),
     }
 }
 
@@ -470,16 +464,11 @@ pub async fn cancel(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
             "already_decided",
             "this request was already decided",
         ),
-        Err(CancelError::Store(_)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the approval store is unavailable",
-        ),
-        Err(CancelError::Audit(_)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            "the audit log is unavailable; nothing was recorded",
-        ),
+        Err(CancelError::Store(e)) => store_unavailable(&e),
+        Err(CancelError::Audit(_)) => {
+            let (status, code, description) = AUDIT_UNAVAILABLE;
+            error(status, code, description)
+        }
     }
 }
 

@@ -21,9 +21,11 @@ use crate::metrics::Metrics;
 use crate::oidc::Verifier;
 
 pub mod api;
+pub mod html;
 pub mod login;
 pub mod pages;
 pub mod session;
+pub mod urls;
 pub mod web;
 
 /// What the control plane needs.
@@ -202,8 +204,12 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
 pub struct ControlService {
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
     state: ControlState,
-    tasks: Vec<Box<dyn Fn() + Send + Sync>>,
+    tasks: Vec<Task>,
 }
+
+/// Background work started with the control service; it gets the server's shutdown watch and
+/// must stop when it turns `true`.
+pub type Task = Box<dyn Fn(ShutdownWatch) + Send + Sync>;
 
 impl std::fmt::Debug for ControlService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,11 +220,7 @@ impl std::fmt::Debug for ControlService {
 impl ControlService {
     /// `listener` is bound already (so a busy port fails at start, not later). `tasks` are
     /// started on the service's runtime before serving (JWKS refresh, policy reload, ...).
-    pub fn new(
-        listener: std::net::TcpListener,
-        state: ControlState,
-        tasks: Vec<Box<dyn Fn() + Send + Sync>>,
-    ) -> Self {
+    pub fn new(listener: std::net::TcpListener, state: ControlState, tasks: Vec<Task>) -> Self {
         Self {
             listener: std::sync::Mutex::new(Some(listener)),
             state,
@@ -231,7 +233,7 @@ impl ControlService {
 impl BackgroundService for ControlService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         for task in &self.tasks {
-            task();
+            task(shutdown.clone());
         }
         let std_listener = match self.listener.lock() {
             Ok(mut l) => l.take(),

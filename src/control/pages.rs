@@ -9,9 +9,13 @@
 use std::time::{Duration, SystemTime};
 
 use askama::Template;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
+
+use super::html::html;
+/// The error pages live in [`super::html`]; re-exported for the page handlers.
+pub use super::html::{error_page, error_page_with_link};
 
 /// Bodies longer than this (in characters) are cut on the page; the page says so.
 const BODY_PREVIEW_MAX_CHARS: usize = 4096;
@@ -202,21 +206,6 @@ impl DecisionForm {
 }
 
 #[derive(Debug)]
-struct Link {
-    href: String,
-    text: String,
-}
-
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage<'a> {
-    viewer: Option<&'a str>,
-    title: &'a str,
-    message: &'a str,
-    link: Option<Link>,
-}
-
-#[derive(Debug)]
 struct VoteRow<'a> {
     approver: &'a str,
     label: &'static str,
@@ -298,7 +287,7 @@ pub fn render_detail(view: &ApprovalView, viewer: &str, now: SystemTime) -> Resp
         body,
         body_truncated,
         votes: view.votes.iter().map(vote_row).collect(),
-        fresh_login_href: crate::control::login::login_url(
+        fresh_login_href: super::urls::login_url(
             &format!("/approvals/{}", path_segment(&view.id)),
             true,
             &view.acr_values,
@@ -389,78 +378,6 @@ pub fn render_result(view: &ResultView, viewer: &str) -> Response {
     html(StatusCode::OK, page.render())
 }
 
-/// A small error page (no details beyond `message`, which must be safe to show).
-pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    render_error(status, title, message, None)
-}
-
-/// An error page with one button, e.g. "Sign in again" -> `/login?...`. `href` must be a
-/// relative URL on this host.
-pub fn error_page_with_link(
-    status: StatusCode,
-    title: &str,
-    message: &str,
-    href: &str,
-    link_text: &str,
-) -> Response {
-    let link = Link {
-        href: href.to_owned(),
-        text: link_text.to_owned(),
-    };
-    render_error(status, title, message, Some(link))
-}
-
-fn render_error(status: StatusCode, title: &str, message: &str, link: Option<Link>) -> Response {
-    let page = ErrorPage {
-        viewer: None,
-        title,
-        message,
-        link,
-    };
-    html(status, page.render())
-}
-
-/// Wraps rendered HTML with headers that keep the page out of frames (no clickjacking of the
-/// Approve button), out of caches and away from any external resource.
-pub(crate) fn html(status: StatusCode, rendered: askama::Result<String>) -> Response {
-    let body = match rendered {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "page template failed");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "internal error",
-            )
-                .into_response();
-        }
-    };
-    let mut resp = (status, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    resp
-}
-
 /// At most `max` characters of `s`, cut on a character boundary.
 fn truncate_chars(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
@@ -471,7 +388,7 @@ fn truncate_chars(s: &str, max: usize) -> &str {
 
 /// An approval id made safe for one path segment.
 fn path_segment(id: &str) -> String {
-    percent_encoding::utf8_percent_encode(id, crate::control::login::COMPONENT).to_string()
+    percent_encoding::utf8_percent_encode(id, super::urls::COMPONENT).to_string()
 }
 
 /// `2026-11-28 15:55:32 UTC`.
@@ -506,6 +423,7 @@ fn span(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
     use std::time::UNIX_EPOCH;
 
     const EVIL: &str = "<script>alert(1)</script>";

@@ -425,9 +425,9 @@ impl IntoResponse for LoginRequired {
     fn into_response(self) -> Response {
         match self.next {
             Some(next) => {
-                Redirect::to(&crate::control::login::login_url(&next, false, &[])).into_response()
+                Redirect::to(&crate::control::urls::login_url(&next, false, &[])).into_response()
             }
-            None => crate::control::pages::error_page(
+            None => crate::control::html::error_page(
                 StatusCode::UNAUTHORIZED,
                 "Sign-in required",
                 "Your sign-in has expired. Open the approval link again to sign in.",

@@ -15,6 +15,7 @@ use super::pages::{
 };
 use super::session::ApproverSession;
 use super::ControlState;
+use crate::approval::transition::{visible_to, Viewer};
 use crate::approval::{
     Approval, ApprovalId, ApproverIdentity, Channel, Decision, ListFilter, Status,
 };
@@ -75,7 +76,7 @@ fn session_or_login(
     };
     sessions
         .from_headers(headers)
-        .ok_or_else(|| Redirect::to(&super::login::login_url(next, false, &[])).into_response())
+        .ok_or_else(|| Redirect::to(&super::urls::login_url(next, false, &[])).into_response())
 }
 
 /// Why this viewer cannot vote now, if they cannot.
@@ -160,21 +161,9 @@ pub async fn list(state: &ControlState, headers: &HeaderMap) -> Response {
         .map_or_else(SystemTime::now, |ss| ss.clock().now());
     let mut all = match state.broker.list(ListFilter::All, 500).await {
         Ok(all) => all,
-        Err(_) => {
-            return pages::error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Approvals unavailable",
-                "The approval store cannot be reached. Try again shortly.",
-            )
-        }
+        Err(e) => return store_unavailable(&e),
     };
-    all.retain(|a| {
-        a.approvers.iter().any(|e| e.eq_ignore_ascii_case(&s.email))
-            || a.requester
-                .email
-                .as_deref()
-                .is_some_and(|e| e.eq_ignore_ascii_case(&s.email))
-    });
+    all.retain(|a| visible_to(a, &viewer(&s)));
     let items: Vec<ApprovalSummary> = all
         .iter()
         .map(|a| ApprovalSummary {
@@ -201,12 +190,11 @@ pub async fn detail(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Some(a) = load(state, id).await else {
-        return pages::error_page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "No such approval request.",
-        );
+    let a = match load(state, id).await {
+        Ok(a) if visible_to(&a, &viewer(&s)) => a,
+        // Not shown to others, and not told apart from a missing one.
+        Ok(_) => return not_found(),
+        Err(r) => return r,
     };
     let now = state
         .sessions
@@ -216,9 +204,42 @@ pub async fn detail(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
     pages::render_detail(&view, &s.email, now)
 }
 
-async fn load(state: &ControlState, id: &str) -> Option<Approval> {
-    let id = ApprovalId::parse(id)?;
-    state.broker.get(&id).await.ok().flatten()
+fn viewer(s: &ApproverSession) -> Viewer<'_> {
+    Viewer {
+        iss: &s.iss,
+        sub: &s.sub,
+        email: Some(&s.email),
+    }
+}
+
+fn not_found() -> Response {
+    pages::error_page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "No such approval request.",
+    )
+}
+
+/// A store outage: 503, as the API answers it.
+fn store_unavailable(e: &crate::approval::StoreError) -> Response {
+    tracing::error!(error = %e, "approval store failed");
+    pages::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Approvals unavailable",
+        "The approval store cannot be reached. Try again shortly.",
+    )
+}
+
+/// The approval `id`, or the page to answer: 404 when there is none, 503 when the store fails.
+async fn load(state: &ControlState, id: &str) -> Result<Approval, Response> {
+    let Some(id) = ApprovalId::parse(id) else {
+        return Err(not_found());
+    };
+    match state.broker.get(&id).await {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(not_found()),
+        Err(e) => Err(store_unavailable(&e)),
+    }
 }
 
 /// `POST /approvals/{id}/decision` from the page (form, CSRF-protected).
@@ -235,7 +256,7 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
             StatusCode::UNAUTHORIZED,
             "Please sign in",
             "Your session has ended. Sign in and vote again.",
-            &super::login::login_url(&format!("/approvals/{id}"), false, &[]),
+            &super::urls::login_url(&format!("/approvals/{id}"), false, &[]),
             "Sign in",
         );
     };
@@ -256,12 +277,9 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
             "This form is stale or was not sent by the approval page. Open the request again.",
         );
     }
-    let Some(a) = load(state, id).await else {
-        return pages::error_page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "No such approval request.",
-        );
+    let a = match load(state, id).await {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let now = sessions.clock().now();
     if needs_fresh_login(&a, &s, now) {
@@ -269,7 +287,7 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
             StatusCode::FORBIDDEN,
             "Sign in again",
             "This request needs a fresh sign-in before you decide.",
-            &super::login::login_url(&format!("/approvals/{id}"), true, &[]),
+            &super::urls::login_url(&format!("/approvals/{id}"), true, &[]),
             "Sign in again",
         );
     }

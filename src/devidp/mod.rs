@@ -5,6 +5,10 @@
 //! Besides well-behaved tokens it mints whatever a test needs to attack a verifier (exact
 //! headers, keys absent from the JWKS, raw signatures), and it can fail on purpose (outage),
 //! rotate and remove keys, set the JWKS `Cache-Control`, and count the fetches it served.
+//!
+//! Why it is in release builds: `countersign demo`, a subcommand of the shipped binary, starts
+//! it as the demo's token issuer. Nothing else does: no config key, route or flag of `run`
+//! reaches it, and it binds 127.0.0.1 only while the demo runs.
 
 mod keys;
 

@@ -10,6 +10,10 @@
 //!
 //! Runs on its own thread and runtime so it can be started from sync or async code alike.
 //! Never use it for anything but development: anyone who can reach it can be anyone.
+//!
+//! Why it is in release builds: `countersign demo`, a subcommand of the shipped binary, starts
+//! it as the demo's approver login. Nothing else does: no config key, route or flag of `run`
+//! reaches it, and it binds loopback only while the demo runs.
 
 mod keys;
 
@@ -262,7 +266,7 @@ impl IntoResponse for AuthorizeError {
         match self {
             Self::Page(message) => page(
                 StatusCode::BAD_REQUEST,
-                crate::control::pages::error_page(
+                crate::control::html::error_page(
                     StatusCode::BAD_REQUEST,
                     "Bad sign-in request",
                     message,
@@ -313,7 +317,7 @@ async fn authorize_form(
     .render();
     page(
         StatusCode::OK,
-        crate::control::pages::html(StatusCode::OK, rendered),
+        crate::control::html::html(StatusCode::OK, rendered),
     )
 }
 
@@ -333,7 +337,7 @@ async fn authorize_submit(
     }
     let email = form.email.trim().to_ascii_lowercase();
     if !plausible_email(&email) {
-        let bad = crate::control::pages::error_page(
+        let bad = crate::control::html::error_page(
             StatusCode::BAD_REQUEST,
             "Not an email address",
             "Go back and enter an email address like alice@example.com.",

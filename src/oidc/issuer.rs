@@ -115,7 +115,10 @@ impl IssuerState {
     }
 
     /// Spawns the background refresher. It ends when the issuer state is dropped.
-    pub(crate) fn spawn_refresher(self: &Arc<Self>) {
+    pub(crate) fn spawn_refresher(
+        self: &Arc<Self>,
+        mut shutdown: Option<crate::shutdown::Shutdown>,
+    ) {
         let weak: Weak<Self> = Arc::downgrade(self);
         let wake = Arc::clone(&self.wake);
         tokio::spawn(async move {
@@ -127,6 +130,7 @@ impl IssuerState {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = wake.notified() => {}
+                    () = crate::shutdown::stopped(&mut shutdown) => return,
                 }
             }
         });

@@ -156,6 +156,15 @@ impl Verifier {
     /// for every issuer and keep them fresh. Calling it again does nothing. The tasks end when
     /// the last clone of the verifier is dropped.
     pub fn start(&self) {
+        self.start_with(None);
+    }
+
+    /// Like [`Self::start`]; the refresh tasks also end when `shutdown` turns `true`.
+    pub fn start_until(&self, shutdown: crate::shutdown::Shutdown) {
+        self.start_with(Some(shutdown));
+    }
+
+    fn start_with(&self, shutdown: Option<crate::shutdown::Shutdown>) {
         if tokio::runtime::Handle::try_current().is_err() {
             tracing::error!("Verifier::start needs a tokio runtime; keys will not be fetched");
             return;
@@ -164,7 +173,7 @@ impl Verifier {
             return;
         }
         for issuer in &self.inner.issuers {
-            issuer.spawn_refresher();
+            issuer.spawn_refresher(shutdown.clone());
         }
     }
 

@@ -396,25 +396,8 @@ pub enum Approver {
     Group(String),
 }
 
-/// Where approvers are told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotifyTarget {
-    /// `slack:#channel`.
-    SlackChannel(String),
-    /// `slack:@person@example.com` (a DM).
-    SlackUser(String),
-    /// `teams`.
-    Teams,
-}
-
-/// How approvers decide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApproveVia {
-    /// One click in chat.
-    Button,
-    /// Web page with a fresh OIDC login.
-    Login,
-}
+/// Defined in [`crate::notify`] (shared with approval and chat); re-exported for the policy.
+pub use crate::notify::{ApproveVia, NotifyTarget};
 
 /// `[rule.approval]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

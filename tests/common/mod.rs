@@ -13,10 +13,12 @@
 //!   the Teams client that clicks cards.
 //! - [`RedisServer`]: a throwaway `redis-server` for the shared approval store.
 //! - [`Browser`]: a real headless Chromium driven through `chromedriver` (WebDriver).
+//! - [`RecordingAudit`]: an in-memory audit sink for broker-level tests.
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code, unused_imports)]
 
+pub mod audit;
 mod browser;
 mod echo;
 pub mod fake_botframework;
@@ -31,6 +33,7 @@ mod tls;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+pub use audit::RecordingAudit;
 pub use browser::{Browser, Element};
 pub use echo::{EchoUpstream, RecordedRequest};
 pub use issuer::{KeyKind, LocalIssuer};

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::approval::{Approval, Decision, Execution, NotifyEvent, Status};
-use crate::policy::ApproveVia;
+use crate::notify::ApproveVia;
 
 /// `action_id` of the Approve button (one click in chat).
 pub const ACTION_APPROVE: &str = "approve";

@@ -7,7 +7,7 @@ use super::api::{ApiError, Body};
 use super::blocks;
 use super::{PostedMessage, Progress, SlackApp};
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
-use crate::policy::NotifyTarget;
+use crate::notify::NotifyTarget;
 
 /// Posts approval requests to Slack and keeps every copy up to date.
 ///

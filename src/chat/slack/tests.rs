@@ -8,7 +8,7 @@ use super::signature::{sign, verify, SignatureError};
 use crate::approval::{
     Approval, ApprovalId, Channel, Decision, Execution, NotifyEvent, Requester, Status, Vote,
 };
-use crate::policy::{ApproveVia, NotifyTarget};
+use crate::notify::{ApproveVia, NotifyTarget};
 
 const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
 const TS: &str = "1531420618";

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::policy::{ApproveVia, NotifyTarget};
+use crate::notify::{ApproveVia, NotifyTarget};
 
 /// RFC 4648 base32 alphabet, lowercased: ids are case-insensitive-safe and URL-safe.
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
@@ -139,6 +139,19 @@ impl Channel {
             Channel::Teams => "teams",
         }
     }
+}
+
+/// Who is voting, as established by the control plane (Slack mapping, login, bearer token).
+#[derive(Debug, Clone)]
+pub struct ApproverIdentity {
+    /// Email (any case).
+    pub email: String,
+    /// Issuer of the identity, when it came from a token or login.
+    pub iss: Option<String>,
+    /// Subject at that issuer.
+    pub sub: Option<String>,
+    /// Where the vote came from.
+    pub via: Channel,
 }
 
 /// One recorded vote.
@@ -583,7 +596,7 @@ pub(crate) mod b64 {
 
 /// `ApproveVia` as `"button"` / `"login"` (the policy type has no serde of its own).
 mod approve_via_serde {
-    use crate::policy::ApproveVia;
+    use crate::notify::ApproveVia;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &ApproveVia, s: S) -> Result<S::Ok, S::Error> {
@@ -604,7 +617,7 @@ mod approve_via_serde {
 
 /// `NotifyTarget`s as tagged JSON (`{"slack_channel": ".."}`, `"teams"`), lossless.
 mod notify_serde {
-    use crate::policy::NotifyTarget;
+    use crate::notify::NotifyTarget;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[derive(Serialize, Deserialize)]

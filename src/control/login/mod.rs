@@ -32,14 +32,17 @@ use openidconnect::{
     OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
     Scope, TokenResponse,
 };
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::config::ApproverLogin;
-use crate::control::pages::{error_page, error_page_with_link};
+mod failure;
+
+use self::failure::{retry_link, Failure};
+use crate::control::html::error_page;
 use crate::control::session::{cookies, unix_millis, LoginIdentity, Sessions};
+pub use crate::control::urls::login_url;
 
 /// Path of the callback on the control plane; the redirect URI is `{public_url}` + this.
 pub const CALLBACK_PATH: &str = "/oidc/callback";
@@ -66,13 +69,6 @@ const PROVIDER_MIN_REFETCH: Duration = Duration::from_secs(5);
 
 /// Timeout for discovery and the token request.
 const IDP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// URL-encodes everything but RFC 3986 unreserved characters.
-pub(crate) const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// The client as configured from discovery: authorization endpoint known, token endpoint
 /// known if the IdP published one.
@@ -547,20 +543,6 @@ pub fn safe_next(raw: &str) -> Option<&str> {
     (relative_path && clean && raw.len() <= MAX_NEXT_LEN).then_some(raw)
 }
 
-/// The link that starts a login which comes back to `next`; `fresh` demands a new
-/// authentication (`approve_via = "login"`), `acr` asks for authentication context classes.
-pub fn login_url(next: &str, fresh: bool, acr: &[String]) -> String {
-    let mut url = format!("/login?next={}", utf8_percent_encode(next, COMPONENT));
-    if fresh {
-        url.push_str("&fresh=1");
-    }
-    if !acr.is_empty() {
-        url.push_str("&acr_values=");
-        url.push_str(&utf8_percent_encode(&acr.join(" "), COMPONENT).to_string());
-    }
-    url
-}
-
 /// Query of `GET /login`.
 #[derive(Debug, Deserialize)]
 struct LoginQuery {
@@ -576,134 +558,6 @@ struct CallbackQuery {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
-}
-
-/// Why a login did not work. `retry` is a login link that repeats what the flow asked for
-/// (same `next`, freshness and `acr`).
-#[derive(Debug)]
-enum Failure {
-    UnsafeNext,
-    BadCallback,
-    NoFlow,
-    IdpRefused { retry: String },
-    CodeRejected { retry: String },
-    BadIdToken { retry: String },
-    NoEmail,
-    EmailUnverified,
-    AcrNotMet { retry: String },
-    NotFresh { retry: String },
-    IdpUnavailable,
-    IdpMisconfigured,
-    Internal,
-}
-
-/// The link that starts `flow` over.
-fn retry_link(flow: &Flow) -> String {
-    login_url(&flow.next, flow.fresh, &flow.acr)
-}
-
-impl Failure {
-    /// Status, title and message for the person; never internals (those are logged).
-    fn text(&self) -> (StatusCode, &'static str, &'static str) {
-        const BAD: StatusCode = StatusCode::BAD_REQUEST;
-        const GATEWAY: StatusCode = StatusCode::BAD_GATEWAY;
-        match self {
-            Self::UnsafeNext => (
-                BAD,
-                "Bad login link",
-                "This login link points somewhere outside Countersign, so it was not followed.",
-            ),
-            Self::BadCallback => (
-                BAD,
-                "Bad login response",
-                "The identity provider's answer was incomplete. Open the approval link again.",
-            ),
-            Self::NoFlow => (
-                BAD,
-                "Login expired",
-                "This sign-in was not started in this browser or took too long. \
-                 Open the approval link again.",
-            ),
-            Self::IdpRefused { .. } => (
-                BAD,
-                "Sign-in refused",
-                "The identity provider did not sign you in.",
-            ),
-            Self::CodeRejected { .. } => (
-                BAD,
-                "Sign-in failed",
-                "The identity provider did not accept this sign-in (it may have been used already).",
-            ),
-            Self::BadIdToken { .. } => (
-                BAD,
-                "Sign-in could not be verified",
-                "The identity provider's answer did not pass verification.",
-            ),
-            Self::NoEmail => (
-                BAD,
-                "No email address",
-                "Your identity provider did not share an email address, which approvals need.",
-            ),
-            Self::EmailUnverified => (
-                BAD,
-                "Email not verified",
-                "Your identity provider says your email address is not verified.",
-            ),
-            Self::AcrNotMet { .. } => (
-                BAD,
-                "Stronger sign-in needed",
-                "This approval needs a stronger sign-in method than the one used.",
-            ),
-            Self::NotFresh { .. } => (
-                BAD,
-                "Fresh sign-in needed",
-                "This approval needs you to sign in again just now.",
-            ),
-            Self::IdpUnavailable => (
-                GATEWAY,
-                "Identity provider unavailable",
-                "The identity provider could not be reached. Try again in a moment.",
-            ),
-            Self::IdpMisconfigured => (
-                GATEWAY,
-                "Identity provider problem",
-                "The identity provider's answer was not usable for signing in.",
-            ),
-            Self::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error",
-                "Something went wrong. Try again.",
-            ),
-        }
-    }
-
-    fn retry(&self) -> Option<&str> {
-        match self {
-            Self::IdpRefused { retry }
-            | Self::CodeRejected { retry }
-            | Self::BadIdToken { retry }
-            | Self::AcrNotMet { retry }
-            | Self::NotFresh { retry } => Some(retry),
-            Self::UnsafeNext
-            | Self::BadCallback
-            | Self::NoFlow
-            | Self::NoEmail
-            | Self::EmailUnverified
-            | Self::IdpUnavailable
-            | Self::IdpMisconfigured
-            | Self::Internal => None,
-        }
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let (status, title, message) = self.text();
-        match self.retry() {
-            Some(link) => error_page_with_link(status, title, message, link, "Sign in again"),
-            None => error_page(status, title, message),
-        }
-    }
 }
 
 /// The login routes (`GET /login`, `GET /oidc/callback`, `POST /logout`), mountable in any
@@ -753,66 +607,4 @@ async fn callback_handler(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn next_must_be_a_path_on_this_host() {
-        for ok in ["/", "/approvals", "/approvals/apr_1?x=1&y=%2F"] {
-            assert_eq!(safe_next(ok), Some(ok), "{ok}");
-        }
-        for bad in [
-            "//evil.example",
-            "/\\evil.example",
-            "https://evil.example/",
-            "http:/evil",
-            "javascript:alert(1)",
-            "evil.example",
-            "/ok\\..\\x",
-            "/a b",
-            "/a\nLocation: x",
-            "/\u{e9}",
-            "",
-        ] {
-            assert_eq!(safe_next(bad), None, "{bad:?}");
-        }
-        assert_eq!(safe_next(&format!("/{}", "a".repeat(MAX_NEXT_LEN))), None);
-    }
-
-    #[test]
-    fn login_url_encodes_next() {
-        assert_eq!(
-            login_url("/approvals/apr_1?a=b&c", false, &[]),
-            "/login?next=%2Fapprovals%2Fapr_1%3Fa%3Db%26c"
-        );
-        assert_eq!(
-            login_url("/x", true, &["phr".into(), "urn:mfa".into()]),
-            "/login?next=%2Fx&fresh=1&acr_values=phr%20urn%3Amfa"
-        );
-    }
-
-    #[test]
-    fn client_secret_post_only_when_basic_is_not_offered() {
-        use CoreClientAuthMethod::{ClientSecretBasic, ClientSecretPost};
-        let basic = |t| matches!(t, AuthType::BasicAuth);
-        assert!(basic(client_auth_type(None)));
-        assert!(basic(client_auth_type(Some(&vec![
-            ClientSecretPost,
-            ClientSecretBasic
-        ]))));
-        let post = client_auth_type(Some(&vec![ClientSecretPost]));
-        assert!(matches!(post, AuthType::RequestBody));
-    }
-
-    #[test]
-    fn flow_cookie_names_are_tame() {
-        assert_eq!(
-            flow_cookie_name("abc;def=ghi\r\n"),
-            "countersign_login_abcdefghi"
-        );
-        assert_eq!(
-            flow_cookie_name("0123456789abcdefXYZ"),
-            "countersign_login_0123456789abcdef"
-        );
-    }
-}
+mod tests;

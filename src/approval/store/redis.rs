@@ -10,12 +10,17 @@
 //! - `cs:idx`: sorted set of ids scored by `created_at`, for [`ApprovalStore::list`];
 //! - channel `cs:changes`: ids of approvals that changed.
 //!
-//! Atomicity: every state change reads the approval and its version, applies the very same rule
-//! functions as the memory store ([`apply_vote`], [`may_claim`] and the CAS transitions) in Rust,
-//! and commits with ONE Lua script that writes only if the version is still the one read (and
-//! publishes the id). A lost race re-reads and re-decides, so concurrent votes on different
+//! Owns storage only; the lifecycle rules live in [`crate::approval::transition`] and reach
+//! this file as the `change` of [`ApprovalStore::update`]. Must not decide anything itself.
+//!
+//! Atomicity: [`ApprovalStore::update`] reads the approval and its version, runs the change in
+//! Rust, and commits with ONE Lua script that writes only if the version is still the one read
+//! (and publishes the id). A lost race re-reads and re-decides, so concurrent votes on different
 //! replicas can neither double-count nor lose a vote, and exactly one `claim_execution` wins
 //! cluster-wide. Porting the rules to Lua would duplicate them; this keeps one definition.
+//!
+//! Time: reads that apply the hold lease without a caller's `now` (`get`, `list`, `set_held`,
+//! `finish_execution`) ask the injected clock ([`RedisStore::with_clock`]), never the wall.
 //!
 //! Held by a dead replica: `held` is a lease, not a plain flag. A hold never outlasts the
 //! approval's `expires_at` (config refuses `hold > expires`), so a `held` flag seen after
@@ -29,7 +34,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -37,11 +42,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, OnceCell};
 
-use super::model::{Approval, ApprovalId, Execution, Status, StoredRequest, Vote};
-use super::store::{
-    apply_vote, may_claim, ApprovalStore, Cas, Claimant, ListFilter, ParkedResult, StoreError,
-    VoteResult, VoteResultKind,
-};
+use super::{newest_first, ApprovalStore, Cas, Change, ListFilter, ParkedResult, StoreError};
+use crate::approval::record::{Approval, ApprovalId, StoredRequest};
+use crate::clock::{SharedClock, SystemClock};
 
 /// How long after `expires_at` a `held` flag is still believed: covers the holder's claim right
 /// after a last-moment decision and clock skew between replicas.
@@ -103,6 +106,7 @@ pub struct RedisStore {
     timeout: Duration,
     changes: broadcast::Sender<ApprovalId>,
     listening: Arc<AtomicBool>,
+    clock: SharedClock,
     create: Script,
     cas: Script,
     park: Script,
@@ -118,13 +122,6 @@ impl std::fmt::Debug for RedisStore {
 
 fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("redis {context}: {e}"))
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -201,6 +198,7 @@ impl RedisStore {
             timeout: DEFAULT_TIMEOUT,
             changes,
             listening: Arc::new(AtomicBool::new(false)),
+            clock: Arc::new(SystemClock),
             create: Script::new(CREATE_LUA),
             cas: Script::new(CAS_LUA),
             park: Script::new(PARK_LUA),
@@ -216,6 +214,12 @@ impl RedisStore {
         // Not an error if it takes longer: waiters re-check periodically.
         let _ = tokio::time::timeout(store.timeout, ready).await;
         Ok(store)
+    }
+
+    /// Reads time from `clock` (the one the broker uses) instead of the system clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Bounds every Redis round trip by `timeout` instead of 1 s.
@@ -296,62 +300,35 @@ impl RedisStore {
         }
     }
 
-    /// One atomic state change: `f` decides on a fresh copy (returning whether it changed it);
-    /// the write commits only if nobody wrote in between, else it re-reads and re-decides.
-    async fn update<T>(
+    /// One compare-and-set round: read, decide, write if the version is unchanged.
+    /// `None` when the approval is gone; `Some(Err(a))` when another writer won.
+    async fn try_update(
         &self,
         id: &ApprovalId,
         now: u64,
-        mut f: impl FnMut(&mut Approval) -> (bool, T),
-    ) -> Result<Option<(Approval, T)>, StoreError> {
-        for _ in 0..MAX_ATTEMPTS {
-            let Some((mut a, ver)) = self.read(id, now).await? else {
-                return Ok(None);
-            };
-            let (changed, out) = f(&mut a);
-            if !changed {
-                return Ok(Some((a, out)));
-            }
-            let json = encode("approval", &a)?;
-            let mut c = self.conn().await?;
-            let mut inv = self.cas.prepare_invoke();
-            inv.key(apr_key(id))
-                .arg(&ver)
-                .arg(&json)
-                .arg(id.as_str())
-                .arg(CHANNEL);
-            let written: i64 = self
-                .call("write", async { inv.invoke_async(&mut c).await })
-                .await?;
-            match written {
-                1 => return Ok(Some((a, out))),
-                -1 => return Ok(None),
-                // Lost the race: someone else wrote; decide again on their state.
-                _ => tokio::task::yield_now().await,
-            }
+        change: &mut Change<'_>,
+    ) -> Result<Option<Result<Cas, ()>>, StoreError> {
+        let Some((mut a, ver)) = self.read(id, now).await? else {
+            return Ok(None);
+        };
+        if !change(&mut a) {
+            return Ok(Some(Ok(Cas::Conflict(a))));
         }
-        Err(StoreError(format!(
-            "approval {id}: too much contention, gave up after {MAX_ATTEMPTS} attempts"
-        )))
-    }
-
-    /// A compare-and-set transition on top of [`Self::update`].
-    async fn cas_transition(
-        &self,
-        id: &ApprovalId,
-        now: u64,
-        mut f: impl FnMut(&mut Approval) -> bool,
-    ) -> Result<Cas, StoreError> {
-        let done = self
-            .update(id, now, |a| {
-                let ok = f(a);
-                (ok, ok)
-            })
+        let json = encode("approval", &a)?;
+        let mut c = self.conn().await?;
+        let mut inv = self.cas.prepare_invoke();
+        inv.key(apr_key(id))
+            .arg(&ver)
+            .arg(&json)
+            .arg(id.as_str())
+            .arg(CHANNEL);
+        let written: i64 = self
+            .call("write", async { inv.invoke_async(&mut c).await })
             .await?;
-        Ok(match done {
-            None => Cas::NotFound,
-            Some((a, true)) => Cas::Applied(a),
-            Some((a, false)) => Cas::Conflict(a),
+        Ok(match written {
+            1 => Some(Ok(Cas::Applied(a))),
+            -1 => None,
+            _ => Some(Err(())),
         })
     }
 }
@@ -426,7 +403,7 @@ impl ApprovalStore for RedisStore {
     }
 
     async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
-        Ok(self.read(id, wall_ms()).await?.map(|(a, _)| a))
+        Ok(self.read(id, self.now_ms()).await?.map(|(a, _)| a))
     }
 
     async fn stored_request(&self, id: &ApprovalId) -> Result<Option<StoredRequest>, StoreError> {
@@ -438,118 +415,23 @@ impl ApprovalStore for RedisStore {
         json.map(|j| decode("stored request", &j)).transpose()
     }
 
-    async fn record_vote(
+    async fn update(
         &self,
         id: &ApprovalId,
-        vote: Vote,
         now: u64,
-    ) -> Result<VoteResult, StoreError> {
-        let done = self
-            .update(id, now, |a| {
-                let kind = apply_vote(a, vote.clone(), now);
-                let changed = matches!(
-                    kind,
-                    VoteResultKind::Recorded
-                        | VoteResultKind::Approved
-                        | VoteResultKind::Denied
-                        | VoteResultKind::Expired
-                );
-                (changed, kind)
-            })
-            .await?;
-        Ok(match done {
-            None => VoteResult::NotFound,
-            Some((a, kind)) => match kind {
-                VoteResultKind::Recorded => VoteResult::Recorded(a),
-                VoteResultKind::Approved => VoteResult::Approved(a),
-                VoteResultKind::Denied => VoteResult::Denied(a),
-                VoteResultKind::Duplicate => VoteResult::Duplicate(a),
-                VoteResultKind::NotPending => VoteResult::NotPending(a),
-                VoteResultKind::Expired => VoteResult::Expired(a),
-            },
-        })
-    }
-
-    async fn expire(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
-        self.cas_transition(id, now, |a| {
-            let due = a.status == Status::Pending && now >= a.expires_at;
-            if due {
-                a.status = Status::Expired;
-                a.decided_at = Some(now);
-            }
-            due
-        })
-        .await
-    }
-
-    async fn cancel(
-        &self,
-        id: &ApprovalId,
-        actor: &str,
-        reason: &str,
-        now: u64,
+        change: &mut Change<'_>,
     ) -> Result<Cas, StoreError> {
-        self.cas_transition(id, now, |a| {
-            let cancellable = a.status == Status::Pending
-                || (a.status == Status::Approved && a.execution == Execution::NotStarted);
-            if cancellable {
-                a.status = Status::Cancelled;
-                a.decided_by = Some(actor.to_owned());
-                a.decision_reason = Some(reason.to_owned());
-                a.decided_at = Some(now);
+        for _ in 0..MAX_ATTEMPTS {
+            match self.try_update(id, now, change).await? {
+                None => return Ok(Cas::NotFound),
+                Some(Ok(done)) => return Ok(done),
+                // Lost the race: someone else wrote; decide again on their state.
+                Some(Err(())) => tokio::task::yield_now().await,
             }
-            cancellable
-        })
-        .await
-    }
-
-    async fn set_held(&self, id: &ApprovalId, held: bool) -> Result<Cas, StoreError> {
-        let done = self
-            .update(id, wall_ms(), |a| {
-                let changed = a.held != held;
-                a.held = held;
-                (changed, ())
-            })
-            .await?;
-        Ok(match done {
-            None => Cas::NotFound,
-            Some((a, ())) => Cas::Applied(a),
-        })
-    }
-
-    async fn claim_execution(
-        &self,
-        id: &ApprovalId,
-        who: Claimant,
-        owner: &str,
-        now: u64,
-    ) -> Result<Cas, StoreError> {
-        self.cas_transition(id, now, |a| {
-            let ok = may_claim(a, who);
-            if ok {
-                a.execution = Execution::Claimed {
-                    owner: owner.to_owned(),
-                    at: now,
-                };
-            }
-            ok
-        })
-        .await
-    }
-
-    async fn finish_execution(
-        &self,
-        id: &ApprovalId,
-        outcome: Execution,
-    ) -> Result<Cas, StoreError> {
-        self.cas_transition(id, wall_ms(), |a| {
-            let claimed = matches!(a.execution, Execution::Claimed { .. });
-            if claimed {
-                a.execution = outcome.clone();
-            }
-            claimed
-        })
-        .await
+        }
+        Err(StoreError(format!(
+            "approval {id}: too much contention, gave up after {MAX_ATTEMPTS} attempts"
+        )))
     }
 
     async fn park_result(
@@ -598,22 +480,15 @@ impl ApprovalStore for RedisStore {
         let jsons: Vec<Option<String>> = self
             .call("list", async { pipe.query_async(&mut c).await })
             .await?;
-        let now = wall_ms();
+        let now = self.now_ms();
         let mut out = Vec::new();
         for json in jsons.into_iter().flatten() {
             let a = lease(decode::<Approval>("approval", &json)?, now);
-            let keep = match filter {
-                ListFilter::Pending => a.status == Status::Pending,
-                ListFilter::All => true,
-                ListFilter::AwaitingExecution => may_claim(&a, Claimant::Background),
-            };
-            if keep {
+            if filter.matches(&a) {
                 out.push(a);
             }
         }
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-        out.truncate(limit);
-        Ok(out)
+        Ok(newest_first(out, limit))
     }
 
     async fn publish(&self, id: &ApprovalId) -> Result<(), StoreError> {
@@ -629,6 +504,10 @@ impl ApprovalStore for RedisStore {
         let rx = self.changes.subscribe();
         drop(self.start_listener());
         rx
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.unix_ms()
     }
 
     async fn cleanup(&self, _now: u64) -> Result<usize, StoreError> {

@@ -1,0 +1,132 @@
+//! Why a broker call did not do what was asked: one enum per operation, each variant a refusal
+//! a caller can render.
+//!
+//! Owns the error types of the approval lifecycle. Must not touch HTTP, chat or HTML: callers
+//! render these through the one refusal table.
+
+use super::executor::ExecutorError;
+use super::ports::AuditError;
+use super::record::{Approval, Status};
+use super::store::StoreError;
+
+/// Why an approval request could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The rule has `reason_required` and no `Countersign-Reason` was sent (400).
+    #[error("this request needs a Countersign-Reason header")]
+    ReasonRequired,
+    /// The rule has no `[rule.approval]` (a bug in the caller).
+    #[error("rule {0} does not ask for approval")]
+    NotAnApprovalRule(String),
+    /// Fewer eligible approvers than the quorum: it could never be approved (fail closed).
+    #[error("rule needs {quorum} approvers but only {eligible} may approve this request")]
+    Unsatisfiable {
+        /// Approvers other than the requester (or including them under `self_approval`).
+        eligible: usize,
+        /// The rule's quorum.
+        quorum: u32,
+    },
+    /// No such approval (or it was cleaned up).
+    #[error("no such approval")]
+    NotFound,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log failed; nothing was acknowledged.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// Why a vote was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// No such approval.
+    #[error("no such approval")]
+    NotFound,
+    /// The voter is not among the approvers.
+    #[error("you are not an approver of this request")]
+    NotAnApprover,
+    /// The rule has `approve_via = "login"` and the vote did not come from the web page
+    /// (where the control plane enforces a fresh login): chat buttons and API calls do not count.
+    #[error("this request must be approved on the approval page after a fresh login")]
+    LoginRequired,
+    /// The requester tried to approve their own request without `self_approval`.
+    #[error("you cannot approve your own request")]
+    OwnRequest,
+    /// This approver already voted; nothing changed.
+    #[error("you already voted")]
+    AlreadyVoted,
+    /// Decided before this vote arrived.
+    #[error("already {}", .0.as_str())]
+    AlreadyDecided(Status),
+    /// The approval expired (now recorded as such).
+    #[error("the approval expired")]
+    Expired,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log failed; the decision is not acknowledged (an approval is cancelled).
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// Why a cancel did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No such approval.
+    #[error("no such approval")]
+    NotFound,
+    /// Only the requester may cancel it.
+    #[error("only the requester may cancel this request")]
+    NotRequester,
+    /// Already decided (and executing or executed, for approvals).
+    #[error("already {}", .0.as_str())]
+    AlreadyDecided(Status),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log failed.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// Why the stored request was not (successfully) sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// No such approval.
+    #[error("no such approval")]
+    NotFound,
+    /// Not approved (any more).
+    #[error("not approved: {}", .0.as_str())]
+    NotApproved(Status),
+    /// Someone else already claimed the one execution.
+    #[error("already executed")]
+    AlreadyClaimed,
+    /// The approval token could not be signed.
+    #[error(transparent)]
+    Signer(#[from] super::signer::SignerError),
+    /// Upstream unreachable (502).
+    #[error(transparent)]
+    Upstream(#[from] ExecutorError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a parked result cannot be returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    /// No such approval.
+    #[error("no such approval")]
+    NotFound,
+    /// Only the requester may read it.
+    #[error("only the requester may read this result")]
+    NotRequester,
+    /// No parked result (yet): pending, denied, expired, cancelled, executing, delivered to a
+    /// held caller, failed upstream, or the result's lifetime passed. The approval says which.
+    #[error("no result: approval is {}", .0.status.as_str())]
+    Unavailable(Box<Approval>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

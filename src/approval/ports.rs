@@ -1,0 +1,313 @@
+//! The broker's ports: what it tells the world through, and nothing else. [`AuditSink`] takes
+//! a typed [`AuditEvent`] (one variant per lifecycle step); [`Notifier`] tells people.
+//!
+//! Owns the shape of every approval audit event (its kind and fields) in one place. Must not
+//! touch storage, HTTP or chat APIs: the hash-chained log and the chat channels plug in from
+//! outside (`app.rs`, `chat`).
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use super::record::{Approval, ApproverIdentity, Vote};
+use crate::audit::Event;
+
+/// The audit log could not record an event. The step it records is not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit log: {0}")]
+pub struct AuditError(pub String);
+
+/// How the stored request was executed (audit field `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecMode {
+    /// By the proxy holding the caller's connection.
+    Held,
+    /// By the background, result parked.
+    Background,
+}
+
+impl ExecMode {
+    /// `held` or `background`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecMode::Held => "held",
+            ExecMode::Background => "background",
+        }
+    }
+}
+
+/// One step of an approval's life, as the audit log records it.
+#[derive(Debug, Clone, Copy)]
+pub enum AuditEvent<'a> {
+    /// `approval.requested`: a new approval, from data-plane request `request_id`.
+    Requested {
+        /// The new approval.
+        approval: &'a Approval,
+        /// The data-plane request id, when the request had one.
+        request_id: Option<&'a str>,
+    },
+    /// `vote.cast`: a counted vote.
+    VoteCast {
+        /// The approval after the vote.
+        approval: &'a Approval,
+        /// Who voted, as authenticated.
+        approver: &'a ApproverIdentity,
+        /// The vote.
+        vote: &'a Vote,
+    },
+    /// `approval.approved`: quorum reached.
+    Approved(&'a Approval),
+    /// `approval.denied`.
+    Denied(&'a Approval),
+    /// `approval.expired`.
+    Expired(&'a Approval),
+    /// `approval.cancelled` by `actor` for `reason`.
+    Cancelled {
+        /// The cancelled approval.
+        approval: &'a Approval,
+        /// Who cancelled.
+        actor: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
+    /// `request.forwarded`: upstream answered `status`.
+    Forwarded {
+        /// The executed approval.
+        approval: &'a Approval,
+        /// Held or background.
+        mode: ExecMode,
+        /// Upstream status.
+        status: u16,
+    },
+    /// `request.failed`: upstream could not be reached.
+    ExecutionFailed {
+        /// The approval whose execution failed.
+        approval: &'a Approval,
+        /// Held or background.
+        mode: ExecMode,
+        /// What went wrong.
+        error: &'a str,
+    },
+    /// `notify.sent` (no `error`) or `notify.failed`.
+    Notified {
+        /// The approval the notification was about.
+        approval: &'a Approval,
+        /// What it said ([`NotifyEvent::as_str`]).
+        event: &'a NotifyEvent,
+        /// Why delivery failed, if it did.
+        error: Option<&'a str>,
+    },
+}
+
+/// Adds `value` under `name` when there is one.
+fn opt<V: Into<crate::audit::FieldValue>>(e: Event, name: &str, value: Option<V>) -> Event {
+    match value {
+        Some(v) => e.field(name, v),
+        None => e,
+    }
+}
+
+impl AuditEvent<'_> {
+    /// The event kind, e.g. `vote.cast`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::Requested { .. } => "approval.requested",
+            AuditEvent::VoteCast { .. } => "vote.cast",
+            AuditEvent::Approved(_) => "approval.approved",
+            AuditEvent::Denied(_) => "approval.denied",
+            AuditEvent::Expired(_) => "approval.expired",
+            AuditEvent::Cancelled { .. } => "approval.cancelled",
+            AuditEvent::Forwarded { .. } => "request.forwarded",
+            AuditEvent::ExecutionFailed { .. } => "request.failed",
+            AuditEvent::Notified { error: None, .. } => "notify.sent",
+            AuditEvent::Notified { error: Some(_), .. } => "notify.failed",
+        }
+    }
+
+    /// The approval the event is about.
+    pub fn approval(&self) -> &Approval {
+        match self {
+            AuditEvent::Requested { approval, .. }
+            | AuditEvent::VoteCast { approval, .. }
+            | AuditEvent::Approved(approval)
+            | AuditEvent::Denied(approval)
+            | AuditEvent::Expired(approval)
+            | AuditEvent::Cancelled { approval, .. }
+            | AuditEvent::Forwarded { approval, .. }
+            | AuditEvent::ExecutionFailed { approval, .. }
+            | AuditEvent::Notified { approval, .. } => approval,
+        }
+    }
+
+    /// The audit-log event: `approval_id` and `rule` always, `actor` and the details per kind.
+    pub fn to_event(&self) -> Event {
+        let a = self.approval();
+        let e = Event::new(self.kind())
+            .approval_id(a.id.as_str())
+            .rule(&a.rule);
+        match *self {
+            AuditEvent::Requested {
+                approval: a,
+                request_id,
+            } => {
+                let actor = a.requester.email.as_deref().unwrap_or(&a.requester.sub);
+                let e = match request_id {
+                    Some(id) => e.request_id(id),
+                    None => e,
+                };
+                let e = e
+                    .actor(actor)
+                    .field("requester_iss", &a.requester.iss)
+                    .field("requester_sub", &a.requester.sub);
+                let e = opt(e, "requester_email", a.requester.email.as_deref())
+                    .field("method", &a.method)
+                    .field("host", &a.host)
+                    .field("path", &a.path)
+                    .field("request_hash", &a.request_hash)
+                    .field("body_len", a.body_len);
+                opt(e, "reason", a.reason.as_deref())
+                    .field("approvers", a.approvers.join(","))
+                    .field("quorum", a.quorum)
+                    .field("self_approval", a.self_approval)
+                    .field("expires_at", a.expires_at)
+            }
+            AuditEvent::VoteCast {
+                approval: a,
+                approver,
+                vote,
+            } => {
+                let e = e.actor(&vote.approver);
+                let e = opt(e, "approver_iss", approver.iss.as_deref());
+                let e = opt(e, "approver_sub", approver.sub.as_deref())
+                    .field("decision", vote.decision.as_str());
+                let e = opt(e, "reason", vote.reason.as_deref())
+                    .field("via", vote.via.as_str())
+                    .field("self_approval", vote.self_approval)
+                    .field("approvals", a.approved_by().len())
+                    .field("quorum", a.quorum);
+                if vote.self_approval {
+                    e.field(
+                        "warning",
+                        "SELF-APPROVAL: the requester approved their own request (break-glass)",
+                    )
+                } else {
+                    e
+                }
+            }
+            AuditEvent::Approved(a) | AuditEvent::Denied(a) => {
+                let e = match &a.decided_by {
+                    Some(by) => e.actor(by),
+                    None => e,
+                };
+                let e = e.field("approvers", a.approved_by().join(","));
+                let e = opt(e, "reason", a.decision_reason.as_deref());
+                opt(
+                    e,
+                    "decision_ms",
+                    a.decided_at.map(|d| d.saturating_sub(a.created_at)),
+                )
+            }
+            AuditEvent::Expired(a) => e.actor("countersign").field("expires_at", a.expires_at),
+            AuditEvent::Cancelled { actor, reason, .. } => e.actor(actor).field("reason", reason),
+            AuditEvent::Forwarded {
+                approval: a,
+                mode,
+                status,
+            } => e
+                .actor("countersign")
+                .field("mode", mode.as_str())
+                .field("method", &a.method)
+                .field("host", &a.host)
+                .field("path", &a.path)
+                .field("request_hash", &a.request_hash)
+                .field("upstream_status", status),
+            AuditEvent::ExecutionFailed { mode, error, .. } => e
+                .actor("countersign")
+                .field("mode", mode.as_str())
+                .field("error", error),
+            AuditEvent::Notified { event, error, .. } => {
+                let e = opt(e, "error", error);
+                e.actor("countersign").field("notify_event", event.as_str())
+            }
+        }
+    }
+}
+
+/// Where the broker records what happened (the real hash-chained log plugs in here).
+#[async_trait]
+pub trait AuditSink: Send + Sync + Debug {
+    /// Appends one event and returns once it is durable. Events never hold a token, secret or
+    /// redacted value ([`Event`] refuses them).
+    async fn record(&self, event: AuditEvent<'_>) -> Result<(), AuditError>;
+}
+
+/// A notifier could not deliver a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("notify: {0}")]
+pub struct NotifyError(pub String);
+
+/// What a notification is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyEvent {
+    /// A new approval request: tell the approvers.
+    Requested,
+    /// A vote was counted; still pending.
+    VoteCast,
+    /// Quorum reached.
+    Approved,
+    /// Someone denied.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// The caller hung up or withdrew the request.
+    Cancelled,
+    /// The stored request was sent upstream, which answered `status`.
+    Executed {
+        /// Upstream status code.
+        status: u16,
+    },
+    /// The stored request could not be delivered upstream (not retried).
+    ExecutionFailed,
+}
+
+impl NotifyEvent {
+    /// Name for logs and audit.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NotifyEvent::Requested => "requested",
+            NotifyEvent::VoteCast => "vote_cast",
+            NotifyEvent::Approved => "approved",
+            NotifyEvent::Denied => "denied",
+            NotifyEvent::Expired => "expired",
+            NotifyEvent::Cancelled => "cancelled",
+            NotifyEvent::Executed { .. } => "executed",
+            NotifyEvent::ExecutionFailed => "execution_failed",
+        }
+    }
+}
+
+/// Tells people about approvals (Slack and Teams plug in here). Implementations render from
+/// `approval`, which always carries the current votes and status.
+#[async_trait]
+pub trait Notifier: Send + Sync + Debug {
+    /// Delivers one notification. Errors are audited and otherwise ignored.
+    async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError>;
+}
+
+/// A notifier that only logs (for the demo, and as the always-on channel).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogNotifier;
+
+#[async_trait]
+impl Notifier for LogNotifier {
+    async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
+        tracing::info!(
+            approval_id = %approval.id,
+            rule = %approval.rule,
+            status = approval.status.as_str(),
+            event = event.as_str(),
+            "approval notification"
+        );
+        Ok(())
+    }
+}
