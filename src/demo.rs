@@ -445,6 +445,7 @@ pub fn print_teams_card() -> ExitCode {
         decided_at: None,
         held: true,
         execution: crate::approval::Execution::NotStarted,
+        audit_pending: false,
     };
     let page = format!("http://127.0.0.1:9090/approvals/{}", approval.id);
     // Member ids as the Bot Connector roster gives them (made up here).

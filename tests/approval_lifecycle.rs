@@ -1003,6 +1003,60 @@ async fn a_failing_notifier_loses_nothing_and_is_audited() {
     assert_eq!(h.calls(), 1);
 }
 
+/// SPEC 8: a request is executed only after its deciding `vote.cast` and `approval.approved`
+/// are durable. While `approval.approved` is being written nothing runs, and if that write
+/// fails the request is withdrawn, never executed (by the background or anyone else).
+#[tokio::test]
+async fn nothing_runs_until_the_approval_is_audited() {
+    for fail in [true, false] {
+        let h = harness().await;
+        let _bg = h.broker.spawn_background();
+        let a = h.submit(spec()).await;
+        h.broker.release_hold(&a.id).await.unwrap();
+        *h.audit.stall_at.lock().unwrap() =
+            Some(("approval.approved".into(), Duration::from_millis(500), fail));
+        let decide = {
+            let broker = h.broker.clone();
+            let id = a.id.clone();
+            tokio::spawn(async move {
+                broker
+                    .decide(&id, approver("bob@example.com"), Decision::Approve, None)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            h.calls(),
+            0,
+            "executed before approval.approved was durable"
+        );
+        assert!(
+            h.broker.execute(&a.id).await.is_err(),
+            "claimable before approval.approved was durable"
+        );
+        let decided = decide.await.unwrap();
+        // Several background sweeps (every 50 ms) run after the decision.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        if fail {
+            assert!(matches!(decided, Err(DecideError::Audit(_))), "{decided:?}");
+            assert_eq!(h.status(&a.id).await.status, Status::Cancelled);
+            assert_eq!(h.calls(), 0, "an unaudited approval was executed");
+        } else {
+            assert_eq!(decided.unwrap().status, Status::Approved);
+            assert_eq!(h.calls(), 1, "executed once, after the audit");
+            assert_eq!(
+                h.audit.names_for(&a.id),
+                [
+                    "approval.requested",
+                    "vote.cast",
+                    "approval.approved",
+                    "request.forwarded"
+                ]
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn audit_failure_withdraws_instead_of_acknowledging() {
     let h = harness().await;

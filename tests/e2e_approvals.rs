@@ -446,6 +446,10 @@ async fn approved_while_held_forwards_the_exact_request_once_with_signed_evidenc
     assert_eq!(&got.body[..], br#"{"image":"api:42"}"#);
     assert_eq!(got.header("countersign-approval-id"), Some(id.as_str()));
     assert_eq!(got.header("countersign-subject"), Some(REQUESTER));
+    assert_eq!(
+        got.header("countersign-issuer"),
+        Some(env.issuer.issuer().as_str())
+    );
     let evidence = got.header_all("countersign-approval");
     assert_eq!(evidence.len(), 1, "one approval token: {evidence:?}");
     assert_ne!(evidence[0], "forged.by.caller");

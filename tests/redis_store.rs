@@ -58,6 +58,7 @@ fn approval(quorum: u32) -> Approval {
         decided_at: None,
         held: false,
         execution: Execution::NotStarted,
+        audit_pending: false,
     }
 }
 

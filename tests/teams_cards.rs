@@ -59,6 +59,7 @@ fn approval() -> Approval {
         decided_at: None,
         held: true,
         execution: Execution::NotStarted,
+        audit_pending: false,
     }
 }
 

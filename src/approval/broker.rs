@@ -231,6 +231,7 @@ impl Broker {
             decided_at: None,
             held: true,
             execution: Execution::NotStarted,
+            audit_pending: false,
         };
         let ttl = spec.expires.saturating_add(self.settings.retention);
         self.store.create(&approval, &stored, ttl).await?;
@@ -288,6 +289,8 @@ impl Broker {
                 Some(WaitOutcome::Expired)
             }
             Status::Pending => None,
+            // Decided, but not executable until the decision is durable in the audit log.
+            Status::Approved if a.audit_pending => None,
             Status::Approved => Some(WaitOutcome::Approved),
             Status::Denied => Some(WaitOutcome::Denied {
                 by: a.decided_by.clone(),
@@ -435,6 +438,15 @@ impl Broker {
             self.refresh_pending_gauge().await;
             return Err(e.into());
         }
+        // Only now, with `vote.cast` and `approval.approved` durable, may anyone execute it
+        // (SPEC 8). A store failure here leaves it unexecutable: fail closed.
+        let now = self.now_ms();
+        let a = match self.store.confirm_audited(&a.id, now).await? {
+            Cas::Applied(confirmed) => confirmed,
+            // Withdrawn meanwhile (the caller hung up): nothing to confirm.
+            Cas::Conflict(current) => current,
+            Cas::NotFound => a,
+        };
         self.store.publish(&a.id).await?;
         self.record_decision_metrics(&a);
         self.refresh_pending_gauge().await;

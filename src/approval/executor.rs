@@ -186,6 +186,9 @@ fn request_headers(
     // Upstream sees the host the caller asked for, as with proxied requests.
     set("host", &req.host)?;
     set("countersign-subject", &req.subject)?;
+    if !req.issuer.is_empty() {
+        set("countersign-issuer", &req.issuer)?;
+    }
     set("countersign-approval", evidence.token)?;
     set("countersign-approval-id", evidence.approval_id.as_str())?;
     if let Some(request_id) = &req.request_id {

@@ -283,6 +283,10 @@ pub struct Approval {
     pub held: bool,
     /// Upstream execution state.
     pub execution: Execution,
+    /// Approved, but the deciding `vote.cast` and `approval.approved` are not yet durable in
+    /// the audit log: nobody may execute it until the broker confirms them (SPEC 8).
+    #[serde(default)]
+    pub audit_pending: bool,
 }
 
 impl Approval {
@@ -380,6 +384,10 @@ pub struct StoredRequest {
     pub upstream_ca: Option<PathBuf>,
     /// The caller's subject, sent as `Countersign-Subject`.
     pub subject: String,
+    /// The caller's issuer, sent as `Countersign-Issuer` (empty in records written before it
+    /// was stored).
+    #[serde(default)]
+    pub issuer: String,
     /// The data plane's request id (audit correlation; sent as `Countersign-Request-Id`).
     #[serde(default)]
     pub request_id: Option<String>,
@@ -411,8 +419,15 @@ impl StoredRequest {
             upstream_url: upstream_url.to_owned(),
             upstream_ca,
             subject: subject.to_owned(),
+            issuer: String::new(),
             request_id: None,
         }
+    }
+
+    /// Sets the caller's issuer (sent as `Countersign-Issuer`).
+    pub fn with_issuer(mut self, issuer: &str) -> Self {
+        self.issuer = issuer.to_owned();
+        self
     }
 
     /// Sets the data plane's request id.

@@ -43,6 +43,7 @@ fn approval(quorum: u32) -> Approval {
         decided_at: None,
         held: true,
         execution: Execution::NotStarted,
+        audit_pending: false,
     }
 }
 

@@ -84,6 +84,8 @@ pub fn vote(a: &mut Approval, vote: Vote, now: u64) -> VoteResultKind {
                 a.status = Status::Approved;
                 a.decided_by = Some(approver);
                 a.decided_at = Some(now);
+                // Not executable until the decision is in the audit log: see `confirm_audited`.
+                a.audit_pending = true;
                 VoteResultKind::Approved
             } else {
                 VoteResultKind::Recorded
@@ -128,9 +130,19 @@ pub fn set_held(a: &mut Approval, held: bool) -> bool {
     changed
 }
 
-/// Whether `who` may claim `a` now: approved, not started, and (for the background) not held.
+/// `audit_pending -> false`: the deciding vote and the approval are durable in the audit log,
+/// so the approved request may now be executed. Returns whether that changed anything.
+pub fn confirm_audited(a: &mut Approval) -> bool {
+    let changed = a.status == Status::Approved && a.audit_pending;
+    a.audit_pending = false;
+    changed
+}
+
+/// Whether `who` may claim `a` now: approved with its decision audited, not started, and (for
+/// the background) not held.
 pub fn may_claim(a: &Approval, who: Claimant) -> bool {
     a.status == Status::Approved
+        && !a.audit_pending
         && a.execution == Execution::NotStarted
         && (who == Claimant::Holder || !a.held)
 }

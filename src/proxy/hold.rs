@@ -184,6 +184,7 @@ pub async fn hold(
         )
         // The audit's `approval.requested` names the request (and its trace span is linked).
         .with_request_id(&ctx.request_id)
+        .with_issuer(&principal.issuer)
     };
     let approval = plane
         .broker

@@ -16,6 +16,9 @@ pub struct RecordingAudit {
     pub events: Mutex<Vec<(String, Value)>>,
     /// When set, `record` fails with "disk full".
     pub fail: AtomicBool,
+    /// `(kind, delay, fail)`: writing an event of `kind` takes `delay`, then fails if `fail`
+    /// (a slow or dying disk at exactly that step).
+    pub stall_at: Mutex<Option<(String, std::time::Duration, bool)>>,
 }
 
 #[async_trait]
@@ -23,6 +26,14 @@ impl AuditSink for RecordingAudit {
     async fn record(&self, event: AuditEvent<'_>) -> Result<(), AuditError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(AuditError("disk full".into()));
+        }
+        let stall = self.stall_at.lock().unwrap().clone();
+        if let Some((kind, delay, fail)) = stall.filter(|(k, _, _)| k == event.kind()) {
+            let _ = kind;
+            tokio::time::sleep(delay).await;
+            if fail {
+                return Err(AuditError("disk died".into()));
+            }
         }
         let e = event.to_event();
         let entry = (e.kind().to_owned(), e.to_flat_json());

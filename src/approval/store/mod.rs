@@ -247,6 +247,12 @@ pub trait ApprovalStore: Send + Sync + Debug {
             .await
     }
 
+    /// [`transition::confirm_audited`]: the decision is durable in the audit log, so the
+    /// approved request may be executed.
+    async fn confirm_audited(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
+        self.update(id, now, &mut transition::confirm_audited).await
+    }
+
     /// [`transition::finish`]: records how the claimed execution ended.
     async fn finish_execution(
         &self,

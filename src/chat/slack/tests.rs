@@ -111,6 +111,7 @@ fn approval(via: ApproveVia) -> Approval {
         decided_at: None,
         held: true,
         execution: Execution::NotStarted,
+        audit_pending: false,
     }
 }
 
