@@ -123,6 +123,8 @@ async fn create_get_list_and_duplicate_ids() {
     s1.record_vote(&b.id, vote("a1@example.com", Decision::Approve), now_ms())
         .await
         .unwrap();
+    // The broker confirms once vote.cast and approval.approved are audited.
+    s1.confirm_audited(&b.id, now_ms()).await.unwrap();
     let pending = s1.list(ListFilter::Pending, 10).await.unwrap();
     assert_eq!(
         pending.iter().map(|x| &x.id).collect::<Vec<_>>(),
@@ -251,6 +253,8 @@ async fn expire_and_cancel_are_compare_and_set() {
     s.record_vote(&c.id, vote("a1@example.com", Decision::Approve), now_ms())
         .await
         .unwrap();
+    // The broker confirms once vote.cast and approval.approved are audited.
+    s.confirm_audited(&c.id, now_ms()).await.unwrap();
     s.claim_execution(&c.id, Claimant::Background, "r1", now_ms())
         .await
         .unwrap();
@@ -274,6 +278,8 @@ async fn claim_has_exactly_one_winner_across_instances() {
         s1.record_vote(&a.id, vote("a1@example.com", Decision::Approve), now_ms())
             .await
             .unwrap();
+        // The broker confirms once vote.cast and approval.approved are audited.
+        s1.confirm_audited(&a.id, now_ms()).await.unwrap();
         let mut tasks = Vec::new();
         for (i, s) in [&s1, &s2, &s1, &s2].into_iter().enumerate() {
             let (s, id) = (Arc::clone(s), a.id.clone());
@@ -397,6 +403,8 @@ async fn a_hold_blocks_the_background_until_its_lease_runs_out() {
     s.record_vote(&a.id, vote("a1@example.com", Decision::Approve), now_ms())
         .await
         .unwrap();
+    // The broker confirms once vote.cast and approval.approved are audited.
+    s.confirm_audited(&a.id, now_ms()).await.unwrap();
     assert!(s
         .list(ListFilter::AwaitingExecution, 10)
         .await
@@ -425,6 +433,8 @@ async fn a_hold_blocks_the_background_until_its_lease_runs_out() {
     s.record_vote(&b.id, vote("a1@example.com", Decision::Approve), now_ms())
         .await
         .unwrap();
+    // The broker confirms once vote.cast and approval.approved are audited.
+    s.confirm_audited(&b.id, now_ms()).await.unwrap();
     assert!(matches!(
         s.claim_execution(&b.id, Claimant::Holder, "holder", now_ms())
             .await
