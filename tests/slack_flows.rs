@@ -59,6 +59,7 @@ async fn harness() -> Harness {
         bot_token: Secret::new(BOT_TOKEN),
         signing_secret: Secret::new(SIGNING_SECRET),
         api_url: slack.api_url().parse().unwrap(),
+        team_id: None,
     };
     let clock: SharedClock = Arc::new(SystemClock);
     let app = SlackApp::with_retry(

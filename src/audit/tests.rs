@@ -422,3 +422,156 @@ async fn a_failed_write_is_reported_and_poisons_the_log() {
     let err = log.append(Event::new("vote.cast")).await.unwrap_err();
     assert!(matches!(err, AuditError::Poisoned), "{err}");
 }
+
+// ----- property tests (issue 10; PROPTEST_CASES raises the case count) -----
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::super::{verify, AuditLog, Event};
+
+    /// A sound chain of `events` written by the real writer; returns its lines (with `\n`).
+    fn chain(events: &[(String, String, u32)]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, "r1").unwrap();
+        for (kind, actor, n) in events {
+            log.append_blocking(
+                Event::new(kind.as_str())
+                    .actor(actor.as_str())
+                    .approval_id("ap-1")
+                    .field("votes", *n)
+                    .field("note", format!("{actor} {n}")),
+            )
+            .unwrap();
+        }
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        text.split_inclusive('\n').map(str::to_owned).collect()
+    }
+
+    /// `audit verify` over `bytes` written to a file.
+    fn verify_bytes(
+        bytes: &[u8],
+    ) -> Result<super::super::VerifySummary, super::super::VerifyError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edited.jsonl");
+        std::fs::write(&path, bytes).unwrap();
+        verify(&path)
+    }
+
+    fn events() -> impl Strategy<Value = Vec<(String, String, u32)>> {
+        proptest::collection::vec(
+            (
+                prop_oneof![
+                    Just("approval.requested".to_owned()),
+                    Just("vote.cast".to_owned()),
+                    Just("approval.approved".to_owned()),
+                    Just("request.forwarded".to_owned()),
+                ],
+                "[a-z]{1,8}@example\\.com",
+                0u32..5,
+            ),
+            2..8,
+        )
+    }
+
+    proptest! {
+        /// Any single-byte change anywhere (content, `prev`, `hash`, a newline) is found, and
+        /// at the line that holds the byte.
+        #[test]
+        fn any_edited_byte_is_found_at_its_line(
+            evs in events(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let lines = chain(&evs);
+            let original = lines.concat().into_bytes();
+            prop_assert!(verify_bytes(&original).is_ok());
+            let i = at.index(original.len());
+            prop_assume!(original[i] != byte);
+            let mut edited = original.clone();
+            edited[i] = byte;
+            let line = 1 + original[..i].iter().filter(|&&b| b == b'\n').count();
+            let err = verify_bytes(&edited).unwrap_err();
+            prop_assert_eq!(err.line, line, "{}", err);
+        }
+
+        /// Deleting a line is found at its place; deleting the last one leaves a shorter sound
+        /// chain whose `last_hash` no longer matches a copy kept elsewhere.
+        #[test]
+        fn a_deleted_line_is_found(evs in events(), at in any::<prop::sample::Index>()) {
+            let lines = chain(&evs);
+            let full = verify_bytes(lines.concat().as_bytes()).unwrap();
+            let k = at.index(lines.len());
+            let mut kept = lines.clone();
+            kept.remove(k);
+            let result = verify_bytes(kept.concat().as_bytes());
+            if k + 1 == lines.len() {
+                let summary = result.unwrap();
+                prop_assert_eq!(summary.lines, lines.len() - 1);
+                prop_assert_ne!(summary.last_hash, full.last_hash);
+            } else {
+                prop_assert_eq!(result.unwrap_err().line, k + 1);
+            }
+        }
+
+        /// Swapping two lines is found at the first of them; a repeated line right after
+        /// itself is found at the copy.
+        #[test]
+        fn reordered_or_repeated_lines_are_found(
+            evs in events(),
+            a in any::<prop::sample::Index>(),
+            b in any::<prop::sample::Index>(),
+        ) {
+            let lines = chain(&evs);
+            let (i, j) = (a.index(lines.len()), b.index(lines.len()));
+            if i != j {
+                let mut swapped = lines.clone();
+                swapped.swap(i, j);
+                let err = verify_bytes(swapped.concat().as_bytes()).unwrap_err();
+                prop_assert_eq!(err.line, i.min(j) + 1, "{}", err);
+            }
+            let mut repeated = lines.clone();
+            repeated.insert(i + 1, lines[i].clone());
+            let err = verify_bytes(repeated.concat().as_bytes()).unwrap_err();
+            prop_assert_eq!(err.line, i + 2, "{}", err);
+        }
+
+        /// A sound line from another chain spliced in is found where it lands, or, when it
+        /// happens to link to the line before (same `seq`, right `prev`), at the next line; a
+        /// linking last line changes `last_hash` (a tail rewrite only an outside copy shows).
+        #[test]
+        fn a_line_from_another_chain_is_found(
+            evs in events(),
+            other in events(),
+            at in any::<prop::sample::Index>(),
+            from in any::<prop::sample::Index>(),
+        ) {
+            let lines = chain(&evs);
+            let foreign = chain(&other);
+            let full = verify_bytes(lines.concat().as_bytes()).unwrap();
+            let k = at.index(lines.len());
+            let f = from.index(foreign.len());
+            prop_assume!(foreign[f] != lines[k]);
+            let member = |line: &str, name: &str| -> serde_json::Value {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()[name].clone()
+            };
+            let expected_prev = if k == 0 {
+                serde_json::Value::from(super::super::GENESIS_HASH)
+            } else {
+                member(&lines[k - 1], "hash")
+            };
+            let links = member(&foreign[f], "seq") == serde_json::json!(k + 1)
+                && member(&foreign[f], "prev") == expected_prev;
+            let mut replaced = lines.clone();
+            replaced[k] = foreign[f].clone();
+            let result = verify_bytes(replaced.concat().as_bytes());
+            match (links, k + 1 == lines.len()) {
+                (true, true) => prop_assert_ne!(result.unwrap().last_hash, full.last_hash),
+                (true, false) => prop_assert_eq!(result.unwrap_err().line, k + 2),
+                (false, _) => prop_assert_eq!(result.unwrap_err().line, k + 1),
+            }
+        }
+    }
+}

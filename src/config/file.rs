@@ -657,18 +657,45 @@ pub(crate) fn email(s: &str) -> Option<String> {
 fn slack(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<Slack> {
     let t = ck.as_table(value, "[slack]")?;
     let header = value.span();
-    ck.unknown_keys(t, "in [slack]", &["bot_token", "signing_secret", "api_url"]);
+    ck.unknown_keys(
+        t,
+        "in [slack]",
+        &["bot_token", "signing_secret", "api_url", "team_id"],
+    );
     let bot_token = req_secret(ck, t, &header, "[slack]", "bot_token", dir);
     let signing_secret = req_secret(ck, t, &header, "[slack]", "signing_secret", dir);
     let api_url = match ck.opt_str(t, "api_url") {
         Some((s, span)) => http_url(ck, "api_url", s, &span),
         None => Url::parse("https://slack.com/api").ok(),
     };
+    let team_id = match ck.opt_str(t, "team_id") {
+        Some((s, _)) if slack_team_id_ok(s) => Some(Some(s.to_owned())),
+        Some((s, span)) => {
+            ck.err(
+                &span,
+                format!(
+                    "\"team_id\" must be a Slack workspace id such as \"T0123ABCD\", not {s:?}"
+                ),
+            );
+            None
+        }
+        None => Some(None),
+    };
     Some(Slack {
         bot_token: bot_token?,
         signing_secret: signing_secret?,
         api_url: api_url?,
+        team_id: team_id?,
     })
+}
+
+/// A Slack workspace id: `T` and uppercase letters or digits, as Slack shows it in `team.id`.
+fn slack_team_id_ok(s: &str) -> bool {
+    s.len() >= 2
+        && s.len() <= 32
+        && s.starts_with('T')
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 /// `[teams]`.

@@ -360,6 +360,9 @@ pub struct Slack {
     pub signing_secret: Secret,
     /// Web API base URL (default `https://slack.com/api`).
     pub api_url: Url,
+    /// `team_id = "T..."`: only clicks from this workspace count (SPEC 8); `None` accepts any
+    /// workspace whose requests carry the signing secret.
+    pub team_id: Option<String>,
 }
 
 /// `[teams]`.

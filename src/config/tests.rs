@@ -550,3 +550,120 @@ fn shipped_example_config_is_valid() {
     assert!(!config.routes.is_empty());
     assert!(!policy.rules.is_empty());
 }
+
+// ----- property tests (issue 10; PROPTEST_CASES raises the case count) -----
+
+mod prop {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::super::policy_file::{parse_text, Names, Refs};
+
+    /// Lines a policy file is made of, valid and not, to be shuffled and mutated.
+    const LINES: &[&str] = &[
+        "[[rule]]",
+        "[[rule]]",
+        "name = \"r1\"",
+        "name = \"r2\"",
+        "action = \"allow\"",
+        "action = \"deny\"",
+        "action = \"approve\"",
+        "action = \"maybe\"",
+        "[rule.approval]",
+        "[rule.require]",
+        "approvers = [\"alice@example.com\", \"group:sre-leads\"]",
+        "approvers = []",
+        "quorum = 2",
+        "quorum = -1",
+        "quorum = 99999999999999999999",
+        "path = \"/a/{x}\"",
+        "path = \"a/{\"",
+        "path_prefix = \"/admin\"",
+        "methods = [\"GET\", \"POST\"]",
+        "methods = \"GET\"",
+        "host = \"*.example.com\"",
+        "host = \"\"",
+        "hold = \"30s\"",
+        "expires = \"5m\"",
+        "expires = \"-5m\"",
+        "notify = [\"slack:#prod\", \"teams\"]",
+        "redact = [\"/token\", \"~2\"]",
+        "require = { scopes = [\"a\"] }",
+        "claims = { a = \"b\" }",
+        "params = { x = \"[0-9]+\" }",
+        "self_approval = true",
+        "approve_via = \"login\"",
+        "unidentified_requester = \"hold\"",
+        "x = 1",
+        "[rule]",
+        "[[rule.approval]]",
+        "name = \"\"\"",
+        "a.b.c = 1",
+        "\"quoted key\" = 'x'",
+        "# comment é ☃",
+        "",
+    ];
+
+    fn text() -> impl Strategy<Value = String> {
+        let line = prop_oneof![
+            6 => proptest::sample::select(LINES).prop_map(str::to_owned),
+            1 => "[ -~]{0,24}",
+            1 => "\\PC{0,12}",
+        ];
+        (
+            proptest::collection::vec(line, 0..24),
+            proptest::collection::vec((any::<prop::sample::Index>(), "\\PC{0,2}", 0usize..3), 0..3),
+            prop_oneof![Just("\n"), Just("\r\n")],
+            any::<bool>(),
+        )
+            .prop_map(|(lines, edits, eol, final_eol)| {
+                let mut s = lines.join(eol);
+                if final_eol {
+                    s.push_str(eol);
+                }
+                // Character-level edits: insert text, delete a few characters.
+                for (at, insert, delete) in edits {
+                    let chars: Vec<char> = s.chars().collect();
+                    let i = at.index(chars.len() + 1);
+                    let end = (i + delete).min(chars.len());
+                    let mut out: String = chars[..i].iter().collect();
+                    out.push_str(&insert);
+                    out.extend(&chars[end..]);
+                    s = out;
+                }
+                s
+            })
+    }
+
+    proptest! {
+        /// Arbitrary policy text never panics; it either loads or every problem points at a
+        /// line and column inside the file; text TOML itself rejects never loads; and every
+        /// loaded rule names a line of the file.
+        #[test]
+        fn policy_loader_is_total_and_points_inside_the_file(text in text()) {
+            let mut groups = BTreeMap::new();
+            groups.insert("sre-leads".to_owned(), vec!["bob@example.com".to_owned()]);
+            let refs = Refs { groups: &groups, slack: true, teams: false, login: true };
+            let mut names = Names::new();
+            let path = Path::new("policies/p.toml");
+            let (rules, problems) = parse_text(path, &text, refs, &mut names);
+            let lines: Vec<&str> = text.split('\n').collect();
+            for p in &problems {
+                prop_assert_eq!(&p.file, path);
+                prop_assert!(p.line >= 1 && p.line <= lines.len(), "{} in {:?}", p, text);
+                let width = lines[p.line - 1].chars().count();
+                prop_assert!(p.col >= 1 && p.col <= width + 1, "{} in {:?}", p, text);
+            }
+            if toml::from_str::<toml::Table>(&text).is_err() {
+                prop_assert!(!problems.is_empty(), "TOML rejects {:?} but it loaded", text);
+            }
+            if problems.is_empty() {
+                for r in &rules {
+                    prop_assert!(r.origin.line >= 1 && r.origin.line <= lines.len());
+                }
+            }
+        }
+    }
+}

@@ -24,6 +24,8 @@ const PREVIEW_CHARS: usize = 2700;
 const FIELD_CHARS: usize = 1000;
 /// Longest text of the Deny confirmation dialog (Slack's limit is 300).
 const CONFIRM_CHARS: usize = 300;
+/// Longest fallback text kept (Slack truncates `text` beyond 40,000 characters).
+const FALLBACK_CHARS: usize = 4000;
 /// Longest header text Slack accepts.
 const HEADER_CHARS: usize = 150;
 
@@ -36,16 +38,21 @@ pub fn approval_url(public_url: &Url, approval: &Approval) -> String {
     )
 }
 
-/// The notification text (shown in push notifications and by clients without blocks).
+/// The notification text (shown in push notifications and by clients without blocks). Slack
+/// parses it like mrkdwn, so everything taken from the request or a token is escaped: a path
+/// such as `/<!channel>` or a query `?<https://evil|click>` shows as typed and links nowhere.
 pub fn fallback_text(a: &Approval) -> String {
-    format!(
-        "{}: {} {} {} (rule {}, requested by {})",
-        headline(a),
-        a.method,
-        a.host,
-        a.path_and_query(),
-        a.rule,
-        requester_name(a)
+    cut(
+        &format!(
+            "{}: {} {} {} (rule {}, requested by {})",
+            headline(a),
+            escape(&a.method),
+            escape(&a.host),
+            escape(&a.path_and_query()),
+            escape(&a.rule),
+            escape(&requester_name(a))
+        ),
+        FALLBACK_CHARS,
     )
 }
 

@@ -19,7 +19,7 @@ const SLACK_ISSUER: &str = "https://slack.com";
 
 /// The parts of a `block_actions` payload we use (Slack sends many more fields).
 #[derive(Debug, Deserialize)]
-struct Payload {
+pub(super) struct Payload {
     #[serde(rename = "type")]
     kind: String,
     user: SlackUser,
@@ -63,15 +63,18 @@ struct Form {
 
 /// A vote to cast, taken from a verified payload.
 #[derive(Debug)]
-struct Click {
-    user: String,
-    team: Option<String>,
-    approval: Option<ApprovalId>,
-    decision: Decision,
-    reason: Option<String>,
-    response_url: Option<String>,
+pub(super) struct Click {
+    pub(super) user: String,
+    /// `team.id`: the workspace the click came from.
+    pub(super) team: Option<String>,
+    /// `user.team_id`, when Slack sends it.
+    pub(super) user_team: Option<String>,
+    pub(super) approval: Option<ApprovalId>,
+    pub(super) decision: Decision,
+    pub(super) reason: Option<String>,
+    pub(super) response_url: Option<String>,
     /// Identifies this click across Slack's retries and replays.
-    key: String,
+    pub(super) key: String,
 }
 
 /// Serves one `POST /slack/interactions`: 401 unless Slack signed it within five minutes,
@@ -118,13 +121,13 @@ pub fn router(slack: SlackApp, broker: Broker) -> axum::Router {
     )
 }
 
-fn parse(body: &[u8]) -> Result<Payload, &'static str> {
+pub(super) fn parse(body: &[u8]) -> Result<Payload, &'static str> {
     let form: Form = serde_urlencoded::from_bytes(body).map_err(|_| "no payload field")?;
     serde_json::from_str(&form.payload).map_err(|_| "payload is not the expected JSON")
 }
 
 /// The vote in a `block_actions` payload, or `None` if it is not an Approve/Deny click.
-fn click_of(p: Payload) -> Option<Click> {
+pub(super) fn click_of(p: Payload) -> Option<Click> {
     if p.kind != "block_actions" {
         return None;
     }
@@ -146,7 +149,8 @@ fn click_of(p: Payload) -> Option<Click> {
         .map(str::to_owned);
     Some(Click {
         key: format!("{}:{occurrence}", p.user.id),
-        team: p.team.map(|t| t.id).or(p.user.team_id),
+        team: p.team.map(|t| t.id),
+        user_team: p.user.team_id,
         user: p.user.id,
         approval: action.value.as_deref().and_then(ApprovalId::parse),
         decision,
@@ -161,6 +165,20 @@ async fn cast(slack: &SlackApp, broker: &Broker, click: Click) {
         let url = click.response_url.clone();
         async move { slack.ephemeral(url.as_deref(), &text).await }
     };
+    if !slack.click_team_allowed(click.team.as_deref(), click.user_team.as_deref()) {
+        tracing::warn!(
+            user = %click.user,
+            team = click.team.as_deref().unwrap_or("-"),
+            user_team = click.user_team.as_deref().unwrap_or("-"),
+            approval_id = click.approval.as_ref().map(ApprovalId::as_str).unwrap_or("-"),
+            "slack vote refused: the click comes from another workspace than [slack] team_id"
+        );
+        return reply(
+            "This Countersign counts clicks only from its own Slack workspace; nothing changed."
+                .into(),
+        )
+        .await;
+    }
     let Some(id) = click.approval.clone() else {
         return reply("This button does not belong to a Countersign request.".into()).await;
     };
@@ -179,7 +197,11 @@ async fn cast(slack: &SlackApp, broker: &Broker, click: Click) {
         iss: Some(SLACK_ISSUER.to_owned()),
         sub: Some(format!(
             "{}/{}",
-            click.team.as_deref().unwrap_or("-"),
+            click
+                .team
+                .as_deref()
+                .or(click.user_team.as_deref())
+                .unwrap_or("-"),
             click.user
         )),
         via: Channel::Slack,

@@ -20,6 +20,13 @@
 //! `im:write` (`conversations.open` for DMs), `users:read` and `users:read.email` (map clicks to
 //! emails and emails to DMs). Interactivity on, Request URL `{public_url}/slack/interactions`.
 //!
+//! Trust: a click counts only when Slack signed it and, with `[slack] team_id`, it comes from
+//! that workspace. Ephemeral answers go to a payload's `response_url` only when it points at
+//! Slack (`https://hooks.slack.com`) or at the configured `api_url`'s origin (tests use a local
+//! fake), and never follow redirects, so a signed payload cannot make Countersign contact any
+//! other host. Request-derived text (host, path, query, names, reasons) is escaped per Slack's
+//! rules wherever it lands in `text` or mrkdwn ([`blocks::escape`]).
+//!
 //! Timing: a Web API call may take up to [`RetryPolicy`]'s attempts (4 by default, each up to
 //! 5 s, plus backoff and `Retry-After` waits up to 5 s). The broker gives a notifier
 //! `notify_timeout` (2 s by default) before it records `notify.failed` and drops the call, so
@@ -103,6 +110,10 @@ struct Inner {
     api: WebApi,
     http: reqwest::Client,
     signing_secret: Secret,
+    /// `[slack] team_id`: the only workspace whose clicks count.
+    team_id: Option<String>,
+    /// Origin of `api_url`: the one host besides Slack's that a `response_url` may name.
+    api_origin: url::Origin,
     public_url: Url,
     clock: SharedClock,
     email_by_user: moka::future::Cache<String, String>,
@@ -134,6 +145,9 @@ impl SlackApp {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(5))
+            // Neither Slack's Web API nor a response_url redirects; following one could carry a
+            // POST to a host we never checked.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| SlackSetupError(e.to_string()))?;
         let api = WebApi::new(
@@ -153,6 +167,8 @@ impl SlackApp {
                 api,
                 http,
                 signing_secret: config.signing_secret.clone(),
+                team_id: config.team_id.clone(),
+                api_origin: config.api_url.origin(),
                 public_url,
                 clock,
                 email_by_user: user_cache(),
@@ -217,6 +233,20 @@ impl SlackApp {
             body,
             self.inner.clock.unix(),
         )
+    }
+
+    /// Whether a click from workspace `team` (the payload's `team.id`), by a user of
+    /// `user_team` (`user.team_id`, when Slack sends it), may count: always without
+    /// `[slack] team_id`; otherwise both must name that workspace (a missing `team.id` fails).
+    fn click_team_allowed(&self, team: Option<&str>, user_team: Option<&str>) -> bool {
+        same_workspace(self.inner.team_id.as_deref(), team, user_team)
+    }
+
+    /// Whether `url` (a payload's `response_url`) may be contacted: Slack's own
+    /// `https://hooks.slack.com`, or the origin of the configured `api_url`. No credentials in
+    /// the URL either way.
+    fn response_url_allowed(&self, url: &Url) -> bool {
+        response_url_allowed(url, &self.inner.api_origin)
     }
 
     /// Records a click; `false` when the same click was seen before (a replay or a retry).
@@ -299,6 +329,21 @@ impl SlackApp {
             tracing::warn!("slack click without response_url; cannot answer it");
             return;
         };
+        let url = match Url::parse(url) {
+            Ok(u) if self.response_url_allowed(&u) => u,
+            Ok(u) => {
+                // Only the host is logged: the path of a real response_url is a capability.
+                tracing::warn!(
+                    host = u.host_str().unwrap_or(""),
+                    "slack response_url is neither Slack's nor api_url's host; not contacted"
+                );
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("slack response_url is not a URL; not contacted");
+                return;
+            }
+        };
         let body = json!({
             "response_type": "ephemeral",
             "replace_original": false,
@@ -321,6 +366,30 @@ impl SlackApp {
             Err(e) => tracing::warn!(error = %e.without_url(), "slack response_url unreachable"),
         }
     }
+}
+
+/// Slack's host for `response_url`s.
+const RESPONSE_URL_HOST: &str = "hooks.slack.com";
+
+/// See [`SlackApp::click_team_allowed`].
+pub(crate) fn same_workspace(
+    expected: Option<&str>,
+    team: Option<&str>,
+    user_team: Option<&str>,
+) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    team == Some(expected) && user_team.is_none_or(|t| t == expected)
+}
+
+/// See [`SlackApp::response_url_allowed`].
+pub(crate) fn response_url_allowed(url: &Url, api_origin: &url::Origin) -> bool {
+    let slack = url.scheme() == "https"
+        && url.host_str() == Some(RESPONSE_URL_HOST)
+        && url.port_or_known_default() == Some(443);
+    let api = api_origin.is_tuple() && url.origin() == *api_origin;
+    (slack || api) && url.username().is_empty() && url.password().is_none()
 }
 
 /// Locks a posted-copies list; a poisoned lock still holds valid data (plain pushes).

@@ -3,6 +3,7 @@
 mod attacks;
 mod bearer;
 mod keys;
+mod prop;
 mod valid;
 mod wycheproof;
 
