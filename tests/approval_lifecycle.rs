@@ -102,6 +102,10 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(Arc::new(MemoryStore::new())).await
+}
+
+async fn harness_with(store: Arc<dyn ApprovalStore>) -> Harness {
     let (addr, upstream) = start_upstream().await;
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let audit = Arc::new(RecordingAudit::default());
@@ -116,7 +120,7 @@ async fn harness() -> Harness {
         .with_issuer("https://countersign.example.com");
     let metrics = Metrics::new();
     let broker = Broker::new(
-        Arc::new(MemoryStore::new()),
+        store,
         notifier.clone(),
         audit.clone(),
         clock.clone() as SharedClock,
@@ -1055,6 +1059,98 @@ async fn nothing_runs_until_the_approval_is_audited() {
             );
         }
     }
+}
+
+/// A store whose next read of a pending approval returns the state from just before an
+/// approver's vote landed: the holder's view is stale exactly when the expiry is due.
+#[derive(Debug)]
+struct StaleRead {
+    inner: MemoryStore,
+    /// When set, the next `get` of a pending approval lets this approver's vote land (just
+    /// before expiry) and returns the snapshot from before it.
+    vote_behind_the_read: Mutex<Option<Vote>>,
+}
+
+#[async_trait]
+impl ApprovalStore for StaleRead {
+    async fn create(
+        &self,
+        approval: &Approval,
+        request: &StoredRequest,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.create(approval, request, ttl).await
+    }
+    async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
+        let snapshot = self.inner.get(id).await?;
+        let vote = self.vote_behind_the_read.lock().unwrap().take();
+        if let (Some(vote), Some(a)) = (vote, &snapshot) {
+            let just_before = a.expires_at - 1;
+            self.inner.record_vote(id, vote, just_before).await?;
+            // The broker confirms once vote.cast and approval.approved are audited.
+            self.inner.confirm_audited(id, just_before).await?;
+        }
+        Ok(snapshot)
+    }
+    async fn stored_request(&self, id: &ApprovalId) -> Result<Option<StoredRequest>, StoreError> {
+        self.inner.stored_request(id).await
+    }
+    async fn update(
+        &self,
+        id: &ApprovalId,
+        now: u64,
+        change: &mut countersign::approval::store::Change<'_>,
+    ) -> Result<Cas, StoreError> {
+        self.inner.update(id, now, change).await
+    }
+    async fn park_result(
+        &self,
+        id: &ApprovalId,
+        result: &ParkedResult,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.park_result(id, result, ttl).await
+    }
+    async fn result(&self, id: &ApprovalId) -> Result<Option<ParkedResult>, StoreError> {
+        self.inner.result(id).await
+    }
+    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Approval>, StoreError> {
+        self.inner.list(filter, limit).await
+    }
+    async fn publish(&self, id: &ApprovalId) -> Result<(), StoreError> {
+        self.inner.publish(id).await
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ApprovalId> {
+        self.inner.subscribe()
+    }
+    async fn cleanup(&self, now: u64) -> Result<usize, StoreError> {
+        self.inner.cleanup(now).await
+    }
+}
+
+/// SPEC 8 / issue 10 finding 5: a holder whose read is stale when the expiry is due must not
+/// answer 403 `approval_expired` for a request that a vote approved in the meantime (it would
+/// then be executed later, by the background, after the caller was told it never would be).
+#[tokio::test]
+async fn the_holder_answers_what_the_store_decided_not_a_stale_expiry() {
+    let store = Arc::new(StaleRead {
+        inner: MemoryStore::new(),
+        vote_behind_the_read: Mutex::new(None),
+    });
+    let h = harness_with(store.clone()).await;
+    let a = h.submit(spec()).await;
+    h.clock.advance(Duration::from_secs(3600));
+    *store.vote_behind_the_read.lock().unwrap() = Some(Vote {
+        approver: "bob@example.com".into(),
+        decision: Decision::Approve,
+        reason: None,
+        at: a.expires_at - 1,
+        via: Channel::Api,
+        self_approval: false,
+    });
+    let outcome = h.broker.wait(&a.id, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(outcome, WaitOutcome::Approved, "told expired, yet approved");
+    assert_eq!(h.status(&a.id).await.status, Status::Approved);
 }
 
 #[tokio::test]

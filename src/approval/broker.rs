@@ -264,6 +264,15 @@ impl Broker {
         let mut changes = self.store.subscribe();
         loop {
             let approval = self.store.get(id).await?.ok_or(BrokerError::NotFound)?;
+            if approval.status == Status::Pending && self.now_ms() >= approval.expires_at {
+                // Answer only what the store decided: a vote may land before the expiry does,
+                // and a caller told 403 `approval_expired` must never be executed later
+                // (SPEC 8). Re-read after the compare-and-set either way.
+                if !self.expire_one(id).await {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
             if let Some(outcome) = self.outcome_of(&approval) {
                 return Ok(outcome);
             }
@@ -279,15 +288,10 @@ impl Broker {
         }
     }
 
-    /// The final outcome of `a`, or `None` while it is pending (and not past expiry).
+    /// The final outcome of `a`, or `None` while it is pending (expiry is the store's call:
+    /// see [`Broker::wait`]).
     fn outcome_of(&self, a: &Approval) -> Option<WaitOutcome> {
         match a.status {
-            Status::Pending if self.now_ms() >= a.expires_at => {
-                let broker = self.clone();
-                let id = a.id.clone();
-                tokio::spawn(async move { broker.expire_one(&id).await });
-                Some(WaitOutcome::Expired)
-            }
             Status::Pending => None,
             // Decided, but not executable until the decision is durable in the audit log.
             Status::Approved if a.audit_pending => None,
