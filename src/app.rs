@@ -369,6 +369,7 @@ fn build_broker(
     // as failed. A slow chat delays the step it reports by at most this, never its outcome.
     .with_settings(BrokerSettings {
         notify_timeout: Duration::from_secs(10),
+        max_pending_per_requester: config.approvals.max_pending_per_requester as usize,
         ..BrokerSettings::default()
     }))
 }

@@ -47,6 +47,8 @@ pub struct BrokerSettings {
     pub sweep_interval: Duration,
     /// A waiting caller re-reads the state at least this often (lost notifications).
     pub recheck_interval: Duration,
+    /// Most approvals one requester (issuer and subject) may have pending at once.
+    pub max_pending_per_requester: usize,
 }
 
 impl Default for BrokerSettings {
@@ -59,6 +61,7 @@ impl Default for BrokerSettings {
             notify_timeout: Duration::from_secs(2),
             sweep_interval: Duration::from_secs(1),
             recheck_interval: Duration::from_millis(500),
+            max_pending_per_requester: 20,
         }
     }
 }
@@ -193,6 +196,19 @@ impl Broker {
             return Err(BrokerError::Unsatisfiable {
                 eligible,
                 quorum: spec.quorum,
+            });
+        }
+        // Bounded (SPEC 8): one caller cannot flood approvers or the store.
+        let mine = self
+            .store
+            .list(ListFilter::Pending, usize::MAX)
+            .await?
+            .iter()
+            .filter(|a| a.requester.is(&requester.iss, &requester.sub))
+            .count();
+        if mine >= self.settings.max_pending_per_requester {
+            return Err(BrokerError::TooManyPending {
+                limit: self.settings.max_pending_per_requester,
             });
         }
         let now = self.now_ms();

@@ -26,6 +26,12 @@ pub enum BrokerError {
         /// The rule's quorum.
         quorum: u32,
     },
+    /// The requester already has this many approvals pending (429).
+    #[error("the requester already has {limit} approvals pending")]
+    TooManyPending {
+        /// `max_pending_per_requester`.
+        limit: usize,
+    },
     /// No such approval (or it was cleaned up).
     #[error("no such approval")]
     NotFound,

@@ -547,6 +547,7 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
         signing_key: None,
         store_password: None,
         store_ca: None,
+        max_pending_per_requester: 20,
     };
     let Some(t) = value.and_then(|v| ck.as_table(v, "[approvals]")) else {
         return out;
@@ -560,8 +561,12 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
             "signing_key",
             "store_password",
             "store_ca",
+            "max_pending_per_requester",
         ],
     );
+    if let Some(n) = ck.opt_int(t, "max_pending_per_requester", 1) {
+        out.max_pending_per_requester = u32::try_from(n).unwrap_or(u32::MAX);
+    }
     if let Some((s, span)) = ck.opt_str(t, "store") {
         match s {
             "memory" => {}

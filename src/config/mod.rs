@@ -349,6 +349,9 @@ pub struct Approvals {
     /// PEM CA certificates a `rediss://` store's certificate is checked against instead of the
     /// web PKI roots (`store_ca = "redis-ca.pem"`, resolved beside the config).
     pub store_ca: Option<PathBuf>,
+    /// `max_pending_per_requester` (default 20): more pending approvals from one requester are
+    /// refused with 429 `too_many_pending` (SPEC 8).
+    pub max_pending_per_requester: u32,
 }
 
 /// `[slack]`.

@@ -27,6 +27,8 @@ pub enum Rejection {
     ApprovalsUnavailable,
     /// The approval store cannot be reached: fail closed.
     StoreUnavailable,
+    /// The requester already has `max_pending_per_requester` approvals pending.
+    TooManyPending,
     /// A held request's body is larger than the 1 MiB that can be held.
     PayloadTooLarge,
     /// The rule needs a `Countersign-Reason` header and none was sent.
@@ -84,6 +86,14 @@ impl Rejection {
             Rejection::BadRequest(why) => plain(400, "invalid_request", why),
             Rejection::NoRoute => plain(404, "no_route", "no route matches this request"),
             Rejection::Denied => plain(403, "access_denied", "this request is not allowed"),
+            Rejection::TooManyPending => ErrorResponse {
+                retry_after: Some(60),
+                ..plain(
+                    429,
+                    "too_many_pending",
+                    "you already have the most approval requests pending that are allowed; wait for a decision or withdraw one",
+                )
+            },
             Rejection::IdentityRequired => plain(
                 403,
                 "identity_required",
@@ -170,6 +180,7 @@ impl Rejection {
             Rejection::ReasonRequired => "reason_required",
             Rejection::ApprovalUnsatisfiable => "approval_unsatisfiable",
             Rejection::IdentityRequired => "identity_required",
+            Rejection::TooManyPending => "too_many_pending",
             Rejection::ApprovalDenied { .. } => "approval_denied",
             Rejection::ApprovalExpired => "approval_expired",
             Rejection::ApprovalCancelled => "approval_cancelled",

@@ -254,6 +254,7 @@ fn submit_rejection(e: BrokerError) -> Rejection {
     match e {
         BrokerError::ReasonRequired => Rejection::ReasonRequired,
         BrokerError::Unsatisfiable { .. } => Rejection::ApprovalUnsatisfiable,
+        BrokerError::TooManyPending { .. } => Rejection::TooManyPending,
         BrokerError::Store(err) => {
             tracing::error!(error = %err, "approval store failed");
             Rejection::StoreUnavailable
