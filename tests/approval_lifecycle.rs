@@ -1186,6 +1186,8 @@ async fn audit_failure_withdraws_instead_of_acknowledging() {
 async fn unreachable_upstream_is_an_error_and_not_retried() {
     let h = harness().await;
     let mut stored = h.stored();
+    // A query secret must not reach the audit log through the error text (issue 10).
+    stored.query = Some("api_key=hunter2-query-secret".into());
     // A port nothing listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     stored.upstream_url = format!("http://{}", dead.local_addr().unwrap());
@@ -1216,7 +1218,13 @@ async fn unreachable_upstream_is_an_error_and_not_retried() {
         h.broker.execute(&a.id).await,
         Err(ExecuteError::AlreadyClaimed)
     ));
-    assert_eq!(h.audit.find(&a.id, "request.failed").len(), 1);
+    let failed = h.audit.find(&a.id, "request.failed");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        !failed[0].to_string().contains("hunter2"),
+        "query value in the audit line: {}",
+        failed[0]
+    );
     assert!(h
         .notifier
         .events_for(&a.id)

@@ -136,7 +136,8 @@ impl Executor {
             .body(req.body.clone())
             .send()
             .await
-            .map_err(|e| ExecutorError::Unreachable(e.to_string()))?;
+            // Without the URL: its query may carry secrets, and this text reaches the audit log.
+            .map_err(|e| ExecutorError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status();
         let mut headers = resp.headers().clone();
         for h in HOP_BY_HOP {
@@ -147,7 +148,7 @@ impl Executor {
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| ExecutorError::Unreachable(e.to_string()))?
+            .map_err(|e| ExecutorError::Unreachable(e.without_url().to_string()))?
         {
             let room = body_cap.saturating_sub(body.len());
             if chunk.len() > room {
