@@ -203,6 +203,12 @@ async fn a_signed_slack_click_on_the_control_plane_releases_the_held_request() {
         countersign::chat::slack::signature::sign(SIGNING_SECRET.as_bytes(), &now, body.as_bytes());
     let ok = send(sig).await.expect("signed click");
     assert_eq!(ok.status(), 200);
+    // Acknowledged only once the vote is durable (SPEC 8).
+    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).expect("audit log");
+    assert!(
+        audit.contains("\"vote.cast\""),
+        "click acked before vote.cast was written: {audit}"
+    );
 
     let resp = held.await.expect("held task");
     assert_eq!(resp.status(), 200);

@@ -77,9 +77,14 @@ pub(super) struct Click {
     pub(super) key: String,
 }
 
+/// How long a click's answer waits for its vote to be cast: it normally takes milliseconds,
+/// and Slack gives up on an interaction after 3 s.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves one `POST /slack/interactions`: 401 unless Slack signed it within five minutes,
-/// 400 for a payload we cannot read, otherwise 200 at once with the vote cast in the
-/// background.
+/// 400 for a payload we cannot read, otherwise 200 once the vote is cast (and `vote.cast` is in
+/// the audit log), or after 2 s with the vote still being cast in the background: Slack wants
+/// an answer within 3 s (SPEC 8).
 pub async fn interactions(
     slack: &SlackApp,
     broker: &Broker,
@@ -106,7 +111,9 @@ pub async fn interactions(
         return StatusCode::OK.into_response();
     }
     let (slack, broker) = (slack.clone(), broker.clone());
-    tokio::spawn(async move { cast(&slack, &broker, click).await });
+    let vote = tokio::spawn(async move { cast(&slack, &broker, click).await });
+    // Dropping the handle on timeout detaches the task; it is not cancelled.
+    let _ = tokio::time::timeout(ACK_WAIT, vote).await;
     StatusCode::OK.into_response()
 }
 
