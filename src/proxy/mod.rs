@@ -470,11 +470,19 @@ impl ProxyHttp for Proxy {
             .canonical
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no canonical request"))?;
-        let target = http::Uri::try_from(canonical.path_and_query()).map_err(|_| {
-            Error::explain(ErrorType::InternalError, "canonical target is not a URI")
-        })?;
-        upstream_request.set_uri(target);
-        upstream_request.insert_header(http::header::HOST, canonical.authority.as_str())?;
+        // Most requests arrive already canonical: rebuild the target (and Host) only when the
+        // client's spelling differs, so the common case allocates nothing here.
+        let uri = &upstream_request.uri;
+        if uri.authority().is_some() || uri.path() != canonical.path {
+            let target = http::Uri::try_from(canonical.path_and_query()).map_err(|_| {
+                Error::explain(ErrorType::InternalError, "canonical target is not a URI")
+            })?;
+            upstream_request.set_uri(target);
+        }
+        let host = upstream_request.headers.get(http::header::HOST);
+        if host.is_none_or(|h| h.as_bytes() != canonical.authority.as_bytes()) {
+            upstream_request.insert_header(http::header::HOST, canonical.authority.as_str())?;
+        }
         if let Some(p) = &ctx.principal {
             upstream_request.insert_header("countersign-subject", p.subject.as_str())?;
             upstream_request.insert_header("countersign-issuer", p.issuer.as_str())?;
