@@ -51,31 +51,67 @@ impl Proxy {
         config: &str,
         control_listen: &str,
     ) -> Proxy {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let control_listen = control_listen.to_owned();
-        let text = config
-            .replace("{{listen}}", &listen)
-            .replace("{{control_listen}}", &control_listen)
-            .replace("{{public_url}}", &format!("http://{control_listen}"))
-            .replace("{{dir}}", &dir.path().display().to_string());
-        let config_path = dir.write(file_name, &text);
-        let stderr_path = dir.join(format!("{file_name}.stderr.log"));
-        let child = spawn(&config_path, &stderr_path);
-        let scheme = if text.contains("tls") && tls_on_listener(&text) {
-            "https"
-        } else {
-            "http"
-        };
-        let mut proxy = Proxy {
-            child,
-            listen,
-            control_listen,
-            config_path,
-            stderr_path,
-            scheme,
-        };
-        proxy.wait_healthy().await;
-        proxy
+        // `free_port` releases the port before the proxy binds it, so a concurrent test can take
+        // it in between: start again on a fresh data port when that race was lost.
+        let mut races_lost = 0;
+        loop {
+            let listen = format!("127.0.0.1:{}", free_port());
+            let control_listen = control_listen.to_owned();
+            let text = config
+                .replace("{{listen}}", &listen)
+                .replace("{{control_listen}}", &control_listen)
+                .replace("{{public_url}}", &format!("http://{control_listen}"))
+                .replace("{{dir}}", &dir.path().display().to_string());
+            let config_path = dir.write(file_name, &text);
+            let stderr_path = dir.join(format!("{file_name}.stderr.log"));
+            let child = spawn(&config_path, &stderr_path);
+            let scheme = if text.contains("tls") && tls_on_listener(&text) {
+                "https"
+            } else {
+                "http"
+            };
+            let mut proxy = Proxy {
+                child,
+                listen,
+                control_listen,
+                config_path,
+                stderr_path,
+                scheme,
+            };
+            if races_lost < 3 && proxy.lost_data_port_race().await {
+                races_lost += 1;
+                continue;
+            }
+            proxy.wait_healthy().await;
+            return proxy;
+        }
+    }
+
+    /// Whether the proxy exited at start because its data port was taken meanwhile. Returns
+    /// `false` as soon as `/healthz` answers (or after the start timeout).
+    async fn lost_data_port_race(&mut self) -> bool {
+        let client = http_client();
+        let url = format!("{}/healthz", self.control_url());
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.child.try_wait().expect("try_wait").is_some() {
+                let err = self.stderr();
+                return err.contains("data-plane listener")
+                    && err.contains("Address already in use");
+            }
+            if let Ok(resp) = client
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+            {
+                if resp.status() == 200 {
+                    return false;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     /// Data-plane base URL, e.g. `http://127.0.0.1:PORT` (`https://localhost:PORT` when the
