@@ -13,7 +13,7 @@ use pingora::services::background::background_service;
 use crate::approval::BrokerSettings;
 use crate::approval::{
     ApprovalSigner, ApprovalStore, AuditError, AuditEvent, AuditSink, Broker, Executor,
-    LogNotifier, MemoryStore, Notifier, RedisStore,
+    LogNotifier, MemoryStore, Notifier, RecordSeal, RedisStore,
 };
 use crate::audit::AuditLog;
 use crate::chat::fanout::Fanout;
@@ -198,16 +198,7 @@ pub fn build(
     let approvals = Arc::new(ApprovalPlane {
         broker: broker.clone(),
         public_url: public_url.clone(),
-        upstreams: config
-            .upstreams
-            .iter()
-            .map(|u| {
-                (
-                    u.url.as_str().trim_end_matches('/').to_owned(),
-                    u.ca.clone(),
-                )
-            })
-            .collect(),
+        upstreams: config.upstreams.iter().map(|u| u.name.clone()).collect(),
         shutdown: shutdown_rx,
     });
 
@@ -339,8 +330,26 @@ fn build_broker(
 ) -> Result<Broker, StartError> {
     let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Redis(url) => Arc::new(redis_store(config, url)?.with_clock(clock.clone())),
+        StoreUrl::Redis(url) => {
+            // Config validation requires a signing key with a shared store (SPEC 8): every
+            // replica derives the same record MAC and encryption keys from it.
+            let pem = config.approvals.signing_key.as_ref().ok_or_else(|| {
+                StartError::Approvals("a shared store needs [approvals] signing_key".into())
+            })?;
+            let seal = RecordSeal::derive_from(pem.expose().as_bytes());
+            Arc::new(
+                redis_store(config, url)?
+                    .with_clock(clock.clone())
+                    .with_seal(Arc::new(seal)),
+            )
+        }
     };
+    let executor = config
+        .upstreams
+        .iter()
+        .fold(Executor::new(Duration::from_secs(30)), |e, u| {
+            e.with_upstream(&u.name, u.url.as_str(), u.ca.clone())
+        });
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let signer = match &config.approvals.signing_key {
         Some(pem) => ApprovalSigner::from_pem(pem.expose())
@@ -361,7 +370,7 @@ fn build_broker(
         audit,
         clock,
         Arc::new(signer),
-        Arc::new(Executor::new(Duration::from_secs(30))),
+        Arc::new(executor),
         config.approver_groups.clone(),
     )
     .with_metrics(metrics.clone())

@@ -431,6 +431,12 @@ pub fn print_teams_card() -> ExitCode {
             &["/token".to_owned()],
         ),
         body_len: body.len() as u64,
+        body_preview_cut: false,
+        body_sha256: crate::approval::body_sha256(body),
+        headers: vec![crate::approval::ShownHeader {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        }],
         approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
         quorum: 1,
         self_approval: false,

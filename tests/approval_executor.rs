@@ -84,7 +84,8 @@ async fn start_tls_upstream(p: &Pki) -> u16 {
     port
 }
 
-fn stored(url: String, ca: Option<std::path::PathBuf>) -> StoredRequest {
+/// A stored request for the upstream named `up`.
+fn stored() -> StoredRequest {
     StoredRequest::new(
         &http::Method::POST,
         "deploy.example.com",
@@ -92,8 +93,7 @@ fn stored(url: String, ca: Option<std::path::PathBuf>) -> StoredRequest {
         None,
         &http::HeaderMap::new(),
         b"{}".to_vec(),
-        &url,
-        ca,
+        "up",
         "user-1",
     )
 }
@@ -114,11 +114,8 @@ async fn https_upstream_with_pinned_ca_is_trusted() {
     std::fs::write(&ca_path, &p.ca_pem).unwrap();
     let id = ApprovalId::generate();
     let resp = Executor::new(Duration::from_secs(5))
-        .send(
-            &stored(format!("https://localhost:{port}"), Some(ca_path)),
-            &evidence(&id),
-            1024,
-        )
+        .with_upstream("up", &format!("https://localhost:{port}"), Some(ca_path))
+        .send(&stored(), &evidence(&id), 1024)
         .await
         .unwrap();
     assert_eq!(resp.status, 200);
@@ -136,11 +133,8 @@ async fn https_upstream_signed_by_another_ca_is_refused() {
     std::fs::write(&ca_path, &other.ca_pem).unwrap();
     let id = ApprovalId::generate();
     let err = Executor::new(Duration::from_secs(5))
-        .send(
-            &stored(format!("https://localhost:{port}"), Some(ca_path)),
-            &evidence(&id),
-            1024,
-        )
+        .with_upstream("up", &format!("https://localhost:{port}"), Some(ca_path))
+        .send(&stored(), &evidence(&id), 1024)
         .await
         .unwrap_err();
     assert!(matches!(err, ExecutorError::Unreachable(_)), "{err}");
@@ -153,11 +147,8 @@ async fn a_ca_file_without_certificates_is_an_error() {
     std::fs::write(&ca_path, "not a certificate").unwrap();
     let id = ApprovalId::generate();
     let err = Executor::default()
-        .send(
-            &stored("https://localhost:1".into(), Some(ca_path)),
-            &evidence(&id),
-            1024,
-        )
+        .with_upstream("up", "https://localhost:1", Some(ca_path))
+        .send(&stored(), &evidence(&id), 1024)
         .await
         .unwrap_err();
     assert!(matches!(err, ExecutorError::Ca { .. }), "{err}");
@@ -170,22 +161,27 @@ async fn long_bodies_are_cut_at_the_cap_and_flagged() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let id = ApprovalId::generate();
-    let exec = Executor::default();
-    let cut = exec
-        .send(&stored(format!("http://{addr}"), None), &evidence(&id), 100)
-        .await
-        .unwrap();
+    let exec = Executor::default().with_upstream("up", &format!("http://{addr}/"), None);
+    let cut = exec.send(&stored(), &evidence(&id), 100).await.unwrap();
     assert_eq!(cut.body.len(), 100);
     assert!(cut.truncated);
-    let whole = exec
-        .send(
-            &stored(format!("http://{addr}/"), None),
-            &evidence(&id),
-            10_000,
-        )
-        .await
-        .unwrap();
+    let whole = exec.send(&stored(), &evidence(&id), 10_000).await.unwrap();
     assert_eq!(whole.body.len(), 10_000);
     assert!(!whole.truncated);
     assert!(whole.headers.get("content-length").is_none());
+}
+
+#[tokio::test]
+async fn an_upstream_name_this_replica_does_not_configure_is_refused() {
+    // A stored request names its upstream; only the local config says where that is (SPEC 8).
+    let id = ApprovalId::generate();
+    let err = Executor::default()
+        .with_upstream("other", "http://127.0.0.1:1", None)
+        .send(&stored(), &evidence(&id), 1024)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecutorError::UnknownUpstream(name) if name == "up"),
+        "{err}"
+    );
 }

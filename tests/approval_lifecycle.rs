@@ -97,8 +97,13 @@ struct Harness {
     audit: Arc<RecordingAudit>,
     notifier: Arc<RecordingNotifier>,
     upstream: Arc<Upstream>,
-    upstream_url: String,
     metrics: Metrics,
+}
+
+/// A loopback address nothing listens on.
+fn dead_addr() -> std::net::SocketAddr {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    dead.local_addr().unwrap()
 }
 
 async fn harness() -> Harness {
@@ -125,7 +130,11 @@ async fn harness_with(store: Arc<dyn ApprovalStore>) -> Harness {
         audit.clone(),
         clock.clone() as SharedClock,
         Arc::new(signer),
-        Arc::new(Executor::new(Duration::from_secs(5))),
+        Arc::new(
+            Executor::new(Duration::from_secs(5))
+                .with_upstream("echo", &format!("http://{addr}"), None)
+                .with_upstream("dead", &format!("http://{}", dead_addr()), None),
+        ),
         groups,
     )
     .with_metrics(metrics.clone())
@@ -140,7 +149,6 @@ async fn harness_with(store: Arc<dyn ApprovalStore>) -> Harness {
         audit,
         notifier,
         upstream,
-        upstream_url: format!("http://{addr}"),
         metrics,
     }
 }
@@ -213,8 +221,7 @@ impl Harness {
             Some("force=1"),
             &headers,
             br#"{"version":"1.2.3","token":"s3cr3t"}"#.to_vec(),
-            &self.upstream_url,
-            None,
+            "echo",
             "user-dev",
         )
         .with_request_id("req-123")
@@ -1189,9 +1196,7 @@ async fn unreachable_upstream_is_an_error_and_not_retried() {
     // A query secret must not reach the audit log through the error text (issue 10).
     stored.query = Some("api_key=hunter2-query-secret".into());
     // A port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    stored.upstream_url = format!("http://{}", dead.local_addr().unwrap());
-    drop(dead);
+    stored.upstream = "dead".into();
     let a = h
         .broker
         .submit(&rule(spec()), &requester(), stored, None)

@@ -463,8 +463,10 @@ async fn store_password_from_a_file_reaches_a_password_protected_redis() {
     let echo = EchoUpstream::start().await;
     dir.write("policies/approvals.toml", POLICY);
     dir.write("redis-password", "s3cr3t-pw\n");
+    dir.write("signing.pem", signing_key_pem());
     let config = format!(
-        "{}\n[approvals]\nstore = \"{}\"\nstore_password = \"file:redis-password\"\n",
+        "{}\n[approvals]\nstore = \"{}\"\nstore_password = \"file:redis-password\"\n\
+         signing_key = \"file:signing.pem\"\n",
         common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
         redis.url(),
     );
@@ -513,8 +515,10 @@ async fn rediss_store_with_a_private_ca_from_config() {
     let issuer = LocalIssuer::start().await;
     let echo = EchoUpstream::start().await;
     dir.write("policies/approvals.toml", POLICY);
+    dir.write("signing.pem", signing_key_pem());
     let config = format!(
-        "{}\n[approvals]\nstore = \"rediss://127.0.0.1:{tls_port}/0\"\nstore_ca = \"redis-ca.pem\"\n",
+        "{}\n[approvals]\nstore = \"rediss://127.0.0.1:{tls_port}/0\"\nstore_ca = \"redis-ca.pem\"\n\
+         signing_key = \"file:signing.pem\"\n",
         common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
     );
     let mut proxy = Proxy::start(&dir, &config).await;
@@ -538,6 +542,7 @@ fn check_rejects_store_password_and_store_ca_without_a_matching_store() {
     let dir = TestDir::new();
     dir.write("policies/approvals.toml", POLICY);
     dir.write("pw", "x\n");
+    dir.write("signing.pem", signing_key_pem());
     let base = common::basic_config("http://127.0.0.1:9", "https://idp.example", &[AUD])
         .replace("{{listen}}", "127.0.0.1:18080")
         .replace("{{control_listen}}", "127.0.0.1:18081")
@@ -550,6 +555,10 @@ fn check_rejects_store_password_and_store_ca_without_a_matching_store() {
         (
             "store = \"redis://127.0.0.1:6379/0\"\nstore_ca = \"ca.pem\"",
             "\"store_ca\" needs a rediss:// \"store\"",
+        ),
+        (
+            "store = \"redis://127.0.0.1:6379/0\"",
+            "a redis \"store\" needs \"signing_key\"",
         ),
     ];
     for (i, (approvals, want)) in cases.iter().enumerate() {
@@ -565,7 +574,7 @@ fn check_rejects_store_password_and_store_ca_without_a_matching_store() {
     }
     let ok = dir.write(
         "ok.toml",
-        format!("{base}\n[approvals]\nstore = \"redis://127.0.0.1:6379/0\"\nstore_password = \"file:pw\"\n"),
+        format!("{base}\n[approvals]\nstore = \"redis://127.0.0.1:6379/0\"\nstore_password = \"file:pw\"\nsigning_key = \"file:signing.pem\"\n"),
     );
     let out = common::countersign(&["check", "--config", &ok.display().to_string()]);
     assert_eq!(

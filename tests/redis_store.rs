@@ -1,6 +1,7 @@
 //! The approval store contract on a real `redis-server`: the same rules as the memory store,
 //! atomic across two store instances (two connections, like two replicas), cross-instance
-//! notifications, the hold lease, and an outage that keeps data.
+//! notifications, the hold lease, an outage that keeps data, and records that are sealed
+//! (MAC, encrypted credentials) so an edit in Redis is refused (SPEC 8).
 
 mod common;
 
@@ -41,6 +42,9 @@ fn approval(quorum: u32) -> Approval {
         reason: Some("release".into()),
         body_preview: "{}".into(),
         body_len: 2,
+        body_preview_cut: false,
+        body_sha256: String::new(),
+        headers: Vec::new(),
         approvers: (0..60).map(|i| format!("a{i}@example.com")).collect(),
         quorum,
         self_approval: false,
@@ -65,6 +69,7 @@ fn approval(quorum: u32) -> Approval {
 fn stored() -> StoredRequest {
     let mut headers = http::HeaderMap::new();
     headers.insert("content-type", "application/json".parse().unwrap());
+    headers.insert("authorization", "Bearer secret-token-xyz".parse().unwrap());
     StoredRequest::new(
         &http::Method::POST,
         "deploy.example.com",
@@ -72,8 +77,7 @@ fn stored() -> StoredRequest {
         None,
         &headers,
         br#"{"version":"1.2.3"}"#.to_vec(),
-        "http://127.0.0.1:9",
-        None,
+        "deploy-api",
         "u1",
     )
 }
@@ -89,8 +93,16 @@ fn vote(who: &str, decision: Decision) -> Vote {
     }
 }
 
+/// The keys every replica derives from the shared signing key.
+fn seal() -> Arc<RecordSeal> {
+    Arc::new(RecordSeal::derive_from(b"test signing key material"))
+}
+
 async fn store(redis: &RedisServer) -> RedisStore {
-    RedisStore::connect(&redis.url()).await.expect("connect")
+    RedisStore::connect(&redis.url())
+        .await
+        .expect("connect")
+        .with_seal(seal())
 }
 
 async fn created(s: &RedisStore, quorum: u32) -> Approval {
@@ -549,8 +561,93 @@ async fn rediss_speaks_tls_with_rustls() {
     let unverified = RedisStore::new(&url).unwrap();
     let refused = unverified.get(&a.id).await.unwrap_err();
     assert!(
-        !refused.0.contains("timed out"),
+        !refused.to_string().contains("timed out"),
         "a TLS error, not a hang: {refused}"
     );
     drop(redis);
+}
+
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn credentials_are_not_in_redis_in_clear_text() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    let a = created(&s, 1).await;
+    let raw = redis_cli(&redis, &["GET", &format!("cs:req:{}", a.id)]);
+    assert!(raw.starts_with("m1."), "sealed: {raw}");
+    assert!(raw.contains("deploy.example.com"), "{raw}");
+    assert!(!raw.contains("secret-token-xyz"), "in clear text: {raw}");
+    // The base64 of the value must not be there either.
+    assert!(
+        !raw.contains("c2VjcmV0LXRva2VuLXh5"),
+        "base64 in clear: {raw}"
+    );
+    assert_eq!(s.stored_request(&a.id).await.unwrap(), Some(stored()));
+}
+
+#[tokio::test]
+async fn an_edited_record_is_refused_as_tampered() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    let a = created(&s, 1).await;
+    // Edit the stored request's path, keeping the old MAC.
+    let key = format!("cs:req:{}", a.id);
+    let raw = redis_cli(&redis, &["GET", &key]);
+    let edited = raw.replace("/v1/deployments/production", "/v1/deployments/everything");
+    assert_ne!(raw, edited);
+    redis_cli(&redis, &["SET", &key, &edited]);
+    let err = s.stored_request(&a.id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Tampered { .. }), "{err}");
+    // A record written without a MAC at all.
+    let json = raw.splitn(3, '.').nth(2).unwrap().to_owned();
+    redis_cli(&redis, &["SET", &key, &json]);
+    let err = s.stored_request(&a.id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Tampered { .. }), "{err}");
+
+    // The approval record, marked approved by hand.
+    let apr = format!("cs:apr:{}", a.id);
+    let raw = redis_cli(&redis, &["HGET", &apr, "json"]);
+    let edited = raw.replace(r#""status":"pending""#, r#""status":"approved""#);
+    assert_ne!(raw, edited);
+    redis_cli(&redis, &["HSET", &apr, "json", &edited]);
+    let err = s.get(&a.id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Tampered { .. }), "{err}");
+    // A listing skips it instead of failing for every other approval.
+    let b = created(&s, 1).await;
+    let listed = s.list(ListFilter::All, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|x| &x.id).collect::<Vec<_>>(),
+        vec![&b.id]
+    );
+    // Moving a valid record to another id does not verify either.
+    let b_raw = redis_cli(&redis, &["HGET", &format!("cs:apr:{}", b.id), "json"]);
+    redis_cli(&redis, &["HSET", &apr, "json", &b_raw]);
+    assert!(matches!(
+        s.get(&a.id).await.unwrap_err(),
+        StoreError::Tampered { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_replica_with_another_signing_key_cannot_read_the_records() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    let a = created(&s, 1).await;
+    let other = RedisStore::connect(&redis.url())
+        .await
+        .unwrap()
+        .with_seal(Arc::new(RecordSeal::derive_from(b"another key")));
+    assert!(matches!(
+        other.get(&a.id).await.unwrap_err(),
+        StoreError::Tampered { .. }
+    ));
 }

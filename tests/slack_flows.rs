@@ -162,8 +162,7 @@ fn stored() -> StoredRequest {
         None,
         &headers,
         br#"{"version":"1.2.3","token":"s3cr3t"}"#.to_vec(),
-        "http://127.0.0.1:9",
-        None,
+        "deploy-api",
         "user-dev",
     )
 }

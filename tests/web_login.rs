@@ -118,6 +118,7 @@ async fn approval_page(
         path: "/v1/deployments/production".into(),
         reason: Some("release 1.2.3".into()),
         body_preview: Some("{\"image\":\"v1.2.3\"}".into()),
+        replay: Default::default(),
         created_at: s.created_at,
         expires_at: s.created_at + Duration::from_secs(3600),
         status: StatusView::Pending,

@@ -19,8 +19,8 @@ use super::executor::Executor;
 use super::ports::{AuditError, AuditEvent, AuditSink, Notifier, NotifyEvent};
 pub use super::record::ApproverIdentity;
 use super::record::{
-    body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
-    Execution, Requester, Status, StoredRequest, Vote,
+    body_preview_of, body_sha256, expand_approvers, request_hash, shown_headers, Approval,
+    ApprovalId, Channel, Decision, Execution, Requester, Status, StoredRequest, Vote,
 };
 use super::signer::ApprovalSigner;
 use super::store::{ApprovalStore, Cas, ListFilter, ParkedResult, StoreError, VoteResult};
@@ -187,6 +187,11 @@ impl Broker {
             return Err(BrokerError::ReasonRequired);
         }
         let requester = Requester::from_principal(requester);
+        // The request is bound to the verified caller, whatever the caller of `submit` filled
+        // in: execution checks the stored subject and issuer against the approval (SPEC 8).
+        let mut stored = stored;
+        stored.subject.clone_from(&requester.sub);
+        stored.issuer.clone_from(&requester.iss);
         let approvers = expand_approvers(&spec.approvers, &self.groups);
         let eligible = approvers
             .iter()
@@ -212,6 +217,8 @@ impl Broker {
             });
         }
         let now = self.now_ms();
+        let (body_preview, body_preview_cut) =
+            body_preview_of(&stored.body, stored.content_type(), &spec.redact);
         let hash = request_hash(
             &stored.method,
             &stored.host,
@@ -231,8 +238,11 @@ impl Broker {
             query: stored.query.clone(),
             request_hash: hex::encode(hash),
             reason,
-            body_preview: body_preview(&stored.body, stored.content_type(), &spec.redact),
+            body_preview,
             body_len: stored.body.len() as u64,
+            body_preview_cut,
+            body_sha256: body_sha256(&stored.body),
+            headers: shown_headers(&stored.headers),
             approvers,
             quorum: spec.quorum,
             self_approval: spec.self_approval,
@@ -279,7 +289,11 @@ impl Broker {
         // Subscribe before reading, so a decision between the read and the wait is not lost.
         let mut changes = self.store.subscribe();
         loop {
-            let approval = self.store.get(id).await?.ok_or(BrokerError::NotFound)?;
+            let read = self.store.get(id).await;
+            let approval = self
+                .refuse_tampered(id, read)
+                .await?
+                .ok_or(BrokerError::NotFound)?;
             if approval.status == Status::Pending && self.now_ms() >= approval.expires_at {
                 // Answer only what the store decided: a vote may land before the expiry does,
                 // and a caller told 403 `approval_expired` must never be executed later

@@ -111,6 +111,10 @@ pub enum ExecuteError {
     /// The approval token could not be signed.
     #[error(transparent)]
     Signer(#[from] super::signer::SignerError),
+    /// The stored request does not verify against the approved record (SPEC 8): refused,
+    /// never sent.
+    #[error("refused: the stored request failed its integrity check: {0}")]
+    Integrity(String),
     /// Upstream unreachable (502).
     #[error(transparent)]
     Upstream(#[from] ExecutorError),

@@ -2,15 +2,23 @@
 //! the approval evidence, send the stored request upstream, park the response for the
 //! background path, record the outcome, audit and notify.
 //!
-//! Owns the claim -> send -> park -> finish order. Must not decide whether a request is
-//! approved (that is [`super::transition`]) and must not touch pingora or axum.
+//! Owns the claim -> verify -> send -> park -> finish order. Must not decide whether a request
+//! is approved (that is [`super::transition`]) and must not touch pingora or axum.
+//!
+//! Verify (SPEC 8): the store is not trusted. Before anything is sent, the stored request must
+//! be the one that was approved: same method, host, path, query, replayed headers and requester
+//! as the approval record, and its request hash, recomputed from the stored bytes, equal to the approved one.
+//! A request that fails is refused, audited (`request.failed`) and reported to approvers as
+//! failed, never sent. The upstream is found by name in the local config ([`super::Executor`]).
 
 use super::broker::Broker;
 use super::error::ExecuteError;
 use super::executor::{Evidence, UpstreamResponse};
 use super::ports::{AuditEvent, ExecMode, NotifyEvent};
-use super::record::{Approval, ApprovalId, Execution, Status};
-use super::store::{Cas, Claimant, ParkedResult};
+use super::record::{
+    request_hash, shown_headers, Approval, ApprovalId, Execution, Status, StoredRequest,
+};
+use super::store::{Cas, Claimant, ParkedResult, StoreError};
 
 impl Broker {
     /// For the holding caller after [`super::WaitOutcome::Approved`]: claims the one execution, sends
@@ -50,11 +58,11 @@ impl Broker {
             Claimant::Background => ExecMode::Background,
         };
         let owner = format!("{}/{}", self.instance, mode.as_str());
-        let a = match self
+        let claimed = self
             .store
             .claim_execution(id, who, &owner, self.now_ms())
-            .await?
-        {
+            .await;
+        let a = match self.refuse_tampered(id, claimed).await? {
             Cas::Applied(a) => a,
             Cas::Conflict(a) if a.status == Status::Approved => {
                 return Err(ExecuteError::AlreadyClaimed)
@@ -102,17 +110,40 @@ impl Broker {
         a: &Approval,
         body_cap: usize,
     ) -> Result<UpstreamResponse, ExecuteError> {
-        let stored = self
-            .store
-            .stored_request(&a.id)
-            .await?
-            .ok_or(ExecuteError::NotFound)?;
+        let stored = match self.store.stored_request(&a.id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Err(ExecuteError::NotFound),
+            Err(StoreError::Tampered { record, why }) => {
+                return Err(ExecuteError::Integrity(format!("{record}: {why}")))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        verify_as_approved(a, &stored).map_err(ExecuteError::Integrity)?;
         let token = self.signer.sign(a, self.clock.unix())?;
         let evidence = Evidence {
             approval_id: &a.id,
             token: &token,
         };
         Ok(self.executor.send(&stored, &evidence, body_cap).await?)
+    }
+
+    /// Passes `result` through; a record that failed its integrity check is audited
+    /// (`record.tampered`) on the way, so an operator hears of it even though nothing can be
+    /// shown to approvers for a record that cannot be believed.
+    pub(crate) async fn refuse_tampered<T>(
+        &self,
+        id: &ApprovalId,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Err(StoreError::Tampered { record, why }) = &result {
+            let error = format!("{record}: {why}");
+            tracing::error!(approval_id = %id, error = %error, "refused a tampered store record");
+            let event = AuditEvent::Tampered { id, error: &error };
+            if let Err(e) = self.audit.record(event).await {
+                tracing::error!(approval_id = %id, error = %e, "audit of a tampered record failed");
+            }
+        }
+        result
     }
 
     async fn record_execution(
@@ -155,4 +186,43 @@ impl Broker {
         }
         self.notify(a, notice).await;
     }
+}
+
+/// Whether `stored` is the request `a` approved: the fields approvers were shown, the
+/// requester, and the request hash recomputed from the stored bytes. `Err` says what differs.
+pub(crate) fn verify_as_approved(a: &Approval, stored: &StoredRequest) -> Result<(), String> {
+    let shown = (
+        a.method.as_str(),
+        a.host.as_str(),
+        a.path.as_str(),
+        a.query.as_deref(),
+    );
+    let sent = (
+        stored.method.as_str(),
+        stored.host.as_str(),
+        stored.path.as_str(),
+        stored.query.as_deref(),
+    );
+    if shown != sent {
+        return Err("method, host, path or query differs from the approved request".into());
+    }
+    if shown_headers(&stored.headers) != a.headers {
+        return Err("replayed headers differ from the ones approvers were shown".into());
+    }
+    if !a.requester.is(&stored.issuer, &stored.subject) {
+        return Err("requester differs from the approved request".into());
+    }
+    let hash = request_hash(
+        &stored.method,
+        &stored.host,
+        &stored.path,
+        stored.query.as_deref(),
+        &stored.body,
+        &stored.issuer,
+        &stored.subject,
+    );
+    if hex::encode(hash) != a.request_hash {
+        return Err("request hash differs from the approved one".into());
+    }
+    Ok(())
 }

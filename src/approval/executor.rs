@@ -62,6 +62,9 @@ pub enum ExecutorError {
         /// What went wrong.
         reason: String,
     },
+    /// The stored request names an upstream this replica's config does not have.
+    #[error("upstream {0:?} is not configured here")]
+    UnknownUpstream(String),
     /// Connect, TLS, timeout or reading the response failed.
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
@@ -76,10 +79,23 @@ pub struct Evidence<'a> {
     pub token: &'a str,
 }
 
+/// Where a named upstream is, from this replica's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    /// Origin without a trailing slash.
+    url: String,
+    /// CA bundle pinned for an `https://` upstream.
+    ca: Option<PathBuf>,
+}
+
 /// Sends stored requests upstream with `reqwest` (rustls), one client per pinned CA.
+///
+/// Upstreams are known by name from the local config ([`Executor::with_upstream`]); a stored
+/// request names one and never carries a URL, so a shared store cannot redirect a replay.
 #[derive(Debug)]
 pub struct Executor {
     clients: Mutex<HashMap<Option<PathBuf>, reqwest::Client>>,
+    upstreams: HashMap<String, Target>,
     timeout: Duration,
 }
 
@@ -94,8 +110,19 @@ impl Executor {
     pub fn new(timeout: Duration) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
+            upstreams: HashMap::new(),
             timeout,
         }
+    }
+
+    /// Adds the upstream `name` at origin `url`, with `ca` pinned for `https://`.
+    pub fn with_upstream(mut self, name: &str, url: &str, ca: Option<PathBuf>) -> Self {
+        let target = Target {
+            url: url.trim_end_matches('/').to_owned(),
+            ca,
+        };
+        self.upstreams.insert(name.to_owned(), target);
+        self
     }
 
     fn client(&self, ca: Option<&PathBuf>) -> Result<reqwest::Client, ExecutorError> {
@@ -120,12 +147,12 @@ impl Executor {
         evidence: &Evidence<'_>,
         body_cap: usize,
     ) -> Result<UpstreamResponse, ExecutorError> {
-        let client = self.client(req.upstream_ca.as_ref())?;
-        let url = format!(
-            "{}{}",
-            req.upstream_url.trim_end_matches('/'),
-            req.path_and_query()
-        );
+        let target = self
+            .upstreams
+            .get(&req.upstream)
+            .ok_or_else(|| ExecutorError::UnknownUpstream(req.upstream.clone()))?;
+        let client = self.client(target.ca.as_ref())?;
+        let url = format!("{}{}", target.url, req.path_and_query());
         let url = reqwest::Url::parse(&url).map_err(|e| ExecutorError::Invalid(e.to_string()))?;
         let method = http::Method::from_bytes(req.method.as_bytes())
             .map_err(|e| ExecutorError::Invalid(e.to_string()))?;

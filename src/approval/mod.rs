@@ -33,10 +33,12 @@ pub use ports::{
     AuditError, AuditEvent, AuditSink, ExecMode, LogNotifier, Notifier, NotifyError, NotifyEvent,
 };
 pub use record::{
-    body_preview, expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision,
-    Execution, Requester, Status, StoredHeader, StoredRequest, Vote,
+    body_preview, body_preview_of, body_sha256, expand_approvers, request_hash, shown_headers,
+    Approval, ApprovalId, Channel, Decision, Execution, Requester, ShownHeader, Status,
+    StoredHeader, StoredRequest, Vote,
 };
 pub use signer::{ApprovalSigner, SignerError};
+pub use store::seal::RecordSeal;
 pub use store::{
     ApprovalStore, Cas, Claimant, ListFilter, MemoryStore, ParkedResult, RedisStore, StoreError,
     VoteResult,

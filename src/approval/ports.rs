@@ -9,7 +9,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-use super::record::{Approval, ApproverIdentity, Vote};
+use super::record::{Approval, ApprovalId, ApproverIdentity, Vote};
 use crate::audit::Event;
 
 /// The audit log could not record an event. The step it records is not acknowledged.
@@ -88,6 +88,14 @@ pub enum AuditEvent<'a> {
         /// What went wrong.
         error: &'a str,
     },
+    /// `record.tampered`: a shared-store record of approval `id` failed its integrity check
+    /// and was refused. Carries no approval: the record cannot be believed.
+    Tampered {
+        /// The approval id the record was stored under.
+        id: &'a ApprovalId,
+        /// Which record, and what did not verify.
+        error: &'a str,
+    },
     /// `notify.sent` (no `error`) or `notify.failed`.
     Notified {
         /// The approval the notification was about.
@@ -119,14 +127,15 @@ impl AuditEvent<'_> {
             AuditEvent::Cancelled { .. } => "approval.cancelled",
             AuditEvent::Forwarded { .. } => "request.forwarded",
             AuditEvent::ExecutionFailed { .. } => "request.failed",
+            AuditEvent::Tampered { .. } => "record.tampered",
             AuditEvent::Notified { error: None, .. } => "notify.sent",
             AuditEvent::Notified { error: Some(_), .. } => "notify.failed",
         }
     }
 
-    /// The approval the event is about.
-    pub fn approval(&self) -> &Approval {
-        match self {
+    /// The approval the event is about (none for a record that cannot be believed).
+    pub fn approval(&self) -> Option<&Approval> {
+        Some(match self {
             AuditEvent::Requested { approval, .. }
             | AuditEvent::VoteCast { approval, .. }
             | AuditEvent::Approved(approval)
@@ -136,12 +145,24 @@ impl AuditEvent<'_> {
             | AuditEvent::Forwarded { approval, .. }
             | AuditEvent::ExecutionFailed { approval, .. }
             | AuditEvent::Notified { approval, .. } => approval,
+            AuditEvent::Tampered { .. } => return None,
+        })
+    }
+
+    /// `record.tampered`: the id the record was stored under and what did not verify.
+    fn tampered_event(&self) -> Event {
+        let e = Event::new(self.kind()).actor("countersign");
+        match *self {
+            AuditEvent::Tampered { id, error } => e.approval_id(id.as_str()).field("error", error),
+            _ => e,
         }
     }
 
     /// The audit-log event: `approval_id` and `rule` always, `actor` and the details per kind.
     pub fn to_event(&self) -> Event {
-        let a = self.approval();
+        let Some(a) = self.approval() else {
+            return self.tampered_event();
+        };
         let e = Event::new(self.kind())
             .approval_id(a.id.as_str())
             .rule(&a.rule);
@@ -225,6 +246,7 @@ impl AuditEvent<'_> {
                 .actor("countersign")
                 .field("mode", mode.as_str())
                 .field("error", error),
+            AuditEvent::Tampered { .. } => e,
             AuditEvent::Notified { event, error, .. } => {
                 let e = opt(e, "error", error);
                 e.actor("countersign").field("notify_event", event.as_str())

@@ -3,7 +3,6 @@
 //! Everything here is serde-serializable so a shared store (Redis, issue 5) can hold it as JSON.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -253,6 +252,16 @@ pub struct Approval {
     pub body_preview: String,
     /// Body size in bytes.
     pub body_len: u64,
+    /// Whether `body_preview` shows less than the body (then `body_len` and `body_sha256` are
+    /// shown beside it).
+    #[serde(default)]
+    pub body_preview_cut: bool,
+    /// Hex SHA-256 of the whole body.
+    #[serde(default)]
+    pub body_sha256: String,
+    /// Every header that will be replayed, credentials masked ([`shown_headers`]).
+    #[serde(default)]
+    pub headers: Vec<ShownHeader>,
     /// Who may vote: emails, lowercase, deduplicated, groups expanded.
     pub approvers: Vec<String>,
     /// Distinct approvals needed.
@@ -378,10 +387,10 @@ pub struct StoredRequest {
     /// The buffered body.
     #[serde(with = "b64")]
     pub body: Vec<u8>,
-    /// Upstream origin, e.g. `http://127.0.0.1:7000`.
-    pub upstream_url: String,
-    /// CA bundle pinned for an `https://` upstream.
-    pub upstream_ca: Option<PathBuf>,
+    /// Name of the `[[upstream]]` to send it to. The executing replica looks the name up in
+    /// its own config: a store never supplies a URL (SPEC 8).
+    #[serde(default)]
+    pub upstream: String,
     /// The caller's subject, sent as `Countersign-Subject`.
     pub subject: String,
     /// The caller's issuer, sent as `Countersign-Issuer` (empty in records written before it
@@ -405,8 +414,7 @@ impl StoredRequest {
         query: Option<&str>,
         headers: &http::HeaderMap,
         body: Vec<u8>,
-        upstream_url: &str,
-        upstream_ca: Option<PathBuf>,
+        upstream: &str,
         subject: &str,
     ) -> Self {
         Self {
@@ -416,8 +424,7 @@ impl StoredRequest {
             query: query.map(str::to_owned),
             headers: replayable_headers(headers),
             body,
-            upstream_url: upstream_url.to_owned(),
-            upstream_ca,
+            upstream: upstream.to_owned(),
             subject: subject.to_owned(),
             issuer: String::new(),
             request_id: None,
@@ -516,44 +523,67 @@ const ELLIPSIS: &str = " …";
 /// What replaces a redacted JSON value.
 pub const REDACTED: &str = "[redacted]";
 
-/// A preview of `body` for approvers: at most [`PREVIEW_MAX`] bytes of UTF-8.
-///
-/// JSON bodies (by content type or shape) have every `redact` pointer replaced by
-/// `"[redacted]"` before anything is cut. When the rule redacts fields but the body is not
-/// parseable JSON, nothing of it is shown: a redacted value must never leak through a body
-/// the redaction could not understand.
+/// A preview of `body` for approvers: at most [`PREVIEW_MAX`] bytes of UTF-8
+/// ([`body_preview_of`] without whether it was cut).
 pub fn body_preview(body: &[u8], content_type: Option<&str>, redact: &[String]) -> String {
+    body_preview_of(body, content_type, redact).0
+}
+
+/// A preview of `body` for approvers, and whether it shows less than the whole body (cut at
+/// [`PREVIEW_MAX`], or not shown at all); approvers are then shown the full size and SHA-256.
+///
+/// A body is shown as sent, byte for byte, unless a `redact` pointer matches: then the JSON is
+/// re-serialised (keys sorted, whitespace dropped) with every matching value replaced by
+/// `"[redacted]"` before anything is cut. When the rule redacts fields but the body is not
+/// parseable JSON, nothing of it is shown: a redacted value must never leak through a body the
+/// redaction could not understand.
+pub fn body_preview_of(
+    body: &[u8],
+    content_type: Option<&str>,
+    redact: &[String],
+) -> (String, bool) {
     if body.is_empty() {
-        return String::new();
+        return (String::new(), false);
     }
     let json_type = content_type
         .map(|c| c.to_ascii_lowercase().contains("json"))
         .unwrap_or(false);
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(mut value) if json_type || value.is_object() || value.is_array() => {
+            let mut redacted = false;
             for pointer in redact {
                 if let Some(slot) = value.pointer_mut(pointer) {
                     *slot = serde_json::Value::String(REDACTED.to_owned());
+                    redacted = true;
                 }
             }
-            truncate(serde_json::to_string(&value).unwrap_or_default())
+            match std::str::from_utf8(body) {
+                Ok(text) if !redacted => truncate(text.to_owned()),
+                _ => truncate(serde_json::to_string(&value).unwrap_or_default()),
+            }
         }
-        _ if !redact.is_empty() => {
+        _ if !redact.is_empty() => (
             format!(
                 "[body not shown: {} bytes, not JSON, rule redacts fields]",
                 body.len()
-            )
-        }
+            ),
+            true,
+        ),
         _ => match std::str::from_utf8(body) {
             Ok(text) => truncate(text.to_owned()),
-            Err(_) => format!("[binary body, {} bytes]", body.len()),
+            Err(_) => (format!("[binary body, {} bytes]", body.len()), true),
         },
     }
 }
 
-fn truncate(mut s: String) -> String {
+/// Hex SHA-256 of `body`, shown beside a cut preview so approvers can check what is sent.
+pub fn body_sha256(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+fn truncate(mut s: String) -> (String, bool) {
     if s.len() <= PREVIEW_MAX {
-        return s;
+        return (s, false);
     }
     let mut cut = PREVIEW_MAX - ELLIPSIS.len();
     while !s.is_char_boundary(cut) {
@@ -561,7 +591,48 @@ fn truncate(mut s: String) -> String {
     }
     s.truncate(cut);
     s.push_str(ELLIPSIS);
-    s
+    (s, true)
+}
+
+/// A replayed header as approvers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownHeader {
+    /// Lowercase name.
+    pub name: String,
+    /// The value, or for a credential its scheme and size only.
+    pub value: String,
+}
+
+/// Every header that will be replayed, in order, credential values masked: `Authorization`
+/// keeps its scheme (`Bearer [masked, 812 bytes]`), `Cookie` its cookie names.
+pub fn shown_headers(headers: &[StoredHeader]) -> Vec<ShownHeader> {
+    headers
+        .iter()
+        .map(|h| ShownHeader {
+            name: h.name.clone(),
+            value: shown_value(h),
+        })
+        .collect()
+}
+
+fn shown_value(h: &StoredHeader) -> String {
+    let text = String::from_utf8_lossy(&h.value);
+    let masked = |n: usize| format!("[masked, {n} bytes]");
+    match h.name.as_str() {
+        "authorization" | "proxy-authorization" => match text.split_once(' ') {
+            Some((scheme, rest)) => format!("{scheme} {}", masked(rest.len())),
+            None => masked(h.value.len()),
+        },
+        "cookie" => text
+            .split(';')
+            .map(|c| match c.split_once('=') {
+                Some((name, v)) => format!("{}={}", name.trim(), masked(v.len())),
+                None => masked(c.len()),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => text.into_owned(),
+    }
 }
 
 /// Expands `group:` entries with `groups`, lowercases, and deduplicates (first occurrence

@@ -25,6 +25,9 @@ fn approval(quorum: u32) -> Approval {
         reason: None,
         body_preview: String::new(),
         body_len: 0,
+        body_preview_cut: false,
+        body_sha256: String::new(),
+        headers: Vec::new(),
         approvers: vec!["a@example.com".into(), "b@example.com".into()],
         quorum,
         self_approval: false,
@@ -168,8 +171,7 @@ fn stored_request_drops_hop_by_hop_and_countersign_headers() {
         None,
         &h,
         b"{}".to_vec(),
-        "http://127.0.0.1:1",
-        None,
+        "echo",
         "u1",
     );
     let names: Vec<&str> = s.headers.iter().map(|h| h.name.as_str()).collect();
@@ -270,8 +272,7 @@ async fn memory_store_claims_once_and_respects_hold() {
         None,
         &http::HeaderMap::new(),
         vec![],
-        "http://127.0.0.1:1",
-        None,
+        "echo",
         "u1",
     );
     store
@@ -406,4 +407,102 @@ fn signer_loads_pkcs8_pem_and_rejects_other_keys() {
         ApprovalSigner::from_pem("nope"),
         Err(SignerError::Pem(_))
     ));
+}
+
+#[test]
+fn previews_show_the_body_as_sent_and_say_when_they_are_cut() {
+    use crate::approval::record::{body_preview_of, body_sha256, shown_headers};
+    // Not redacted: byte for byte, key order and spacing kept.
+    let body = br#"{"z": 1, "a": 2}"#;
+    assert_eq!(
+        body_preview_of(body, Some("application/json"), &[]),
+        (r#"{"z": 1, "a": 2}"#.to_owned(), false)
+    );
+    let long = format!(r#"{{"x":"{}"}}"#, "y".repeat(5000));
+    let (text, cut) = body_preview_of(long.as_bytes(), Some("application/json"), &[]);
+    assert!(cut && text.len() <= 2048, "{}", text.len());
+    let (_, cut) = body_preview_of(&[0xff, 0x00], None, &[]);
+    assert!(
+        cut,
+        "a binary body is not shown, so the preview counts as cut"
+    );
+    assert_eq!(
+        body_sha256(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+
+    let mut h = http::HeaderMap::new();
+    h.insert("authorization", "Bearer secret-token".parse().unwrap());
+    h.insert("cookie", "sid=abc123; theme=dark".parse().unwrap());
+    h.insert("x-http-method-override", "DELETE".parse().unwrap());
+    let shown = shown_headers(&crate::approval::record::replayable_headers(&h));
+    let pairs: Vec<(&str, &str)> = shown
+        .iter()
+        .map(|s| (s.name.as_str(), s.value.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("authorization", "Bearer [masked, 12 bytes]"),
+            ("cookie", "sid=[masked, 6 bytes]; theme=[masked, 4 bytes]"),
+            ("x-http-method-override", "DELETE"),
+        ]
+    );
+}
+
+#[test]
+fn execution_refuses_a_stored_request_that_is_not_the_approved_one() {
+    use crate::approval::execute::verify_as_approved;
+    use crate::approval::record::{body_sha256, request_hash, shown_headers};
+    let mut h = http::HeaderMap::new();
+    h.insert("content-type", "application/json".parse().unwrap());
+    let stored = StoredRequest::new(
+        &http::Method::POST,
+        "deploy.example.com",
+        "/x",
+        None,
+        &h,
+        b"{}".to_vec(),
+        "echo",
+        "u1",
+    )
+    .with_issuer("https://idp");
+    let mut a = approval(1);
+    a.method = "POST".into();
+    a.host = "deploy.example.com".into();
+    a.path = "/x".into();
+    a.query = None;
+    a.requester.iss = "https://idp".into();
+    a.requester.sub = "u1".into();
+    a.headers = shown_headers(&stored.headers);
+    a.body_sha256 = body_sha256(&stored.body);
+    a.request_hash = hex::encode(request_hash(
+        "POST",
+        "deploy.example.com",
+        "/x",
+        None,
+        b"{}",
+        "https://idp",
+        "u1",
+    ));
+    assert_eq!(verify_as_approved(&a, &stored), Ok(()));
+    let mut body = stored.clone();
+    body.body = b"{\"all\":true}".to_vec();
+    assert!(verify_as_approved(&a, &body).unwrap_err().contains("hash"));
+    let mut header = stored.clone();
+    header.headers.push(crate::approval::StoredHeader {
+        name: "x-http-method-override".into(),
+        value: b"DELETE".to_vec(),
+    });
+    assert!(verify_as_approved(&a, &header)
+        .unwrap_err()
+        .contains("headers"));
+    let mut path = stored.clone();
+    path.path = "/y".into();
+    assert!(verify_as_approved(&a, &path).is_err());
+    let mut who = stored;
+    who.subject = "someone-else".into();
+    assert!(verify_as_approved(&a, &who)
+        .unwrap_err()
+        .contains("requester"));
 }

@@ -321,6 +321,7 @@ fn request_card(a: &Approval, page: &str) -> Value {
             "Break-glass rule: the requester may count as one of the approvers.",
         ));
     }
+    body.extend(replayed_headers(a));
     body.extend(body_preview(a));
     let actions = vec![
         open_url("Approve", page, Some("positive")),
@@ -460,6 +461,29 @@ pub(crate) fn fact_set(facts: &[(&str, String)]) -> Value {
     json!({ "type": "FactSet", "facts": facts })
 }
 
+/// Every header that will be replayed, credentials masked, in monospace (SPEC 8).
+pub(crate) fn replayed_headers(a: &Approval) -> Option<Value> {
+    if a.headers.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = a
+        .headers
+        .iter()
+        .map(|h| one_line_controls(&format!("{}: {}", h.name, h.value)))
+        .collect();
+    let text = break_links(&truncate(&lines.join("\n"), PREVIEW_MAX_CHARS));
+    Some(json!({
+        "type": "Container",
+        "items": [
+            { "type": "TextBlock", "text": "Headers sent (credentials masked)", "weight": "Bolder", "spacing": "Medium" },
+            {
+                "type": "RichTextBlock",
+                "inlines": [{ "type": "TextRun", "text": text, "fontType": "Monospace" }],
+            },
+        ],
+    }))
+}
+
 /// The body preview in monospace. A `RichTextBlock` `TextRun` is never markdown-processed
 /// (Adaptive Cards schema), unlike a `TextBlock`, so JSON shows exactly as sent, with no
 /// escaping noise; URLs in it are still broken so none becomes a link.
@@ -467,10 +491,13 @@ pub(crate) fn body_preview(a: &Approval) -> Option<Value> {
     if a.body_preview.is_empty() {
         return None;
     }
-    let label = if a.body_preview.chars().count() > PREVIEW_MAX_CHARS {
-        "Body (preview, cut)"
+    let label = if a.body_preview_cut || a.body_preview.chars().count() > PREVIEW_MAX_CHARS {
+        format!(
+            "Body (preview cut: {} bytes in all, SHA-256 {})",
+            a.body_len, a.body_sha256
+        )
     } else {
-        "Body"
+        "Body".to_owned()
     };
     let text = break_links(&truncate(
         &one_line_controls(&a.body_preview),

@@ -585,6 +585,15 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
         out.audit_log = dir.join(s);
     }
     out.signing_key = secret(ck, t, "signing_key", dir);
+    if matches!(out.store, StoreUrl::Redis(_)) && t.get("signing_key").is_none() {
+        // SPEC 8: records in a shared store carry a MAC keyed from the signing key.
+        if let Some((_, span)) = ck.opt_str(t, "store") {
+            ck.err(
+                &span,
+                "a redis \"store\" needs \"signing_key\": shared records are sealed with keys derived from it",
+            );
+        }
+    }
     out.store_password = secret(ck, t, "store_password", dir);
     if let Some((s, span)) = ck.opt_str(t, "store_ca") {
         if matches!(&out.store, StoreUrl::Redis(u) if u.scheme() == "rediss") {

@@ -138,9 +138,13 @@ pub fn view(a: &Approval, public_url: &str) -> Value {
         "host": a.host,
         "path": a.path_and_query(),
         "reason": a.reason,
+        "headers": a.headers.iter().map(|h| json!({"name": h.name, "value": h.value})).collect::<Vec<_>>(),
         "body_preview": a.body_preview,
+        "body_preview_cut": a.body_preview_cut,
         "body_len": a.body_len,
+        "body_sha256": a.body_sha256,
         "request_hash": a.request_hash,
+        "execution": execution_view(&a.execution),
         "approvers": a.approvers,
         "quorum": a.quorum,
         "approvals": a.approved_by(),
@@ -158,6 +162,16 @@ pub fn view(a: &Approval, public_url: &str) -> Value {
         "decided_by": a.decided_by,
         "decision_reason": a.decision_reason,
     })
+}
+
+/// Whether and how the approved request was sent; the failure text stays in the audit log.
+fn execution_view(e: &Execution) -> Value {
+    match e {
+        Execution::NotStarted => json!({ "state": "not_started" }),
+        Execution::Claimed { .. } => json!({ "state": "sending" }),
+        Execution::Done { status } => json!({ "state": "done", "upstream_status": status }),
+        Execution::Failed { .. } => json!({ "state": "failed" }),
+    }
 }
 
 /// Whether `who` may see `a`: an approver of it, or its requester.

@@ -96,6 +96,20 @@ pub struct VoteView {
     pub at: SystemTime,
 }
 
+/// What approvers must see of the request that will be replayed: every header (credentials
+/// masked) and, when the preview is cut, the body's full size and SHA-256.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayView {
+    /// Header name and shown value, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body size in bytes.
+    pub body_len: u64,
+    /// Hex SHA-256 of the whole body.
+    pub body_sha256: String,
+    /// The preview shows less than the body.
+    pub body_cut: bool,
+}
+
 /// Everything the request page shows. The caller has already redacted `body_preview` and
 /// decided `can_vote` / `why_not` / `fresh_login_required` for the viewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +130,8 @@ pub struct ApprovalView {
     pub reason: Option<String>,
     /// Body as text with `redact` pointers already hidden; `None` when there was no body.
     pub body_preview: Option<String>,
+    /// What will be replayed besides the body preview (SPEC 8).
+    pub replay: ReplayView,
     /// When the request was held.
     pub created_at: SystemTime,
     /// When it stops being approvable.
@@ -270,7 +286,7 @@ pub fn render_detail(view: &ApprovalView, viewer: &str, now: SystemTime) -> Resp
     let (body, body_truncated) = match view.body_preview.as_deref() {
         Some(b) => {
             let cut = truncate_chars(b, BODY_PREVIEW_MAX_CHARS);
-            (Some(cut), cut.len() < b.len())
+            (Some(cut), cut.len() < b.len() || view.replay.body_cut)
         }
         None => (None, false),
     };
@@ -442,6 +458,7 @@ mod tests {
             path: "/v1/deployments/production?force=1".into(),
             reason: Some("hotfix for INC-42".into()),
             body_preview: Some("{\"image\":\"v1.2.3\",\"password\":\"[redacted]\"}".into()),
+            replay: ReplayView::default(),
             created_at: t(1_800_000_000),
             expires_at: t(1_800_000_000 + 3600),
             status: StatusView::Pending,

@@ -10,8 +10,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::pages::{
-    self, ApprovalSummary, ApprovalView, DecisionForm, DecisionView, ResultView, StatusView,
-    VoteView,
+    self, ApprovalSummary, ApprovalView, DecisionForm, DecisionView, ReplayView, ResultView,
+    StatusView, VoteView,
 };
 use super::session::ApproverSession;
 use super::ControlState;
@@ -125,6 +125,16 @@ fn detail_view(
         path: a.path_and_query(),
         reason: a.reason.clone(),
         body_preview: (a.body_len > 0).then(|| a.body_preview.clone()),
+        replay: ReplayView {
+            headers: a
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+            body_len: a.body_len,
+            body_sha256: a.body_sha256.clone(),
+            body_cut: a.body_preview_cut,
+        },
         created_at: ms(a.created_at),
         expires_at: ms(a.expires_at),
         status: status_view(a.status),

@@ -31,8 +31,9 @@ pub struct ApprovalPlane {
     pub broker: Broker,
     /// `{public_url}` without a trailing slash, for status URLs.
     pub public_url: String,
-    /// Base URL and pinned CA of each upstream, by index (for replaying stored requests).
-    pub upstreams: Vec<(String, Option<std::path::PathBuf>)>,
+    /// Name of each upstream, by index (a stored request names its upstream; the executor
+    /// looks it up in the local config).
+    pub upstreams: Vec<String>,
     /// Flips to `true` on SIGTERM: held callers get 503 `shutting_down`.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -167,7 +168,7 @@ pub async fn hold(
             .iter()
             .map(|v| v.as_bytes()),
     );
-    let (base, ca) = plane.upstreams.get(upstream).ok_or(Rejection::Internal)?;
+    let upstream = plane.upstreams.get(upstream).ok_or(Rejection::Internal)?;
     let stored = {
         // The canonical request (SPEC 8) is what is bound, shown and replayed.
         let canonical = ctx.canonical.as_ref().ok_or(Rejection::Internal)?;
@@ -178,8 +179,7 @@ pub async fn hold(
             canonical.query.as_deref(),
             &session.req_header().headers,
             body.to_vec(),
-            base,
-            ca.clone(),
+            upstream,
             &principal.subject,
         )
         // The audit's `approval.requested` names the request (and its trace span is linked).

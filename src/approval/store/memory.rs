@@ -73,7 +73,10 @@ impl ApprovalStore for MemoryStore {
         let evict_at = approval.created_at.saturating_add(ms(ttl));
         self.with(|m| {
             if m.contains_key(&approval.id) {
-                return Err(StoreError(format!("duplicate approval id {}", approval.id)));
+                return Err(StoreError::unavailable(format!(
+                    "duplicate approval id {}",
+                    approval.id
+                )));
             }
             m.insert(
                 approval.id.clone(),
@@ -123,7 +126,9 @@ impl ApprovalStore for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.with(|m| match m.get_mut(id) {
-            None => Err(StoreError(format!("no approval {id} to park a result for"))),
+            None => Err(StoreError::unavailable(format!(
+                "no approval {id} to park a result for"
+            ))),
             Some(e) => {
                 let until = result.at.saturating_add(ms(ttl));
                 // The record must live as long as its result.

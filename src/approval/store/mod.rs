@@ -23,14 +23,34 @@ use super::transition::{self, VoteResultKind};
 
 pub mod memory;
 pub mod redis;
+pub mod seal;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
-/// The store could not be reached or answered garbage. Callers fail closed.
+/// Why the store could not answer. Callers fail closed on both.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("approval store: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// Unreachable, timed out, or refused the operation.
+    #[error("approval store: {0}")]
+    Unavailable(String),
+    /// A record failed its integrity check (MAC, encryption, or format): someone other than
+    /// Countersign wrote it. Never acted on; the broker audits it (SPEC 8).
+    #[error("approval store: {record} failed its integrity check: {why}")]
+    Tampered {
+        /// Which record (`approval apr_...`, `request apr_...`).
+        record: String,
+        /// What did not verify.
+        why: String,
+    },
+}
+
+impl StoreError {
+    /// The store is unreachable or refused: `what` says why.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        Self::Unavailable(what.into())
+    }
+}
 
 /// What recording a vote did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,12 +3,17 @@
 //! parked results (SPEC 7, issue 5).
 //!
 //! Layout (all keys expire natively, so [`ApprovalStore::cleanup`] only trims the index):
-//! - `cs:apr:{id}`: hash with `json` (the [`Approval`]) and `ver` (a version bumped on every
-//!   write);
-//! - `cs:req:{id}`: JSON of the [`StoredRequest`];
-//! - `cs:res:{id}`: JSON of the [`ParkedResult`];
+//! - `cs:apr:{id}`: hash with `json` (the sealed [`Approval`]) and `ver` (a version bumped on
+//!   every write);
+//! - `cs:req:{id}`: the sealed [`StoredRequest`], credential header values encrypted;
+//! - `cs:res:{id}`: the sealed [`ParkedResult`];
 //! - `cs:idx`: sorted set of ids scored by `created_at`, for [`ApprovalStore::list`];
 //! - channel `cs:changes`: ids of approvals that changed.
+//!
+//! Integrity (SPEC 8): every record is sealed with a MAC keyed from `signing_key`
+//! ([`super::seal`]); a record that does not verify is never returned, only
+//! [`StoreError::Tampered`], and a listing skips it. Someone who can write Redis can delete or
+//! replay Countersign's own records for the same id, but cannot make one up or edit one.
 //!
 //! Owns storage only; the lifecycle rules live in [`crate::approval::transition`] and reach
 //! this file as the `change` of [`ApprovalStore::update`]. Must not decide anything itself.
@@ -42,6 +47,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, OnceCell};
 
+use super::seal::RecordSeal;
 use super::{newest_first, ApprovalStore, Cas, Change, ListFilter, ParkedResult, StoreError};
 use crate::approval::record::{Approval, ApprovalId, StoredRequest};
 use crate::clock::{SharedClock, SystemClock};
@@ -110,6 +116,7 @@ pub struct RedisStore {
     create: Script,
     cas: Script,
     park: Script,
+    seal: Arc<RecordSeal>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -121,7 +128,14 @@ impl std::fmt::Debug for RedisStore {
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("redis {context}: {e}"))
+    StoreError::unavailable(format!("redis {context}: {e}"))
+}
+
+fn tampered(kind: &str, id: &ApprovalId, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Tampered {
+        record: format!("{kind} {id}"),
+        why: why.to_string(),
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -148,13 +162,10 @@ fn lease(mut a: Approval, now: u64) -> Approval {
     a
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
-    serde_json::from_str(json).map_err(|e| err(&format!("decoding {what}"), e))
-}
-
-fn encode<T: serde::Serialize>(what: &str, v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| err(&format!("encoding {what}"), e))
-}
+/// Record kinds, as the MAC names them.
+const APPROVAL: &str = "approval";
+const REQUEST: &str = "request";
+const RESULT: &str = "result";
 
 impl RedisStore {
     /// A store for `url` (`redis://[:password@]host:port/db` or `rediss://...`) that connects on
@@ -192,6 +203,7 @@ impl RedisStore {
         }
         .map_err(|e| err("url", e))?;
         let (changes, _) = broadcast::channel(1024);
+        let seal = RecordSeal::random().map_err(|e| err("record keys", e))?;
         Ok(Self {
             client,
             conn: OnceCell::new(),
@@ -202,7 +214,41 @@ impl RedisStore {
             create: Script::new(CREATE_LUA),
             cas: Script::new(CAS_LUA),
             park: Script::new(PARK_LUA),
+            seal: Arc::new(seal),
         })
+    }
+
+    /// Seals records with `seal` (derived from `signing_key`, the same on every replica)
+    /// instead of the random per-process keys a new store starts with.
+    pub fn with_seal(mut self, seal: Arc<RecordSeal>) -> Self {
+        self.seal = seal;
+        self
+    }
+
+    /// `v` as a sealed record of `kind` for `id`.
+    fn seal<T: serde::Serialize>(
+        &self,
+        kind: &str,
+        id: &ApprovalId,
+        v: &T,
+    ) -> Result<String, StoreError> {
+        let json = serde_json::to_string(v).map_err(|e| err(&format!("encoding {kind}"), e))?;
+        Ok(self.seal.seal(kind, id, &json))
+    }
+
+    /// The record of `kind` for `id` in `raw`, once its MAC verifies.
+    fn open<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        id: &ApprovalId,
+        raw: &str,
+    ) -> Result<T, StoreError> {
+        let json = self
+            .seal
+            .open(kind, id, raw)
+            .map_err(|e| tampered(kind, id, e))?;
+        // A verified record that does not decode was written by another Countersign version.
+        serde_json::from_str(json).map_err(|e| err(&format!("decoding {kind}"), e))
     }
 
     /// Like [`Self::new`], then connects and subscribes to change notifications right away, so
@@ -295,7 +341,7 @@ impl RedisStore {
             .call("read", async { c.hget(&key, &["json", "ver"]).await })
             .await?;
         match (json, ver) {
-            (Some(json), Some(ver)) => Ok(Some((lease(decode("approval", &json)?, now), ver))),
+            (Some(json), Some(ver)) => Ok(Some((lease(self.open(APPROVAL, id, &json)?, now), ver))),
             _ => Ok(None),
         }
     }
@@ -314,7 +360,7 @@ impl RedisStore {
         if !change(&mut a) {
             return Ok(Some(Ok(Cas::Conflict(a))));
         }
-        let json = encode("approval", &a)?;
+        let json = self.seal(APPROVAL, id, &a)?;
         let mut c = self.conn().await?;
         let mut inv = self.cas.prepare_invoke();
         inv.key(apr_key(id))
@@ -380,8 +426,13 @@ impl ApprovalStore for RedisStore {
         request: &StoredRequest,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let json = encode("approval", approval)?;
-        let req = encode("stored request", request)?;
+        let id = &approval.id;
+        let json = self.seal(APPROVAL, id, approval)?;
+        let at_rest = self
+            .seal
+            .encrypt_credentials(id, request)
+            .map_err(|e| err("encrypting credentials", e))?;
+        let req = self.seal(REQUEST, id, &at_rest)?;
         let mut c = self.conn().await?;
         let mut inv = self.create.prepare_invoke();
         inv.key(apr_key(&approval.id))
@@ -398,7 +449,10 @@ impl ApprovalStore for RedisStore {
         if created == 1 {
             Ok(())
         } else {
-            Err(StoreError(format!("duplicate approval id {}", approval.id)))
+            Err(StoreError::unavailable(format!(
+                "duplicate approval id {}",
+                approval.id
+            )))
         }
     }
 
@@ -412,7 +466,14 @@ impl ApprovalStore for RedisStore {
         let json: Option<String> = self
             .call("stored request", async { c.get(&key).await })
             .await?;
-        json.map(|j| decode("stored request", &j)).transpose()
+        let Some(raw) = json else {
+            return Ok(None);
+        };
+        let at_rest: StoredRequest = self.open(REQUEST, id, &raw)?;
+        self.seal
+            .decrypt_credentials(id, at_rest)
+            .map(Some)
+            .map_err(|e| tampered(REQUEST, id, e))
     }
 
     async fn update(
@@ -429,7 +490,7 @@ impl ApprovalStore for RedisStore {
                 Some(Err(())) => tokio::task::yield_now().await,
             }
         }
-        Err(StoreError(format!(
+        Err(StoreError::unavailable(format!(
             "approval {id}: too much contention, gave up after {MAX_ATTEMPTS} attempts"
         )))
     }
@@ -440,7 +501,7 @@ impl ApprovalStore for RedisStore {
         result: &ParkedResult,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let json = encode("result", result)?;
+        let json = self.seal(RESULT, id, result)?;
         let mut c = self.conn().await?;
         let mut inv = self.park.prepare_invoke();
         inv.key(apr_key(id))
@@ -454,7 +515,9 @@ impl ApprovalStore for RedisStore {
         if parked == 1 {
             Ok(())
         } else {
-            Err(StoreError(format!("no approval {id} to park a result for")))
+            Err(StoreError::unavailable(format!(
+                "no approval {id} to park a result for"
+            )))
         }
     }
 
@@ -462,7 +525,7 @@ impl ApprovalStore for RedisStore {
         let mut c = self.conn().await?;
         let key = res_key(id);
         let json: Option<String> = self.call("result", async { c.get(&key).await }).await?;
-        json.map(|j| decode("result", &j)).transpose()
+        json.map(|j| self.open(RESULT, id, &j)).transpose()
     }
 
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Approval>, StoreError> {
@@ -482,8 +545,19 @@ impl ApprovalStore for RedisStore {
             .await?;
         let now = self.now_ms();
         let mut out = Vec::new();
-        for json in jsons.into_iter().flatten() {
-            let a = lease(decode::<Approval>("approval", &json)?, now);
+        for (id, json) in ids.iter().zip(jsons) {
+            let (Some(id), Some(json)) = (ApprovalId::parse(id), json) else {
+                continue;
+            };
+            // One tampered record must not hide every other approval: it is skipped here and
+            // refused (and audited) wherever it is read by id.
+            let a = match self.open::<Approval>(APPROVAL, &id, &json) {
+                Ok(a) => lease(a, now),
+                Err(e) => {
+                    tracing::error!(error = %e, "approval store: listing skips a record");
+                    continue;
+                }
+            };
             if filter.matches(&a) {
                 out.push(a);
             }

@@ -63,11 +63,30 @@ pub fn message_blocks(a: &Approval, public_url: &Url) -> Value {
         json!({"type": "header", "text": plain(&cut(&format!("{}: {}", headline(a), a.rule), HEADER_CHARS))}),
         json!({"type": "section", "fields": detail_fields(a)}),
     ];
-    if !a.body_preview.is_empty() {
+    if !a.headers.is_empty() {
+        let lines: Vec<String> = a
+            .headers
+            .iter()
+            .map(|h| format!("{}: {}", h.name, h.value))
+            .collect();
         blocks.push(json!({"type": "section", "text": mrkdwn(&format!(
-            "*Body* ({} bytes)\n```{}```",
-            a.body_len,
-            cut(&code_safe(&escape(&a.body_preview)), PREVIEW_CHARS)
+            "*Headers sent* (credentials masked)\n```{}```",
+            cut(&code_safe(&escape(&lines.join("\n"))), PREVIEW_CHARS)
+        ))}));
+    }
+    if !a.body_preview.is_empty() {
+        let shown = code_safe(&escape(&a.body_preview));
+        let label = if a.body_preview_cut || shown.chars().count() > PREVIEW_CHARS {
+            format!(
+                "*Body* (preview cut: {} bytes in all, SHA-256 `{}`)",
+                a.body_len, a.body_sha256
+            )
+        } else {
+            format!("*Body* ({} bytes)", a.body_len)
+        };
+        blocks.push(json!({"type": "section", "text": mrkdwn(&format!(
+            "{label}\n```{}```",
+            cut(&shown, PREVIEW_CHARS)
         ))}));
     }
     if a.votes.iter().any(|v| v.self_approval) {

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use crate::approval::{Approval, Execution, Status};
 use crate::chat::teams::{
-    body_preview, defuse, fact_set, open_url, requester, rfc3339, title, votes, warning,
-    CARD_CONTENT_TYPE, CARD_SCHEMA, FACT_MAX_CHARS,
+    body_preview, defuse, fact_set, open_url, replayed_headers, requester, rfc3339, title, votes,
+    warning, CARD_CONTENT_TYPE, CARD_SCHEMA, FACT_MAX_CHARS,
 };
 use crate::policy::ApproveVia;
 
@@ -67,6 +67,7 @@ pub fn card(a: &Approval, page: &str, user_ids: &[String], view: View<'_>) -> Va
             "Break-glass rule: the requester may count as one of the approvers.",
         ));
     }
+    body.extend(replayed_headers(a));
     body.extend(body_preview(a));
     let note = match view {
         View::Status => None,
