@@ -1117,6 +1117,25 @@ impl ApprovalStore for StaleRead {
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Approval>, StoreError> {
         self.inner.list(filter, limit).await
     }
+    async fn list_page(
+        &self,
+        filter: ListFilter,
+        after: Option<&countersign::approval::store::Cursor>,
+        limit: usize,
+    ) -> Result<countersign::approval::store::Page, StoreError> {
+        self.inner.list_page(filter, after, limit).await
+    }
+    async fn due(
+        &self,
+        now: u64,
+        limit: usize,
+        retry: Duration,
+    ) -> Result<Vec<ApprovalId>, StoreError> {
+        self.inner.due(now, limit, retry).await
+    }
+    async fn count_pending(&self, requester: Option<(&str, &str)>) -> Result<usize, StoreError> {
+        self.inner.count_pending(requester).await
+    }
     async fn publish(&self, id: &ApprovalId) -> Result<(), StoreError> {
         self.inner.publish(id).await
     }
