@@ -379,6 +379,7 @@ fn build_broker(
     .with_settings(BrokerSettings {
         notify_timeout: Duration::from_secs(10),
         max_pending_per_requester: config.approvals.max_pending_per_requester as usize,
+        recheck_interval: config.approvals.recheck,
         ..BrokerSettings::default()
     }))
 }

@@ -1124,6 +1124,25 @@ impl ApprovalStore for StaleRead {
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Approval>, StoreError> {
         self.inner.list(filter, limit).await
     }
+    async fn list_page(
+        &self,
+        filter: ListFilter,
+        after: Option<&countersign::approval::store::Cursor>,
+        limit: usize,
+    ) -> Result<countersign::approval::store::Page, StoreError> {
+        self.inner.list_page(filter, after, limit).await
+    }
+    async fn due(
+        &self,
+        now: u64,
+        limit: usize,
+        retry: Duration,
+    ) -> Result<Vec<ApprovalId>, StoreError> {
+        self.inner.due(now, limit, retry).await
+    }
+    async fn count_pending(&self, requester: Option<(&str, &str)>) -> Result<usize, StoreError> {
+        self.inner.count_pending(requester).await
+    }
     async fn publish(&self, id: &ApprovalId) -> Result<(), StoreError> {
         self.inner.publish(id).await
     }
@@ -1391,4 +1410,149 @@ async fn check_voter_tells_pages_who_may_vote() {
         b.check_voter(&c, &approver("bob@example.com"), Decision::Approve),
         Err(DecideError::Expired)
     ));
+}
+
+/// `countersign_approvals_pending` is kept from counts updated on every transition (issue 12
+/// target 3): it must follow each create, approval, cancellation and expiry exactly.
+#[tokio::test]
+async fn pending_gauge_follows_create_approve_cancel_and_expire() {
+    let h = harness().await;
+    let gauge = || h.metrics.approvals_pending.get();
+    let a = h.submit(spec()).await;
+    let b = h.submit(spec()).await;
+    let c = h.submit(spec()).await;
+    assert_eq!(gauge(), 3, "three created");
+    h.broker
+        .decide(
+            &a.id,
+            approver("alice@example.com"),
+            Decision::Approve,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(gauge(), 2, "one approved");
+    h.broker.cancel(&b.id, "caller", "hung up").await.unwrap();
+    assert_eq!(gauge(), 1, "one cancelled");
+    h.clock.advance(Duration::from_secs(3600));
+    let report = h.broker.sweep().await;
+    assert_eq!(report.expired, 1, "the sweep expired the last one");
+    assert_eq!(h.status(&c.id).await.status, Status::Expired);
+    assert_eq!(gauge(), 0, "one expired");
+    // Cancelling what is already decided changes nothing.
+    let _ = h.broker.cancel(&a.id, "caller", "late").await;
+    assert_eq!(gauge(), 0);
+}
+
+/// A store whose change notifications are all lost (a broken pub/sub).
+#[derive(Debug)]
+struct Deaf {
+    inner: MemoryStore,
+}
+
+#[async_trait]
+impl ApprovalStore for Deaf {
+    async fn create(
+        &self,
+        approval: &Approval,
+        request: &StoredRequest,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.create(approval, request, ttl).await
+    }
+    async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn stored_request(&self, id: &ApprovalId) -> Result<Option<StoredRequest>, StoreError> {
+        self.inner.stored_request(id).await
+    }
+    async fn update(
+        &self,
+        id: &ApprovalId,
+        now: u64,
+        change: &mut countersign::approval::store::Change<'_>,
+    ) -> Result<Cas, StoreError> {
+        self.inner.update(id, now, change).await
+    }
+    async fn park_result(
+        &self,
+        id: &ApprovalId,
+        result: &ParkedResult,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.park_result(id, result, ttl).await
+    }
+    async fn result(&self, id: &ApprovalId) -> Result<Option<ParkedResult>, StoreError> {
+        self.inner.result(id).await
+    }
+    async fn list_page(
+        &self,
+        filter: ListFilter,
+        after: Option<&countersign::approval::store::Cursor>,
+        limit: usize,
+    ) -> Result<countersign::approval::store::Page, StoreError> {
+        self.inner.list_page(filter, after, limit).await
+    }
+    async fn due(
+        &self,
+        now: u64,
+        limit: usize,
+        retry: Duration,
+    ) -> Result<Vec<ApprovalId>, StoreError> {
+        self.inner.due(now, limit, retry).await
+    }
+    async fn count_pending(&self, requester: Option<(&str, &str)>) -> Result<usize, StoreError> {
+        self.inner.count_pending(requester).await
+    }
+    async fn publish(&self, _id: &ApprovalId) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ApprovalId> {
+        self.inner.subscribe()
+    }
+    async fn cleanup(&self, now: u64) -> Result<usize, StoreError> {
+        self.inner.cleanup(now).await
+    }
+}
+
+/// With every change notification lost, a holder still sees the decision by its safety
+/// re-read: after at least 0.75 x `recheck_interval` (so not by a notification) and within
+/// 1.25 x (the documented bound), never only at the end of its hold.
+#[tokio::test]
+async fn a_holder_whose_notifications_are_lost_sees_the_decision_at_its_safety_recheck() {
+    let h = harness_with(Arc::new(Deaf {
+        inner: MemoryStore::new(),
+    }))
+    .await;
+    let recheck = Duration::from_millis(800);
+    let broker = h.broker.clone().with_settings(BrokerSettings {
+        recheck_interval: recheck,
+        ..*h.broker.settings()
+    });
+    let a = h.submit(spec()).await;
+    let started = std::time::Instant::now();
+    let waiter = {
+        let id = a.id.clone();
+        tokio::spawn(async move { broker.wait(&id, Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.broker
+        .decide(
+            &a.id,
+            approver("alice@example.com"),
+            Decision::Approve,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(waiter.await.unwrap().unwrap(), WaitOutcome::Approved);
+    let took = started.elapsed();
+    assert!(
+        took >= recheck.mul_f64(0.75),
+        "the decision arrived before any re-read ({took:?}): the notification was not lost?"
+    );
+    assert!(
+        took < recheck.mul_f64(1.25) + Duration::from_millis(300),
+        "lost notification delayed the holder past 1.25 x recheck: {took:?}"
+    );
 }

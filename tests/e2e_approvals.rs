@@ -1122,3 +1122,62 @@ async fn an_approved_request_the_upstream_refuses_says_so_to_held_and_async_call
         .await
         .assert_error(502, "upstream_unavailable");
 }
+
+/// `GET /approvals` pages (issue 13 item 3): following `next_cursor` with `limit=2` returns
+/// each of the caller's five approvals exactly once, over three pages; bad paging parameters
+/// are refused with 400.
+#[tokio::test]
+async fn approvals_listing_pages_through_every_approval_exactly_once() {
+    let env = Env::start().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let accepted = joined(env.send(
+            reqwest::Method::POST,
+            "/deploy/staging",
+            &[("prefer", "respond-async")],
+            &format!("page {i}"),
+        ))
+        .await;
+        assert_eq!(accepted.status, 202, "{}", accepted.text);
+        ids.push(accepted.json()["approval_id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            None => env.control("/approvals?limit=2"),
+            Some(c) => env.control(&format!("/approvals?limit=2&cursor={c}")),
+        };
+        let page = env.get(&url, &env.requester).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        let body = page.json();
+        let items = body["approvals"].as_array().expect("approvals array");
+        assert!(items.len() <= 2, "limit=2 answered {}", items.len());
+        seen.extend(
+            items
+                .iter()
+                .map(|a| a["approval_id"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        assert!(pages <= 10, "paging does not end: {body}");
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted_seen = seen.clone();
+    sorted_seen.sort();
+    let mut sorted_ids = ids.clone();
+    sorted_ids.sort();
+    assert_eq!(
+        sorted_seen, sorted_ids,
+        "every approval exactly once: {seen:?}"
+    );
+    assert_eq!(pages, 3, "five approvals at two per page");
+    for bad in ["limit=0", "limit=501", "cursor=nope", "status=maybe"] {
+        env.get(&env.control(&format!("/approvals?{bad}")), &env.requester)
+            .await
+            .assert_error(400, "bad_request");
+    }
+}

@@ -55,6 +55,10 @@ path_prefix = "/open"
 action = "allow"
 "#;
 
+/// Holders re-read on their own only every hour (issue 9): a held caller on one replica is
+/// released by a decision on another only through Redis pub/sub, never by polling.
+const RECHECK: &str = "recheck = \"1h\"\n";
+
 /// Replicas A and B: same config (store, issuer, signing key) except ports and audit log.
 struct Cluster {
     redis: RedisServer,
@@ -98,7 +102,7 @@ impl Cluster {
         dir.write("signing.pem", signing_key_pem());
         let config = format!(
             "{}\n[approvals]\nstore = \"{}\"\naudit_log = \"{{{{dir}}}}/audit-@NAME@.jsonl\"\n\
-             signing_key = \"file:signing.pem\"\n",
+             signing_key = \"file:signing.pem\"\n{RECHECK}",
             common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
             redis.url(),
         );

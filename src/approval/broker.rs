@@ -12,8 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
-
 use super::error::{BrokerError, CancelError, DecideError, ResultError};
 use super::executor::Executor;
 use super::ports::{AuditError, AuditEvent, AuditSink, Notifier, NotifyEvent};
@@ -23,7 +21,10 @@ use super::record::{
     ApprovalId, Channel, Decision, Execution, Requester, Status, StoredRequest, Vote,
 };
 use super::signer::ApprovalSigner;
-use super::store::{ApprovalStore, Cas, ListFilter, ParkedResult, StoreError, VoteResult};
+use super::store::{
+    ApprovalStore, Cas, Cursor, ListFilter, Page, ParkedResult, StoreError, VoteResult,
+};
+use super::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::identity::Principal;
 use crate::metrics::Metrics;
@@ -43,9 +44,13 @@ pub struct BrokerSettings {
     pub held_body_cap: usize,
     /// A notifier taking longer than this counts as failed.
     pub notify_timeout: Duration,
-    /// Background sweep period: expiry, lost notifications, cleanup.
+    /// Background sweep period: expiry, lost notifications, cleanup. Each sweep reads only
+    /// what is due (the store's due-index), never the whole store.
     pub sweep_interval: Duration,
-    /// A waiting caller re-reads the state at least this often (lost notifications).
+    /// Safety net for lost change notifications: a held caller that no notification woke
+    /// re-reads its approval after a random time in [0.75, 1.25) x this (jittered so 10,000
+    /// holders do not re-read together). A decision whose notification was lost therefore
+    /// reaches its holder within 1.25 x this (or at the end of the hold, whichever is first).
     pub recheck_interval: Duration,
     /// Most approvals one requester (issuer and subject) may have pending at once.
     pub max_pending_per_requester: usize,
@@ -60,7 +65,7 @@ impl Default for BrokerSettings {
             held_body_cap: 16 * 1024 * 1024,
             notify_timeout: Duration::from_secs(2),
             sweep_interval: Duration::from_secs(1),
-            recheck_interval: Duration::from_millis(500),
+            recheck_interval: Duration::from_secs(10),
             max_pending_per_requester: 20,
         }
     }
@@ -104,6 +109,7 @@ pub struct Broker {
     pub(super) metrics: Option<Metrics>,
     pub(super) settings: BrokerSettings,
     pub(super) instance: Arc<str>,
+    waiters: Arc<Waiters>,
 }
 
 impl Broker {
@@ -129,6 +135,7 @@ impl Broker {
             metrics: None,
             settings: BrokerSettings::default(),
             instance: Arc::from(format!("{instance:016x}")),
+            waiters: Arc::new(Waiters::default()),
         }
     }
 
@@ -203,14 +210,12 @@ impl Broker {
                 quorum: spec.quorum,
             });
         }
-        // Bounded (SPEC 8): one caller cannot flood approvers or the store.
+        // Bounded (SPEC 8): one caller cannot flood approvers or the store. O(1): the store
+        // keeps a per-requester pending count (cluster-wide on Redis).
         let mine = self
             .store
-            .list(ListFilter::Pending, usize::MAX)
-            .await?
-            .iter()
-            .filter(|a| a.requester.is(&requester.iss, &requester.sub))
-            .count();
+            .count_pending(Some((&requester.iss, &requester.sub)))
+            .await?;
         if mine >= self.settings.max_pending_per_requester {
             return Err(BrokerError::TooManyPending {
                 limit: self.settings.max_pending_per_requester,
@@ -282,13 +287,21 @@ impl Broker {
 
     /// Waits up to `hold` for a decision on `id`, woken by decisions from any source.
     ///
-    /// Cancel-safe: it only reads, so the proxy can race it against the client hanging up and
-    /// drop it. (An expiry it notices is recorded by a spawned task, never by this future.)
+    /// Reads the approval only when woken: by a change notification for this id (any replica),
+    /// at its expiry, at the end of the hold, or by the slow jittered safety re-read
+    /// ([`BrokerSettings::recheck_interval`]). So a held caller costs no work while nothing
+    /// happens to its approval, and a change wakes only its own holders.
+    ///
+    /// Cancel-safe: the proxy can race it against the client hanging up and drop it (the
+    /// waiter unregisters on drop).
     pub async fn wait(&self, id: &ApprovalId, hold: Duration) -> Result<WaitOutcome, BrokerError> {
         let deadline = tokio::time::Instant::now() + hold;
-        // Subscribe before reading, so a decision between the read and the wait is not lost.
-        let mut changes = self.store.subscribe();
+        // Register before reading, so a decision between the read and the wait is not lost.
+        let watch = self.waiters.watch(&*self.store, id);
         loop {
+            let woken = watch.notify().notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let read = self.store.get(id).await;
             let approval = self
                 .refuse_tampered(id, read)
@@ -310,10 +323,14 @@ impl Broker {
             if now >= deadline {
                 return Ok(WaitOutcome::StillPending);
             }
-            let nap = (deadline - now).min(self.settings.recheck_interval);
+            let to_expiry =
+                Duration::from_millis(approval.expires_at.saturating_sub(self.now_ms()));
+            let nap = (deadline - now)
+                .min(to_expiry)
+                .min(jittered(self.settings.recheck_interval));
             tokio::select! {
-                _ = next_change_of(&mut changes, id) => {}
-                _ = tokio::time::sleep(nap) => {}
+                () = &mut woken => {}
+                () = tokio::time::sleep(nap) => {}
             }
         }
     }
@@ -592,6 +609,17 @@ impl Broker {
         self.store.list(filter, limit).await
     }
 
+    /// One page of approvals, newest first, strictly after `after`; reads at most `limit`
+    /// index entries.
+    pub async fn list_page(
+        &self,
+        filter: ListFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        self.store.list_page(filter, after, limit).await
+    }
+
     /// The parked upstream response, for the requester only (same iss and sub).
     pub async fn result(
         &self,
@@ -648,11 +676,19 @@ impl Broker {
         }
     }
 
+    /// Sets `countersign_approvals_pending` from the store's pending count: O(1) (an index
+    /// cardinality, cluster-wide on Redis), so it can run on every transition.
     pub(super) async fn refresh_pending_gauge(&self) {
         let Some(m) = &self.metrics else { return };
-        if let Ok(pending) = self.store.list(ListFilter::Pending, usize::MAX).await {
-            m.approvals_pending.set(pending.len() as i64);
+        if let Ok(pending) = self.store.count_pending(None).await {
+            m.approvals_pending
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
         }
+    }
+
+    /// How many approvals have a held caller waiting in this process.
+    pub fn holders(&self) -> usize {
+        self.waiters.len()
     }
 }
 
@@ -663,17 +699,9 @@ fn is_requester(r: &Requester, voter: &ApproverIdentity, email: &str) -> bool {
     same_subject || same_email
 }
 
-/// Resolves when `id` changed (or notifications were lost, so the caller re-reads).
-async fn next_change_of(changes: &mut broadcast::Receiver<ApprovalId>, id: &ApprovalId) {
-    loop {
-        match changes.recv().await {
-            Ok(changed) if &changed == id => return,
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
-            // No more notifications: let the periodic re-read do the work.
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-        }
-    }
+/// `base` scaled by a random factor in [0.75, 1.25).
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(0.75 + rand::random::<f64>() / 2.0)
 }
 
 fn duration_ms(d: Duration) -> u64 {

@@ -25,6 +25,7 @@ pub mod signer;
 pub mod store;
 pub mod sweeper;
 pub mod transition;
+pub mod waiters;
 
 pub use broker::{ApproverIdentity, Broker, BrokerSettings, WaitOutcome};
 pub use error::{BrokerError, CancelError, DecideError, ExecuteError, ResultError};

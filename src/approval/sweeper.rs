@@ -5,12 +5,15 @@
 //! Owns the loop and the sweep. Must not hold state of its own (everything is in the store)
 //! and must not touch pingora: `app.rs` hands it the server's shutdown watch.
 
+use std::time::Duration;
+
+use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::broker::Broker;
-use super::record::ApprovalId;
-use super::store::ListFilter;
+use super::record::{ApprovalId, Status};
+use super::transition::{may_claim, Claimant};
 use crate::shutdown::{stopped, Shutdown};
 
 /// What one sweep did.
@@ -83,31 +86,34 @@ impl Broker {
     }
 
     /// One sweep: expire overdue pending approvals, execute approved unheld ones, clean up.
+    ///
+    /// Reads only what is due: the store's due-index ([`super::store::ApprovalStore::due`]) in batches of
+    /// [`SWEEP_BATCH`] (at most [`SWEEP_BATCHES`] per sweep; the rest waits for the next tick),
+    /// so a sweep costs O(due items) however many approvals are pending. An item this sweep
+    /// cannot act on comes back after [`DUE_RETRY`].
     pub async fn sweep(&self) -> SweepReport {
         let mut report = SweepReport::default();
         let now = self.now_ms();
-        match self.store.list(ListFilter::Pending, usize::MAX).await {
-            Ok(pending) => {
-                for a in pending.iter().filter(|a| now >= a.expires_at) {
-                    if self.expire_one(&a.id).await {
-                        report.expired += 1;
-                    }
+        for _ in 0..SWEEP_BATCHES {
+            let due = match self.store.due(now, SWEEP_BATCH, DUE_RETRY).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep: cannot read the due-index");
+                    break;
                 }
+            };
+            let last = due.len() < SWEEP_BATCH;
+            // Concurrently (bounded): one slow upstream or audit write must not delay the rest.
+            let done: Vec<Acted> = futures::stream::iter(due)
+                .map(|id| async move { self.act_on_due(&id, now).await })
+                .buffer_unordered(SWEEP_CONCURRENCY)
+                .collect()
+                .await;
+            report.expired += done.iter().filter(|a| **a == Acted::Expired).count();
+            report.executed += done.iter().filter(|a| **a == Acted::Executed).count();
+            if last {
+                break;
             }
-            Err(e) => tracing::warn!(error = %e, "sweep: cannot list pending approvals"),
-        }
-        match self
-            .store
-            .list(ListFilter::AwaitingExecution, usize::MAX)
-            .await
-        {
-            Ok(ready) => {
-                // Concurrently: one slow upstream must not delay every other handoff.
-                let runs = ready.iter().map(|a| self.background_one(&a.id));
-                let done = futures::future::join_all(runs).await;
-                report.executed = done.into_iter().filter(|ran| *ran).count();
-            }
-            Err(e) => tracing::warn!(error = %e, "sweep: cannot list approved approvals"),
         }
         match self.store.cleanup(now).await {
             Ok(n) => report.cleaned = n,
@@ -116,4 +122,45 @@ impl Broker {
         self.refresh_pending_gauge().await;
         report
     }
+
+    /// Does what a due approval needs: expire it, or execute it in the background.
+    async fn act_on_due(&self, id: &ApprovalId, now: u64) -> Acted {
+        let a = match self.store.get(id).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return Acted::Nothing,
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, "sweep: cannot read approval");
+                return Acted::Nothing;
+            }
+        };
+        if a.status == Status::Pending && now >= a.expires_at {
+            if self.expire_one(id).await {
+                return Acted::Expired;
+            }
+        } else if may_claim(&a, Claimant::Background) && self.background_one(id).await {
+            return Acted::Executed;
+        }
+        Acted::Nothing
+    }
 }
+
+/// What the sweep did with one due approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acted {
+    Expired,
+    Executed,
+    Nothing,
+}
+
+/// Due ids one read of the due-index takes.
+pub const SWEEP_BATCH: usize = 500;
+
+/// Batches one sweep takes at most.
+pub const SWEEP_BATCHES: usize = 20;
+
+/// Due approvals acted on at once.
+const SWEEP_CONCURRENCY: usize = 32;
+
+/// How long a due approval the sweep could not act on (held, or a failed write) waits before
+/// a sweep (of any replica) looks at it again, unless it changes meanwhile.
+pub const DUE_RETRY: Duration = Duration::from_secs(5);

@@ -548,6 +548,7 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
         store_password: None,
         store_ca: None,
         max_pending_per_requester: 20,
+        recheck: Duration::from_secs(10),
     };
     let Some(t) = value.and_then(|v| ck.as_table(v, "[approvals]")) else {
         return out;
@@ -562,8 +563,12 @@ fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approva
             "store_password",
             "store_ca",
             "max_pending_per_requester",
+            "recheck",
         ],
     );
+    if let Some(d) = ck.opt_duration(t, "recheck", Duration::from_millis(100)) {
+        out.recheck = d;
+    }
     if let Some(n) = ck.opt_int(t, "max_pending_per_requester", 1) {
         out.max_pending_per_requester = u32::try_from(n).unwrap_or(u32::MAX);
     }

@@ -352,6 +352,10 @@ pub struct Approvals {
     /// `max_pending_per_requester` (default 20): more pending approvals from one requester are
     /// refused with 429 `too_many_pending` (SPEC 8).
     pub max_pending_per_requester: u32,
+    /// `recheck` (default 10 s, at least 100 ms): a held caller that no change notification
+    /// woke re-reads its approval after about this long (jittered +-25%): the bound on how
+    /// late a decision whose notification was lost reaches its holder.
+    pub recheck: std::time::Duration,
 }
 
 /// `[slack]`.

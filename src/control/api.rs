@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::ControlState;
+use crate::approval::store::Cursor;
 use crate::approval::transition::{visible_to, Viewer};
 use crate::approval::{
     Approval, ApprovalId, ApproverIdentity, CancelError, Channel, DecideError, Decision, Execution,
@@ -184,21 +185,89 @@ pub fn may_see(a: &Approval, who: &Principal) -> bool {
     visible_to(a, &viewer)
 }
 
-/// `GET /approvals` (JSON): approvals the caller may see, pending first.
-pub async fn list(state: &ControlState, headers: &HeaderMap) -> Response {
+/// Default and largest `limit` of `GET /approvals`.
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 500;
+
+/// Index entries one `GET /approvals` reads at most looking for approvals the caller may see;
+/// past that it answers what it found with a `next_cursor`.
+const PAGE_SCAN: usize = 2000;
+
+/// `?limit=&cursor=&status=` of `GET /approvals`.
+#[derive(Debug, PartialEq, Eq)]
+struct PageQuery {
+    limit: usize,
+    cursor: Option<Cursor>,
+    filter: ListFilter,
+}
+
+/// Parses the query of `GET /approvals`; `Err` names the bad parameter.
+fn page_query(query: Option<&str>) -> Result<PageQuery, &'static str> {
+    let mut out = PageQuery {
+        limit: PAGE_DEFAULT,
+        cursor: None,
+        filter: ListFilter::All,
+    };
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if (1..=PAGE_MAX).contains(&n) => out.limit = n,
+                _ => return Err("limit must be a number from 1 to 500"),
+            },
+            "cursor" => {
+                out.cursor = Some(Cursor::parse(&v).ok_or("cursor is not a next_cursor value")?);
+            }
+            "status" => match &*v {
+                "pending" => out.filter = ListFilter::Pending,
+                "all" => out.filter = ListFilter::All,
+                _ => return Err("status must be pending or all"),
+            },
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /approvals` (JSON): one page of the approvals the caller may see.
+///
+/// Pages follow the store's listing order (newest first); `?limit=` (1-500, default 100),
+/// `?status=pending` (only pending ones) and `?cursor=` (the previous answer's
+/// `next_cursor`) page through every approval exactly once. Within a page, pending ones come
+/// first. `next_cursor` is `null` on the last page; a page may hold fewer than `limit` items
+/// and still have a next one. Each answer reads O(limit) index entries (at most 2,000).
+pub async fn list(state: &ControlState, headers: &HeaderMap, query: Option<&str>) -> Response {
     let who = match bearer(state, headers).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    match state.broker.list(ListFilter::All, 500).await {
-        Ok(mut all) => {
-            all.retain(|a| may_see(a, &who));
-            all.sort_by_key(|a| (a.status != Status::Pending, std::cmp::Reverse(a.created_at)));
-            let items: Vec<Value> = all.iter().map(|a| view(a, &state.public_url)).collect();
-            axum::Json(json!({ "approvals": items })).into_response()
+    let q = match page_query(query) {
+        Ok(q) => q,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_request", why),
+    };
+    let mut items: Vec<Approval> = Vec::new();
+    let mut cursor = q.cursor;
+    let mut scanned = 0;
+    while items.len() < q.limit && scanned < PAGE_SCAN {
+        let want = (q.limit - items.len()).min(PAGE_SCAN - scanned);
+        let page = match state
+            .broker
+            .list_page(q.filter, cursor.as_ref(), want)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => return store_unavailable(&e),
+        };
+        scanned += want;
+        items.extend(page.items.into_iter().filter(|a| may_see(a, &who)));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
         }
-        Err(e) => store_unavailable(&e),
     }
+    items.sort_by_key(|a| (a.status != Status::Pending, std::cmp::Reverse(a.created_at)));
+    let views: Vec<Value> = items.iter().map(|a| view(a, &state.public_url)).collect();
+    let next = cursor.map(|c| c.to_string());
+    axum::Json(json!({ "approvals": views, "next_cursor": next })).into_response()
 }
 
 /// Loads an approval by its path id (404 for malformed or unknown ids).

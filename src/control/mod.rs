@@ -119,9 +119,13 @@ pub fn router(state: ControlState) -> Router {
     }
 }
 
-async fn approvals_list(State(s): State<Arc<ControlState>>, headers: HeaderMap) -> Response {
+async fn approvals_list(
+    State(s): State<Arc<ControlState>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Response {
     if api::wants_json(&headers) {
-        api::list(&s, &headers).await
+        api::list(&s, &headers, query.as_deref()).await
     } else {
         web::list(&s, &headers).await
     }

@@ -1,19 +1,23 @@
 //! The approval store inside one process (`store = "memory"`): a map under a mutex, so every
 //! [`ApprovalStore::update`] is trivially atomic.
 //!
-//! Owns storage only: evictions by TTL, parked results, the in-process change broadcast. Must
-//! not decide anything about the lifecycle (that is [`crate::approval::transition`], applied
-//! through `update`).
+//! Owns storage only: evictions by TTL, parked results, the in-process change broadcast, and
+//! the indexes that keep periodic work O(what is due): listing order and pending listing
+//! (`BTreeSet` by `created_at`), the due-index (`BTreeSet` by [`due_at`]), the eviction index
+//! (by evict time) and pending counts (in all and per requester). Must not decide anything
+//! about the lifecycle (that is [`crate::approval::transition`], applied through `update`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{newest_first, ApprovalStore, Cas, Change, ListFilter, ParkedResult, StoreError};
-use crate::approval::record::{Approval, ApprovalId, StoredRequest};
+use super::{
+    due_at, ApprovalStore, Cas, Change, Cursor, ListFilter, Page, ParkedResult, StoreError,
+};
+use crate::approval::record::{Approval, ApprovalId, Status, StoredRequest};
 
 /// One approval in memory, with its evictions.
 #[derive(Debug)]
@@ -22,12 +26,81 @@ struct Entry {
     request: StoredRequest,
     evict_at: u64,
     result: Option<(ParkedResult, u64)>,
+    /// Its key in the due-index, if it is there (may be leased later than [`due_at`]).
+    due: Option<u64>,
+}
+
+/// `(time, id)`: an index key.
+type Key = (u64, ApprovalId);
+
+/// The map and its indexes, always changed together under the lock.
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<ApprovalId, Entry>,
+    /// Every approval, by `created_at`.
+    order: BTreeSet<Key>,
+    /// Pending approvals, by `created_at`.
+    pending: BTreeSet<Key>,
+    /// What the background must look at, by due time.
+    due: BTreeSet<Key>,
+    /// Evictions, by evict time.
+    evict: BTreeSet<Key>,
+    /// Parked results, by the time they are dropped.
+    results: BTreeSet<Key>,
+    /// Pending approvals per requester `(iss, sub)`.
+    per_requester: HashMap<(String, String), usize>,
+}
+
+impl Inner {
+    fn requester_key(a: &Approval) -> (String, String) {
+        (a.requester.iss.clone(), a.requester.sub.clone())
+    }
+
+    /// Moves `id` in the due-index to `to`.
+    fn set_due(&mut self, id: &ApprovalId, to: Option<u64>) {
+        let Some(e) = self.entries.get_mut(id) else {
+            return;
+        };
+        if let Some(old) = e.due.take() {
+            self.due.remove(&(old, id.clone()));
+        }
+        if let Some(at) = to {
+            self.due.insert((at, id.clone()));
+            e.due = Some(at);
+        }
+    }
+
+    /// Leaves the pending index and counts (a pending approval became something else, or
+    /// is evicted while pending).
+    fn unpend(&mut self, a: &Approval) {
+        if self.pending.remove(&(a.created_at, a.id.clone())) {
+            let key = Self::requester_key(a);
+            if let Some(n) = self.per_requester.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_requester.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &ApprovalId) -> Option<Entry> {
+        self.set_due(id, None);
+        let e = self.entries.remove(id)?;
+        self.unpend(&e.approval);
+        self.order.remove(&(e.approval.created_at, id.clone()));
+        self.evict.remove(&(e.evict_at, id.clone()));
+        if let Some((_, until)) = &e.result {
+            self.results.remove(&(*until, id.clone()));
+        }
+        Some(e)
+    }
 }
 
 /// A store inside this process (`store = "memory"`).
 #[derive(Debug)]
 pub struct MemoryStore {
-    entries: Mutex<HashMap<ApprovalId, Entry>>,
+    inner: Mutex<Inner>,
     changes: broadcast::Sender<ApprovalId>,
 }
 
@@ -42,15 +115,15 @@ impl MemoryStore {
     pub fn new() -> Self {
         let (changes, _) = broadcast::channel(1024);
         Self {
-            entries: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner::default()),
             changes,
         }
     }
 
     /// Runs `f` on the map under the lock. A poisoned lock only means another task panicked
     /// mid-update; every update below is a single assignment sequence, so the data is usable.
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<ApprovalId, Entry>) -> T) -> T {
-        let mut guard = match self.entries.lock() {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut guard = match self.inner.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -72,31 +145,42 @@ impl ApprovalStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let evict_at = approval.created_at.saturating_add(ms(ttl));
         self.with(|m| {
-            if m.contains_key(&approval.id) {
+            if m.entries.contains_key(&approval.id) {
                 return Err(StoreError::unavailable(format!(
                     "duplicate approval id {}",
                     approval.id
                 )));
             }
-            m.insert(
-                approval.id.clone(),
+            let id = approval.id.clone();
+            m.entries.insert(
+                id.clone(),
                 Entry {
                     approval: approval.clone(),
                     request: request.clone(),
                     evict_at,
                     result: None,
+                    due: None,
                 },
             );
+            m.order.insert((approval.created_at, id.clone()));
+            m.evict.insert((evict_at, id.clone()));
+            if approval.status == Status::Pending {
+                m.pending.insert((approval.created_at, id.clone()));
+                *m.per_requester
+                    .entry(Inner::requester_key(approval))
+                    .or_insert(0) += 1;
+            }
+            m.set_due(&id, due_at(approval));
             Ok(())
         })
     }
 
     async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
-        Ok(self.with(|m| m.get(id).map(|e| e.approval.clone())))
+        Ok(self.with(|m| m.entries.get(id).map(|e| e.approval.clone())))
     }
 
     async fn stored_request(&self, id: &ApprovalId) -> Result<Option<StoredRequest>, StoreError> {
-        Ok(self.with(|m| m.get(id).map(|e| e.request.clone())))
+        Ok(self.with(|m| m.entries.get(id).map(|e| e.request.clone())))
     }
 
     async fn update(
@@ -108,14 +192,19 @@ impl ApprovalStore for MemoryStore {
         // The rules leave an approval untouched when they decline, so deciding in place under
         // the lock is the compare-and-set.
         Ok(self.with(|m| {
-            let Some(e) = m.get_mut(id) else {
+            let Some(e) = m.entries.get_mut(id) else {
                 return Cas::NotFound;
             };
-            if change(&mut e.approval) {
-                Cas::Applied(e.approval.clone())
-            } else {
-                Cas::Conflict(e.approval.clone())
+            let was_pending = e.approval.status == Status::Pending;
+            if !change(&mut e.approval) {
+                return Cas::Conflict(e.approval.clone());
             }
+            let a = e.approval.clone();
+            if was_pending && a.status != Status::Pending {
+                m.unpend(&a);
+            }
+            m.set_due(id, due_at(&a));
+            Cas::Applied(a)
         }))
     }
 
@@ -125,36 +214,110 @@ impl ApprovalStore for MemoryStore {
         result: &ParkedResult,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.with(|m| match m.get_mut(id) {
-            None => Err(StoreError::unavailable(format!(
-                "no approval {id} to park a result for"
-            ))),
-            Some(e) => {
-                let until = result.at.saturating_add(ms(ttl));
-                // The record must live as long as its result.
-                e.evict_at = e.evict_at.max(until);
-                e.result = Some((result.clone(), until));
-                Ok(())
+        self.with(|m| {
+            let Some(e) = m.entries.get_mut(id) else {
+                return Err(StoreError::unavailable(format!(
+                    "no approval {id} to park a result for"
+                )));
+            };
+            let until = result.at.saturating_add(ms(ttl));
+            if let Some((_, before)) = e.result.replace((result.clone(), until)) {
+                m.results.remove(&(before, id.clone()));
             }
+            m.results.insert((until, id.clone()));
+            let Some(e) = m.entries.get_mut(id) else {
+                return Ok(());
+            };
+            // The record must live as long as its result.
+            let old = e.evict_at;
+            e.evict_at = old.max(until);
+            let new = e.evict_at;
+            if new != old {
+                m.evict.remove(&(old, id.clone()));
+                m.evict.insert((new, id.clone()));
+            }
+            Ok(())
         })
     }
 
     async fn result(&self, id: &ApprovalId) -> Result<Option<ParkedResult>, StoreError> {
         Ok(self.with(|m| {
-            m.get(id)
+            m.entries
+                .get(id)
                 .and_then(|e| e.result.as_ref().map(|(r, _)| r.clone()))
         }))
     }
 
-    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Approval>, StoreError> {
-        let all = self.with(|m| {
-            m.values()
-                .map(|e| &e.approval)
-                .filter(|a| filter.matches(a))
-                .cloned()
-                .collect()
-        });
-        Ok(newest_first(all, limit))
+    async fn list_page(
+        &self,
+        filter: ListFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        Ok(self.with(|m| {
+            let index = match filter {
+                ListFilter::Pending => &m.pending,
+                ListFilter::All | ListFilter::AwaitingExecution => &m.order,
+            };
+            let keys: Box<dyn Iterator<Item = &Key>> = match after {
+                Some(c) => Box::new(index.range(..(c.created_at, c.id.clone())).rev()),
+                None => Box::new(index.iter().rev()),
+            };
+            let mut page = Page::default();
+            let mut read = 0;
+            for (at, id) in keys {
+                if read == limit {
+                    break;
+                }
+                read += 1;
+                page.next = Some(Cursor {
+                    created_at: *at,
+                    id: id.clone(),
+                });
+                if let Some(e) = m.entries.get(id) {
+                    if filter.matches(&e.approval) {
+                        page.items.push(e.approval.clone());
+                    }
+                }
+            }
+            if read < limit {
+                page.next = None;
+            }
+            page
+        }))
+    }
+
+    async fn due(
+        &self,
+        now: u64,
+        limit: usize,
+        retry: Duration,
+    ) -> Result<Vec<ApprovalId>, StoreError> {
+        let later = now.saturating_add(ms(retry));
+        Ok(self.with(|m| {
+            let ids: Vec<ApprovalId> = m
+                .due
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .take(limit)
+                .map(|(_, id)| id.clone())
+                .collect();
+            for id in &ids {
+                m.set_due(id, Some(later));
+            }
+            ids
+        }))
+    }
+
+    async fn count_pending(&self, requester: Option<(&str, &str)>) -> Result<usize, StoreError> {
+        Ok(self.with(|m| match requester {
+            None => m.pending.len(),
+            Some((iss, sub)) => m
+                .per_requester
+                .get(&(iss.to_owned(), sub.to_owned()))
+                .copied()
+                .unwrap_or(0),
+        }))
     }
 
     async fn publish(&self, id: &ApprovalId) -> Result<(), StoreError> {
@@ -169,14 +332,28 @@ impl ApprovalStore for MemoryStore {
 
     async fn cleanup(&self, now: u64) -> Result<usize, StoreError> {
         Ok(self.with(|m| {
-            let before = m.len();
-            for e in m.values_mut() {
-                if e.result.as_ref().is_some_and(|(_, until)| now >= *until) {
+            let dropped: Vec<Key> = m
+                .results
+                .iter()
+                .take_while(|(until, _)| *until <= now)
+                .cloned()
+                .collect();
+            for key in dropped {
+                m.results.remove(&key);
+                if let Some(e) = m.entries.get_mut(&key.1) {
                     e.result = None;
                 }
             }
-            m.retain(|_, e| now < e.evict_at);
-            before - m.len()
+            let gone: Vec<ApprovalId> = m
+                .evict
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .map(|(_, id)| id.clone())
+                .collect();
+            for id in &gone {
+                m.remove(id);
+            }
+            gone.len()
         }))
     }
 }

@@ -120,12 +120,81 @@ impl ListFilter {
     }
 }
 
-/// Orders a listing newest first (ties by id) and keeps at most `limit`: every backend lists
-/// in this order.
+/// Orders a listing newest first (ties by id, highest first) and keeps at most `limit`: every
+/// backend lists in this order, the order of [`Cursor`].
 pub fn newest_first(mut out: Vec<Approval>, limit: usize) -> Vec<Approval> {
-    out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+    out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     out.truncate(limit);
     out
+}
+
+/// A position in a listing (newest first, ties by id highest first): the next page starts
+/// strictly after it. Shown to clients as `{created_at}.{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    /// `created_at` of the last entry read.
+    pub created_at: u64,
+    /// Id of the last entry read.
+    pub id: ApprovalId,
+}
+
+impl Cursor {
+    /// The cursor just after `a`.
+    pub fn after(a: &Approval) -> Self {
+        Self {
+            created_at: a.created_at,
+            id: a.id.clone(),
+        }
+    }
+
+    /// Parses the `{created_at}.{id}` form of [`std::fmt::Display`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (at, id) = s.split_once('.')?;
+        Some(Self {
+            created_at: at.parse().ok()?,
+            id: ApprovalId::parse(id)?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_at, self.id)
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    /// The approvals on this page that match the filter, in listing order.
+    pub items: Vec<Approval>,
+    /// Where the next page starts; `None` when the listing is exhausted. A page may hold fewer
+    /// items than asked (entries that no longer match were skipped) and still have a next one.
+    pub next: Option<Cursor>,
+}
+
+/// How long a `held` flag is believed after `expires_at` (see the Redis hold lease).
+pub const HOLD_GRACE: Duration = Duration::from_secs(10);
+
+/// When the background must next look at `a` (unix ms), or `None` if never: a pending
+/// approval at its expiry; an approved, audited, unclaimed one at once when nobody holds it,
+/// else when its hold lease runs out. Backends keep a due-index by this value so a sweep
+/// reads only what is due ([`ApprovalStore::due`]), never the whole store.
+pub fn due_at(a: &Approval) -> Option<u64> {
+    match a.status {
+        Status::Pending => Some(a.expires_at),
+        Status::Approved
+            if !a.audit_pending && a.execution == super::record::Execution::NotStarted =>
+        {
+            if a.held {
+                let grace = u64::try_from(HOLD_GRACE.as_millis()).unwrap_or(u64::MAX);
+                Some(a.expires_at.saturating_add(grace))
+            } else {
+                Some(0)
+            }
+        }
+        _ => None,
+    }
 }
 
 /// A decision on a fresh copy of an approval: changes it and returns `true`, or leaves it
@@ -173,17 +242,58 @@ pub trait ApprovalStore: Send + Sync + Debug {
     /// The parked response, if any.
     async fn result(&self, id: &ApprovalId) -> Result<Option<ParkedResult>, StoreError>;
 
-    /// Approvals matching `filter`, newest first, at most `limit`.
-    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Approval>, StoreError>;
+    /// One page of approvals matching `filter`, newest first, starting strictly after `after`.
+    /// Reads at most `limit` index entries (O(limit), never the whole index): `Pending` reads
+    /// the pending index, the other filters the full one.
+    async fn list_page(
+        &self,
+        filter: ListFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
+
+    /// Approvals matching `filter`, newest first, at most `limit`: pages through
+    /// [`Self::list_page`] until `limit` are found or the index ends.
+    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Approval>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<Cursor> = None;
+        while out.len() < limit {
+            let want = (limit - out.len()).clamp(1, 500);
+            let page = self.list_page(filter, after.as_ref(), want).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Ids whose [`due_at`] is at or before `now`, at most `limit`, oldest due first. Each id
+    /// returned is leased: it is not returned again (by this or any replica) before
+    /// `now + retry` unless its state changes meanwhile, so an item the sweep cannot act on
+    /// does not come back every tick and several replicas do not all take the same items.
+    async fn due(
+        &self,
+        now: u64,
+        limit: usize,
+        retry: Duration,
+    ) -> Result<Vec<ApprovalId>, StoreError>;
+
+    /// How many approvals are pending, in all (`None`) or of one requester (`(iss, sub)`).
+    /// O(1): backends keep counts (or index cardinalities) up to date on every transition.
+    async fn count_pending(&self, requester: Option<(&str, &str)>) -> Result<usize, StoreError>;
 
     /// Tells every subscriber (on every replica) that `id` changed.
     async fn publish(&self, id: &ApprovalId) -> Result<(), StoreError>;
 
     /// Change notifications. Receivers may lag and lose ids; waiters must also re-read state
-    /// now and then.
+    /// now and then (the broker keeps ONE receiver and wakes only the waiters of each id).
     fn subscribe(&self) -> broadcast::Receiver<ApprovalId>;
 
-    /// Drops entries whose TTL passed (backends with native TTLs do nothing). Returns how many.
+    /// Drops entries whose TTL passed (backends with native TTLs trim their indexes). Reads only
+    /// what is due for eviction, never the whole store. Returns how many.
     async fn cleanup(&self, now: u64) -> Result<usize, StoreError>;
 
     /// The time, unix ms, for changes whose caller passes none ([`Self::set_held`],

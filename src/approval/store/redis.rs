@@ -7,8 +7,20 @@
 //!   every write);
 //! - `cs:req:{id}`: the sealed [`StoredRequest`], credential header values encrypted;
 //! - `cs:res:{id}`: the sealed [`ParkedResult`];
-//! - `cs:idx`: sorted set of ids scored by `created_at`, for [`ApprovalStore::list`];
+//! - `cs:idx`: sorted set of ids scored by `created_at`, for [`ApprovalStore::list_page`];
+//! - `cs:pending`: sorted set of the pending ids scored by `created_at` (the pending listing,
+//!   and the cluster-wide pending count by `ZCARD`);
+//! - `cs:preq:{sha256(iss, sub)}`: sorted set of one requester's pending ids scored by their
+//!   eviction time (`max_pending_per_requester` by `ZCARD`, cluster-wide);
+//! - `cs:due`: sorted set scored by the next time (unix ms) the background must look at an id
+//!   ([`super::due_at`]); sweeps read it with `ZRANGEBYSCORE ... LIMIT`, O(due items);
+//! - `cs:gc`: sorted set scored by eviction time, so cleanup trims the indexes of records Redis
+//!   expired without reading the whole index;
 //! - channel `cs:changes`: ids of approvals that changed.
+//!
+//! Every index is written in the same Lua script as the record it indexes (create, the
+//! compare-and-set, park), so indexes and records never disagree except for records Redis
+//! expired natively, which cleanup removes from the indexes.
 //!
 //! Integrity (SPEC 8): every record is sealed with a MAC keyed from `signing_key`
 //! ([`super::seal`]); a record that does not verify is never returned, only
@@ -48,13 +60,13 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, OnceCell};
 
 use super::seal::RecordSeal;
-use super::{newest_first, ApprovalStore, Cas, Change, ListFilter, ParkedResult, StoreError};
+use super::{ApprovalStore, Cas, Change, Cursor, ListFilter, Page, ParkedResult, StoreError};
 use crate::approval::record::{Approval, ApprovalId, StoredRequest};
 use crate::clock::{SharedClock, SystemClock};
 
 /// How long after `expires_at` a `held` flag is still believed: covers the holder's claim right
 /// after a last-moment decision and clock skew between replicas.
-pub const HOLD_GRACE: Duration = Duration::from_secs(10);
+pub use super::HOLD_GRACE;
 
 /// Default bound on one Redis round trip.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -69,30 +81,58 @@ const CHANNEL: &str = "cs:changes";
 /// The listing index.
 const INDEX: &str = "cs:idx";
 
-/// Creates an approval if its id is new. KEYS: apr, req, idx. ARGV: json, req json, ttl ms,
-/// created_at, id.
+/// The pending listing and count.
+const PENDING: &str = "cs:pending";
+
+/// The due-index.
+const DUE: &str = "cs:due";
+
+/// The eviction index.
+const GC: &str = "cs:gc";
+
+/// Creates an approval if its id is new, with its index entries. KEYS: apr, req, idx,
+/// pending, preq, due, gc. ARGV: json, req json, ttl ms, created_at, id, pending (1/0), due
+/// score ('' for none), evict at (unix ms).
 const CREATE_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'ver', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+  redis.call('ZADD', KEYS[5], ARGV[8], ARGV[5])
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
+end
+if ARGV[7] ~= '' then redis.call('ZADD', KEYS[6], ARGV[7], ARGV[5]) end
+redis.call('ZADD', KEYS[7], ARGV[8], ARGV[5])
 return 1
 ";
 
-/// Writes a new approval state if the version is unchanged, then publishes the id.
-/// KEYS: apr. ARGV: expected ver, json, id, channel. Returns 1 written, 0 lost race, -1 gone.
+/// Writes a new approval state if the version is unchanged, moves it in the indexes, then
+/// publishes the id. KEYS: apr, pending, preq, due. ARGV: expected ver, json, id, channel,
+/// pending (1/0), due score ('' for none). Returns 1 written, 0 lost race, -1 gone.
 const CAS_LUA: &str = r"
 local v = redis.call('HGET', KEYS[1], 'ver')
 if not v then return -1 end
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'json', ARGV[2], 'ver', tostring(tonumber(v) + 1))
+if ARGV[5] ~= '1' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+end
+if ARGV[6] == '' then
+  redis.call('ZREM', KEYS[4], ARGV[3])
+else
+  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[3])
+end
 redis.call('PUBLISH', ARGV[4], ARGV[3])
 return 1
 ";
 
 /// Parks a result and keeps the approval and its request at least as long.
-/// KEYS: apr, req, res. ARGV: result json, ttl ms. Returns 0 when the approval is gone.
+/// KEYS: apr, req, res, gc. ARGV: result json, ttl ms, id, until (unix ms). Returns 0 when the
+/// approval is gone.
 const PARK_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local ttl = tonumber(ARGV[2])
@@ -101,8 +141,49 @@ for _, k in ipairs({KEYS[1], KEYS[2]}) do
   local left = redis.call('PTTL', k)
   if left >= 0 and left < ttl then redis.call('PEXPIRE', k, ttl) end
 end
+local old = redis.call('ZSCORE', KEYS[4], ARGV[3])
+if (not old) or tonumber(old) < tonumber(ARGV[4]) then
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+end
 return 1
 ";
+
+/// Ids due at or before now, oldest first, each leased until `later`. KEYS: due. ARGV: now,
+/// limit, later.
+const DUE_LUA: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
+return ids
+";
+
+/// Trims the indexes of records Redis expired: reads only ids due for eviction. KEYS: gc,
+/// idx, pending, due. ARGV: now, limit. A record still alive (its TTL was extended) is
+/// re-scored by its remaining TTL. Returns how many were dropped.
+const GC_LUA: &str = r"
+local now = tonumber(ARGV[1])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local n = 0
+for _, id in ipairs(ids) do
+  local left = redis.call('PTTL', 'cs:apr:' .. id)
+  if left > 0 then
+    redis.call('ZADD', KEYS[1], now + left, id)
+  else
+    for _, k in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}) do redis.call('ZREM', k, id) end
+    n = n + 1
+  end
+end
+return n
+";
+
+/// The pending count of one requester, dropping entries whose record expired. KEYS: preq.
+/// ARGV: now.
+const COUNT_LUA: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+";
+
+/// How many entries one cleanup or due read takes at most.
+const BATCH: usize = 1000;
 
 /// The Redis-backed [`ApprovalStore`]. Cheap to share behind an `Arc`; connects lazily so a
 /// replica starts (and serves allow/deny routes) while Redis is down.
@@ -117,6 +198,9 @@ pub struct RedisStore {
     cas: Script,
     park: Script,
     seal: Arc<RecordSeal>,
+    due: Script,
+    gc: Script,
+    count: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -152,6 +236,29 @@ fn req_key(id: &ApprovalId) -> String {
 
 fn res_key(id: &ApprovalId) -> String {
     format!("cs:res:{}", id.as_str())
+}
+
+/// The per-requester pending index: hashed, so issuer and subject never appear in key names.
+fn preq_key(iss: &str, sub: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(iss.as_bytes());
+    h.update([0u8]);
+    h.update(sub.as_bytes());
+    format!("cs:preq:{}", hex::encode(&h.finalize()[..16]))
+}
+
+/// A [`super::due_at`] as a Lua argument ('' for none).
+fn due_arg(a: &Approval) -> String {
+    super::due_at(a).map(|d| d.to_string()).unwrap_or_default()
+}
+
+fn pending_arg(a: &Approval) -> &'static str {
+    if a.status == crate::approval::record::Status::Pending {
+        "1"
+    } else {
+        "0"
+    }
 }
 
 /// Applies the hold lease: a hold older than `expires_at + HOLD_GRACE` is a dead replica's.
@@ -215,6 +322,9 @@ impl RedisStore {
             cas: Script::new(CAS_LUA),
             park: Script::new(PARK_LUA),
             seal: Arc::new(seal),
+            due: Script::new(DUE_LUA),
+            gc: Script::new(GC_LUA),
+            count: Script::new(COUNT_LUA),
         })
     }
 
@@ -364,10 +474,15 @@ impl RedisStore {
         let mut c = self.conn().await?;
         let mut inv = self.cas.prepare_invoke();
         inv.key(apr_key(id))
+            .key(PENDING)
+            .key(preq_key(&a.requester.iss, &a.requester.sub))
+            .key(DUE)
             .arg(&ver)
             .arg(&json)
             .arg(id.as_str())
-            .arg(CHANNEL);
+            .arg(CHANNEL)
+            .arg(pending_arg(&a))
+            .arg(due_arg(&a));
         let written: i64 = self
             .call("write", async { inv.invoke_async(&mut c).await })
             .await?;
@@ -438,11 +553,18 @@ impl ApprovalStore for RedisStore {
         inv.key(apr_key(&approval.id))
             .key(req_key(&approval.id))
             .key(INDEX)
+            .key(PENDING)
+            .key(preq_key(&approval.requester.iss, &approval.requester.sub))
+            .key(DUE)
+            .key(GC)
             .arg(json)
             .arg(req)
             .arg(ms(ttl))
             .arg(approval.created_at)
-            .arg(approval.id.as_str());
+            .arg(approval.id.as_str())
+            .arg(pending_arg(approval))
+            .arg(due_arg(approval))
+            .arg(approval.created_at.saturating_add(ms(ttl)));
         let created: i64 = self
             .call("create", async { inv.invoke_async(&mut c).await })
             .await?;
@@ -507,8 +629,11 @@ impl ApprovalStore for RedisStore {
         inv.key(apr_key(id))
             .key(req_key(id))
             .key(res_key(id))
+            .key(GC)
             .arg(json)
-            .arg(ms(ttl));
+            .arg(ms(ttl))
+            .arg(id.as_str())
+            .arg(result.at.saturating_add(ms(ttl)));
         let parked: i64 = self
             .call("park result", async { inv.invoke_async(&mut c).await })
             .await?;
@@ -528,24 +653,71 @@ impl ApprovalStore for RedisStore {
         json.map(|j| self.open(RESULT, id, &j)).transpose()
     }
 
-    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Approval>, StoreError> {
+    async fn list_page(
+        &self,
+        filter: ListFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        if limit == 0 {
+            return Ok(Page::default());
+        }
+        let index = match filter {
+            ListFilter::Pending => PENDING,
+            ListFilter::All | ListFilter::AwaitingExecution => INDEX,
+        };
         let mut c = self.conn().await?;
-        let ids: Vec<String> = self
-            .call("list", async { c.zrevrange(INDEX, 0, -1).await })
+        // Entries with the cursor's own score come first in a reverse range: fetch enough to
+        // skip those at or above the cursor's id (ties are ordered by id, highest first).
+        let (max, skip_ties) = match after {
+            None => ("+inf".to_owned(), 0),
+            Some(cur) => {
+                let at = cur.created_at;
+                let ties: usize = self
+                    .call("list", async { c.zcount(index, at, at).await })
+                    .await?;
+                (at.to_string(), ties)
+            }
+        };
+        let fetch = limit.saturating_add(skip_ties);
+        let raw: Vec<(String, f64)> = self
+            .call("list", async {
+                c.zrevrangebyscore_limit_withscores(index, &max, "-inf", 0, fetch as isize)
+                    .await
+            })
             .await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let exhausted = raw.len() < fetch;
+        let keys: Vec<(u64, String)> = raw
+            .into_iter()
+            .map(|(id, score)| (score as u64, id))
+            .filter(|(at, id)| match after {
+                Some(cur) => *at < cur.created_at || id.as_str() < cur.id.as_str(),
+                None => true,
+            })
+            .take(limit)
+            .collect();
+        let mut page = Page::default();
+        if !exhausted || keys.len() == limit {
+            page.next = keys.last().and_then(|(at, id)| {
+                ApprovalId::parse(id).map(|id| Cursor {
+                    created_at: *at,
+                    id,
+                })
+            });
+        }
+        if keys.is_empty() {
+            page.next = None;
+            return Ok(page);
         }
         let mut pipe = redis::pipe();
-        for id in &ids {
+        for (_, id) in &keys {
             pipe.cmd("HGET").arg(format!("cs:apr:{id}")).arg("json");
         }
         let jsons: Vec<Option<String>> = self
             .call("list", async { pipe.query_async(&mut c).await })
             .await?;
         let now = self.now_ms();
-        let mut out = Vec::new();
-        for (id, json) in ids.iter().zip(jsons) {
+        for ((_, id), json) in keys.iter().zip(jsons) {
             let (Some(id), Some(json)) = (ApprovalId::parse(id), json) else {
                 continue;
             };
@@ -559,10 +731,44 @@ impl ApprovalStore for RedisStore {
                 }
             };
             if filter.matches(&a) {
-                out.push(a);
+                page.items.push(a);
             }
         }
-        Ok(newest_first(out, limit))
+        Ok(page)
+    }
+
+    async fn due(
+        &self,
+        now: u64,
+        limit: usize,
+        retry: Duration,
+    ) -> Result<Vec<ApprovalId>, StoreError> {
+        let mut c = self.conn().await?;
+        let mut inv = self.due.prepare_invoke();
+        inv.key(DUE)
+            .arg(now)
+            .arg(limit)
+            .arg(now.saturating_add(ms(retry)));
+        let ids: Vec<String> = self
+            .call("due", async { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(ids.iter().filter_map(|id| ApprovalId::parse(id)).collect())
+    }
+
+    async fn count_pending(&self, requester: Option<(&str, &str)>) -> Result<usize, StoreError> {
+        let mut c = self.conn().await?;
+        match requester {
+            None => {
+                self.call("count pending", async { c.zcard(PENDING).await })
+                    .await
+            }
+            Some((iss, sub)) => {
+                let mut inv = self.count.prepare_invoke();
+                inv.key(preq_key(iss, sub)).arg(self.now_ms());
+                self.call("count pending", async { inv.invoke_async(&mut c).await })
+                    .await
+            }
+        }
     }
 
     async fn publish(&self, id: &ApprovalId) -> Result<(), StoreError> {
@@ -584,34 +790,18 @@ impl ApprovalStore for RedisStore {
         self.clock.unix_ms()
     }
 
-    async fn cleanup(&self, _now: u64) -> Result<usize, StoreError> {
-        // Records expire natively; drop index entries whose record is gone.
+    async fn cleanup(&self, now: u64) -> Result<usize, StoreError> {
+        // Records expire natively; drop the index entries of those that are gone, reading only
+        // what is due for eviction.
         let mut c = self.conn().await?;
-        let ids: Vec<String> = self
-            .call("cleanup", async { c.zrange(INDEX, 0, -1).await })
-            .await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("EXISTS").arg(format!("cs:apr:{id}"));
-        }
-        let exists: Vec<i64> = self
-            .call("cleanup", async { pipe.query_async(&mut c).await })
-            .await?;
-        let gone: Vec<&String> = ids
-            .iter()
-            .zip(exists)
-            .filter(|(_, e)| *e == 0)
-            .map(|(id, _)| id)
-            .collect();
-        if gone.is_empty() {
-            return Ok(0);
-        }
-        let removed: usize = self
-            .call("cleanup", async { c.zrem(INDEX, gone).await })
-            .await?;
-        Ok(removed)
+        let mut inv = self.gc.prepare_invoke();
+        inv.key(GC)
+            .key(INDEX)
+            .key(PENDING)
+            .key(DUE)
+            .arg(now)
+            .arg(BATCH);
+        self.call("cleanup", async { inv.invoke_async(&mut c).await })
+            .await
     }
 }
