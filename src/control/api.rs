@@ -286,14 +286,23 @@ pub async fn decide_api(
     }
 }
 
+/// The verified caller and the parsed path id (an id that cannot exist is 404, checked after
+/// the token so an unauthenticated caller learns nothing about ids).
+async fn caller_and_id(
+    state: &ControlState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Arc<Principal>, ApprovalId), Response> {
+    let who = bearer(state, headers).await?;
+    let id = ApprovalId::parse(id).ok_or_else(|| refuse(Refusal::NotFound))?;
+    Ok((who, id))
+}
+
 /// `GET /approvals/{id}/result`: the parked upstream response, for the requester only.
 pub async fn result(state: &ControlState, headers: &HeaderMap, id: &str) -> Response {
-    let who = match bearer(state, headers).await {
-        Ok(p) => p,
+    let (who, id) = match caller_and_id(state, headers, id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let Some(id) = ApprovalId::parse(id) else {
-        return refuse(Refusal::NotFound);
     };
     match state.broker.result(&id, &who.issuer, &who.subject).await {
         Ok(parked) => {
@@ -357,12 +366,9 @@ fn not_yet(a: &Approval, public_url: &str, retry_after: &'static str) -> Respons
 
 /// `DELETE /approvals/{id}`: the requester withdraws a pending request.
 pub async fn cancel(state: &ControlState, headers: &HeaderMap, id: &str) -> Response {
-    let who = match bearer(state, headers).await {
-        Ok(p) => p,
+    let (who, id) = match caller_and_id(state, headers, id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let Some(id) = ApprovalId::parse(id) else {
-        return refuse(Refusal::NotFound);
     };
     match state
         .broker
