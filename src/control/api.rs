@@ -23,8 +23,9 @@ use crate::oidc::{self, TokenError};
 use crate::proxy::hold::rfc3339_ms;
 use crate::respond::Refusal;
 
-/// A JSON error answer: `{"error", "error_description"}`.
-pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
+/// A JSON error answer: `{"error", "error_description"}`. Only [`refuse`] calls it, so every
+/// status, code and text comes from the refusal table.
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
     let request_id = format!("{:032x}", rand::random::<u128>());
     tracing::debug!(
         request_id,
