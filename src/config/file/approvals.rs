@@ -6,7 +6,7 @@
 use super::*;
 
 /// `[policy]`: globs resolved against the config folder, and the default action.
-pub(super) fn policy(
+pub fn policy(
     ck: &mut FileCheck,
     value: Option<&Val<'_>>,
     dir: &Path,
@@ -59,7 +59,7 @@ pub(crate) fn resolve_glob(dir: &Path, pattern: &str) -> String {
 }
 
 /// `[approvals]`.
-pub(super) fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approvals {
+pub fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> Approvals {
     let mut out = Approvals {
         store: StoreUrl::Memory,
         audit_log: dir.join("audit.jsonl"),
@@ -126,7 +126,7 @@ pub(super) fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path)
 /// `[approvers]` with its one sub-table `groups`.
 /// Returns the groups and the (line, column) of each group's name, for the coverage lint.
 #[allow(clippy::type_complexity)]
-pub(super) fn approver_groups(
+pub fn approver_groups(
     ck: &mut FileCheck,
     value: Option<&Val<'_>>,
 ) -> (

@@ -6,7 +6,7 @@
 use super::*;
 
 /// `[slack]`.
-pub(super) fn slack(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<Slack> {
+pub fn slack(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<Slack> {
     let t = ck.as_table(value, "[slack]")?;
     let header = value.span();
     ck.unknown_keys(
@@ -42,7 +42,7 @@ pub(super) fn slack(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<S
 }
 
 /// A Slack workspace id: `T` and uppercase letters or digits, as Slack shows it in `team.id`.
-pub(super) fn slack_team_id_ok(s: &str) -> bool {
+pub fn slack_team_id_ok(s: &str) -> bool {
     s.len() >= 2
         && s.len() <= 32
         && s.starts_with('T')
@@ -51,7 +51,7 @@ pub(super) fn slack_team_id_ok(s: &str) -> bool {
 }
 
 /// `[teams]`.
-pub(super) fn teams(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<Teams> {
+pub fn teams(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<Teams> {
     let t = ck.as_table(value, "[teams]")?;
     ck.unknown_keys(t, "in [teams]", &["webhook_url"]);
     let webhook_url = req_secret(ck, t, &value.span(), "[teams]", "webhook_url", dir)?;
@@ -59,11 +59,7 @@ pub(super) fn teams(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<T
 }
 
 /// `[approver_login]`.
-pub(super) fn approver_login(
-    ck: &mut FileCheck,
-    value: &Val<'_>,
-    dir: &Path,
-) -> Option<ApproverLogin> {
+pub fn approver_login(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<ApproverLogin> {
     let t = ck.as_table(value, "[approver_login]")?;
     let header = value.span();
     ck.unknown_keys(
@@ -86,20 +82,19 @@ pub(super) fn approver_login(
 }
 
 /// `[telemetry]`: `otlp_endpoint` (required, http or https) and `service_name`.
-pub(super) fn telemetry(ck: &mut FileCheck, value: &Val<'_>) -> Option<Telemetry> {
+pub fn telemetry(ck: &mut FileCheck, value: &Val<'_>) -> Option<Telemetry> {
     let t = ck.as_table(value, "[telemetry]")?;
     ck.unknown_keys(t, "in [telemetry]", &["otlp_endpoint", "service_name"]);
     let endpoint = ck
         .req_str(t, &value.span(), "in [telemetry]", "otlp_endpoint")
         .and_then(|(s, span)| http_url(ck, "otlp_endpoint", s, &span));
-    let service_name = match ck.opt_str(t, "service_name") {
-        Some((s, span)) if s.trim().is_empty() => {
-            ck.err(&span, "\"service_name\" must not be empty");
-            None
-        }
-        Some((s, _)) => Some(s.to_owned()),
-        None => Some("countersign".to_owned()),
-    };
+    let service_name = non_blank_or(
+        ck,
+        t,
+        "service_name",
+        "countersign",
+        "\"service_name\" must not be empty",
+    );
     Some(Telemetry {
         otlp_endpoint: endpoint?,
         service_name: service_name?,
@@ -107,11 +102,7 @@ pub(super) fn telemetry(ck: &mut FileCheck, value: &Val<'_>) -> Option<Telemetry
 }
 
 /// `[audit]`: `webhook` (https, or http on loopback) and its required `webhook_secret`.
-pub(super) fn audit_webhook(
-    ck: &mut FileCheck,
-    value: &Val<'_>,
-    dir: &Path,
-) -> Option<AuditWebhook> {
+pub fn audit_webhook(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<AuditWebhook> {
     let t = ck.as_table(value, "[audit]")?;
     let header = value.span();
     ck.unknown_keys(t, "in [audit]", &["webhook", "webhook_secret"]);

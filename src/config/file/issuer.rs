@@ -6,7 +6,7 @@
 use super::*;
 
 /// `[[issuer]]`.
-pub(super) fn issuer(ck: &mut FileCheck, t: &DeTable<'_>, header: &Range<usize>) -> Option<Issuer> {
+pub fn issuer(ck: &mut FileCheck, t: &DeTable<'_>, header: &Range<usize>) -> Option<Issuer> {
     const KEYS: &[&str] = &[
         "issuer",
         "audiences",
@@ -46,14 +46,13 @@ pub(super) fn issuer(ck: &mut FileCheck, t: &DeTable<'_>, header: &Range<usize>)
     let leeway = ck.opt_duration(t, "leeway", Duration::ZERO);
     let refresh = ck.opt_duration(t, "refresh", Duration::from_secs(1));
     let require_typ = ck.opt_str(t, "require_typ").map(|(s, _)| s.to_owned());
-    let identity_claim = match ck.opt_str(t, "identity_claim") {
-        Some((s, span)) if s.trim().is_empty() => {
-            ck.err(&span, "\"identity_claim\" must name a claim");
-            None
-        }
-        Some((s, _)) => Some(s.to_owned()),
-        None => Some("email".to_owned()),
-    };
+    let identity_claim = non_blank_or(
+        ck,
+        t,
+        "identity_claim",
+        "email",
+        "\"identity_claim\" must name a claim",
+    );
     let approvers = ck.opt_bool(t, "approvers").unwrap_or(false);
     Some(Issuer {
         issuer: issuer?,
@@ -69,7 +68,7 @@ pub(super) fn issuer(ck: &mut FileCheck, t: &DeTable<'_>, header: &Range<usize>)
 }
 
 /// `algorithms = [...]`: known JOSE names, never `none` or HMAC.
-pub(super) fn algorithms(
+pub fn algorithms(
     ck: &mut FileCheck,
     list: &[(&str, Range<usize>)],
     span: &Range<usize>,

@@ -6,7 +6,7 @@
 use super::*;
 
 /// `[server]`.
-pub(super) fn server(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<Server> {
+pub fn server(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<Server> {
     const KEYS: &[&str] = &["listen", "tls", "control_listen", "public_url", "threads"];
     let t = ck.as_table(value, "[server]")?;
     let header = value.span();
@@ -46,7 +46,7 @@ pub(super) fn server(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<
 }
 
 /// `tls = { cert, key }`.
-pub(super) fn tls(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<TlsFiles> {
+pub fn tls(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<TlsFiles> {
     let t = ck.as_table(value, "\"tls\"")?;
     let header = value.span();
     ck.unknown_keys(t, "in [server.tls]", &["cert", "key"]);
@@ -63,7 +63,7 @@ pub(super) fn tls(ck: &mut FileCheck, value: &Val<'_>, dir: &Path) -> Option<Tls
 }
 
 /// `[[upstream]]`.
-pub(super) fn upstream(
+pub fn upstream(
     ck: &mut FileCheck,
     t: &DeTable<'_>,
     header: &Range<usize>,
@@ -99,7 +99,7 @@ pub(super) fn upstream(
 }
 
 /// An upstream origin: http(s), a host, no path beyond `/`, no query or fragment.
-pub(super) fn upstream_url(ck: &mut FileCheck, s: &str, span: &Range<usize>) -> Option<Url> {
+pub fn upstream_url(ck: &mut FileCheck, s: &str, span: &Range<usize>) -> Option<Url> {
     let url = http_url(ck, "url", s, span)?;
     let problem = if url.path() != "/" {
         Some("must not have a path (routes keep the request path as sent)")
@@ -120,7 +120,7 @@ pub(super) fn upstream_url(ck: &mut FileCheck, s: &str, span: &Range<usize>) -> 
 }
 
 /// `[[route]]`.
-pub(super) fn route(
+pub fn route(
     ck: &mut FileCheck,
     t: &DeTable<'_>,
     header: &Range<usize>,

@@ -6,7 +6,7 @@
 use super::*;
 
 /// A required secret.
-pub(super) fn req_secret(
+pub fn req_secret(
     ck: &mut FileCheck,
     t: &DeTable<'_>,
     header: &Range<usize>,
@@ -23,7 +23,7 @@ pub(super) fn req_secret(
 
 /// An optional secret: `env:NAME` or `file:PATH` (relative to the config folder, one trailing
 /// newline trimmed). Inline values are refused so secrets never sit in config files.
-pub(super) fn secret(ck: &mut FileCheck, t: &DeTable<'_>, key: &str, dir: &Path) -> Option<Secret> {
+pub fn secret(ck: &mut FileCheck, t: &DeTable<'_>, key: &str, dir: &Path) -> Option<Secret> {
     let (s, span) = ck.opt_str(t, key)?;
     match read_secret(s, dir) {
         Ok(v) => Some(Secret::new(v)),
@@ -65,7 +65,7 @@ pub(crate) fn read_secret(reference: &str, dir: &Path) -> Result<String, String>
 }
 
 /// A socket address `host:port` (IP literal).
-pub(super) fn socket_addr(
+pub fn socket_addr(
     ck: &mut FileCheck,
     key: &str,
     s: &str,
@@ -86,7 +86,7 @@ pub(super) fn socket_addr(
 }
 
 /// An absolute http(s) URL with a host.
-pub(super) fn http_url(ck: &mut FileCheck, key: &str, s: &str, span: &Range<usize>) -> Option<Url> {
+pub fn http_url(ck: &mut FileCheck, key: &str, s: &str, span: &Range<usize>) -> Option<Url> {
     match Url::parse(s) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
         Ok(_) => {
@@ -104,12 +104,7 @@ pub(super) fn http_url(ck: &mut FileCheck, key: &str, s: &str, span: &Range<usiz
 }
 
 /// An issuer URL: https, or http only on loopback (development).
-pub(super) fn issuer_url(
-    ck: &mut FileCheck,
-    key: &str,
-    s: &str,
-    span: &Range<usize>,
-) -> Option<Url> {
+pub fn issuer_url(ck: &mut FileCheck, key: &str, s: &str, span: &Range<usize>) -> Option<Url> {
     let url = http_url(ck, key, s, span)?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -125,7 +120,7 @@ pub(super) fn issuer_url(
 }
 
 /// A file path (relative to the config folder) that must exist.
-pub(super) fn existing_file(
+pub fn existing_file(
     ck: &mut FileCheck,
     key: &str,
     s: &str,
@@ -141,5 +136,24 @@ pub(super) fn existing_file(
             format!("{key:?}: file {} does not exist", path.display()),
         );
         None
+    }
+}
+
+/// An optional string `key`: `default` when absent, the value when it is not blank, and `None`
+/// with `blank` recorded at the value when it is blank.
+pub fn non_blank_or(
+    ck: &mut FileCheck,
+    t: &DeTable<'_>,
+    key: &str,
+    default: &str,
+    blank: &str,
+) -> Option<String> {
+    match ck.opt_str(t, key) {
+        Some((s, span)) if s.trim().is_empty() => {
+            ck.err(&span, blank);
+            None
+        }
+        Some((s, _)) => Some(s.to_owned()),
+        None => Some(default.to_owned()),
     }
 }
