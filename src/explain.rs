@@ -13,6 +13,7 @@ use crate::policy::{
     canonical_path, Action, ApprovalSpec, Approver, Mismatch, NotifyTarget, PathMatch, PolicySet,
     RawRequest, RequestFacts, Requirements, Rule, Unmet, Unroutable,
 };
+use crate::respond::Refusal;
 
 #[cfg(test)]
 mod tests;
@@ -47,7 +48,12 @@ pub fn explain(
             out.fact("path", format!("{} rejected: {why}", target.path));
             out.fact(
                 "outcome",
-                "400 invalid_request (the request is refused before any policy)",
+                format!(
+                    "{} (the request is refused before any policy)",
+                    Refusal::BadRequest(&why.to_string())
+                        .answer()
+                        .status_and_code()
+                ),
             );
             return Ok(out.0);
         }
@@ -62,7 +68,7 @@ pub fn explain(
             }
             caller(&mut out, config, who, now);
             out.fact("route", "none matches");
-            out.fact("outcome", "404 no_route");
+            out.fact("outcome", Refusal::NoRoute.answer().status_and_code());
             return Ok(out.0);
         }
     };
@@ -318,14 +324,17 @@ fn outcome(
     out.fact("action", action.as_str());
     match action {
         Action::Public => return out.fact("outcome", "public: forwarded, no token needed"),
-        Action::Deny => return out.fact("outcome", "deny: 403 access_denied"),
+        Action::Deny => {
+            let refused = Refusal::Denied.answer().status_and_code();
+            return out.fact("outcome", format!("deny: {refused}"));
+        }
         Action::Allow | Action::Approve => {}
     }
     if !require.is_empty() {
         out.fact("requires", requirements(require));
     }
-    match require.check(who, now) {
-        Err(Unmet::Scopes { required }) => {
+    match &require.check(who, now) {
+        Err(unmet @ Unmet::Scopes { required }) => {
             let missing: Vec<&str> = required
                 .iter()
                 .filter(|s| !who.scopes.contains(s))
@@ -335,7 +344,8 @@ fn outcome(
             out.fact(
                 "outcome",
                 format!(
-                    "step-up needed: 403 insufficient_scope scope=\"{}\"",
+                    "step-up needed: {} scope=\"{}\"",
+                    Refusal::StepUp(unmet).answer().status_and_code(),
                     required.join(" ")
                 ),
             );

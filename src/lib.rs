@@ -26,6 +26,7 @@ pub mod oidc;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod respond;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

@@ -5,20 +5,18 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use common::approval_fixture::{rule, spec};
 use common::RecordingAudit;
 use countersign::approval::*;
 use countersign::clock::{ManualClock, SharedClock};
 use countersign::identity::Principal;
 use countersign::metrics::Metrics;
-use countersign::policy::{
-    Action, ApprovalSpec, ApproveVia, Approver, Origin, PathMatch, Requirements, Rule,
-};
+use countersign::policy::{ApprovalSpec, ApproveVia, Approver};
 use serde_json::Value;
 
 // ----- fakes -------------------------------------------------------------------------------
@@ -150,43 +148,6 @@ async fn harness_with(store: Arc<dyn ApprovalStore>) -> Harness {
         notifier,
         upstream,
         metrics,
-    }
-}
-
-fn spec() -> ApprovalSpec {
-    ApprovalSpec {
-        approvers: vec![
-            Approver::Group("sre-leads".into()),
-            Approver::Email("carol@example.com".into()),
-            Approver::Email("dev@example.com".into()),
-        ],
-        quorum: 1,
-        notify: vec![],
-        hold: Duration::from_secs(55),
-        expires: Duration::from_secs(3600),
-        self_approval: false,
-        approve_via: ApproveVia::Button,
-        reason_required: false,
-        redact: vec!["/token".into()],
-        unidentified_requester: Default::default(),
-    }
-}
-
-fn rule(spec: ApprovalSpec) -> Rule {
-    Rule {
-        name: "prod-deploy".into(),
-        origin: Origin {
-            file: PathBuf::from("policies/prod.toml"),
-            line: 1,
-        },
-        methods: None,
-        host: None,
-        path: PathMatch::Any,
-        params: vec![],
-        claims: vec![],
-        action: Action::Approve,
-        require: Requirements::default(),
-        approval: Some(spec),
     }
 }
 

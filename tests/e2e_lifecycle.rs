@@ -61,6 +61,15 @@ fn sample(metrics: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Policy files one folder below the glob's base folder. The file watcher watches only the
+/// base folder (`policies/`, non-recursively), so it never sees these files change: the
+/// SIGHUP handler is the only way a change here can take effect, and a broken handler fails
+/// the test instead of being covered by the watcher.
+const POLICY_BELOW_THE_WATCHED_FOLDER: &str = r#"
+[policy]
+files = ["policies/*/*.toml"]
+"#;
+
 /// Reloads that the SIGHUP handler ran (its log lines carry `trigger` SIGHUP; the file watcher
 /// logs `file change`), so a check cannot pass on the watcher alone.
 fn sighup_reloads(stderr: &str) -> usize {
@@ -89,16 +98,17 @@ async fn sighup_reloads_policies_and_a_bad_file_keeps_the_old_policy() {
     let issuer = LocalIssuer::start().await;
     let echo = EchoUpstream::start().await;
     let dir = TestDir::new();
-    dir.write("policies/10-main.toml", OPEN);
-    let mut proxy = Proxy::start(&dir, &basic_config(&echo.url(), &issuer.issuer(), &[API])).await;
+    dir.write("policies/main/10-main.toml", OPEN);
+    let config =
+        basic_config(&echo.url(), &issuer.issuer(), &[API]) + POLICY_BELOW_THE_WATCHED_FOLDER;
+    let mut proxy = Proxy::start(&dir, &config).await;
     proxy.wait_ready().await;
     let token = issuer.token("svc", API, serde_json::json!({}));
     assert_eq!(status_of(&proxy, &token, "/admin/x").await, 200);
 
-    // A valid new policy takes effect after SIGHUP (a file watcher may be even quicker, so the
-    // SIGHUP handler's own reload is checked as well).
+    // A valid new policy takes effect after SIGHUP; the watcher cannot see this file.
     let hups = sighup_reloads(&proxy.stderr());
-    dir.write("policies/10-main.toml", NO_ADMIN);
+    dir.write("policies/main/10-main.toml", NO_ADMIN);
     proxy.send_signal("HUP");
     wait_for_sighup_reload(&proxy, hups).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -126,7 +136,7 @@ async fn sighup_reloads_policies_and_a_bad_file_keeps_the_old_policy() {
     );
     let hups = sighup_reloads(&proxy.stderr());
     dir.write(
-        "policies/20-broken.toml",
+        "policies/main/20-broken.toml",
         "[[rule]]\nname = \"oops\"\naction = \n",
     );
     proxy.send_signal("HUP");
@@ -155,6 +165,13 @@ async fn sighup_reloads_policies_and_a_bad_file_keeps_the_old_policy() {
         echo.count(),
         forwarded + 1,
         "a denied request was forwarded"
+    );
+    // Every reload came from SIGHUP: the watcher never reloaded, so nothing above can have
+    // passed on its account.
+    assert!(
+        !proxy.stderr().contains("file change"),
+        "the file watcher reloaded; the test no longer isolates SIGHUP:\n{}",
+        proxy.stderr()
     );
 }
 

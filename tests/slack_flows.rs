@@ -5,19 +5,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::approval_fixture::rule;
 use common::fake_slack::{FakeSlack, Fault, Message, BOT_TOKEN};
 use common::RecordingAudit;
 use countersign::approval::*;
 use countersign::chat::slack::{self, signature, RetryPolicy, SlackApp, SlackNotifier};
 use countersign::clock::{SharedClock, SystemClock};
 use countersign::identity::Principal;
-use countersign::policy::{
-    Action, ApprovalSpec, ApproveVia, Approver, NotifyTarget, Origin, PathMatch, Requirements, Rule,
-};
+use countersign::policy::{ApprovalSpec, ApproveVia, NotifyTarget};
 use countersign::secret::Secret;
 use serde_json::json;
 
@@ -104,41 +102,12 @@ async fn harness() -> Harness {
 
 fn spec(quorum: u32) -> ApprovalSpec {
     ApprovalSpec {
-        approvers: vec![
-            Approver::Group("sre-leads".into()),
-            Approver::Email("carol@example.com".into()),
-            Approver::Email("dev@example.com".into()),
-        ],
         quorum,
         notify: vec![
             NotifyTarget::SlackChannel("prod-approvals".into()),
             NotifyTarget::SlackUser("carol@example.com".into()),
         ],
-        hold: Duration::from_secs(55),
-        expires: Duration::from_secs(3600),
-        self_approval: false,
-        approve_via: ApproveVia::Button,
-        reason_required: false,
-        redact: vec!["/token".into()],
-        unidentified_requester: Default::default(),
-    }
-}
-
-fn rule(spec: ApprovalSpec) -> Rule {
-    Rule {
-        name: "prod-deploy".into(),
-        origin: Origin {
-            file: PathBuf::from("policies/prod.toml"),
-            line: 1,
-        },
-        methods: None,
-        host: None,
-        path: PathMatch::Any,
-        params: vec![],
-        claims: vec![],
-        action: Action::Approve,
-        require: Requirements::default(),
-        approval: Some(spec),
+        ..common::approval_fixture::spec()
     }
 }
 

@@ -21,12 +21,12 @@ use crate::approval::{
 };
 use crate::identity::Principal;
 use crate::oidc::{self, TokenError};
-use crate::proxy::error::ChallengeContext;
 use crate::proxy::hold::rfc3339_ms;
-use crate::proxy::Rejection;
+use crate::respond::Refusal;
 
-/// A JSON error answer: `{"error", "error_description"}`.
-pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
+/// A JSON error answer: `{"error", "error_description"}`. Only [`refuse`] calls it, so every
+/// status, code and text comes from the refusal table.
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
     let request_id = format!("{:032x}", rand::random::<u128>());
     tracing::debug!(
         request_id,
@@ -52,25 +52,22 @@ pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
         .into_response()
 }
 
-/// A store outage, in every API answer (and on the pages, which reuse the decision table).
-const STORE_UNAVAILABLE: (StatusCode, &str, &str) = (
-    StatusCode::SERVICE_UNAVAILABLE,
-    "store_unavailable",
-    "the approval store is unavailable",
-);
+/// Answers `r` as JSON, with status, code and text from the one refusal table.
+pub fn refuse(r: Refusal<'_>) -> Response {
+    let answer = r.answer();
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = error(status, answer.code, &answer.description);
+    if let Some(secs) = answer.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    resp
+}
 
-/// An audit-log failure: the step was not recorded, so it did not happen.
-const AUDIT_UNAVAILABLE: (StatusCode, &str, &str) = (
-    StatusCode::SERVICE_UNAVAILABLE,
-    "audit_unavailable",
-    "the audit log is unavailable; nothing was recorded",
-);
-
-/// Logs a store failure and answers [`STORE_UNAVAILABLE`].
+/// Logs a store failure and answers [`Refusal::ApiStoreUnavailable`].
 fn store_unavailable(e: &crate::approval::StoreError) -> Response {
     tracing::error!(error = %e, "approval store failed");
-    let (status, code, description) = STORE_UNAVAILABLE;
-    error(status, code, description)
+    refuse(Refusal::ApiStoreUnavailable)
 }
 
 /// The caller's verified bearer token, or the error response to send.
@@ -94,21 +91,13 @@ pub async fn bearer(state: &ControlState, headers: &HeaderMap) -> Result<Arc<Pri
 }
 
 fn token_error(e: &TokenError) -> Response {
-    // Same statuses, codes and descriptions as the data plane: one table, in `proxy::error`.
-    let r = Rejection::Token(e.clone()).render(ChallengeContext {
-        resource_metadata: "",
-    });
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNAUTHORIZED);
-    let mut resp = error(status, r.code, &r.description);
-    if status == StatusCode::UNAUTHORIZED {
+    // Same statuses, codes and descriptions as the data plane: one table, in `respond`.
+    let mut resp = refuse(Refusal::Token(e));
+    if resp.status() == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"countersign\""),
         );
-    }
-    if let Some(secs) = r.retry_after {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
     }
     resp
 }
@@ -272,7 +261,7 @@ pub async fn list(state: &ControlState, headers: &HeaderMap, query: Option<&str>
 
 /// Loads an approval by its path id (404 for malformed or unknown ids).
 pub async fn load(state: &ControlState, id: &str) -> Result<Approval, Response> {
-    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no such approval");
+    let not_found = || refuse(Refusal::NotFound);
     let id = ApprovalId::parse(id).ok_or_else(not_found)?;
     match state.broker.get(&id).await {
         Ok(Some(a)) => Ok(a),
@@ -292,7 +281,7 @@ pub async fn get_one(state: &ControlState, headers: &HeaderMap, id: &str) -> Res
         Err(r) => return r,
     };
     if !may_see(&a, &who) {
-        return error(StatusCode::NOT_FOUND, "not_found", "no such approval");
+        return refuse(Refusal::NotFound);
     }
     axum::Json(view(&a, &state.public_url)).into_response()
 }
@@ -319,47 +308,22 @@ pub fn parse_decision(s: &str) -> Option<Decision> {
 
 /// Maps a refused vote to its answer.
 pub fn decide_error(e: &DecideError) -> Response {
-    let (status, code, description) = decide_refusal(e);
-    error(status, code, description)
+    refuse(decide_refusal(e))
 }
 
-/// The one mapping of a refused vote to status, stable code and description, shared by the
-/// JSON API and the approval page.
-pub fn decide_refusal(e: &DecideError) -> (StatusCode, &'static str, &'static str) {
+/// The refusal for a vote the broker did not count, shared by the JSON API and the approval
+/// page.
+pub fn decide_refusal(e: &DecideError) -> Refusal<'static> {
     match e {
-        DecideError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such approval"),
-        DecideError::NotAnApprover => (
-            StatusCode::FORBIDDEN,
-            "not_an_approver",
-            "you are not an approver of this request",
-        ),
-        DecideError::LoginRequired => (
-            StatusCode::FORBIDDEN,
-            "login_required",
-            "this request must be approved on the approval page after a fresh login",
-        ),
-        DecideError::OwnRequest => (
-            StatusCode::FORBIDDEN,
-            "own_request",
-            "you cannot approve your own request",
-        ),
-        DecideError::AlreadyVoted => (
-            StatusCode::CONFLICT,
-            "already_voted",
-            "you already voted on this request",
-        ),
-        DecideError::AlreadyDecided(_) => (
-            StatusCode::CONFLICT,
-            "already_decided",
-            "this request was already decided",
-        ),
-        DecideError::Expired => (
-            StatusCode::CONFLICT,
-            "approval_expired",
-            "this request expired before your vote",
-        ),
-        DecideError::Store(_) => STORE_UNAVAILABLE,
-        DecideError::Audit(_) => AUDIT_UNAVAILABLE,
+        DecideError::NotFound => Refusal::NotFound,
+        DecideError::NotAnApprover => Refusal::NotAnApprover,
+        DecideError::LoginRequired => Refusal::LoginRequired,
+        DecideError::OwnRequest => Refusal::OwnRequest,
+        DecideError::AlreadyVoted => Refusal::AlreadyVoted,
+        DecideError::AlreadyDecided(_) => Refusal::AlreadyDecided,
+        DecideError::Expired => Refusal::VoteExpired,
+        DecideError::Store(_) => Refusal::ApiStoreUnavailable,
+        DecideError::Audit(_) => Refusal::AuditUnavailable,
     }
 }
 
@@ -375,40 +339,20 @@ pub async fn decide_api(
         Err(r) => return r,
     };
     if !who.may_approve {
-        return error(
-            StatusCode::FORBIDDEN,
-            "not_an_approver",
-            "this token's issuer is not trusted to identify approvers (it needs approvers = true)",
-        );
+        return refuse(Refusal::IssuerNotApprover);
     }
     let Some(email) = who.email.clone() else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "not_an_approver",
-            "the token has no verified identity claim, so it cannot identify an approver",
-        );
+        return refuse(Refusal::NoApproverIdentity);
     };
     let body: DecisionBody = match serde_json::from_slice(body) {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!(
-                    "expected {{\"decision\": \"approve\"|\"deny\", \"reason\": \"...\"}}: {e}"
-                ),
-            )
-        }
+        Err(e) => return refuse(Refusal::BadDecisionBody(&e.to_string())),
     };
     let Some(decision) = parse_decision(&body.decision) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "decision must be \"approve\" or \"deny\"",
-        );
+        return refuse(Refusal::BadDecision);
     };
     let Some(id) = ApprovalId::parse(id) else {
-        return error(StatusCode::NOT_FOUND, "not_found", "no such approval");
+        return refuse(Refusal::NotFound);
     };
     let approver = ApproverIdentity {
         email,
@@ -426,14 +370,23 @@ pub async fn decide_api(
     }
 }
 
+/// The verified caller and the parsed path id (an id that cannot exist is 404, checked after
+/// the token so an unauthenticated caller learns nothing about ids).
+async fn caller_and_id(
+    state: &ControlState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Arc<Principal>, ApprovalId), Response> {
+    let who = bearer(state, headers).await?;
+    let id = ApprovalId::parse(id).ok_or_else(|| refuse(Refusal::NotFound))?;
+    Ok((who, id))
+}
+
 /// `GET /approvals/{id}/result`: the parked upstream response, for the requester only.
 pub async fn result(state: &ControlState, headers: &HeaderMap, id: &str) -> Response {
-    let who = match bearer(state, headers).await {
-        Ok(p) => p,
+    let (who, id) = match caller_and_id(state, headers, id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let Some(id) = ApprovalId::parse(id) else {
-        return error(StatusCode::NOT_FOUND, "not_found", "no such approval");
     };
     match state.broker.result(&id, &who.issuer, &who.subject).await {
         Ok(parked) => {
@@ -449,17 +402,9 @@ pub async fn result(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
             }
             builder
                 .body(axum::body::Body::from(parked.body))
-                .unwrap_or_else(|_| {
-                    error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal_error",
-                        "internal error",
-                    )
-                })
+                .unwrap_or_else(|_| refuse(Refusal::Internal))
         }
-        Err(ResultError::NotFound | ResultError::NotRequester) => {
-            error(StatusCode::NOT_FOUND, "not_found", "no such approval")
-        }
+        Err(ResultError::NotFound | ResultError::NotRequester) => refuse(Refusal::NotFound),
         Err(ResultError::Unavailable(a)) => unavailable_result(&a, &state.public_url),
         Err(ResultError::Store(e)) => store_unavailable(&e),
     }
@@ -480,37 +425,16 @@ fn unavailable_result(a: &Approval, public_url: &str) -> Response {
         }
         // Sent once and failed; never retried. Same answer the held caller got, so the
         // requester can tell it from a result that is merely gone.
-        Status::Approved if matches!(a.execution, Execution::Failed { .. }) => error(
-            StatusCode::BAD_GATEWAY,
-            "upstream_unavailable",
-            "approved, but the upstream service could not be reached; the request is not retried",
-        ),
-        Status::Denied => error(
-            StatusCode::FORBIDDEN,
-            "approval_denied",
-            &match &a.decision_reason {
-                Some(r) => format!(
-                    "denied by {}: {r}",
-                    a.decided_by.as_deref().unwrap_or("an approver")
-                ),
-                None => format!("denied by {}", a.decided_by.as_deref().unwrap_or("an approver")),
-            },
-        ),
-        Status::Expired => error(
-            StatusCode::FORBIDDEN,
-            "approval_expired",
-            "nobody approved this request before it expired",
-        ),
-        Status::Cancelled => error(
-            StatusCode::FORBIDDEN,
-            "approval_cancelled",
-            "this request was withdrawn",
-        ),
-        Status::Approved => error(
-            StatusCode::NOT_FOUND,
-            "result_unavailable",
-            "approved, but no result is parked: it is still executing, was already delivered to the held caller, failed upstream, or its lifetime passed",
-        ),
+        Status::Approved if matches!(a.execution, Execution::Failed { .. }) => {
+            refuse(Refusal::ExecutionFailed)
+        }
+        Status::Denied => refuse(Refusal::ApprovalDenied {
+            by: a.decided_by.as_deref().unwrap_or("an approver"),
+            reason: a.decision_reason.as_deref(),
+        }),
+        Status::Expired => refuse(Refusal::ApprovalExpired),
+        Status::Cancelled => refuse(Refusal::ResultCancelled),
+        Status::Approved => refuse(Refusal::ResultUnavailable),
     }
 }
 
@@ -526,12 +450,9 @@ fn not_yet(a: &Approval, public_url: &str, retry_after: &'static str) -> Respons
 
 /// `DELETE /approvals/{id}`: the requester withdraws a pending request.
 pub async fn cancel(state: &ControlState, headers: &HeaderMap, id: &str) -> Response {
-    let who = match bearer(state, headers).await {
-        Ok(p) => p,
+    let (who, id) = match caller_and_id(state, headers, id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let Some(id) = ApprovalId::parse(id) else {
-        return error(StatusCode::NOT_FOUND, "not_found", "no such approval");
     };
     match state
         .broker
@@ -539,19 +460,10 @@ pub async fn cancel(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
         .await
     {
         Ok(a) => axum::Json(view(&a, &state.public_url)).into_response(),
-        Err(CancelError::NotFound | CancelError::NotRequester) => {
-            error(StatusCode::NOT_FOUND, "not_found", "no such approval")
-        }
-        Err(CancelError::AlreadyDecided(_)) => error(
-            StatusCode::CONFLICT,
-            "already_decided",
-            "this request was already decided",
-        ),
+        Err(CancelError::NotFound | CancelError::NotRequester) => refuse(Refusal::NotFound),
+        Err(CancelError::AlreadyDecided(_)) => refuse(Refusal::AlreadyDecided),
         Err(CancelError::Store(e)) => store_unavailable(&e),
-        Err(CancelError::Audit(_)) => {
-            let (status, code, description) = AUDIT_UNAVAILABLE;
-            error(status, code, description)
-        }
+        Err(CancelError::Audit(_)) => refuse(Refusal::AuditUnavailable),
     }
 }
 

@@ -9,6 +9,8 @@ use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::respond::PageRefusal;
+
 #[derive(Debug)]
 struct Link {
     href: String,
@@ -27,6 +29,23 @@ struct ErrorPage<'a> {
 /// A small error page (no details beyond `message`, which must be safe to show).
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     render_error(status, title, message, None)
+}
+
+/// The page for `r`, with status, title and message from the one refusal table.
+pub fn refusal_page(r: PageRefusal) -> Response {
+    let p = r.page();
+    error_page(status(p.status), p.title, p.message)
+}
+
+/// The page for `r` with one button (see [`error_page_with_link`]).
+pub fn refusal_page_with_link(r: PageRefusal, href: &str, link_text: &str) -> Response {
+    let p = r.page();
+    error_page_with_link(status(p.status), p.title, p.message, href, link_text)
+}
+
+/// A table status as an HTTP status (the table holds only valid ones).
+pub fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// An error page with one button, e.g. "Sign in again" -> `/login?...`. `href` must be a

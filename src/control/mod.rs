@@ -197,7 +197,7 @@ async fn metrics(State(s): State<Arc<ControlState>>) -> Response {
 }
 
 async fn not_found() -> Response {
-    api::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    api::refuse(crate::respond::Refusal::NoEndpoint)
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response {

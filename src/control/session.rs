@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -427,11 +427,7 @@ impl IntoResponse for LoginRequired {
             Some(next) => {
                 Redirect::to(&crate::control::urls::login_url(&next, false, &[])).into_response()
             }
-            None => crate::control::html::error_page(
-                StatusCode::UNAUTHORIZED,
-                "Sign-in required",
-                "Your sign-in has expired. Open the approval link again to sign in.",
-            ),
+            None => crate::control::html::refusal_page(crate::respond::PageRefusal::SignInRequired),
         }
     }
 }

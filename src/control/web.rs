@@ -6,9 +6,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Redirect, Response};
 
+use super::html::{refusal_page, refusal_page_with_link, status};
 use super::pages::{
     self, ApprovalSummary, ApprovalView, DecisionForm, DecisionView, ReplayView, ResultView,
     StatusView, VoteView,
@@ -20,6 +21,7 @@ use crate::approval::{
     Approval, ApprovalId, ApproverIdentity, Channel, Decision, ListFilter, Status,
 };
 use crate::policy::ApproveVia;
+use crate::respond::{PageRefusal, VOTE_NOT_COUNTED};
 
 /// How fresh a login must be to decide on an `approve_via = "login"` request.
 const FRESH_LOGIN: Duration = Duration::from_secs(5 * 60);
@@ -68,11 +70,7 @@ fn session_or_login(
     next: &str,
 ) -> Result<ApproverSession, Response> {
     let Some(sessions) = &state.sessions else {
-        return Err(pages::error_page(
-            StatusCode::NOT_FOUND,
-            "Approver login is not configured",
-            "This Countersign has no [approver_login]: approvers decide through the API or chat.",
-        ));
+        return Err(refusal_page(PageRefusal::LoginNotConfigured));
     };
     sessions
         .from_headers(headers)
@@ -85,7 +83,7 @@ fn why_not(state: &ControlState, a: &Approval, s: &ApproverSession) -> Option<St
         .broker
         .check_voter(a, &identity(s), Decision::Approve)
         .err()
-        .map(|e| sentence(super::api::decide_refusal(&e).2))
+        .map(|e| sentence(&super::api::decide_refusal(&e).answer().description))
 }
 
 /// `"you already voted"` -> `"You already voted."`, for a page.
@@ -223,21 +221,13 @@ fn viewer(s: &ApproverSession) -> Viewer<'_> {
 }
 
 fn not_found() -> Response {
-    pages::error_page(
-        StatusCode::NOT_FOUND,
-        "Not found",
-        "No such approval request.",
-    )
+    refusal_page(PageRefusal::NotFound)
 }
 
 /// A store outage: 503, as the API answers it.
 fn store_unavailable(e: &crate::approval::StoreError) -> Response {
     tracing::error!(error = %e, "approval store failed");
-    pages::error_page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Approvals unavailable",
-        "The approval store cannot be reached. Try again shortly.",
-    )
+    refusal_page(PageRefusal::StoreUnavailable)
 }
 
 /// The approval `id`, or the page to answer: 404 when there is none, 503 when the store fails.
@@ -255,37 +245,21 @@ async fn load(state: &ControlState, id: &str) -> Result<Approval, Response> {
 /// `POST /approvals/{id}/decision` from the page (form, CSRF-protected).
 pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &[u8]) -> Response {
     let Some(sessions) = &state.sessions else {
-        return pages::error_page(
-            StatusCode::NOT_FOUND,
-            "Approver login is not configured",
-            "Use the API.",
-        );
+        return refusal_page(PageRefusal::VoteWithoutLogin);
     };
     let Some(s) = sessions.from_headers(headers) else {
-        return pages::error_page_with_link(
-            StatusCode::UNAUTHORIZED,
-            "Please sign in",
-            "Your session has ended. Sign in and vote again.",
+        return refusal_page_with_link(
+            PageRefusal::SessionEnded,
             &super::urls::login_url(&format!("/approvals/{id}"), false, &[]),
             "Sign in",
         );
     };
     let form: DecisionForm = match serde_urlencoded::from_bytes(body) {
         Ok(f) => f,
-        Err(_) => {
-            return pages::error_page(
-                StatusCode::BAD_REQUEST,
-                "Bad form",
-                "The vote could not be read.",
-            )
-        }
+        Err(_) => return refusal_page(PageRefusal::BadForm),
     };
     if !sessions.verify_csrf(&s, id, &form.csrf) {
-        return pages::error_page(
-            StatusCode::FORBIDDEN,
-            "Vote refused",
-            "This form is stale or was not sent by the approval page. Open the request again.",
-        );
+        return refusal_page(PageRefusal::StaleForm);
     }
     let a = match load(state, id).await {
         Ok(a) => a,
@@ -293,10 +267,8 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
     };
     let now = sessions.clock().now();
     if needs_fresh_login(&a, &s, now) {
-        return pages::error_page_with_link(
-            StatusCode::FORBIDDEN,
-            "Sign in again",
-            "This request needs a fresh sign-in before you decide.",
+        return refusal_page_with_link(
+            PageRefusal::FreshSignInNeeded,
             &super::urls::login_url(&format!("/approvals/{id}"), true, &[]),
             "Sign in again",
         );
@@ -326,8 +298,12 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
             &s.email,
         ),
         Err(e) => {
-            let (status, _, description) = super::api::decide_refusal(&e);
-            pages::error_page(status, "Vote not counted", &sentence(description))
+            let answer = super::api::decide_refusal(&e).answer();
+            pages::error_page(
+                status(answer.status),
+                VOTE_NOT_COUNTED,
+                &sentence(&answer.description),
+            )
         }
     }
 }

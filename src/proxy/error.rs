@@ -1,4 +1,6 @@
-//! The ONE table that turns every data-plane failure into an HTTP response.
+//! Renders every data-plane failure as a pingora response: the status, code and text come from
+//! the one refusal table in `crate::respond`; this module adds the `WWW-Authenticate`
+//! challenge, `Retry-After` and the JSON body.
 //!
 //! Public bodies are JSON `{"error", "error_description", "request_id"}` with a stable code and
 //! a description meant for the caller; internals are logged, never sent.
@@ -6,8 +8,9 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
-use crate::oidc::{Reason, TokenError};
+use crate::oidc::TokenError;
 use crate::policy::Unmet;
+use crate::respond::{Answer, Refusal};
 
 /// Why the proxy answered itself instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,86 +83,48 @@ pub struct ChallengeContext<'a> {
 }
 
 impl Rejection {
-    /// The status, code and headers for this rejection: the whole mapping, one place.
-    pub fn render(&self, cx: ChallengeContext<'_>) -> ErrorResponse {
+    /// The refusal in the shared table (`crate::respond`), which owns status, code and text.
+    pub fn refusal(&self) -> Refusal<'_> {
         match self {
-            Rejection::BadRequest(why) => plain(400, "invalid_request", why),
-            Rejection::NoRoute => plain(404, "no_route", "no route matches this request"),
-            Rejection::Denied => plain(403, "access_denied", "this request is not allowed"),
-            Rejection::TooManyPending => ErrorResponse {
-                retry_after: Some(60),
-                ..plain(
-                    429,
-                    "too_many_pending",
-                    "you already have the most approval requests pending that are allowed; wait for a decision or withdraw one",
-                )
+            Rejection::BadRequest(why) => Refusal::BadRequest(why),
+            Rejection::NoRoute => Refusal::NoRoute,
+            Rejection::Token(e) => Refusal::Token(e),
+            Rejection::StepUp(unmet) => Refusal::StepUp(unmet),
+            Rejection::Denied => Refusal::Denied,
+            Rejection::ApprovalsUnavailable => Refusal::ApprovalsUnavailable,
+            Rejection::StoreUnavailable => Refusal::StoreUnavailable,
+            Rejection::TooManyPending => Refusal::TooManyPending,
+            Rejection::PayloadTooLarge => Refusal::PayloadTooLarge,
+            Rejection::ReasonRequired => Refusal::ReasonRequired,
+            Rejection::ApprovalUnsatisfiable => Refusal::ApprovalUnsatisfiable,
+            Rejection::IdentityRequired => Refusal::IdentityRequired,
+            Rejection::ApprovalDenied { by, reason } => Refusal::ApprovalDenied {
+                by,
+                reason: reason.as_deref(),
             },
-            Rejection::IdentityRequired => plain(
-                403,
-                "identity_required",
-                "this request needs approval, and the token does not identify a person (no verified identity claim)",
-            ),
-            Rejection::ApprovalsUnavailable => ErrorResponse {
-                retry_after: Some(30),
-                ..plain(
-                    503,
-                    "approvals_unavailable",
-                    "this request needs an approval and approvals are not available",
-                )
-            },
-            Rejection::StoreUnavailable => ErrorResponse {
-                retry_after: Some(5),
-                ..plain(
-                    503,
-                    "store_unavailable",
-                    "the approval store is unavailable; this request cannot be held safely",
-                )
-            },
-            Rejection::PayloadTooLarge => plain(
-                413,
-                "payload_too_large",
-                "requests that need an approval may carry at most 1 MiB of body",
-            ),
-            Rejection::ReasonRequired => plain(
-                400,
-                "reason_required",
-                "this request needs an approval: say why in a Countersign-Reason header",
-            ),
-            Rejection::ApprovalUnsatisfiable => plain(
-                403,
-                "approval_unsatisfiable",
-                "not enough approvers other than the requester could approve this request",
-            ),
-            Rejection::ApprovalDenied { by, reason } => plain(
-                403,
-                "approval_denied",
-                &match reason {
-                    Some(r) => format!("denied by {by}: {r}"),
-                    None => format!("denied by {by}"),
-                },
-            ),
-            Rejection::ApprovalExpired => plain(
-                403,
-                "approval_expired",
-                "nobody approved this request before it expired",
-            ),
-            Rejection::ApprovalCancelled => plain(
-                403,
-                "approval_cancelled",
-                "this request was withdrawn before it was decided",
-            ),
-            Rejection::ShuttingDown => ErrorResponse {
-                retry_after: Some(5),
-                ..plain(503, "shutting_down", "the proxy is shutting down; retry")
-            },
-            Rejection::UpstreamUnavailable => plain(
-                502,
-                "upstream_unavailable",
-                "the upstream service is unavailable",
-            ),
-            Rejection::Internal => plain(500, "internal_error", "internal error"),
-            Rejection::Token(e) => token_error(e, cx),
-            Rejection::StepUp(unmet) => step_up(unmet, cx),
+            Rejection::ApprovalExpired => Refusal::ApprovalExpired,
+            Rejection::ApprovalCancelled => Refusal::ApprovalCancelled,
+            Rejection::ShuttingDown => Refusal::ShuttingDown,
+            Rejection::UpstreamUnavailable => Refusal::UpstreamUnavailable,
+            Rejection::Internal => Refusal::Internal,
+        }
+    }
+
+    /// The status, code and headers for this rejection: the table's answer plus the
+    /// `WWW-Authenticate` challenge that token and step-up refusals carry.
+    pub fn render(&self, cx: ChallengeContext<'_>) -> ErrorResponse {
+        let answer = self.refusal().answer();
+        let challenge = match self {
+            Rejection::Token(e) => token_challenge(e, &answer, cx),
+            Rejection::StepUp(unmet) => Some(step_up_challenge(unmet, &answer, cx)),
+            _ => None,
+        };
+        ErrorResponse {
+            status: answer.status,
+            code: answer.code,
+            description: answer.description.into_owned(),
+            challenge,
+            retry_after: answer.retry_after,
         }
     }
 
@@ -191,91 +156,41 @@ impl Rejection {
     }
 }
 
-fn plain(status: u16, code: &'static str, description: &str) -> ErrorResponse {
-    ErrorResponse {
-        status,
-        code,
-        description: description.to_owned(),
-        challenge: None,
-        retry_after: None,
-    }
-}
-
-fn token_error(e: &TokenError, cx: ChallengeContext<'_>) -> ErrorResponse {
+fn token_challenge(e: &TokenError, answer: &Answer, cx: ChallengeContext<'_>) -> Option<String> {
     match e {
-        TokenError::Missing => ErrorResponse {
-            challenge: Some(challenge(cx, &[])),
-            ..plain(401, "missing_token", "a bearer token is required")
-        },
-        TokenError::InvalidRequest(reason) => with_challenge(400, "invalid_request", *reason, cx),
-        TokenError::InvalidToken(reason) => with_challenge(401, "invalid_token", *reason, cx),
-        TokenError::KeysUnavailable { retry_after } => ErrorResponse {
-            retry_after: Some(*retry_after),
-            ..plain(
-                503,
-                "temporarily_unavailable",
-                "the token issuer's keys are not available yet; retry shortly",
-            )
-        },
-    }
-}
-
-fn with_challenge(
-    status: u16,
-    code: &'static str,
-    reason: Reason,
-    cx: ChallengeContext<'_>,
-) -> ErrorResponse {
-    let description = reason.description();
-    ErrorResponse {
-        challenge: Some(challenge(
+        TokenError::Missing => Some(challenge(cx, &[])),
+        TokenError::InvalidRequest(_) | TokenError::InvalidToken(_) => Some(challenge(
             cx,
-            &[("error", code), ("error_description", description)],
+            &[
+                ("error", answer.code),
+                ("error_description", &answer.description),
+            ],
         )),
-        ..plain(status, code, description)
+        TokenError::KeysUnavailable { .. } => None,
     }
 }
 
-fn step_up(unmet: &Unmet, cx: ChallengeContext<'_>) -> ErrorResponse {
+fn step_up_challenge(unmet: &Unmet, answer: &Answer, cx: ChallengeContext<'_>) -> String {
+    let mut params = vec![
+        ("error", answer.code.to_owned()),
+        ("error_description", answer.description.clone().into_owned()),
+    ];
     match unmet {
-        Unmet::Scopes { required } => {
-            let scope = required.join(" ");
-            let description = "the token lacks a required scope";
-            ErrorResponse {
-                challenge: Some(challenge(
-                    cx,
-                    &[
-                        ("error", "insufficient_scope"),
-                        ("error_description", description),
-                        ("scope", &scope),
-                    ],
-                )),
-                ..plain(403, "insufficient_scope", description)
-            }
-        }
+        Unmet::Scopes { required } => params.push(("scope", required.join(" "))),
         Unmet::Authentication {
             acr_values,
             max_age,
         } => {
-            let description = "a stronger or more recent authentication is required";
-            let acr = acr_values.join(" ");
-            let max_age = max_age.map(|m| m.to_string());
-            let mut params = vec![
-                ("error", "insufficient_user_authentication"),
-                ("error_description", description),
-            ];
-            if !acr.is_empty() {
-                params.push(("acr_values", &acr));
+            if !acr_values.is_empty() {
+                params.push(("acr_values", acr_values.join(" ")));
             }
-            if let Some(m) = &max_age {
-                params.push(("max_age", m));
-            }
-            ErrorResponse {
-                challenge: Some(challenge(cx, &params)),
-                ..plain(401, "insufficient_user_authentication", description)
+            if let Some(m) = max_age {
+                params.push(("max_age", m.to_string()));
             }
         }
     }
+    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    challenge(cx, &params)
 }
 
 /// `Bearer realm="countersign", error=..., resource_metadata="..."` (RFC 6750 3, RFC 9728 5.1).

@@ -18,6 +18,7 @@
 //! Not every test file uses every helper.
 #![allow(dead_code, unused_imports)]
 
+pub mod approval_fixture;
 pub mod audit;
 mod browser;
 mod echo;

@@ -1,15 +1,15 @@
-//! Why a login did not work, and the one table from each cause to the page the person sees
-//! (status, title, message, and a "Sign in again" link when retrying can help).
+//! Why a login did not work, and which refusal page (`crate::respond`) the person sees, with a
+//! "Sign in again" link when retrying can help.
 //!
-//! Owns the login's refusal texts. Must not talk to the IdP or touch sessions; internals are
+//! Owns the login's failure causes (the texts live in the one refusal table). Must not talk to the IdP or touch sessions; internals are
 //! logged by the flow, never shown here.
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::Flow;
-use crate::control::html::{error_page, error_page_with_link};
+use crate::control::html::{refusal_page, refusal_page_with_link};
 use crate::control::urls::login_url;
+use crate::respond::PageRefusal;
 
 /// Why a login did not work. `retry` is a login link that repeats what the flow asked for
 /// (same `next`, freshness and `acr`).
@@ -36,77 +36,23 @@ pub(super) fn retry_link(flow: &Flow) -> String {
 }
 
 impl Failure {
-    /// Status, title and message for the person; never internals (those are logged).
-    fn text(&self) -> (StatusCode, &'static str, &'static str) {
-        const BAD: StatusCode = StatusCode::BAD_REQUEST;
-        const GATEWAY: StatusCode = StatusCode::BAD_GATEWAY;
+    /// The refusal this is in the one table (`crate::respond`), which owns status, title
+    /// and message; never internals (those are logged).
+    fn refusal(&self) -> PageRefusal {
         match self {
-            Self::UnsafeNext => (
-                BAD,
-                "Bad login link",
-                "This login link points somewhere outside Countersign, so it was not followed.",
-            ),
-            Self::BadCallback => (
-                BAD,
-                "Bad login response",
-                "The identity provider's answer was incomplete. Open the approval link again.",
-            ),
-            Self::NoFlow => (
-                BAD,
-                "Login expired",
-                "This sign-in was not started in this browser or took too long. \
-                 Open the approval link again.",
-            ),
-            Self::IdpRefused { .. } => (
-                BAD,
-                "Sign-in refused",
-                "The identity provider did not sign you in.",
-            ),
-            Self::CodeRejected { .. } => (
-                BAD,
-                "Sign-in failed",
-                "The identity provider did not accept this sign-in (it may have been used already).",
-            ),
-            Self::BadIdToken { .. } => (
-                BAD,
-                "Sign-in could not be verified",
-                "The identity provider's answer did not pass verification.",
-            ),
-            Self::NoEmail => (
-                BAD,
-                "No email address",
-                "Your identity provider did not share an email address, which approvals need.",
-            ),
-            Self::EmailUnverified => (
-                BAD,
-                "Email not verified",
-                "Your identity provider says your email address is not verified.",
-            ),
-            Self::AcrNotMet { .. } => (
-                BAD,
-                "Stronger sign-in needed",
-                "This approval needs a stronger sign-in method than the one used.",
-            ),
-            Self::NotFresh { .. } => (
-                BAD,
-                "Fresh sign-in needed",
-                "This approval needs you to sign in again just now.",
-            ),
-            Self::IdpUnavailable => (
-                GATEWAY,
-                "Identity provider unavailable",
-                "The identity provider could not be reached. Try again in a moment.",
-            ),
-            Self::IdpMisconfigured => (
-                GATEWAY,
-                "Identity provider problem",
-                "The identity provider's answer was not usable for signing in.",
-            ),
-            Self::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error",
-                "Something went wrong. Try again.",
-            ),
+            Self::UnsafeNext => PageRefusal::UnsafeNext,
+            Self::BadCallback => PageRefusal::BadCallback,
+            Self::NoFlow => PageRefusal::NoFlow,
+            Self::IdpRefused { .. } => PageRefusal::IdpRefused,
+            Self::CodeRejected { .. } => PageRefusal::CodeRejected,
+            Self::BadIdToken { .. } => PageRefusal::BadIdToken,
+            Self::NoEmail => PageRefusal::NoEmail,
+            Self::EmailUnverified => PageRefusal::EmailUnverified,
+            Self::AcrNotMet { .. } => PageRefusal::AcrNotMet,
+            Self::NotFresh { .. } => PageRefusal::NotFresh,
+            Self::IdpUnavailable => PageRefusal::IdpUnavailable,
+            Self::IdpMisconfigured => PageRefusal::IdpMisconfigured,
+            Self::Internal => PageRefusal::Internal,
         }
     }
 
@@ -131,10 +77,10 @@ impl Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let (status, title, message) = self.text();
+        let refusal = self.refusal();
         match self.retry() {
-            Some(link) => error_page_with_link(status, title, message, link, "Sign in again"),
-            None => error_page(status, title, message),
+            Some(link) => refusal_page_with_link(refusal, link, "Sign in again"),
+            None => refusal_page(refusal),
         }
     }
 }
