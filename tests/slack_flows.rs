@@ -258,8 +258,8 @@ impl Harness {
 
     /// The channel copy and the DM copy of the request message, as they stand now. Exactly
     /// two (the `spec()` targets), so an "every copy" check cannot pass on none.
-    fn copies(&self, id: &ApprovalId) -> Vec<Message> {
-        let posted = self.app.posted(id);
+    async fn copies(&self, id: &ApprovalId) -> Vec<Message> {
+        let posted = self.app.posted(id).await.unwrap();
         assert_eq!(posted.len(), 2, "one copy per notify target: {posted:?}");
         posted
             .iter()
@@ -302,11 +302,11 @@ async fn click_on_approve_approves_and_every_copy_says_so() {
     let a = h.submit(spec(1)).await;
 
     // Posted to the channel and as a DM to carol, each with both buttons carrying the id.
-    let posted = h.app.posted(&a.id);
+    let posted = h.app.posted(&a.id).await.unwrap();
     assert_eq!(posted.len(), 2, "{posted:?}");
     assert_eq!(posted[0].channel, CHANNEL);
     assert_eq!(posted[1].channel, FakeSlack::dm_of("UCAROL"));
-    for m in h.copies(&a.id) {
+    for m in h.copies(&a.id).await {
         assert_eq!(action_ids(&m), ["approve", "deny", "open"]);
         assert!(m
             .buttons()
@@ -363,11 +363,19 @@ async fn click_on_approve_approves_and_every_copy_says_so() {
 
     eventually("every copy updated", || async {
         h.copies(&a.id)
+            .await
             .iter()
             .all(|m| m.rendered().contains("Approved by alice@example.com"))
     })
     .await;
-    for (copy, m) in h.app.posted(&a.id).iter().zip(h.copies(&a.id)) {
+    for (copy, m) in h
+        .app
+        .posted(&a.id)
+        .await
+        .unwrap()
+        .iter()
+        .zip(h.copies(&a.id).await)
+    {
         assert!(
             m.buttons().is_empty(),
             "buttons must go once decided: {:?}",
@@ -398,7 +406,14 @@ async fn click_on_approve_approves_and_every_copy_says_so() {
         .notify(&executed, &NotifyEvent::Executed { status: 201 })
         .await
         .unwrap();
-    for (copy, m) in h.app.posted(&a.id).iter().zip(h.copies(&a.id)) {
+    for (copy, m) in h
+        .app
+        .posted(&a.id)
+        .await
+        .unwrap()
+        .iter()
+        .zip(h.copies(&a.id).await)
+    {
         assert!(
             m.rendered().contains("Upstream answered *201*"),
             "{}",
@@ -435,7 +450,7 @@ async fn deny_with_a_reason_is_shown_everywhere() {
     assert_eq!(after.decided_by.as_deref(), Some("bob@example.com"));
     assert_eq!(after.decision_reason.as_deref(), Some("not on a Friday"));
     eventually("copies say denied", || async {
-        h.copies(&a.id).iter().all(|m| {
+        h.copies(&a.id).await.iter().all(|m| {
             m.rendered()
                 .contains("Denied by bob@example.com*: not on a Friday")
                 && m.buttons().is_empty()
@@ -472,18 +487,19 @@ async fn quorum_of_two_needs_two_distinct_slack_approvers() {
     assert_eq!(h.status_of(&a.id).await, Status::Pending);
     eventually("copies show 1 of 2", || async {
         h.copies(&a.id)
+            .await
             .iter()
             .all(|m| m.rendered().contains("1 of 2 approvals: alice@example.com"))
     })
     .await;
-    for m in h.copies(&a.id) {
+    for m in h.copies(&a.id).await {
         assert_eq!(
             action_ids(&m),
             ["approve", "deny", "open"],
             "still pending: buttons stay"
         );
     }
-    let copy = &h.app.posted(&a.id)[0];
+    let copy = &h.app.posted(&a.id).await.unwrap()[0];
     assert!(h
         .slack
         .thread(&copy.channel, &copy.ts)
@@ -504,7 +520,7 @@ async fn quorum_of_two_needs_two_distinct_slack_approvers() {
     })
     .await;
     eventually("copies approved", || async {
-        h.copies(&a.id).iter().all(|m| {
+        h.copies(&a.id).await.iter().all(|m| {
             m.rendered()
                 .contains("Approved by alice@example.com, carol@example.com")
         })
@@ -518,7 +534,7 @@ async fn quorum_of_two_needs_two_distinct_slack_approvers() {
         .notify(&stale, &NotifyEvent::VoteCast)
         .await
         .unwrap();
-    for m in h.copies(&a.id) {
+    for m in h.copies(&a.id).await {
         assert!(m
             .rendered()
             .contains("Approved by alice@example.com, carol@example.com"));
@@ -719,7 +735,7 @@ async fn cancelled_and_login_only_requests() {
         .cancel(&a.id, "dev@example.com", "caller hung up")
         .await
         .unwrap();
-    for m in h.copies(&a.id) {
+    for m in h.copies(&a.id).await {
         assert!(
             m.rendered()
                 .contains("Cancelled by dev@example.com*: caller hung up"),
@@ -733,7 +749,7 @@ async fn cancelled_and_login_only_requests() {
     let mut login = spec(1);
     login.approve_via = ApproveVia::Login;
     let b = h.submit(login).await;
-    for m in h.copies(&b.id) {
+    for m in h.copies(&b.id).await {
         assert!(m
             .buttons()
             .iter()
@@ -782,7 +798,7 @@ async fn a_429_storm_delays_the_post_but_does_not_lose_it() {
         "Retry-After must be honoured, took {:?}",
         started.elapsed()
     );
-    assert_eq!(h.app.posted(&a.id).len(), 1);
+    assert_eq!(h.app.posted(&a.id).await.unwrap().len(), 1);
     assert_eq!(h.slack.calls_of("chat.postMessage").len(), 4);
     assert_eq!(h.slack.messages_in(CHANNEL).len(), 1, "posted exactly once");
     assert_eq!(h.audit.find(&a.id, "notify.sent").len(), 1);
@@ -814,7 +830,11 @@ async fn slack_errors_are_not_retried_and_a_dead_slack_is_audited_but_harmless()
     h.slack
         .queue_faults("chat.postMessage", [Fault::Error("channel_not_found")]);
     let a = h.submit(spec(1)).await;
-    assert_eq!(h.app.posted(&a.id).len(), 1, "the DM copy still went out");
+    assert_eq!(
+        h.app.posted(&a.id).await.unwrap().len(),
+        1,
+        "the DM copy still went out"
+    );
     let failed = h.audit.find(&a.id, "notify.failed");
     assert_eq!(failed.len(), 1);
     assert!(

@@ -1,6 +1,60 @@
 //! Chat delivery: Slack and Microsoft Teams.
+//!
+//! [`state`] is what both chat integrations remember between events (posted copies, handled
+//! events), shared across replicas through the approval store; [`refusal`] is what both tell a
+//! clicking user whose vote the broker refused; [`with_outcome`] is the state both show after
+//! an event.
 
 pub mod fanout;
 pub mod slack;
+pub mod state;
 pub mod teams;
 pub mod teams_bot;
+
+use crate::approval::{Approval, DecideError, Execution, NotifyEvent};
+
+/// What the clicking user alone is told when the broker refused their vote; `page` is the
+/// approval page (for login-only rules).
+pub(crate) fn refusal(e: &DecideError, page: &str) -> String {
+    match e {
+        DecideError::NotFound => "This request no longer exists.".to_owned(),
+        DecideError::NotAnApprover => {
+            "You are not an approver of this request; nothing changed.".to_owned()
+        }
+        DecideError::LoginRequired => format!(
+            "This request must be approved on the approval page after a fresh login: {page}"
+        ),
+        DecideError::OwnRequest => {
+            "You cannot approve your own request; nothing changed.".to_owned()
+        }
+        DecideError::AlreadyVoted => "You already voted on this request.".to_owned(),
+        DecideError::AlreadyDecided(status) => {
+            format!(
+                "This request is already {}; nothing changed.",
+                status.as_str()
+            )
+        }
+        DecideError::Expired => "This request expired; nothing changed.".to_owned(),
+        DecideError::Store(_) | DecideError::Audit(_) => NOT_RECORDED.to_owned(),
+    }
+}
+
+/// The answer to a click that could not be recorded (store or audit log unavailable).
+pub(crate) const NOT_RECORDED: &str =
+    "Countersign could not record your vote; nothing changed. Try again or use the approval page.";
+
+/// `a` as a message must show it after `event`: an execution event carries the upstream's
+/// outcome, which the snapshot (taken when the execution was claimed) does not have yet.
+pub(crate) fn with_outcome(a: &Approval, event: &NotifyEvent) -> Approval {
+    let mut a = a.clone();
+    match event {
+        NotifyEvent::Executed { status } => a.execution = Execution::Done { status: *status },
+        NotifyEvent::ExecutionFailed if !matches!(a.execution, Execution::Failed { .. }) => {
+            a.execution = Execution::Failed {
+                reason: "upstream unreachable".into(),
+            }
+        }
+        _ => {}
+    }
+    a
+}

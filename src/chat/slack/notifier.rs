@@ -5,8 +5,9 @@ use serde_json::json;
 
 use super::api::{ApiError, Body};
 use super::blocks;
-use super::{PostedMessage, Progress, SlackApp};
+use super::{PostedMessage, SlackApp};
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
+use crate::chat::state::Progress;
 use crate::notify::NotifyTarget;
 
 /// Posts approval requests to Slack and keeps every copy up to date.
@@ -42,6 +43,7 @@ impl Notifier for SlackNotifier {
         if targets.is_empty() {
             return Ok(());
         }
+        let approval = &crate::chat::with_outcome(approval, event);
         let shown = self.app.shown(&approval.id);
         let mut shown = shown.lock().await;
         let progress = Progress::of(approval);
@@ -79,7 +81,17 @@ impl SlackNotifier {
         // join_all keeps the targets' order, so copies are recorded in `notify` order.
         for (target, posted) in futures::future::join_all(posts).await.into_iter().flatten() {
             match posted {
-                Ok(message) => self.app.remember_post(&a.id, message),
+                Ok(message) => {
+                    if let Err(e) = self.app.remember_post(a, &message).await {
+                        // Fails the notification (audited `notify.failed`): this copy is posted
+                        // but no replica will update it.
+                        tracing::error!(approval_id = %a.id, channel = %message.channel, error = %e, "slack message posted but not remembered");
+                        failures.push(format!(
+                            "{}: posted but not remembered: {e}",
+                            describe(target)
+                        ));
+                    }
+                }
                 Err(e) => failures.push(format!("{}: {e}", describe(target))),
             }
         }
@@ -129,7 +141,11 @@ impl SlackNotifier {
         let text = blocks::fallback_text(a);
         let message = blocks::message_blocks(a, self.app.public_url());
         let reply = blocks::event_text(a, event);
-        let copies = self.app.posted(&a.id);
+        let mut failures = Vec::new();
+        let copies = self.app.posted(&a.id).await.unwrap_or_else(|e| {
+            failures.push(format!("cannot read the posted copies, none updated: {e}"));
+            Vec::new()
+        });
         let updates = copies.iter().map(|copy| {
             let update = json!({
                 "channel": copy.channel,
@@ -160,11 +176,12 @@ impl SlackNotifier {
                 failed
             }
         });
-        let mut failures: Vec<String> = futures::future::join_all(updates)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        failures.extend(
+            futures::future::join_all(updates)
+                .await
+                .into_iter()
+                .flatten(),
+        );
         if let Err(e) = self.tell_requester(a, event).await {
             failures.push(format!("requester DM: {e}"));
         }

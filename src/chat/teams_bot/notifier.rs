@@ -5,8 +5,9 @@ use url::Url;
 
 use super::cards::{self, View};
 use super::store::PostedCard;
-use super::{Progress, TeamsBot, POSTED_MEMORY};
-use crate::approval::{Approval, Execution, Notifier, NotifyError, NotifyEvent};
+use super::TeamsBot;
+use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
+use crate::chat::state::Progress;
 use crate::policy::NotifyTarget;
 
 /// Posts the approval card to every configured conversation and keeps every copy true.
@@ -32,7 +33,7 @@ impl Notifier for TeamsBotNotifier {
         if !approval.notify.contains(&NotifyTarget::Teams) {
             return Ok(());
         }
-        let approval = &with_outcome(approval, event);
+        let approval = &crate::chat::with_outcome(approval, event);
         // One notification at a time per approval: a vote arriving while the request is still
         // being posted waits, then updates every copy.
         let shown = self.bot.shown(&approval.id);
@@ -56,22 +57,6 @@ impl Notifier for TeamsBotNotifier {
     }
 }
 
-/// `a` as the card must show it after `event`: an execution event carries the upstream's
-/// outcome, which the snapshot (taken when the execution was claimed) does not have yet.
-fn with_outcome(a: &Approval, event: &NotifyEvent) -> Approval {
-    let mut a = a.clone();
-    match event {
-        NotifyEvent::Executed { status } => a.execution = Execution::Done { status: *status },
-        NotifyEvent::ExecutionFailed if !matches!(a.execution, Execution::Failed { .. }) => {
-            a.execution = Execution::Failed {
-                reason: "upstream unreachable".into(),
-            }
-        }
-        _ => {}
-    }
-    a
-}
-
 impl TeamsBotNotifier {
     /// Posts the card to every configured conversation at once; returns what failed.
     async fn post_everywhere(&self, a: &Approval) -> Vec<String> {
@@ -93,7 +78,10 @@ impl TeamsBotNotifier {
                         conversation_id: c.conversation_id.clone(),
                         activity_id,
                     };
-                    if let Err(e) = self.bot.state().add_copy(&a.id, copy, POSTED_MEMORY).await {
+                    if let Err(e) = self.bot.memory().add_copy(a, &copy).await {
+                        // Fails the notification (audited `notify.failed`): this copy is posted
+                        // but no replica will update it.
+                        tracing::error!(approval_id = %a.id, conversation = %c.conversation_id, error = %e, "teams card posted but not remembered");
                         failures.push(format!(
                             "{}: posted but not remembered: {e}",
                             c.conversation_id
@@ -123,7 +111,7 @@ impl TeamsBotNotifier {
 
     /// Replaces every posted copy with the current card, all at once; returns what failed.
     async fn update_everywhere(&self, a: &Approval) -> Vec<String> {
-        let copies = match self.bot.state().copies(&a.id).await {
+        let copies = match self.bot.memory().copies(&a.id).await {
             Ok(c) => c,
             Err(e) => return vec![format!("cannot read the posted copies: {e}")],
         };
