@@ -44,6 +44,11 @@ fn fast_retry() -> RetryPolicy {
 }
 
 async fn harness() -> Harness {
+    harness_with_state(Arc::new(store::MemoryChatState::new())).await
+}
+
+/// [`harness`] with the Slack app remembering copies and clicks in `state`.
+async fn harness_with_state(state: Arc<dyn store::ChatState>) -> Harness {
     let slack = FakeSlack::start().await;
     slack.add_channel("prod-approvals", CHANNEL);
     for (id, email) in [
@@ -62,11 +67,12 @@ async fn harness() -> Harness {
         team_id: None,
     };
     let clock: SharedClock = Arc::new(SystemClock);
-    let app = SlackApp::with_retry(
+    let app = SlackApp::with_state(
         &config,
         "https://countersign.example.com".parse().unwrap(),
         clock.clone(),
         fast_retry(),
+        state,
     )
     .unwrap();
     let audit = Arc::new(RecordingAudit::default());
@@ -250,6 +256,15 @@ impl Harness {
     async fn click(&self, c: Click<'_>) -> u16 {
         let body = self.click_body(&c);
         self.post_signed(body, SIGNING_SECRET, now_unix()).await
+    }
+
+    /// Top-level messages posted so far (thread replies not counted).
+    fn copies_posted(&self) -> usize {
+        self.slack
+            .calls_of("chat.postMessage")
+            .iter()
+            .filter(|c| c.args["thread_ts"].is_null())
+            .count()
     }
 
     async fn status_of(&self, id: &ApprovalId) -> Status {
@@ -883,4 +898,77 @@ async fn approvals_without_a_slack_target_are_left_alone() {
     let a = h.submit(teams_only).await;
     assert!(h.slack.calls().is_empty());
     assert_eq!(h.audit.find(&a.id, "notify.sent").len(), 1);
+}
+
+/// Chat state whose backend is down: every call fails as an unreachable store does.
+#[derive(Debug)]
+struct DownChatState;
+
+#[async_trait::async_trait]
+impl store::ChatState for DownChatState {
+    async fn add_copy(
+        &self,
+        _scope: &str,
+        _id: &ApprovalId,
+        _copy: &str,
+        _ttl: Duration,
+    ) -> Result<(), StoreError> {
+        Err(StoreError("redis add chat copy: timed out".into()))
+    }
+
+    async fn copies(&self, _scope: &str, _id: &ApprovalId) -> Result<Vec<String>, StoreError> {
+        Err(StoreError("redis chat copies: timed out".into()))
+    }
+
+    async fn first_seen(
+        &self,
+        _scope: &str,
+        _key: &str,
+        _ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError("redis chat event: timed out".into()))
+    }
+}
+
+#[tokio::test]
+async fn without_its_chat_state_slack_fails_closed() {
+    let h = harness_with_state(Arc::new(DownChatState)).await;
+    let a = h.submit(spec(1)).await;
+    // Both copies went out but cannot be remembered: the notification counts as failed.
+    assert_eq!(h.copies_posted(), 2);
+    let failed = h.audit.find(&a.id, "notify.failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("posted but not remembered"),
+        "{failed:?}"
+    );
+
+    // A click that cannot be checked for a replay is not counted; the clicker is told.
+    let status = h
+        .click(Click {
+            user: "UALICE",
+            action: "approve",
+            approval: &a.id,
+            trigger: "t-down",
+            reason: None,
+        })
+        .await;
+    assert_eq!(status, 200);
+    eventually("told it was not recorded", || async {
+        !h.slack.ephemeral_replies("t-down").is_empty()
+    })
+    .await;
+    assert!(h.slack.ephemeral_replies("t-down")[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("could not record your vote"));
+    assert_eq!(h.status_of(&a.id).await, Status::Pending);
+    assert!(h.audit.find(&a.id, "vote.cast").is_empty());
+    assert!(
+        h.slack.calls_of("users.info").is_empty(),
+        "not even looked up"
+    );
 }

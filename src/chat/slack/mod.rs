@@ -15,7 +15,8 @@
 //! [`ChatState`](crate::approval::store::ChatState) given to [`SlackApp::with_state`]: the
 //! shared Redis store when `[approvals] store` is Redis, so any replica updates every copy and
 //! a replayed click is a no-op on every replica; this process's memory otherwise
-//! ([`crate::chat::state`]). A click whose replay check cannot be made is not counted.
+//! ([`crate::chat::state`]). A click whose replay check cannot be made is not counted (and,
+//! as a timed-out write may still land, may count as seen: its user clicks again).
 //!
 //! Setting up the Slack app: bot token scopes `chat:write` (post and update),
 //! `chat:write.public` (post in public channels without inviting the bot; otherwise invite it),
