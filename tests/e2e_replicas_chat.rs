@@ -195,15 +195,6 @@ fn slack_now(slack: &FakeSlack, copies: &[Message]) -> Vec<Message> {
         .collect()
 }
 
-fn approval_of(message: &Message) -> String {
-    message
-        .buttons()
-        .into_iter()
-        .find(|b| b["action_id"] == "approve")
-        .and_then(|b| b["value"].as_str().map(str::to_owned))
-        .expect("an Approve button with the approval id")
-}
-
 #[tokio::test]
 async fn slack_copies_posted_by_a_are_all_updated_by_a_click_on_b() {
     let (r, slack) = slack_replicas().await;
@@ -221,7 +212,7 @@ async fn slack_copies_posted_by_a_are_all_updated_by_a_click_on_b() {
         "every posted copy is counted"
     );
     assert_eq!(copies.len(), 2);
-    let id = approval_of(&copies[0]);
+    let id = copies[0].approval_id();
 
     let first = &copies[0];
     let alice = Click {
@@ -292,7 +283,7 @@ async fn a_slack_click_replayed_to_the_other_replica_changes_nothing() {
     let (r, slack) = slack_replicas().await;
     let held = r.hold_on_a();
     let copies = slack_copies(&slack).await;
-    let id = approval_of(&copies[0]);
+    let id = copies[0].approval_id();
     let click = Click {
         user: "UALICE",
         action: "approve",

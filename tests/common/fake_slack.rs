@@ -64,6 +64,15 @@ impl Message {
         format!("{}\n{}", self.text, self.blocks)
     }
 
+    /// The approval id its Approve button carries.
+    pub fn approval_id(&self) -> String {
+        self.buttons()
+            .into_iter()
+            .find(|b| b["action_id"] == "approve")
+            .and_then(|b| b["value"].as_str().map(str::to_owned))
+            .expect("an Approve button with the approval id")
+    }
+
     /// The `action_id`s of the buttons in its actions blocks.
     pub fn buttons(&self) -> Vec<Value> {
         self.blocks
