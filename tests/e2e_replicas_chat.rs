@@ -12,8 +12,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fake_botframework::{At, FakeBotFramework, User, APP_ID, APP_PASSWORD, TENANT};
-use common::fake_slack::{Click, FakeSlack, Message, BOT_TOKEN};
+use common::fake_botframework::{
+    At, FakeBotFramework, Fault as BfFault, User, APP_ID, APP_PASSWORD, TENANT,
+};
+use common::fake_slack::{Click, FakeSlack, Fault, Message, BOT_TOKEN};
 use common::{http_client, EchoUpstream, LocalIssuer, Proxy, RedisServer, TestDir};
 use serde_json::{json, Value};
 
@@ -322,6 +324,60 @@ async fn a_slack_click_replayed_to_the_other_replica_changes_nothing() {
     assert!(!held.is_finished());
 }
 
+#[tokio::test]
+async fn a_slack_copy_still_being_posted_by_a_catches_up_with_a_click_on_b() {
+    let (r, slack) = slack_replicas().await;
+    // Carol's DM is rate limited for 3 s; the channel copy goes out at once.
+    slack.queue_faults("conversations.open", [Fault::RateLimited(3)]);
+    let held = r.hold_on_a();
+    wait_for("the channel copy", || {
+        !slack.messages_in(SLACK_CHANNEL).is_empty()
+    })
+    .await;
+    let channel_copy = slack.messages_in(SLACK_CHANNEL)[0].clone();
+    let id = channel_copy.approval_id();
+    let alice = Click {
+        user: "UALICE",
+        action: "approve",
+        approval: &id,
+        channel: &channel_copy.channel,
+        ts: &channel_copy.ts,
+        trigger: "trigger-early",
+        response_url: &slack.response_url("alice"),
+    };
+    assert_eq!(
+        alice
+            .signed(SIGNING_SECRET)
+            .deliver(&r.b.control_url())
+            .await,
+        200
+    );
+    wait_for("B to update the channel copy", || {
+        slack_now(&slack, std::slice::from_ref(&channel_copy))[0]
+            .rendered()
+            .contains("1 of 2 approvals: alice@example.com")
+    })
+    .await;
+    let dm = FakeSlack::dm_of(CAROL);
+    assert!(
+        slack.messages_in(&dm).is_empty(),
+        "the DM copy must still be on its way for this test to mean anything"
+    );
+    // A posts the DM with the state it had, then brings it up to B's.
+    wait_for("the DM copy to show alice's vote", || {
+        slack
+            .messages_in(&dm)
+            .first()
+            .is_some_and(|m| m.rendered().contains("1 of 2 approvals: alice@example.com"))
+    })
+    .await;
+    assert!(!held.is_finished());
+    assert_eq!(
+        r.audit("a", "notify.failed") + r.audit("b", "notify.failed"),
+        0
+    );
+}
+
 // ----- Teams bot -----------------------------------------------------------------------------
 
 struct TeamsSetup {
@@ -517,4 +573,51 @@ async fn a_teams_activity_replayed_to_the_other_replica_changes_nothing() {
     assert_eq!(t.r.audit("a", "vote.cast") + t.r.audit("b", "vote.cast"), 1);
     assert_eq!(t.updates(&cards), updates, "no card updated again");
     assert!(!held.is_finished());
+}
+
+#[tokio::test]
+async fn a_teams_card_still_being_posted_by_a_catches_up_with_an_invoke_on_b() {
+    let t = teams_replicas().await;
+    // The first card post is rate limited for 3 s; the other goes out at once.
+    t.bf.queue_faults("create", [BfFault::RateLimited(3)]);
+    let held = t.r.hold_on_a();
+    wait_for("one card", || {
+        !t.bf.posted_in(TEAMS_CHANNEL).is_empty() || !t.bf.posted_in(TEAMS_CHAT).is_empty()
+    })
+    .await;
+    let (first, late) = if t.bf.posted_in(TEAMS_CHANNEL).is_empty() {
+        (TEAMS_CHAT, TEAMS_CHANNEL)
+    } else {
+        (TEAMS_CHANNEL, TEAMS_CHAT)
+    };
+    let first_id = t.bf.posted_in(first)[0].id.clone();
+    let at = if first == TEAMS_CHANNEL {
+        in_channel(&first_id)
+    } else {
+        in_chat(&first_id)
+    };
+    let b = t.endpoint(&t.r.b);
+    let view = t.bf.view(&b, &t.alice, at).await;
+    let answer = t.bf.click(&b, &t.alice, at, &view, "approve", &[]).await;
+    assert_eq!(answer.status(), 200);
+    wait_for("B to update the first card", || {
+        t.card_text(first, &first_id).contains("1 of 2 approvals")
+    })
+    .await;
+    assert!(
+        t.bf.posted_in(late).is_empty(),
+        "the other card must still be on its way for this test to mean anything"
+    );
+    wait_for("the late card to show alice's vote", || {
+        t.bf.posted_in(late).first().is_some_and(|p| {
+            let text = p.card().to_string();
+            text.contains("1 of 2 approvals") && text.contains("alice@example.com")
+        })
+    })
+    .await;
+    assert!(!held.is_finished());
+    assert_eq!(
+        t.r.audit("a", "notify.failed") + t.r.audit("b", "notify.failed"),
+        0
+    );
 }

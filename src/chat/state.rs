@@ -5,9 +5,13 @@
 //! - the inbound events already handled (a Slack click, a Teams activity), so a replay on any
 //!   replica is a no-op;
 //! - per approval, which state the messages already show (a lock and a [`Progress`]), so an
-//!   older snapshot never overwrites a newer message. This part is per process: it orders the
+//!   older snapshot never overwrites a newer message. The lock is per process: it orders the
 //!   notifications of one replica; across replicas the events themselves are ordered by the
-//!   store (a vote is notified by the replica that recorded it).
+//!   store (a vote is notified by the replica that recorded it);
+//! - the states shown, noted by every update ([`ChatMemory::note_shown`]) and read by the
+//!   replica posting the copies once it has recorded them ([`ChatMemory::newer_than`]): a click
+//!   on the first copy while another replica still posts the second (slow, rate-limited chat)
+//!   reaches the second as well.
 //!
 //! Copies and seen events live in a [`ChatState`]: the Redis store itself when
 //! `[approvals] store` is Redis (every replica shares them), [`MemoryChatState`] otherwise.
@@ -131,6 +135,41 @@ impl<T: Serialize + DeserializeOwned> ChatMemory<T> {
                     .map_err(|e| StoreError(format!("decoding a {} copy: {e}", self.scope)))
             })
             .collect()
+    }
+
+    /// Notes that `a` is being shown now, for [`Self::newer_than`] on any replica. Called
+    /// BEFORE the copies are read for an update, so that a replica still posting copies either
+    /// had its copy read here or sees this note after recording it.
+    pub async fn note_shown(&self, a: &Approval) -> Result<(), StoreError> {
+        let json = serde_json::to_string(a)
+            .map_err(|e| StoreError(format!("encoding a {} state: {e}", self.scope)))?;
+        let ttl = copies_ttl(a.expires_at, self.clock.unix_ms());
+        self.state
+            .add_copy(&self.shown_scope(), &a.id, &json, ttl)
+            .await
+    }
+
+    /// The furthest state any replica noted for `a` ([`Self::note_shown`]), if it is further
+    /// than `a`. Called AFTER the copies were recorded.
+    pub async fn newer_than(&self, a: &Approval) -> Result<Option<Approval>, StoreError> {
+        let notes = self.state.copies(&self.shown_scope(), &a.id).await?;
+        let mut newest: Option<Approval> = None;
+        for json in &notes {
+            let noted: Approval = serde_json::from_str(json)
+                .map_err(|e| StoreError(format!("decoding a {} state: {e}", self.scope)))?;
+            if newest
+                .as_ref()
+                .is_none_or(|n| Progress::of(&noted) > Progress::of(n))
+            {
+                newest = Some(noted);
+            }
+        }
+        Ok(newest.filter(|n| Progress::of(n) > Progress::of(a)))
+    }
+
+    /// Where the shown states are noted: next to the copies, apart from them.
+    fn shown_scope(&self) -> String {
+        format!("{}:shown", self.scope)
     }
 
     /// Records event `key`; `false` when any replica recorded it before (a replay or a

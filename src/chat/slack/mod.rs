@@ -191,6 +191,11 @@ impl SlackApp {
         self.inner.memory.add_copy(a, message).await
     }
 
+    /// Posted copies, clicks handled and states shown, shared with every replica.
+    fn memory(&self) -> &ChatMemory<PostedMessage> {
+        &self.inner.memory
+    }
+
     /// The per-approval notification lock, holding the newest
     /// [`Progress`](crate::chat::state::Progress) shown in Slack.
     fn shown(&self, id: &ApprovalId) -> Shown {
