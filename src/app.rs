@@ -10,6 +10,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
 
+use crate::approval::store::{ChatState, MemoryChatState};
 use crate::approval::BrokerSettings;
 use crate::approval::{
     ApprovalSigner, ApprovalStore, AuditError, AuditEvent, AuditSink, Broker, Executor,
@@ -17,7 +18,7 @@ use crate::approval::{
 };
 use crate::audit::AuditLog;
 use crate::chat::fanout::Fanout;
-use crate::chat::slack::{SlackApp, SlackNotifier};
+use crate::chat::slack::{RetryPolicy, SlackApp, SlackNotifier};
 use crate::chat::teams::TeamsNotifier;
 use crate::chat::teams_bot::{TeamsBot, TeamsBotNotifier};
 use crate::clock::{SharedClock, SystemClock};
@@ -176,7 +177,8 @@ pub fn build(
         .as_str()
         .trim_end_matches('/')
         .to_owned();
-    let teams_bot = teams_bot(&config, clock.clone())?;
+    let (store, chat_state) = approval_stores(&config, clock.clone())?;
+    let teams_bot = teams_bot(&config, clock.clone(), chat_state.clone())?;
     let telemetry = match &config.telemetry {
         Some(t) => Telemetry::start(
             t,
@@ -188,12 +190,25 @@ pub fn build(
         )?,
         None => Telemetry::disabled(),
     };
-    let (notifier, slack) = chat_notifier(&config, clock.clone(), extra_notifier, &teams_bot)?;
+    let (notifier, slack) = chat_notifier(
+        &config,
+        clock.clone(),
+        extra_notifier,
+        &teams_bot,
+        chat_state,
+    )?;
     let audit_sink = Arc::new(TracedAudit {
         audit: AuditAdapter(audit.clone()),
         telemetry: telemetry.clone(),
     });
-    let broker = build_broker(&config, clock.clone(), &metrics, notifier, audit_sink)?;
+    let broker = build_broker(
+        &config,
+        clock.clone(),
+        &metrics,
+        notifier,
+        audit_sink,
+        store,
+    )?;
     let clock_for_login = clock.clone();
     let approvals = Arc::new(ApprovalPlane {
         broker: broker.clone(),
@@ -320,16 +335,18 @@ fn redis_store(config: &Config, url: &url::Url) -> Result<RedisStore, StartError
         .map_err(|e| StartError::Approvals(format!("store: {e}")))
 }
 
-/// The approval broker: memory store, the hash-chained audit log, the approval signing key.
-fn build_broker(
-    config: &Config,
-    clock: SharedClock,
-    metrics: &Metrics,
-    notifier: Arc<dyn Notifier>,
-    audit: Arc<dyn AuditSink>,
-) -> Result<Broker, StartError> {
-    let store: Arc<dyn ApprovalStore> = match &config.approvals.store {
-        StoreUrl::Memory => Arc::new(MemoryStore::new()),
+/// The approval store and the chat state that goes with it.
+type Stores = (Arc<dyn ApprovalStore>, Arc<dyn ChatState>);
+
+/// The approval store and the chat state that goes with it (posted chat copies, handled
+/// clicks): both on the one Redis client when `store` is Redis, so every replica shares them;
+/// both in this process otherwise.
+fn approval_stores(config: &Config, clock: SharedClock) -> Result<Stores, StartError> {
+    Ok(match &config.approvals.store {
+        StoreUrl::Memory => (
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryChatState::new()),
+        ),
         StoreUrl::Redis(url) => {
             // Config validation requires a signing key with a shared store (SPEC 8): every
             // replica derives the same record MAC and encryption keys from it.
@@ -337,13 +354,26 @@ fn build_broker(
                 StartError::Approvals("a shared store needs [approvals] signing_key".into())
             })?;
             let seal = RecordSeal::derive_from(pem.expose().as_bytes());
-            Arc::new(
+            let redis = Arc::new(
                 redis_store(config, url)?
-                    .with_clock(clock.clone())
+                    .with_clock(clock)
                     .with_seal(Arc::new(seal)),
-            )
+            );
+            (redis.clone(), redis)
         }
-    };
+    })
+}
+
+/// The approval broker: the approval store, the hash-chained audit log, the approval signing
+/// key.
+fn build_broker(
+    config: &Config,
+    clock: SharedClock,
+    metrics: &Metrics,
+    notifier: Arc<dyn Notifier>,
+    audit: Arc<dyn AuditSink>,
+    store: Arc<dyn ApprovalStore>,
+) -> Result<Broker, StartError> {
     let executor = config
         .upstreams
         .iter()
@@ -408,12 +438,14 @@ fn approver_login(
 
 /// Every configured chat channel behind one notifier (a log line always; `extra`; Teams and
 /// Slack when configured). Each channel delivers only to the targets a rule's `notify` names for
-/// it. Also returns the Slack app, whose interactions endpoint the control plane serves.
+/// it. Also returns the Slack app, whose interactions endpoint the control plane serves; it
+/// remembers its posted messages and handled clicks in `chat_state`.
 fn chat_notifier(
     config: &Config,
     clock: SharedClock,
     extra: Option<Arc<dyn Notifier>>,
     teams_bot: &Option<TeamsBot>,
+    chat_state: Arc<dyn ChatState>,
 ) -> Result<(Arc<dyn Notifier>, Option<SlackApp>), StartError> {
     let public_url = config.server.public_url.as_str().trim_end_matches('/');
     let http = idp_http_client()?;
@@ -423,8 +455,14 @@ fn chat_notifier(
     }
     let slack = match &config.slack {
         Some(cfg) => Some(
-            SlackApp::new(cfg, config.server.public_url.clone(), clock)
-                .map_err(|e| StartError::Approvals(format!("[slack]: {e}")))?,
+            SlackApp::with_state(
+                cfg,
+                config.server.public_url.clone(),
+                clock,
+                RetryPolicy::default(),
+                chat_state,
+            )
+            .map_err(|e| StartError::Approvals(format!("[slack]: {e}")))?,
         ),
         None => None,
     };
@@ -448,7 +486,11 @@ fn chat_notifier(
 }
 
 /// The Teams bot, when `[teams]` is in bot mode (its messaging endpoint is on the control plane).
-fn teams_bot(config: &Config, clock: SharedClock) -> Result<Option<TeamsBot>, StartError> {
+fn teams_bot(
+    config: &Config,
+    clock: SharedClock,
+    chat_state: Arc<dyn ChatState>,
+) -> Result<Option<TeamsBot>, StartError> {
     let Some(cfg) = &config.teams_bot else {
         return Ok(None);
     };
@@ -458,9 +500,15 @@ fn teams_bot(config: &Config, clock: SharedClock) -> Result<Option<TeamsBot>, St
              (the bot logs each conversation it is added to)"
         );
     }
-    TeamsBot::new(cfg, &config.server.public_url, clock)
-        .map(Some)
-        .map_err(|e| StartError::Approvals(format!("[teams]: {e}")))
+    TeamsBot::with_state(
+        cfg,
+        &config.server.public_url,
+        clock,
+        RetryPolicy::default(),
+        chat_state,
+    )
+    .map(Some)
+    .map_err(|e| StartError::Approvals(format!("[teams]: {e}")))
 }
 
 /// This process, for audit lines: host name and pid.

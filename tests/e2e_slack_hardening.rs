@@ -120,7 +120,7 @@ impl Setup {
         response_url: &str,
         trigger: &str,
     ) -> u16 {
-        let id = approval_id(message);
+        let id = message.approval_id();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
@@ -172,15 +172,6 @@ impl Setup {
             .filter(|l| l.contains("\"event\":\"vote.cast\""))
             .count()
     }
-}
-
-fn approval_id(message: &Message) -> String {
-    message
-        .buttons()
-        .into_iter()
-        .find(|b| b["action_id"] == "approve")
-        .and_then(|b| b["value"].as_str().map(str::to_owned))
-        .expect("an Approve button with the approval id")
 }
 
 fn reply_text(replies: &[Value]) -> String {

@@ -42,6 +42,11 @@ fn fast_retry() -> RetryPolicy {
 }
 
 async fn harness() -> Harness {
+    harness_with_state(Arc::new(store::MemoryChatState::new())).await
+}
+
+/// [`harness`] with the Slack app remembering copies and clicks in `state`.
+async fn harness_with_state(state: Arc<dyn store::ChatState>) -> Harness {
     let slack = FakeSlack::start().await;
     slack.add_channel("prod-approvals", CHANNEL);
     for (id, email) in [
@@ -60,11 +65,12 @@ async fn harness() -> Harness {
         team_id: None,
     };
     let clock: SharedClock = Arc::new(SystemClock);
-    let app = SlackApp::with_retry(
+    let app = SlackApp::with_state(
         &config,
         "https://countersign.example.com".parse().unwrap(),
         clock.clone(),
         fast_retry(),
+        state,
     )
     .unwrap();
     let audit = Arc::new(RecordingAudit::default());
@@ -220,14 +226,23 @@ impl Harness {
         self.post_signed(body, SIGNING_SECRET, now_unix()).await
     }
 
+    /// Top-level messages posted so far (thread replies not counted).
+    fn copies_posted(&self) -> usize {
+        self.slack
+            .calls_of("chat.postMessage")
+            .iter()
+            .filter(|c| c.args["thread_ts"].is_null())
+            .count()
+    }
+
     async fn status_of(&self, id: &ApprovalId) -> Status {
         self.broker.get(id).await.unwrap().unwrap().status
     }
 
     /// The channel copy and the DM copy of the request message, as they stand now. Exactly
     /// two (the `spec()` targets), so an "every copy" check cannot pass on none.
-    fn copies(&self, id: &ApprovalId) -> Vec<Message> {
-        let posted = self.app.posted(id);
+    async fn copies(&self, id: &ApprovalId) -> Vec<Message> {
+        let posted = self.app.posted(id).await.unwrap();
         assert_eq!(posted.len(), 2, "one copy per notify target: {posted:?}");
         posted
             .iter()
@@ -270,11 +285,16 @@ async fn click_on_approve_approves_and_every_copy_says_so() {
     let a = h.submit(spec(1)).await;
 
     // Posted to the channel and as a DM to carol, each with both buttons carrying the id.
-    let posted = h.app.posted(&a.id);
+    let posted = h.app.posted(&a.id).await.unwrap();
     assert_eq!(posted.len(), 2, "{posted:?}");
-    assert_eq!(posted[0].channel, CHANNEL);
-    assert_eq!(posted[1].channel, FakeSlack::dm_of("UCAROL"));
-    for m in h.copies(&a.id) {
+    // Each copy is recorded as soon as it is posted: in the order the posts finished.
+    let mut channels: Vec<&str> = posted.iter().map(|p| p.channel.as_str()).collect();
+    channels.sort();
+    let dm = FakeSlack::dm_of("UCAROL");
+    let mut expected = vec![CHANNEL, dm.as_str()];
+    expected.sort();
+    assert_eq!(channels, expected);
+    for m in h.copies(&a.id).await {
         assert_eq!(action_ids(&m), ["approve", "deny", "open"]);
         assert!(m
             .buttons()
@@ -331,11 +351,19 @@ async fn click_on_approve_approves_and_every_copy_says_so() {
 
     eventually("every copy updated", || async {
         h.copies(&a.id)
+            .await
             .iter()
             .all(|m| m.rendered().contains("Approved by alice@example.com"))
     })
     .await;
-    for (copy, m) in h.app.posted(&a.id).iter().zip(h.copies(&a.id)) {
+    for (copy, m) in h
+        .app
+        .posted(&a.id)
+        .await
+        .unwrap()
+        .iter()
+        .zip(h.copies(&a.id).await)
+    {
         assert!(
             m.buttons().is_empty(),
             "buttons must go once decided: {:?}",
@@ -366,7 +394,14 @@ async fn click_on_approve_approves_and_every_copy_says_so() {
         .notify(&executed, &NotifyEvent::Executed { status: 201 })
         .await
         .unwrap();
-    for (copy, m) in h.app.posted(&a.id).iter().zip(h.copies(&a.id)) {
+    for (copy, m) in h
+        .app
+        .posted(&a.id)
+        .await
+        .unwrap()
+        .iter()
+        .zip(h.copies(&a.id).await)
+    {
         assert!(
             m.rendered().contains("Upstream answered *201*"),
             "{}",
@@ -403,7 +438,7 @@ async fn deny_with_a_reason_is_shown_everywhere() {
     assert_eq!(after.decided_by.as_deref(), Some("bob@example.com"));
     assert_eq!(after.decision_reason.as_deref(), Some("not on a Friday"));
     eventually("copies say denied", || async {
-        h.copies(&a.id).iter().all(|m| {
+        h.copies(&a.id).await.iter().all(|m| {
             m.rendered()
                 .contains("Denied by bob@example.com*: not on a Friday")
                 && m.buttons().is_empty()
@@ -440,18 +475,19 @@ async fn quorum_of_two_needs_two_distinct_slack_approvers() {
     assert_eq!(h.status_of(&a.id).await, Status::Pending);
     eventually("copies show 1 of 2", || async {
         h.copies(&a.id)
+            .await
             .iter()
             .all(|m| m.rendered().contains("1 of 2 approvals: alice@example.com"))
     })
     .await;
-    for m in h.copies(&a.id) {
+    for m in h.copies(&a.id).await {
         assert_eq!(
             action_ids(&m),
             ["approve", "deny", "open"],
             "still pending: buttons stay"
         );
     }
-    let copy = &h.app.posted(&a.id)[0];
+    let copy = &h.app.posted(&a.id).await.unwrap()[0];
     assert!(h
         .slack
         .thread(&copy.channel, &copy.ts)
@@ -472,7 +508,7 @@ async fn quorum_of_two_needs_two_distinct_slack_approvers() {
     })
     .await;
     eventually("copies approved", || async {
-        h.copies(&a.id).iter().all(|m| {
+        h.copies(&a.id).await.iter().all(|m| {
             m.rendered()
                 .contains("Approved by alice@example.com, carol@example.com")
         })
@@ -486,7 +522,7 @@ async fn quorum_of_two_needs_two_distinct_slack_approvers() {
         .notify(&stale, &NotifyEvent::VoteCast)
         .await
         .unwrap();
-    for m in h.copies(&a.id) {
+    for m in h.copies(&a.id).await {
         assert!(m
             .rendered()
             .contains("Approved by alice@example.com, carol@example.com"));
@@ -687,7 +723,7 @@ async fn cancelled_and_login_only_requests() {
         .cancel(&a.id, "dev@example.com", "caller hung up")
         .await
         .unwrap();
-    for m in h.copies(&a.id) {
+    for m in h.copies(&a.id).await {
         assert!(
             m.rendered()
                 .contains("Cancelled by dev@example.com*: caller hung up"),
@@ -701,7 +737,7 @@ async fn cancelled_and_login_only_requests() {
     let mut login = spec(1);
     login.approve_via = ApproveVia::Login;
     let b = h.submit(login).await;
-    for m in h.copies(&b.id) {
+    for m in h.copies(&b.id).await {
         assert!(m
             .buttons()
             .iter()
@@ -750,7 +786,7 @@ async fn a_429_storm_delays_the_post_but_does_not_lose_it() {
         "Retry-After must be honoured, took {:?}",
         started.elapsed()
     );
-    assert_eq!(h.app.posted(&a.id).len(), 1);
+    assert_eq!(h.app.posted(&a.id).await.unwrap().len(), 1);
     assert_eq!(h.slack.calls_of("chat.postMessage").len(), 4);
     assert_eq!(h.slack.messages_in(CHANNEL).len(), 1, "posted exactly once");
     assert_eq!(h.audit.find(&a.id, "notify.sent").len(), 1);
@@ -782,7 +818,11 @@ async fn slack_errors_are_not_retried_and_a_dead_slack_is_audited_but_harmless()
     h.slack
         .queue_faults("chat.postMessage", [Fault::Error("channel_not_found")]);
     let a = h.submit(spec(1)).await;
-    assert_eq!(h.app.posted(&a.id).len(), 1, "the DM copy still went out");
+    assert_eq!(
+        h.app.posted(&a.id).await.unwrap().len(),
+        1,
+        "the DM copy still went out"
+    );
     let failed = h.audit.find(&a.id, "notify.failed");
     assert_eq!(failed.len(), 1);
     assert!(
@@ -831,4 +871,77 @@ async fn approvals_without_a_slack_target_are_left_alone() {
     let a = h.submit(teams_only).await;
     assert!(h.slack.calls().is_empty());
     assert_eq!(h.audit.find(&a.id, "notify.sent").len(), 1);
+}
+
+/// Chat state whose backend is down: every call fails as an unreachable store does.
+#[derive(Debug)]
+struct DownChatState;
+
+#[async_trait::async_trait]
+impl store::ChatState for DownChatState {
+    async fn add_copy(
+        &self,
+        _scope: &str,
+        _id: &ApprovalId,
+        _copy: &str,
+        _ttl: Duration,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::unavailable("redis add chat copy: timed out"))
+    }
+
+    async fn copies(&self, _scope: &str, _id: &ApprovalId) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::unavailable("redis chat copies: timed out"))
+    }
+
+    async fn first_seen(
+        &self,
+        _scope: &str,
+        _key: &str,
+        _ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::unavailable("redis chat event: timed out"))
+    }
+}
+
+#[tokio::test]
+async fn without_its_chat_state_slack_fails_closed() {
+    let h = harness_with_state(Arc::new(DownChatState)).await;
+    let a = h.submit(spec(1)).await;
+    // Both copies went out but cannot be remembered: the notification counts as failed.
+    assert_eq!(h.copies_posted(), 2);
+    let failed = h.audit.find(&a.id, "notify.failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("posted but not remembered"),
+        "{failed:?}"
+    );
+
+    // A click that cannot be checked for a replay is not counted; the clicker is told.
+    let status = h
+        .click(Click {
+            user: "UALICE",
+            action: "approve",
+            approval: &a.id,
+            trigger: "t-down",
+            reason: None,
+        })
+        .await;
+    assert_eq!(status, 200);
+    eventually("told it was not recorded", || async {
+        !h.slack.ephemeral_replies("t-down").is_empty()
+    })
+    .await;
+    assert!(h.slack.ephemeral_replies("t-down")[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("could not record your vote"));
+    assert_eq!(h.status_of(&a.id).await, Status::Pending);
+    assert!(h.audit.find(&a.id, "vote.cast").is_empty());
+    assert!(
+        h.slack.calls_of("users.info").is_empty(),
+        "not even looked up"
+    );
 }

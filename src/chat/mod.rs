@@ -1,6 +1,102 @@
 //! Chat delivery: Slack and Microsoft Teams.
+//!
+//! [`state`] is what both chat integrations remember between events (posted copies, handled
+//! events), shared across replicas through the approval store; [`refusal`] is what both tell a
+//! clicking user whose vote the broker refused; [`with_outcome`] is the state both show after
+//! an event.
 
 pub mod fanout;
 pub mod slack;
+pub mod state;
 pub mod teams;
 pub mod teams_bot;
+
+use crate::approval::{Approval, DecideError, Execution, NotifyEvent};
+
+/// What the clicking user alone is told when the broker refused their vote; `page` is the
+/// approval page (for login-only rules).
+pub(crate) fn refusal(e: &DecideError, page: &str) -> String {
+    match e {
+        DecideError::NotFound => "This request no longer exists.".to_owned(),
+        DecideError::NotAnApprover => {
+            "You are not an approver of this request; nothing changed.".to_owned()
+        }
+        DecideError::LoginRequired => format!(
+            "This request must be approved on the approval page after a fresh login: {page}"
+        ),
+        DecideError::OwnRequest => {
+            "You cannot approve your own request; nothing changed.".to_owned()
+        }
+        DecideError::AlreadyVoted => "You already voted on this request.".to_owned(),
+        DecideError::AlreadyDecided(status) => {
+            format!(
+                "This request is already {}; nothing changed.",
+                status.as_str()
+            )
+        }
+        DecideError::Expired => "This request expired; nothing changed.".to_owned(),
+        DecideError::Store(_) | DecideError::Audit(_) => NOT_RECORDED.to_owned(),
+    }
+}
+
+/// The answer to a click that could not be recorded (store or audit log unavailable).
+pub(crate) const NOT_RECORDED: &str =
+    "Countersign could not record your vote; nothing changed. Try again or use the approval page.";
+
+/// `a` as a message must show it after `event`: an execution event carries the upstream's
+/// outcome, which the snapshot (taken when the execution was claimed) does not have yet.
+pub(crate) fn with_outcome(a: &Approval, event: &NotifyEvent) -> Approval {
+    let mut a = a.clone();
+    match event {
+        NotifyEvent::Executed { status } => a.execution = Execution::Done { status: *status },
+        NotifyEvent::ExecutionFailed if !matches!(a.execution, Execution::Failed { .. }) => {
+            a.execution = Execution::Failed {
+                reason: "upstream unreachable".into(),
+            }
+        }
+        _ => {}
+    }
+    a
+}
+
+/// A pending, held approval of `POST deploy.example.com/v1/deployments/production` by
+/// dev@example.com for alice and bob (quorum 2), for the rendering tests of both chats.
+#[cfg(test)]
+pub(crate) fn sample_approval() -> Approval {
+    use crate::approval::{ApprovalId, Requester, Status};
+    Approval {
+        id: ApprovalId::generate(),
+        rule: "prod-deploy".into(),
+        requester: Requester {
+            iss: "https://idp.example.com".into(),
+            sub: "user-dev".into(),
+            email: Some("dev@example.com".into()),
+        },
+        method: "POST".into(),
+        host: "deploy.example.com".into(),
+        path: "/v1/deployments/production".into(),
+        query: None,
+        request_hash: "00".into(),
+        reason: None,
+        body_preview: String::new(),
+        body_len: 0,
+        body_preview_cut: false,
+        body_sha256: String::new(),
+        headers: Vec::new(),
+        approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
+        quorum: 2,
+        self_approval: false,
+        approve_via: crate::policy::ApproveVia::Button,
+        notify: vec![],
+        created_at: 1_700_000_000_000,
+        expires_at: 1_700_003_600_000,
+        votes: vec![],
+        status: Status::Pending,
+        decided_by: None,
+        decision_reason: None,
+        decided_at: None,
+        held: true,
+        execution: Execution::NotStarted,
+        audit_pending: false,
+    }
+}

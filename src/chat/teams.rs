@@ -303,18 +303,13 @@ fn card(body: Vec<Value>, actions: Vec<Value>) -> Value {
 fn request_card(a: &Approval, page: &str) -> Value {
     let mut body = vec![
         title(&format!("Approval needed: {}", a.rule), "Default"),
-        fact_set(&[
-            ("Requester", requester(a)),
-            ("Method", a.method.clone()),
-            ("Host", a.host.clone()),
-            ("Path", a.path_and_query()),
-            (
-                "Reason",
-                a.reason.clone().unwrap_or_else(|| "(none given)".into()),
-            ),
-            ("Expires", rfc3339(a.expires_at)),
-            ("Votes", votes(a)),
-        ]),
+        fact_set(
+            &[
+                request_facts(a),
+                vec![("Expires", rfc3339(a.expires_at)), ("Votes", votes(a))],
+            ]
+            .concat(),
+        ),
     ];
     if a.self_approval {
         body.push(warning(
@@ -522,6 +517,20 @@ pub(crate) fn open_url(label: &str, url: &str, style: Option<&str>) -> Value {
         action["style"] = json!(style);
     }
     action
+}
+
+/// What was asked, the first facts of every Teams card (webhook and bot mode).
+pub(crate) fn request_facts(a: &Approval) -> Vec<(&'static str, String)> {
+    vec![
+        ("Requester", requester(a)),
+        ("Method", a.method.clone()),
+        ("Host", a.host.clone()),
+        ("Path", a.path_and_query()),
+        (
+            "Reason",
+            a.reason.clone().unwrap_or_else(|| "(none given)".into()),
+        ),
+    ]
 }
 
 /// `alice@example.com`, or `sub (issuer)` when the token had no email.

@@ -64,6 +64,15 @@ impl Message {
         format!("{}\n{}", self.text, self.blocks)
     }
 
+    /// The approval id its Approve button carries.
+    pub fn approval_id(&self) -> String {
+        self.buttons()
+            .into_iter()
+            .find(|b| b["action_id"] == "approve")
+            .and_then(|b| b["value"].as_str().map(str::to_owned))
+            .expect("an Approve button with the approval id")
+    }
+
     /// The `action_id`s of the buttons in its actions blocks.
     pub fn buttons(&self) -> Vec<Value> {
         self.blocks
@@ -541,4 +550,81 @@ fn open(s: &Inner, args: &Value) -> Response {
         return err("user_not_found");
     }
     ok(json!({"channel": {"id": FakeSlack::dm_of(user)}}))
+}
+
+/// A click on an Approve or Deny button, as Slack describes it in a `block_actions` payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Click<'a> {
+    /// The clicking user's id.
+    pub user: &'a str,
+    /// `approve` or `deny`.
+    pub action: &'a str,
+    /// The approval id (the button's value).
+    pub approval: &'a str,
+    /// The message clicked: conversation id and ts.
+    pub channel: &'a str,
+    /// The message's ts.
+    pub ts: &'a str,
+    /// Slack's `trigger_id`: unique per click.
+    pub trigger: &'a str,
+    /// Where ephemeral answers go.
+    pub response_url: &'a str,
+}
+
+/// A click signed as Slack signs it: the form body and its signature headers, so the very
+/// same request can be delivered again (a replay) to any replica.
+#[derive(Debug, Clone)]
+pub struct SignedClick {
+    /// `payload=...` form body.
+    pub body: String,
+    /// `X-Slack-Request-Timestamp`.
+    pub timestamp: String,
+    /// `X-Slack-Signature`.
+    pub signature: String,
+}
+
+impl Click<'_> {
+    /// The request Slack would send now, signed with `secret`.
+    pub fn signed(&self, secret: &str) -> SignedClick {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            .to_string();
+        let payload = json!({
+            "type": "block_actions",
+            "user": {"id": self.user, "username": self.user.to_lowercase()},
+            "trigger_id": self.trigger,
+            "response_url": self.response_url,
+            "container": {"type": "message", "channel_id": self.channel, "message_ts": self.ts},
+            "actions": [{"type": "button", "action_id": self.action, "block_id": "decision",
+                         "value": self.approval, "action_ts": format!("{now}.000100")}],
+            "state": {"values": {}},
+        });
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).expect("form");
+        let signature =
+            countersign::chat::slack::signature::sign(secret.as_bytes(), &now, body.as_bytes());
+        SignedClick {
+            body,
+            timestamp: now,
+            signature,
+        }
+    }
+}
+
+impl SignedClick {
+    /// POSTs it to the control plane at `control_url`; returns the HTTP status.
+    pub async fn deliver(&self, control_url: &str) -> u16 {
+        super::http_client()
+            .post(format!("{control_url}/slack/interactions"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", &self.timestamp)
+            .header("x-slack-signature", &self.signature)
+            .body(self.body.clone())
+            .send()
+            .await
+            .expect("deliver the click")
+            .status()
+            .as_u16()
+    }
 }

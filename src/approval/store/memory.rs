@@ -6,6 +6,9 @@
 //! (`BTreeSet` by `created_at`), the due-index (`BTreeSet` by [`due_at`]), the eviction index
 //! (by evict time) and pending counts (in all and per requester). Must not decide anything
 //! about the lifecycle (that is [`crate::approval::transition`], applied through `update`).
+//!
+//! [`MemoryChatState`] is the in-process [`ChatState`] that goes with it: posted copies and
+//! seen event keys in maps with deadlines, pruned as they expire.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -14,6 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
+use super::ChatState;
 use super::{
     due_at, ApprovalStore, Cas, Change, Cursor, ListFilter, Page, ParkedResult, StoreError,
 };
@@ -355,5 +359,137 @@ impl ApprovalStore for MemoryStore {
             }
             gone.len()
         }))
+    }
+}
+
+/// [`ChatState`] inside one process (used with `store = "memory"`): exact per-entry TTLs on a
+/// monotonic clock; expired entries are ignored at once and dropped every
+/// [`MemoryChatState::PRUNE_EVERY`] writes, so memory stays bounded by what is still live.
+#[derive(Debug, Default)]
+pub struct MemoryChatState {
+    maps: Mutex<ChatMaps>,
+}
+
+#[derive(Debug, Default)]
+struct ChatMaps {
+    copies: HashMap<(String, ApprovalId), (Vec<String>, std::time::Instant)>,
+    seen: HashMap<(String, String), std::time::Instant>,
+    writes: usize,
+}
+
+impl ChatMaps {
+    /// Counts a write and drops expired entries now and then.
+    fn wrote(&mut self, now: std::time::Instant) {
+        self.writes = self.writes.wrapping_add(1);
+        if self.writes % MemoryChatState::PRUNE_EVERY == 0 {
+            self.copies.retain(|_, (_, until)| now < *until);
+            self.seen.retain(|_, until| now < *until);
+        }
+    }
+}
+
+impl MemoryChatState {
+    /// Expired entries are swept once per this many writes.
+    pub const PRUNE_EVERY: usize = 1024;
+
+    /// Empty.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` under the lock; a poisoned lock still holds whole entries (single inserts).
+    fn with<T>(&self, f: impl FnOnce(&mut ChatMaps) -> T) -> T {
+        let mut guard = match self.maps.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+}
+
+#[async_trait]
+impl ChatState for MemoryChatState {
+    async fn add_copy(
+        &self,
+        scope: &str,
+        id: &ApprovalId,
+        copy: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = std::time::Instant::now();
+        let until = now + ttl;
+        self.with(|m| {
+            let entry = m
+                .copies
+                .entry((scope.to_owned(), id.clone()))
+                .or_insert_with(|| (Vec::new(), until));
+            if entry.1 <= now {
+                // Expired but not swept yet: start over.
+                entry.0.clear();
+            }
+            entry.0.push(copy.to_owned());
+            entry.1 = entry.1.max(until);
+            m.wrote(now);
+        });
+        Ok(())
+    }
+
+    async fn copies(&self, scope: &str, id: &ApprovalId) -> Result<Vec<String>, StoreError> {
+        let now = std::time::Instant::now();
+        Ok(self.with(|m| {
+            m.copies
+                .get(&(scope.to_owned(), id.clone()))
+                .filter(|(_, until)| now < *until)
+                .map(|(list, _)| list.clone())
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn first_seen(&self, scope: &str, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        Ok(self.with(|m| {
+            let slot = m
+                .seen
+                .entry((scope.to_owned(), key.to_owned()))
+                .or_insert(now);
+            let first = *slot <= now;
+            if first {
+                *slot = now + ttl;
+                m.wrote(now);
+            }
+            first
+        }))
+    }
+}
+
+#[cfg(test)]
+mod chat_state_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn copies_keep_their_order_per_scope_and_expire() {
+        let s = MemoryChatState::new();
+        let id = ApprovalId::generate();
+        let ttl = Duration::from_millis(150);
+        s.add_copy("slack", &id, "one", ttl).await.unwrap();
+        s.add_copy("slack", &id, "two", ttl).await.unwrap();
+        s.add_copy("teams", &id, "card", ttl).await.unwrap();
+        assert_eq!(s.copies("slack", &id).await.unwrap(), ["one", "two"]);
+        assert_eq!(s.copies("teams", &id).await.unwrap(), ["card"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(s.copies("slack", &id).await.unwrap().is_empty());
+        s.add_copy("slack", &id, "three", ttl).await.unwrap();
+        assert_eq!(s.copies("slack", &id).await.unwrap(), ["three"]);
+    }
+
+    #[tokio::test]
+    async fn first_seen_once_per_ttl_and_scope() {
+        let s = MemoryChatState::new();
+        let ttl = Duration::from_millis(150);
+        assert!(s.first_seen("slack", "k", ttl).await.unwrap());
+        assert!(!s.first_seen("slack", "k", ttl).await.unwrap());
+        assert!(s.first_seen("teams", "k", ttl).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(s.first_seen("slack", "k", ttl).await.unwrap());
     }
 }

@@ -7,6 +7,10 @@
 //! storage: they must not decide anything about the lifecycle. Must not touch audit,
 //! notification or HTTP.
 //!
+//! [`ChatState`] is a second, small contract on the same backends: what the chat integrations
+//! must remember across replicas (posted copies of each approval's message, inbound events
+//! already handled). It holds opaque strings and knows nothing about Slack or Teams.
+//!
 //! Operations take `now` (unix ms) from the caller rather than reading a clock: the broker owns
 //! time, and a shared store must not depend on each replica's clock at different moments.
 
@@ -25,6 +29,7 @@ pub mod memory;
 pub mod redis;
 pub mod seal;
 
+pub use memory::MemoryChatState;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -393,4 +398,31 @@ pub trait ApprovalStore: Send + Sync + Debug {
         self.update(id, now, &mut |a| transition::finish(a, &outcome))
             .await
     }
+}
+
+/// What chat integrations remember between events, shared by every replica that shares the
+/// approval store: the posted copies of each approval's message (so any replica can update
+/// all of them) and the inbound events already handled (so a replay on any replica is a
+/// no-op). Values are opaque to the store; `scope` keeps integrations apart (`"slack"`,
+/// `"teams"`). Every method fails with [`StoreError`] when the backend cannot answer; callers
+/// fail closed (a click whose replay check failed is not applied).
+#[async_trait]
+pub trait ChatState: Send + Sync + Debug {
+    /// Appends `copy` to the posted copies of approval `id` in `scope`; the list is kept at
+    /// least `ttl` from now (a later, longer `ttl` extends it, a shorter one never shortens it).
+    async fn add_copy(
+        &self,
+        scope: &str,
+        id: &ApprovalId,
+        copy: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Every copy of `id` in `scope` added so far, in the order added (empty when none or
+    /// when they expired).
+    async fn copies(&self, scope: &str, id: &ApprovalId) -> Result<Vec<String>, StoreError>;
+
+    /// Records `key` in `scope` for `ttl`, atomically across replicas: `true` for the first
+    /// caller, `false` while it is still recorded (a replay or a retry).
+    async fn first_seen(&self, scope: &str, key: &str, ttl: Duration) -> Result<bool, StoreError>;
 }

@@ -17,6 +17,9 @@
 //! - `cs:gc`: sorted set scored by eviction time, so cleanup trims the indexes of records Redis
 //!   expired without reading the whole index;
 //! - channel `cs:changes`: ids of approvals that changed.
+//! - `cs:chat:{scope}:{id}`: list of the posted chat copies of an approval ([`ChatState`]),
+//!   expiring with the approval (the caller's TTL; extended, never shortened);
+//! - `cs:seen:{scope}:{sha256 of key}`: an inbound chat event already handled, `SET NX PX`.
 //!
 //! Every index is written in the same Lua script as the record it indexes (create, the
 //! compare-and-set, park), so indexes and records never disagree except for records Redis
@@ -60,6 +63,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, OnceCell};
 
 use super::seal::RecordSeal;
+use super::ChatState;
 use super::{ApprovalStore, Cas, Change, Cursor, ListFilter, Page, ParkedResult, StoreError};
 use crate::approval::record::{Approval, ApprovalId, StoredRequest};
 use crate::clock::{SharedClock, SystemClock};
@@ -803,5 +807,71 @@ impl ApprovalStore for RedisStore {
             .arg(BATCH);
         self.call("cleanup", async { inv.invoke_async(&mut c).await })
             .await
+    }
+}
+
+/// Appends a chat copy and keeps the list at least the given TTL. KEYS: list. ARGV: copy, ttl
+/// ms. One script, so a copy never exists without an expiry.
+const ADD_COPY_LUA: &str = r"
+redis.call('RPUSH', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+local left = redis.call('PTTL', KEYS[1])
+if left < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+";
+
+static ADD_COPY: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(ADD_COPY_LUA));
+
+fn chat_key(scope: &str, id: &ApprovalId) -> String {
+    format!("cs:chat:{scope}:{}", id.as_str())
+}
+
+/// Event keys come from the outside (long, any bytes): stored as a fixed-size hash.
+fn seen_key(scope: &str, key: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "cs:seen:{scope}:{}",
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    )
+}
+
+#[async_trait]
+impl ChatState for RedisStore {
+    async fn add_copy(
+        &self,
+        scope: &str,
+        id: &ApprovalId,
+        copy: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let mut inv = ADD_COPY.prepare_invoke();
+        inv.key(chat_key(scope, id)).arg(copy).arg(ms(ttl));
+        let _: i64 = self
+            .call("add chat copy", async { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn copies(&self, scope: &str, id: &ApprovalId) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn().await?;
+        let key = chat_key(scope, id);
+        self.call("chat copies", async { c.lrange(&key, 0, -1).await })
+            .await
+    }
+
+    async fn first_seen(&self, scope: &str, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(seen_key(scope, key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(ttl));
+        let set: Option<String> = self
+            .call("chat event", async { cmd.query_async(&mut c).await })
+            .await?;
+        Ok(set.is_some())
     }
 }

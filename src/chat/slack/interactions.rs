@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::blocks::{ACTION_APPROVE, ACTION_DENY, REASON_INPUT};
 use super::SlackApp;
-use crate::approval::{ApprovalId, ApproverIdentity, Broker, Channel, DecideError, Decision};
+use crate::approval::{ApprovalId, ApproverIdentity, Broker, Channel, Decision};
 
 /// Issuer recorded for votes cast in Slack (the subject is `{team}/{user}`).
 const SLACK_ISSUER: &str = "https://slack.com";
@@ -82,7 +82,9 @@ pub(super) struct Click {
 const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one `POST /slack/interactions`: 401 unless Slack signed it within five minutes,
-/// 400 for a payload we cannot read, otherwise 200 once the vote is cast (and `vote.cast` is in
+/// 400 for a payload we cannot read, 200 and nothing else for a click already handled (by any
+/// replica sharing the store), 200 and an ephemeral "not recorded" when that cannot be
+/// checked, otherwise 200 once the vote is cast (and `vote.cast` is in
 /// the audit log), or after 2 s with the vote still being cast in the background: Slack wants
 /// an answer within 3 s (SPEC 8).
 pub async fn interactions(
@@ -106,12 +108,22 @@ pub async fn interactions(
         // Link buttons (Open, login-only Approve/Deny) and other interactions change nothing.
         return StatusCode::OK.into_response();
     };
-    if !slack.first_click(click.key.clone()) {
-        tracing::info!(user = %click.user, "replayed slack click ignored");
-        return StatusCode::OK.into_response();
-    }
     let (slack, broker) = (slack.clone(), broker.clone());
-    let vote = tokio::spawn(async move { cast(&slack, &broker, click).await });
+    let vote = match slack.first_click(&click.key).await {
+        Ok(true) => tokio::spawn(async move { cast(&slack, &broker, click).await }),
+        Ok(false) => {
+            tracing::info!(user = %click.user, "replayed slack click ignored");
+            return StatusCode::OK.into_response();
+        }
+        Err(e) => {
+            // Fail closed: a click that might be a replay is not counted.
+            tracing::error!(user = %click.user, error = %e, "slack: cannot check the click for a replay; vote not cast");
+            tokio::spawn(async move {
+                let url = click.response_url.as_deref();
+                slack.ephemeral(url, crate::chat::NOT_RECORDED).await
+            })
+        }
+    };
     // Dropping the handle on timeout detaches the task; it is not cancelled.
     let _ = tokio::time::timeout(ACK_WAIT, vote).await;
     StatusCode::OK.into_response()
@@ -220,28 +232,11 @@ async fn cast(slack: &SlackApp, broker: &Broker, click: Click) {
         }
         Err(e) => {
             tracing::info!(approval_id = %id, approver = %email, error = %e, "slack vote refused");
-            reply(refusal(&e, slack, &id)).await
-        }
-    }
-}
-
-/// What the clicking user is told when the broker refused their vote.
-fn refusal(e: &DecideError, slack: &SlackApp, id: &ApprovalId) -> String {
-    match e {
-        DecideError::NotFound => "This request no longer exists.".to_owned(),
-        DecideError::NotAnApprover => "You are not an approver of this request; nothing changed.".to_owned(),
-        DecideError::LoginRequired => format!(
-            "This request must be approved on the approval page after a fresh login: {}/approvals/{id}",
-            slack.public_url().as_str().trim_end_matches('/')
-        ),
-        DecideError::OwnRequest => "You cannot approve your own request; nothing changed.".to_owned(),
-        DecideError::AlreadyVoted => "You already voted on this request.".to_owned(),
-        DecideError::AlreadyDecided(status) => {
-            format!("This request is already {}; nothing changed.", status.as_str())
-        }
-        DecideError::Expired => "This request expired; nothing changed.".to_owned(),
-        DecideError::Store(_) | DecideError::Audit(_) => {
-            "Countersign could not record your vote; nothing changed. Try again or use the approval page.".to_owned()
+            let page = format!(
+                "{}/approvals/{id}",
+                slack.public_url().as_str().trim_end_matches('/')
+            );
+            reply(crate::chat::refusal(&e, &page)).await
         }
     }
 }

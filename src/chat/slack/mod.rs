@@ -11,9 +11,12 @@
 //! Owns talking to Slack. Must not decide anything itself: every vote goes through the broker,
 //! which checks who may vote.
 //!
-//! The record of posted messages lives in this process's memory: with several replicas behind
-//! a shared store, only the replica that posted a message can update it (a shared record would
-//! be needed for that; see the report of issue 4).
+//! The record of posted messages and the clicks already handled live in the
+//! [`ChatState`](crate::approval::store::ChatState) given to [`SlackApp::with_state`]: the
+//! shared Redis store when `[approvals] store` is Redis, so any replica updates every copy and
+//! a replayed click is a no-op on every replica; this process's memory otherwise
+//! ([`crate::chat::state`]). A click whose replay check cannot be made is not counted (and,
+//! as a timed-out write may still land, may count as seen: its user clicks again).
 //!
 //! Setting up the Slack app: bot token scopes `chat:write` (post and update),
 //! `chat:write.public` (post in public channels without inviting the bot; otherwise invite it),
@@ -39,7 +42,7 @@ mod interactions;
 mod notifier;
 pub mod signature;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -50,7 +53,9 @@ pub use interactions::{interactions, router};
 pub use notifier::SlackNotifier;
 pub use signature::SignatureError;
 
-use crate::approval::ApprovalId;
+use crate::approval::store::{ChatState, MemoryChatState};
+use crate::approval::{Approval, ApprovalId, StoreError};
+use crate::chat::state::{ChatMemory, Shown};
 use crate::clock::SharedClock;
 use crate::secret::Secret;
 
@@ -58,40 +63,16 @@ use crate::secret::Secret;
 const USER_CACHE_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a click is remembered to recognise a replay (longer than the signature window).
 const CLICK_MEMORY: Duration = Duration::from_secs(10 * 60);
-/// How long the posted copies of an approval are remembered after the last use.
-const POSTED_MEMORY: Duration = Duration::from_secs(48 * 3600);
+/// The scope of Slack's entries in the chat state.
+const SCOPE: &str = "slack";
 
 /// One posted copy of an approval message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PostedMessage {
     /// Conversation id (channel or DM) as Slack returned it.
     pub channel: String,
     /// Message timestamp (Slack's message id within the conversation).
     pub ts: String,
-}
-
-/// How far an approval has come; its state only moves forward, so an older snapshot (a
-/// notification that lost a race) has a smaller value and must not overwrite a newer message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Progress {
-    decided: bool,
-    votes: usize,
-    execution: u8,
-}
-
-impl Progress {
-    fn of(a: &crate::approval::Approval) -> Self {
-        use crate::approval::{Execution, Status};
-        Self {
-            decided: a.status != Status::Pending,
-            votes: a.votes.len(),
-            execution: match a.execution {
-                Execution::NotStarted => 0,
-                Execution::Claimed { .. } => 1,
-                Execution::Done { .. } | Execution::Failed { .. } => 2,
-            },
-        }
-    }
 }
 
 /// The Slack app could not be set up.
@@ -118,10 +99,8 @@ struct Inner {
     clock: SharedClock,
     email_by_user: moka::future::Cache<String, String>,
     user_by_email: moka::future::Cache<String, String>,
-    posted: moka::sync::Cache<ApprovalId, Arc<Mutex<Vec<PostedMessage>>>>,
-    /// One notification at a time per approval, and the newest state already shown.
-    shown: moka::sync::Cache<ApprovalId, Arc<tokio::sync::Mutex<Option<Progress>>>>,
-    clicks: moka::sync::Cache<String, ()>,
+    /// Posted copies, clicks already handled, the newest state shown.
+    memory: ChatMemory<PostedMessage>,
 }
 
 impl SlackApp {
@@ -135,12 +114,26 @@ impl SlackApp {
         Self::with_retry(config, public_url, clock, RetryPolicy::default())
     }
 
-    /// [`Self::new`] with explicit retry rules.
+    /// [`Self::new`] with explicit retry rules; posted copies and clicks are remembered in
+    /// this process only.
     pub fn with_retry(
         config: &crate::config::Slack,
         public_url: Url,
         clock: SharedClock,
         retry: RetryPolicy,
+    ) -> Result<Self, SlackSetupError> {
+        let state = Arc::new(MemoryChatState::new());
+        Self::with_state(config, public_url, clock, retry, state)
+    }
+
+    /// [`Self::with_retry`] with posted copies and clicks remembered in `state` (the shared
+    /// store: every replica updates every copy and refuses every replay).
+    pub fn with_state(
+        config: &crate::config::Slack,
+        public_url: Url,
+        clock: SharedClock,
+        retry: RetryPolicy,
+        state: Arc<dyn ChatState>,
     ) -> Result<Self, SlackSetupError> {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
@@ -170,21 +163,10 @@ impl SlackApp {
                 team_id: config.team_id.clone(),
                 api_origin: config.api_url.origin(),
                 public_url,
+                memory: ChatMemory::new(state, SCOPE, clock.clone(), CLICK_MEMORY),
                 clock,
                 email_by_user: user_cache(),
                 user_by_email: user_cache(),
-                posted: moka::sync::Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_idle(POSTED_MEMORY)
-                    .build(),
-                shown: moka::sync::Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_idle(POSTED_MEMORY)
-                    .build(),
-                clicks: moka::sync::Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_live(CLICK_MEMORY)
-                    .build(),
             }),
         })
     }
@@ -199,30 +181,25 @@ impl SlackApp {
         &self.inner.public_url
     }
 
-    /// Every message posted for `id` so far (channel copies and DMs), in posting order.
-    pub fn posted(&self, id: &ApprovalId) -> Vec<PostedMessage> {
-        self.inner
-            .posted
-            .get(id)
-            .map(|copies| lock(&copies).clone())
-            .unwrap_or_default()
+    /// Every message posted for `id` so far (channel copies and DMs, by any replica sharing
+    /// the store), in posting order.
+    pub async fn posted(&self, id: &ApprovalId) -> Result<Vec<PostedMessage>, StoreError> {
+        self.inner.memory.copies(id).await
     }
 
-    fn remember_post(&self, id: &ApprovalId, message: PostedMessage) {
-        let copies = self
-            .inner
-            .posted
-            .get_with(id.clone(), || Arc::new(Mutex::new(Vec::new())));
-        lock(&copies).push(message);
+    async fn remember_post(&self, a: &Approval, message: &PostedMessage) -> Result<(), StoreError> {
+        self.inner.memory.add_copy(a, message).await
     }
 
-    /// The per-approval notification lock, holding the newest [`Progress`] shown in Slack.
-    /// Held for a whole notification, so a vote arriving while the request is still being
-    /// posted (slow, rate-limited Slack) waits and then updates every copy.
-    fn shown(&self, id: &ApprovalId) -> Arc<tokio::sync::Mutex<Option<Progress>>> {
-        self.inner
-            .shown
-            .get_with(id.clone(), || Arc::new(tokio::sync::Mutex::new(None)))
+    /// Posted copies, clicks handled and states shown, shared with every replica.
+    fn memory(&self) -> &ChatMemory<PostedMessage> {
+        &self.inner.memory
+    }
+
+    /// The per-approval notification lock, holding the newest
+    /// [`Progress`](crate::chat::state::Progress) shown in Slack.
+    fn shown(&self, id: &ApprovalId) -> Shown {
+        self.inner.memory.shown(id)
     }
 
     /// Checks Slack's signature headers over the raw `body` (now per the injected clock).
@@ -249,9 +226,10 @@ impl SlackApp {
         response_url_allowed(url, &self.inner.api_origin)
     }
 
-    /// Records a click; `false` when the same click was seen before (a replay or a retry).
-    fn first_click(&self, key: String) -> bool {
-        self.inner.clicks.entry(key).or_insert(()).is_fresh()
+    /// Records a click; `false` when the same click was seen before, on any replica sharing
+    /// the store (a replay or a retry). An error: it could not be checked, so it must not count.
+    async fn first_click(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.memory.first_seen(key).await
     }
 
     /// The email of Slack user `user_id` (`users.info`, cached); `None` when Slack shows none
@@ -390,11 +368,6 @@ pub(crate) fn response_url_allowed(url: &Url, api_origin: &url::Origin) -> bool 
         && url.port_or_known_default() == Some(443);
     let api = api_origin.is_tuple() && url.origin() == *api_origin;
     (slack || api) && url.username().is_empty() && url.password().is_none()
-}
-
-/// Locks a posted-copies list; a poisoned lock still holds valid data (plain pushes).
-fn lock(m: &Mutex<Vec<PostedMessage>>) -> std::sync::MutexGuard<'_, Vec<PostedMessage>> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@ use serde_json::json;
 
 use super::api::{ApiError, Body};
 use super::blocks;
-use super::{PostedMessage, Progress, SlackApp};
+use super::{PostedMessage, SlackApp};
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
+use crate::chat::state::Progress;
 use crate::notify::NotifyTarget;
 
 /// Posts approval requests to Slack and keeps every copy up to date.
@@ -42,15 +43,31 @@ impl Notifier for SlackNotifier {
         if targets.is_empty() {
             return Ok(());
         }
+        let approval = &crate::chat::with_outcome(approval, event);
         let shown = self.app.shown(&approval.id);
         let mut shown = shown.lock().await;
-        let progress = Progress::of(approval);
+        let mut progress = Progress::of(approval);
         // A snapshot older than what Slack already shows (two votes notified concurrently)
         // only adds its thread reply; the messages keep the newer state.
         let current = shown.is_none_or(|s| progress >= s);
         let failures = match event {
-            NotifyEvent::Requested => self.post_everywhere(approval, &targets).await,
-            _ => self.follow_up(approval, event, current).await,
+            NotifyEvent::Requested => {
+                let (posted, mut failures) = self.post_everywhere(approval, &targets).await;
+                if let Some(newer) = self.catch_up(approval, &posted, &mut failures).await {
+                    progress = progress.max(newer);
+                }
+                failures
+            }
+            _ => {
+                // Noted before the copies are read: a replica still posting copies of this
+                // approval sees the note after it recorded them, or this reads them.
+                let noted = self.app.memory().note_shown(approval).await;
+                let mut failures = self.follow_up(approval, event, current).await;
+                if let Err(e) = noted {
+                    failures.push(format!("cannot share the shown state: {e}"));
+                }
+                failures
+            }
         };
         if current {
             *shown = Some(progress);
@@ -65,25 +82,84 @@ impl Notifier for SlackNotifier {
 
 impl SlackNotifier {
     /// Posts the request to every target at once (a slow or rate-limited target does not
-    /// delay the others); returns what failed.
-    async fn post_everywhere(&self, a: &Approval, targets: &[&NotifyTarget]) -> Vec<String> {
+    /// delay the others), remembering each copy as soon as it is posted so that a click
+    /// handled meanwhile (on any replica) updates it; returns the copies and what failed.
+    async fn post_everywhere(
+        &self,
+        a: &Approval,
+        targets: &[&NotifyTarget],
+    ) -> (Vec<PostedMessage>, Vec<String>) {
         let posts = targets.iter().map(|target| async move {
             let posted = match target {
                 NotifyTarget::SlackChannel(name) => self.post_request(a, &channel_ref(name)).await,
                 NotifyTarget::SlackUser(email) => self.post_dm_request(a, email).await,
                 NotifyTarget::Teams => return None,
             };
-            Some((target, posted))
+            let message = match posted {
+                Ok(message) => message,
+                Err(e) => return Some(Err(format!("{}: {e}", describe(target)))),
+            };
+            if let Err(e) = self.app.remember_post(a, &message).await {
+                // Fails the notification (audited `notify.failed`): this copy is posted but
+                // no replica will update it.
+                tracing::error!(approval_id = %a.id, channel = %message.channel, error = %e, "slack message posted but not remembered");
+                return Some(Err(format!(
+                    "{}: posted but not remembered: {e}",
+                    describe(target)
+                )));
+            }
+            Some(Ok(message))
         });
+        let mut posted = Vec::new();
         let mut failures = Vec::new();
-        // join_all keeps the targets' order, so copies are recorded in `notify` order.
-        for (target, posted) in futures::future::join_all(posts).await.into_iter().flatten() {
-            match posted {
-                Ok(message) => self.app.remember_post(&a.id, message),
-                Err(e) => failures.push(format!("{}: {e}", describe(target))),
+        for done in futures::future::join_all(posts).await.into_iter().flatten() {
+            match done {
+                Ok(message) => posted.push(message),
+                Err(e) => failures.push(e),
             }
         }
-        failures
+        (posted, failures)
+    }
+
+    /// After posting: when another replica showed a newer state of `a` while the copies were
+    /// being posted (a click on the first copy), brings the `posted` copies up to it. Returns
+    /// the newer progress shown.
+    async fn catch_up(
+        &self,
+        a: &Approval,
+        posted: &[PostedMessage],
+        failures: &mut Vec<String>,
+    ) -> Option<Progress> {
+        let newer = match self.app.memory().newer_than(a).await {
+            Ok(newer) => newer?,
+            Err(e) => {
+                failures.push(format!("cannot read the shown state: {e}"));
+                return None;
+            }
+        };
+        let text = blocks::fallback_text(&newer);
+        let message = blocks::message_blocks(&newer, self.app.public_url());
+        let updates = posted.iter().map(|copy| {
+            let update = json!({
+                "channel": copy.channel,
+                "ts": copy.ts,
+                "text": text,
+                "blocks": message,
+            });
+            async move {
+                self.app
+                    .api()
+                    .call("chat.update", Body::Json(update))
+                    .await
+                    .map_err(|e| format!("update {}: {e}", copy.channel))
+            }
+        });
+        for result in futures::future::join_all(updates).await {
+            if let Err(e) = result {
+                failures.push(e);
+            }
+        }
+        Some(Progress::of(&newer))
     }
 
     async fn post_dm_request(&self, a: &Approval, email: &str) -> Result<PostedMessage, ApiError> {
@@ -129,7 +205,11 @@ impl SlackNotifier {
         let text = blocks::fallback_text(a);
         let message = blocks::message_blocks(a, self.app.public_url());
         let reply = blocks::event_text(a, event);
-        let copies = self.app.posted(&a.id);
+        let mut failures = Vec::new();
+        let copies = self.app.posted(&a.id).await.unwrap_or_else(|e| {
+            failures.push(format!("cannot read the posted copies, none updated: {e}"));
+            Vec::new()
+        });
         let updates = copies.iter().map(|copy| {
             let update = json!({
                 "channel": copy.channel,
@@ -160,11 +240,12 @@ impl SlackNotifier {
                 failed
             }
         });
-        let mut failures: Vec<String> = futures::future::join_all(updates)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        failures.extend(
+            futures::future::join_all(updates)
+                .await
+                .into_iter()
+                .flatten(),
+        );
         if let Err(e) = self.tell_requester(a, event).await {
             failures.push(format!("requester DM: {e}"));
         }

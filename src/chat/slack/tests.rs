@@ -5,9 +5,7 @@ use url::Url;
 
 use super::blocks::{self, ACTION_APPROVE, ACTION_DENY};
 use super::signature::{sign, verify, SignatureError};
-use crate::approval::{
-    Approval, ApprovalId, Channel, Decision, Execution, NotifyEvent, Requester, Status, Vote,
-};
+use crate::approval::{Approval, Channel, Decision, Execution, NotifyEvent, Status, Vote};
 use crate::notify::{ApproveVia, NotifyTarget};
 
 const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
@@ -82,18 +80,7 @@ fn rejects_tampered_body_wrong_secret_and_malformed_signatures() {
 
 fn approval(via: ApproveVia) -> Approval {
     Approval {
-        id: ApprovalId::generate(),
-        rule: "prod-deploy".into(),
-        requester: Requester {
-            iss: "https://idp.example.com".into(),
-            sub: "user-dev".into(),
-            email: Some("dev@example.com".into()),
-        },
-        method: "POST".into(),
-        host: "deploy.example.com".into(),
-        path: "/v1/deployments/production".into(),
         query: Some("force=1".into()),
-        request_hash: "00".into(),
         reason: Some("ship <it> & go".into()),
         body_preview: r#"{"version":"1.2.3","token":"[redacted]","note":"```"}"#.into(),
         body_len: 40,
@@ -105,16 +92,7 @@ fn approval(via: ApproveVia) -> Approval {
         self_approval: false,
         approve_via: via,
         notify: vec![NotifyTarget::SlackChannel("prod-approvals".into())],
-        created_at: 1_700_000_000_000,
-        expires_at: 1_700_003_600_000,
-        votes: vec![],
-        status: Status::Pending,
-        decided_by: None,
-        decision_reason: None,
-        decided_at: None,
-        held: true,
-        execution: Execution::NotStarted,
-        audit_pending: false,
+        ..crate::chat::sample_approval()
     }
 }
 

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use crate::approval::{Approval, Execution, Status};
 use crate::chat::teams::{
-    body_preview, defuse, fact_set, open_url, replayed_headers, requester, rfc3339, title, votes,
-    warning, CARD_CONTENT_TYPE, CARD_SCHEMA, FACT_MAX_CHARS,
+    body_preview, defuse, fact_set, open_url, replayed_headers, request_facts, rfc3339, title,
+    votes, warning, CARD_CONTENT_TYPE, CARD_SCHEMA, FACT_MAX_CHARS,
 };
 use crate::policy::ApproveVia;
 
@@ -171,17 +171,8 @@ fn headline(a: &Approval) -> Value {
 
 /// The request, then where it stands.
 fn facts(a: &Approval) -> Vec<(&'static str, String)> {
-    let mut facts = vec![
-        ("Requester", requester(a)),
-        ("Method", a.method.clone()),
-        ("Host", a.host.clone()),
-        ("Path", a.path_and_query()),
-        (
-            "Reason",
-            a.reason.clone().unwrap_or_else(|| "(none given)".into()),
-        ),
-        ("Votes", votes(a)),
-    ];
+    let mut facts = request_facts(a);
+    facts.push(("Votes", votes(a)));
     let by = || a.decided_by.clone().unwrap_or_else(|| "unknown".into());
     let why = || {
         a.decision_reason

@@ -13,7 +13,7 @@
 //! | activity from another tenant | 403 |
 //! | invoke without an activity id | 400 |
 //! | bot memory unavailable (replay check) | 503 |
-//! | replayed activity | 200; an invoke says "already received", nothing changes |
+//! | replayed activity (handled before by any replica sharing the store) | 200; an invoke says "already received", nothing changes |
 //! | `adaptiveCard/action` invoke | 200 with an invoke response (card or message) |
 //! | anything else | 200, empty |
 
@@ -26,7 +26,7 @@ use url::Url;
 
 use super::auth::AuthError;
 use super::cards::{self, View, DATA_ID, REASON_INPUT, REASON_MAX_CHARS};
-use super::{Member, TeamsBot, ACTIVITY_MEMORY, INVOKE_BUDGET};
+use super::{Member, TeamsBot, INVOKE_BUDGET};
 use crate::approval::{
     Approval, ApprovalId, ApproverIdentity, Broker, Channel, DecideError, Decision,
 };
@@ -159,7 +159,7 @@ pub async fn messages(
     };
     let conversation = activity.conversation.as_ref().map_or("", |c| c.id.as_str());
     let key = format!("{}|{conversation}|{activity_id}", activity.service_url);
-    match bot.state().first_seen(&key, ACTIVITY_MEMORY).await {
+    match bot.memory().first_seen(&key).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(activity_id, "replayed teams activity ignored");
@@ -413,31 +413,7 @@ async fn vote(
         }
         Err(e) => {
             tracing::info!(approval_id = %id, approver = %email, error = %e, "teams vote refused");
-            cards::invoke_message(&refusal(&e, &page))
-        }
-    }
-}
-
-/// What the clicking user is told when the broker refused their vote.
-fn refusal(e: &DecideError, page: &str) -> String {
-    match e {
-        DecideError::NotFound => "This request no longer exists.".to_owned(),
-        DecideError::NotAnApprover => {
-            "You are not an approver of this request; nothing changed.".to_owned()
-        }
-        DecideError::LoginRequired => format!(
-            "This request must be approved on the approval page after a fresh login: {page}"
-        ),
-        DecideError::OwnRequest => {
-            "You cannot approve your own request; nothing changed.".to_owned()
-        }
-        DecideError::AlreadyVoted => "You already voted on this request.".to_owned(),
-        DecideError::AlreadyDecided(status) => {
-            format!("This request is already {}; nothing changed.", status.as_str())
-        }
-        DecideError::Expired => "This request expired; nothing changed.".to_owned(),
-        DecideError::Store(_) | DecideError::Audit(_) => {
-            "Countersign could not record your vote; nothing changed. Try again or use the approval page.".to_owned()
+            cards::invoke_message(&crate::chat::refusal(&e, &page))
         }
     }
 }

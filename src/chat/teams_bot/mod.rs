@@ -3,14 +3,16 @@
 //!
 //! - [`TeamsBotNotifier`] posts one Adaptive Card per approval to every configured
 //!   conversation (proactive `POST {serviceUrl}/v3/conversations/{id}/activities`), remembers
-//!   each copy ([`BotState`]) and updates every copy in place at each vote and at the end.
+//!   each copy ([`PostedCard`], in the shared chat state) and updates every copy in place at
+//!   each vote and at the end, from whichever replica handled the event.
 //! - [`router`] serves `POST /teams/messages`, the bot's messaging endpoint: the Bot Framework
 //!   token is checked first ([`auth`]), replays are dropped, and an `Action.Execute` click
 //!   (`adaptiveCard/action` invoke) becomes a vote through
 //!   [`Broker::decide`](crate::approval::Broker::decide); the invoke response refreshes the
 //!   clicking user's card at once.
 //! - [`TeamsBot`] is the state both share: the Bot Connector client with its token cache
-//!   ([`connector`]), the inbound verifier, member caches, and the bot's memory.
+//!   ([`connector`]), the inbound verifier, member caches, and the bot's memory
+//!   ([`crate::chat::state::ChatMemory`]: the Redis store with a Redis `[approvals] store`).
 //!
 //! Owns talking to the Bot Framework. Must not decide anything itself: every vote goes through
 //! the broker, which checks who may vote (approver, own request, already voted, login-only
@@ -44,10 +46,12 @@ pub use auth::{AuthError, BotAuth};
 pub use connector::{Connector, ConnectorError, Member};
 pub use messages::{messages, router};
 pub use notifier::TeamsBotNotifier;
-pub use store::{BotState, MemoryBotState, PostedCard};
+pub use store::PostedCard;
 
+use crate::approval::store::{ChatState, MemoryChatState};
 use crate::approval::{Approval, ApprovalId};
 use crate::chat::slack::RetryPolicy;
+use crate::chat::state::{ChatMemory, Shown};
 use crate::clock::SharedClock;
 use crate::config::TeamsConversation;
 
@@ -59,32 +63,8 @@ const ROSTER_TTL: Duration = Duration::from_secs(5 * 60);
 const MEMBER_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long an activity id is remembered to recognise a replay (longer than a token lives).
 const ACTIVITY_MEMORY: Duration = Duration::from_secs(2 * 3600);
-/// How long the posted copies of an approval are remembered after their last use.
-const POSTED_MEMORY: Duration = Duration::from_secs(48 * 3600);
-
-/// How far an approval has come; an older snapshot (a notification that lost a race) must not
-/// overwrite a newer card.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Progress {
-    decided: bool,
-    votes: usize,
-    execution: u8,
-}
-
-impl Progress {
-    fn of(a: &Approval) -> Self {
-        use crate::approval::{Execution, Status};
-        Self {
-            decided: a.status != Status::Pending,
-            votes: a.votes.len(),
-            execution: match a.execution {
-                Execution::NotStarted => 0,
-                Execution::Claimed { .. } => 1,
-                Execution::Done { .. } | Execution::Failed { .. } => 2,
-            },
-        }
-    }
-}
+/// The scope of the bot's entries in the chat state.
+const SCOPE: &str = "teams";
 
 /// The bot could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +84,9 @@ struct Inner {
     public_url: String,
     auth: BotAuth,
     connector: Connector,
-    state: Arc<dyn BotState>,
+    memory: ChatMemory<PostedCard>,
     rosters: moka::future::Cache<(String, String), Arc<Vec<Member>>>,
     members: moka::future::Cache<(String, String), Member>,
-    shown: moka::sync::Cache<ApprovalId, Arc<tokio::sync::Mutex<Option<Progress>>>>,
 }
 
 impl TeamsBot {
@@ -128,19 +107,20 @@ impl TeamsBot {
         clock: SharedClock,
         retry: RetryPolicy,
     ) -> Result<Self, TeamsBotSetupError> {
-        let state = Arc::new(MemoryBotState::new(POSTED_MEMORY, ACTIVITY_MEMORY));
+        let state = Arc::new(MemoryChatState::new());
         Self::with_state(config, public_url, clock, retry, state)
     }
 
-    /// [`Self::with_retry`] with the bot's memory in `state` (a shared implementation lets
-    /// every replica update every copy and refuse every replay).
+    /// [`Self::with_retry`] with the bot's memory in `state` (the shared store lets every
+    /// replica update every copy and refuse every replay).
     pub fn with_state(
         config: &crate::config::TeamsBot,
         public_url: &Url,
         clock: SharedClock,
         retry: RetryPolicy,
-        state: Arc<dyn BotState>,
+        state: Arc<dyn ChatState>,
     ) -> Result<Self, TeamsBotSetupError> {
+        let memory = ChatMemory::new(state, SCOPE, clock.clone(), ACTIVITY_MEMORY);
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(5))
@@ -166,7 +146,7 @@ impl TeamsBot {
                 public_url: public_url.as_str().trim_end_matches('/').to_owned(),
                 auth,
                 connector,
-                state,
+                memory,
                 rosters: moka::future::Cache::builder()
                     .max_capacity(1_000)
                     .time_to_live(ROSTER_TTL)
@@ -174,10 +154,6 @@ impl TeamsBot {
                 members: moka::future::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(MEMBER_TTL)
-                    .build(),
-                shown: moka::sync::Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_idle(POSTED_MEMORY)
                     .build(),
             }),
         })
@@ -189,8 +165,8 @@ impl TeamsBot {
     }
 
     /// The bot's memory (posted copies, seen activities).
-    pub fn state(&self) -> &Arc<dyn BotState> {
-        &self.inner.state
+    pub fn memory(&self) -> &ChatMemory<PostedCard> {
+        &self.inner.memory
     }
 
     /// The approval page of `id`.
@@ -198,11 +174,10 @@ impl TeamsBot {
         format!("{}/approvals/{id}", self.inner.public_url)
     }
 
-    /// The per-approval notification lock, holding the newest [`Progress`] shown.
-    fn shown(&self, id: &ApprovalId) -> Arc<tokio::sync::Mutex<Option<Progress>>> {
-        self.inner
-            .shown
-            .get_with(id.clone(), || Arc::new(tokio::sync::Mutex::new(None)))
+    /// The per-approval notification lock, holding the newest
+    /// [`Progress`](crate::chat::state::Progress) shown.
+    fn shown(&self, id: &ApprovalId) -> Shown {
+        self.inner.memory.shown(id)
     }
 
     /// The member ids (`29:...`) in conversation `conversation_id` of the approvers of `a`

@@ -5,8 +5,9 @@ use url::Url;
 
 use super::cards::{self, View};
 use super::store::PostedCard;
-use super::{Progress, TeamsBot, POSTED_MEMORY};
-use crate::approval::{Approval, Execution, Notifier, NotifyError, NotifyEvent};
+use super::TeamsBot;
+use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
+use crate::chat::state::Progress;
 use crate::policy::NotifyTarget;
 
 /// Posts the approval card to every configured conversation and keeps every copy true.
@@ -32,16 +33,38 @@ impl Notifier for TeamsBotNotifier {
         if !approval.notify.contains(&NotifyTarget::Teams) {
             return Ok(());
         }
-        let approval = &with_outcome(approval, event);
+        let approval = &crate::chat::with_outcome(approval, event);
         // One notification at a time per approval: a vote arriving while the request is still
         // being posted waits, then updates every copy.
         let shown = self.bot.shown(&approval.id);
         let mut shown = shown.lock().await;
-        let progress = Progress::of(approval);
+        let mut progress = Progress::of(approval);
         let current = shown.is_none_or(|s| progress >= s);
         let failures = match event {
-            NotifyEvent::Requested => self.post_everywhere(approval).await,
-            _ if current => self.update_everywhere(approval).await,
+            NotifyEvent::Requested => {
+                let (posted, mut failures) = self.post_everywhere(approval).await;
+                // Another replica may have shown a newer state (a click on the first card)
+                // while these were being posted.
+                match self.bot.memory().newer_than(approval).await {
+                    Ok(Some(newer)) => {
+                        failures.extend(self.update_copies(&newer, &posted).await);
+                        progress = progress.max(Progress::of(&newer));
+                    }
+                    Ok(None) => {}
+                    Err(e) => failures.push(format!("cannot read the shown state: {e}")),
+                }
+                failures
+            }
+            _ if current => {
+                // Noted before the copies are read: a replica still posting cards of this
+                // approval sees the note after it recorded them, or this reads them.
+                let noted = self.bot.memory().note_shown(approval).await;
+                let mut failures = self.update_everywhere(approval).await;
+                if let Err(e) = noted {
+                    failures.push(format!("cannot share the shown state: {e}"));
+                }
+                failures
+            }
             // An older snapshot than the cards show: nothing to change.
             _ => Vec::new(),
         };
@@ -56,54 +79,48 @@ impl Notifier for TeamsBotNotifier {
     }
 }
 
-/// `a` as the card must show it after `event`: an execution event carries the upstream's
-/// outcome, which the snapshot (taken when the execution was claimed) does not have yet.
-fn with_outcome(a: &Approval, event: &NotifyEvent) -> Approval {
-    let mut a = a.clone();
-    match event {
-        NotifyEvent::Executed { status } => a.execution = Execution::Done { status: *status },
-        NotifyEvent::ExecutionFailed if !matches!(a.execution, Execution::Failed { .. }) => {
-            a.execution = Execution::Failed {
-                reason: "upstream unreachable".into(),
-            }
-        }
-        _ => {}
-    }
-    a
-}
-
 impl TeamsBotNotifier {
-    /// Posts the card to every configured conversation at once; returns what failed.
-    async fn post_everywhere(&self, a: &Approval) -> Vec<String> {
+    /// Posts the card to every configured conversation at once, remembering each copy as
+    /// soon as it is posted so that a click handled meanwhile (on any replica) updates it;
+    /// returns the copies and what failed.
+    async fn post_everywhere(&self, a: &Approval) -> (Vec<PostedCard>, Vec<String>) {
         let conversations = &self.bot.inner.conversations;
         if conversations.is_empty() {
-            return vec!["[teams] has no conversations to post to".to_owned()];
+            return (
+                Vec::new(),
+                vec!["[teams] has no conversations to post to".to_owned()],
+            );
         }
         let posts = conversations.iter().map(|c| async move {
-            let posted = self.post(a, &c.service_url, &c.conversation_id).await;
-            (c, posted)
+            let activity_id = self
+                .post(a, &c.service_url, &c.conversation_id)
+                .await
+                .map_err(|e| format!("{}: {e}", c.conversation_id))?;
+            let copy = PostedCard {
+                service_url: c.service_url.to_string(),
+                conversation_id: c.conversation_id.clone(),
+                activity_id,
+            };
+            if let Err(e) = self.bot.memory().add_copy(a, &copy).await {
+                // Fails the notification (audited `notify.failed`): this copy is posted but no
+                // replica will update it.
+                tracing::error!(approval_id = %a.id, conversation = %c.conversation_id, error = %e, "teams card posted but not remembered");
+                return Err(format!(
+                    "{}: posted but not remembered: {e}",
+                    c.conversation_id
+                ));
+            }
+            Ok(copy)
         });
+        let mut posted = Vec::new();
         let mut failures = Vec::new();
-        // join_all keeps the configured order, so copies are recorded in that order.
-        for (c, posted) in futures::future::join_all(posts).await {
-            match posted {
-                Ok(activity_id) => {
-                    let copy = PostedCard {
-                        service_url: c.service_url.to_string(),
-                        conversation_id: c.conversation_id.clone(),
-                        activity_id,
-                    };
-                    if let Err(e) = self.bot.state().add_copy(&a.id, copy, POSTED_MEMORY).await {
-                        failures.push(format!(
-                            "{}: posted but not remembered: {e}",
-                            c.conversation_id
-                        ));
-                    }
-                }
-                Err(e) => failures.push(format!("{}: {e}", c.conversation_id)),
+        for done in futures::future::join_all(posts).await {
+            match done {
+                Ok(copy) => posted.push(copy),
+                Err(e) => failures.push(e),
             }
         }
-        failures
+        (posted, failures)
     }
 
     async fn post(
@@ -123,10 +140,14 @@ impl TeamsBotNotifier {
 
     /// Replaces every posted copy with the current card, all at once; returns what failed.
     async fn update_everywhere(&self, a: &Approval) -> Vec<String> {
-        let copies = match self.bot.state().copies(&a.id).await {
-            Ok(c) => c,
-            Err(e) => return vec![format!("cannot read the posted copies: {e}")],
-        };
+        match self.bot.memory().copies(&a.id).await {
+            Ok(copies) => self.update_copies(a, &copies).await,
+            Err(e) => vec![format!("cannot read the posted copies: {e}")],
+        }
+    }
+
+    /// Replaces `copies` with the card of `a`, all at once; returns what failed.
+    async fn update_copies(&self, a: &Approval, copies: &[PostedCard]) -> Vec<String> {
         let page = self.bot.page(&a.id);
         let updates = copies.iter().map(|copy| {
             let page = page.clone();

@@ -1,25 +1,16 @@
 use serde_json::Value;
 
 use super::cards::{self, View, MAX_REFRESH_USERS};
-use crate::approval::{
-    Approval, ApprovalId, Channel, Decision, Execution, Requester, Status, Vote,
-};
+use crate::approval::{Approval, Channel, Decision, Requester, Status, Vote};
 use crate::policy::{ApproveVia, NotifyTarget};
 
 fn approval() -> Approval {
+    let base = crate::chat::sample_approval();
     Approval {
-        id: ApprovalId::generate(),
-        rule: "prod-deploy".into(),
         requester: Requester {
-            iss: "https://idp.example.com".into(),
             sub: "u-42".into(),
-            email: Some("dev@example.com".into()),
+            ..base.requester.clone()
         },
-        method: "POST".into(),
-        host: "deploy.example.com".into(),
-        path: "/v1/deployments/production".into(),
-        query: None,
-        request_hash: "00".into(),
         reason: Some("[Approve](https://evil.example)".into()),
         body_preview: String::new(),
         body_len: 0,
@@ -31,16 +22,7 @@ fn approval() -> Approval {
         self_approval: false,
         approve_via: ApproveVia::Button,
         notify: vec![NotifyTarget::Teams],
-        created_at: 1_700_000_000_000,
-        expires_at: 1_700_003_600_000,
-        votes: vec![],
-        status: Status::Pending,
-        decided_by: None,
-        decision_reason: None,
-        decided_at: None,
-        held: true,
-        execution: Execution::NotStarted,
-        audit_pending: false,
+        ..base
     }
 }
 
