@@ -9,14 +9,23 @@ use std::process::Command;
 use std::time::Duration;
 
 use countersign::approval::store::{ChatState, RedisStore};
-use countersign::approval::ApprovalId;
+use countersign::approval::{ApprovalId, RecordSeal};
+use std::sync::Arc;
 
 use common::RedisServer;
 
+/// Two store instances with the keys every replica derives from the shared signing key.
 async fn two_replicas(redis: &RedisServer) -> (RedisStore, RedisStore) {
+    let seal = Arc::new(RecordSeal::derive_from(b"shared signing key"));
     (
-        RedisStore::connect(&redis.url()).await.expect("connect a"),
-        RedisStore::connect(&redis.url()).await.expect("connect b"),
+        RedisStore::connect(&redis.url())
+            .await
+            .expect("connect a")
+            .with_seal(seal.clone()),
+        RedisStore::connect(&redis.url())
+            .await
+            .expect("connect b")
+            .with_seal(seal),
     )
 }
 
@@ -192,4 +201,40 @@ async fn an_unreachable_redis_is_an_error_not_a_first_sighting() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_copy_written_into_redis_by_someone_else_is_never_used() {
+    let redis = RedisServer::start();
+    let (a, _) = two_replicas(&redis).await;
+    let id = ApprovalId::generate();
+    let ttl = Duration::from_secs(600);
+    a.add_copy(
+        "teams",
+        &id,
+        "{\"service_url\":\"https://smba.example\"}",
+        ttl,
+    )
+    .await
+    .unwrap();
+    // An attacker with Redis access appends a copy pointing elsewhere.
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let key = keys(&redis, "cs:chat:teams:*")
+        .await
+        .pop()
+        .expect("copies key");
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("{\"service_url\":\"https://attacker.example\"}")
+        .query_async(&mut c)
+        .await
+        .expect("RPUSH");
+    assert_eq!(
+        a.copies("teams", &id).await.unwrap(),
+        vec!["{\"service_url\":\"https://smba.example\"}".to_owned()]
+    );
 }

@@ -845,9 +845,12 @@ impl ChatState for RedisStore {
         copy: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        // Sealed like every other record: a copy names where a chat update (with the chat's
+        // credentials) is sent, so a copy nobody sealed must never be used.
+        let sealed = self.seal.seal(&format!("chat:{scope}"), id, copy);
         let mut c = self.conn().await?;
         let mut inv = ADD_COPY.prepare_invoke();
-        inv.key(chat_key(scope, id)).arg(copy).arg(ms(ttl));
+        inv.key(chat_key(scope, id)).arg(sealed).arg(ms(ttl));
         let _: i64 = self
             .call("add chat copy", async { inv.invoke_async(&mut c).await })
             .await?;
@@ -857,8 +860,21 @@ impl ChatState for RedisStore {
     async fn copies(&self, scope: &str, id: &ApprovalId) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn().await?;
         let key = chat_key(scope, id);
-        self.call("chat copies", async { c.lrange(&key, 0, -1).await })
-            .await
+        let raw: Vec<String> = self
+            .call("chat copies", async { c.lrange(&key, 0, -1).await })
+            .await?;
+        let kind = format!("chat:{scope}");
+        Ok(raw
+            .iter()
+            .filter_map(|r| match self.seal.open(&kind, id, r) {
+                Ok(copy) => Some(copy.to_owned()),
+                Err(e) => {
+                    // The other copies are still updated; this one is never used.
+                    tracing::error!(approval_id = %id, scope, error = %e, "chat copy refused: failed its integrity check");
+                    None
+                }
+            })
+            .collect())
     }
 
     async fn first_seen(&self, scope: &str, key: &str, ttl: Duration) -> Result<bool, StoreError> {
