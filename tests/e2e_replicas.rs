@@ -72,13 +72,6 @@ struct Cluster {
     requester: String,
 }
 
-/// A fresh P-256 PKCS#8 PEM, the approval signing key both replicas share.
-fn signing_key_pem() -> String {
-    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .expect("P-256 key")
-        .serialize_pem()
-}
-
 /// Starts replica `name` from the shared config and waits until it is ready.
 async fn replica(dir: &TestDir, config: &str, name: &str) -> Proxy {
     let text = config.replace("@NAME@", name);
@@ -99,7 +92,7 @@ impl Cluster {
         let issuer = LocalIssuer::start().await;
         let echo = EchoUpstream::start().await;
         dir.write("policies/approvals.toml", POLICY);
-        dir.write("signing.pem", signing_key_pem());
+        dir.write("signing.pem", common::signing_key_pem());
         let config = format!(
             "{}\n[approvals]\nstore = \"{}\"\naudit_log = \"{{{{dir}}}}/audit-@NAME@.jsonl\"\n\
              signing_key = \"file:signing.pem\"\n{RECHECK}",
@@ -467,7 +460,7 @@ async fn store_password_from_a_file_reaches_a_password_protected_redis() {
     let echo = EchoUpstream::start().await;
     dir.write("policies/approvals.toml", POLICY);
     dir.write("redis-password", "s3cr3t-pw\n");
-    dir.write("signing.pem", signing_key_pem());
+    dir.write("signing.pem", common::signing_key_pem());
     let config = format!(
         "{}\n[approvals]\nstore = \"{}\"\nstore_password = \"file:redis-password\"\n\
          signing_key = \"file:signing.pem\"\n",
@@ -519,7 +512,7 @@ async fn rediss_store_with_a_private_ca_from_config() {
     let issuer = LocalIssuer::start().await;
     let echo = EchoUpstream::start().await;
     dir.write("policies/approvals.toml", POLICY);
-    dir.write("signing.pem", signing_key_pem());
+    dir.write("signing.pem", common::signing_key_pem());
     let config = format!(
         "{}\n[approvals]\nstore = \"rediss://127.0.0.1:{tls_port}/0\"\nstore_ca = \"redis-ca.pem\"\n\
          signing_key = \"file:signing.pem\"\n",
@@ -546,7 +539,7 @@ fn check_rejects_store_password_and_store_ca_without_a_matching_store() {
     let dir = TestDir::new();
     dir.write("policies/approvals.toml", POLICY);
     dir.write("pw", "x\n");
-    dir.write("signing.pem", signing_key_pem());
+    dir.write("signing.pem", common::signing_key_pem());
     let base = common::basic_config("http://127.0.0.1:9", "https://idp.example", &[AUD])
         .replace("{{listen}}", "127.0.0.1:18080")
         .replace("{{control_listen}}", "127.0.0.1:18081")

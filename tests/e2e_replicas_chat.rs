@@ -66,12 +66,7 @@ impl Replicas {
         let dir = TestDir::new();
         let echo = EchoUpstream::start().await;
         dir.write("policies/chat.toml", policy(notify));
-        dir.write(
-            "signing.pem",
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                .expect("P-256 key")
-                .serialize_pem(),
-        );
+        dir.write("signing.pem", common::signing_key_pem());
         for (name, contents) in files {
             dir.write(name, contents);
         }

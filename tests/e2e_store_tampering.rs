@@ -41,10 +41,7 @@ impl Env {
         let issuer = LocalIssuer::start().await;
         let echo = EchoUpstream::start().await;
         dir.write("policies/approvals.toml", POLICY);
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .expect("P-256 key")
-            .serialize_pem();
-        dir.write("signing.pem", key);
+        dir.write("signing.pem", common::signing_key_pem());
         let config = format!(
             "{}\n[approvals]\nstore = \"{}\"\naudit_log = \"{{{{dir}}}}/audit.jsonl\"\n\
              signing_key = \"file:signing.pem\"\n",

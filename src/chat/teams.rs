@@ -467,16 +467,25 @@ pub(crate) fn replayed_headers(a: &Approval) -> Option<Value> {
         .map(|h| one_line_controls(&format!("{}: {}", h.name, h.value)))
         .collect();
     let text = break_links(&truncate(&lines.join("\n"), PREVIEW_MAX_CHARS));
-    Some(json!({
+    Some(monospace_section(
+        "Headers sent (credentials masked)",
+        &text,
+    ))
+}
+
+/// A bold label over `text` in monospace. A `RichTextBlock` `TextRun` is never
+/// markdown-processed (Adaptive Cards schema), unlike a `TextBlock`.
+fn monospace_section(label: &str, text: &str) -> Value {
+    json!({
         "type": "Container",
         "items": [
-            { "type": "TextBlock", "text": "Headers sent (credentials masked)", "weight": "Bolder", "spacing": "Medium" },
+            { "type": "TextBlock", "text": label, "weight": "Bolder", "spacing": "Medium" },
             {
                 "type": "RichTextBlock",
                 "inlines": [{ "type": "TextRun", "text": text, "fontType": "Monospace" }],
             },
         ],
-    }))
+    })
 }
 
 /// The body preview in monospace. A `RichTextBlock` `TextRun` is never markdown-processed
@@ -498,16 +507,7 @@ pub(crate) fn body_preview(a: &Approval) -> Option<Value> {
         &one_line_controls(&a.body_preview),
         PREVIEW_MAX_CHARS,
     ));
-    Some(json!({
-        "type": "Container",
-        "items": [
-            { "type": "TextBlock", "text": label, "weight": "Bolder", "spacing": "Medium" },
-            {
-                "type": "RichTextBlock",
-                "inlines": [{ "type": "TextRun", "text": text, "fontType": "Monospace" }],
-            },
-        ],
-    }))
+    Some(monospace_section(&label, &text))
 }
 
 /// A button opening `url` in the approver's browser.

@@ -43,6 +43,13 @@ pub use proxy::{basic_config, Proxy};
 pub use redis::RedisServer;
 pub use tls::TlsFixture;
 
+/// A fresh P-256 PKCS#8 PEM: an `[approvals] signing_key` (replicas of one cluster share it).
+pub fn signing_key_pem() -> String {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .expect("P-256 key")
+        .serialize_pem()
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (the OS picks it; we release it at once).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
