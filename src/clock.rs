@@ -69,3 +69,9 @@ impl Clock for ManualClock {
         UNIX_EPOCH + Duration::from_millis(self.millis.load(Ordering::SeqCst))
     }
 }
+
+/// Unix milliseconds as RFC 3339 UTC, to the second: how every answer, page and card shows a
+/// time.
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}

@@ -12,23 +12,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::{BrokerError, CancelError, DecideError, ResultError};
+use super::error::{BrokerError, CancelError, ResultError};
 use super::executor::Executor;
-use super::ports::{AuditError, AuditEvent, AuditSink, Notifier, NotifyEvent};
+use super::ports::{AuditEvent, AuditSink, Notifier, NotifyEvent};
+use super::preview::{body_preview_of, body_sha256, shown_headers};
 pub use super::record::ApproverIdentity;
 use super::record::{
-    body_preview_of, body_sha256, expand_approvers, request_hash, shown_headers, Approval,
-    ApprovalId, Channel, Decision, Execution, Requester, Status, StoredRequest, Vote,
+    expand_approvers, request_hash, Approval, ApprovalId, Execution, Requester, Status,
+    StoredRequest,
 };
 use super::signer::ApprovalSigner;
-use super::store::{
-    ApprovalStore, Cas, Cursor, ListFilter, Page, ParkedResult, StoreError, VoteResult,
-};
+use super::store::{ApprovalStore, Cas, Cursor, ListFilter, Page, ParkedResult, StoreError};
 use super::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::identity::Principal;
 use crate::metrics::Metrics;
-use crate::notify::ApproveVia;
 use crate::policy::Rule;
 
 /// Tunables with sensible defaults.
@@ -367,159 +365,6 @@ impl Broker {
         Ok(approval)
     }
 
-    // ----- decide ------------------------------------------------------------------------
-
-    /// Whether `approver` may cast `decision` on `approval` now, by the same rules as
-    /// [`Self::decide`] (pending, not expired, an approver, right channel, not approving their
-    /// own request, not voted yet). For pages showing "you can vote" / why not. `Ok(true)` means
-    /// the voter is the requester approving under `self_approval`.
-    pub fn check_voter(
-        &self,
-        approval: &Approval,
-        approver: &ApproverIdentity,
-        decision: Decision,
-    ) -> Result<bool, DecideError> {
-        if approval.status != Status::Pending {
-            return Err(DecideError::AlreadyDecided(approval.status));
-        }
-        if self.now_ms() >= approval.expires_at {
-            return Err(DecideError::Expired);
-        }
-        let email = approver.email.trim().to_lowercase();
-        if !approval.approvers.contains(&email) {
-            return Err(DecideError::NotAnApprover);
-        }
-        if approval.approve_via == ApproveVia::Login && approver.via != Channel::Web {
-            return Err(DecideError::LoginRequired);
-        }
-        let own = is_requester(&approval.requester, approver, &email);
-        if own && decision == Decision::Approve && !approval.self_approval {
-            return Err(DecideError::OwnRequest);
-        }
-        if approval.has_voted(&email) {
-            return Err(DecideError::AlreadyVoted);
-        }
-        Ok(own && decision == Decision::Approve)
-    }
-
-    /// Records `approver`'s vote on `id`. The control plane has authenticated `approver` (and,
-    /// for `approve_via = "login"` rules, checked the login is fresh). Audits `vote.cast` and then `approval.approved` or
-    /// `approval.denied` before returning.
-    pub async fn decide(
-        &self,
-        id: &ApprovalId,
-        approver: ApproverIdentity,
-        decision: Decision,
-        reason: Option<String>,
-    ) -> Result<Approval, DecideError> {
-        let approval = self.store.get(id).await?.ok_or(DecideError::NotFound)?;
-        let now = self.now_ms();
-        let own = match self.check_voter(&approval, &approver, decision) {
-            Err(DecideError::Expired) => {
-                self.expire_one(id).await;
-                return Err(DecideError::Expired);
-            }
-            checked => checked?,
-        };
-        let email = approver.email.trim().to_lowercase();
-        let vote = Vote {
-            approver: email,
-            decision,
-            reason: reason
-                .map(|r| r.trim().to_owned())
-                .filter(|r| !r.is_empty()),
-            at: now,
-            via: approver.via,
-            self_approval: own,
-        };
-        if vote.self_approval {
-            tracing::warn!(approval_id = %id, approver = %vote.approver,
-                "SELF-APPROVAL: the requester approved their own request (self_approval = true)");
-        }
-        match self.store.record_vote(id, vote.clone(), now).await? {
-            VoteResult::NotFound => Err(DecideError::NotFound),
-            VoteResult::Duplicate(_) => Err(DecideError::AlreadyVoted),
-            VoteResult::NotPending(a) => Err(DecideError::AlreadyDecided(a.status)),
-            VoteResult::Expired(a) => {
-                self.after_expired(&a).await;
-                Err(DecideError::Expired)
-            }
-            VoteResult::Recorded(a) => {
-                self.audit_vote(&a, &approver, &vote).await?;
-                self.store.publish(id).await?;
-                self.notify(&a, NotifyEvent::VoteCast).await;
-                Ok(a)
-            }
-            VoteResult::Approved(a) => self.after_approved(a, &approver, &vote).await,
-            VoteResult::Denied(a) => {
-                let recorded = self.audit_vote(&a, &approver, &vote).await;
-                let recorded = match recorded {
-                    Ok(()) => self.audit.record(AuditEvent::Denied(&a)).await,
-                    Err(e) => Err(e),
-                };
-                // Denied is already the fail-closed state: wake the holder either way.
-                self.store.publish(id).await?;
-                self.record_decision_metrics(&a);
-                self.refresh_pending_gauge().await;
-                recorded?;
-                self.notify(&a, NotifyEvent::Denied).await;
-                Ok(a)
-            }
-        }
-    }
-
-    async fn after_approved(
-        &self,
-        a: Approval,
-        approver: &ApproverIdentity,
-        vote: &Vote,
-    ) -> Result<Approval, DecideError> {
-        let recorded = match self.audit_vote(&a, approver, vote).await {
-            Ok(()) => self.audit.record(AuditEvent::Approved(&a)).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = recorded {
-            // An approval nobody can prove must not be executed: withdraw it.
-            let now = self.now_ms();
-            let _ = self
-                .store
-                .cancel(&a.id, "countersign", "audit log unavailable", now)
-                .await;
-            let _ = self.store.publish(&a.id).await;
-            self.refresh_pending_gauge().await;
-            return Err(e.into());
-        }
-        // Only now, with `vote.cast` and `approval.approved` durable, may anyone execute it
-        // (SPEC 8). A store failure here leaves it unexecutable: fail closed.
-        let now = self.now_ms();
-        let a = match self.store.confirm_audited(&a.id, now).await? {
-            Cas::Applied(confirmed) => confirmed,
-            // Withdrawn meanwhile (the caller hung up): nothing to confirm.
-            Cas::Conflict(current) => current,
-            Cas::NotFound => a,
-        };
-        self.store.publish(&a.id).await?;
-        self.record_decision_metrics(&a);
-        self.refresh_pending_gauge().await;
-        self.notify(&a, NotifyEvent::Approved).await;
-        Ok(a)
-    }
-
-    async fn audit_vote(
-        &self,
-        a: &Approval,
-        approver: &ApproverIdentity,
-        vote: &Vote,
-    ) -> Result<(), AuditError> {
-        self.audit
-            .record(AuditEvent::VoteCast {
-                approval: a,
-                approver,
-                vote,
-            })
-            .await
-    }
-
     // ----- expire / cancel ---------------------------------------------------------------
 
     /// Moves `id` to `Expired` if it is pending and past `expires_at`; audits and notifies.
@@ -538,7 +383,7 @@ impl Broker {
         }
     }
 
-    async fn after_expired(&self, a: &Approval) {
+    pub(super) async fn after_expired(&self, a: &Approval) {
         if let Err(e) = self.audit.record(AuditEvent::Expired(a)).await {
             tracing::error!(approval_id = %a.id, error = %e, "audit failed for approval.expired");
         }
@@ -690,13 +535,6 @@ impl Broker {
     pub fn holders(&self) -> usize {
         self.waiters.len()
     }
-}
-
-/// Whether the voter is the requester: same (iss, sub), or the same email.
-fn is_requester(r: &Requester, voter: &ApproverIdentity, email: &str) -> bool {
-    let same_subject = matches!((&voter.iss, &voter.sub), (Some(iss), Some(sub)) if r.is(iss, sub));
-    let same_email = r.email.as_deref() == Some(email);
-    same_subject || same_email
 }
 
 /// `base` scaled by a random factor in [0.75, 1.25).

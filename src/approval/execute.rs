@@ -15,9 +15,8 @@ use super::broker::Broker;
 use super::error::ExecuteError;
 use super::executor::{Evidence, UpstreamResponse};
 use super::ports::{AuditEvent, ExecMode, NotifyEvent};
-use super::record::{
-    request_hash, shown_headers, Approval, ApprovalId, Execution, Status, StoredRequest,
-};
+use super::preview::shown_headers;
+use super::record::{request_hash, Approval, ApprovalId, Execution, Status, StoredRequest};
 use super::store::{Cas, Claimant, ParkedResult, StoreError};
 
 impl Broker {

@@ -20,11 +20,13 @@ pub mod error;
 pub mod execute;
 pub mod executor;
 pub mod ports;
+pub mod preview;
 pub mod record;
 pub mod signer;
 pub mod store;
 pub mod sweeper;
 pub mod transition;
+pub mod vote;
 pub mod waiters;
 
 pub use broker::{ApproverIdentity, Broker, BrokerSettings, WaitOutcome};
@@ -33,10 +35,10 @@ pub use executor::{Evidence, Executor, ExecutorError, UpstreamResponse};
 pub use ports::{
     AuditError, AuditEvent, AuditSink, ExecMode, LogNotifier, Notifier, NotifyError, NotifyEvent,
 };
+pub use preview::{body_preview, body_preview_of, body_sha256, shown_headers, ShownHeader};
 pub use record::{
-    body_preview, body_preview_of, body_sha256, expand_approvers, request_hash, shown_headers,
-    Approval, ApprovalId, Channel, Decision, Execution, Requester, ShownHeader, Status,
-    StoredHeader, StoredRequest, Vote,
+    expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision, Execution, Requester,
+    Status, StoredHeader, StoredRequest, Vote,
 };
 pub use signer::{ApprovalSigner, SignerError};
 pub use store::seal::RecordSeal;

@@ -411,7 +411,7 @@ fn signer_loads_pkcs8_pem_and_rejects_other_keys() {
 
 #[test]
 fn previews_show_the_body_as_sent_and_say_when_they_are_cut() {
-    use crate::approval::record::{body_preview_of, body_sha256, shown_headers};
+    use crate::approval::preview::{body_preview_of, body_sha256, shown_headers};
     // Not redacted: byte for byte, key order and spacing kept.
     let body = br#"{"z": 1, "a": 2}"#;
     assert_eq!(
@@ -453,7 +453,8 @@ fn previews_show_the_body_as_sent_and_say_when_they_are_cut() {
 #[test]
 fn execution_refuses_a_stored_request_that_is_not_the_approved_one() {
     use crate::approval::execute::verify_as_approved;
-    use crate::approval::record::{body_sha256, request_hash, shown_headers};
+    use crate::approval::preview::{body_sha256, shown_headers};
+    use crate::approval::record::request_hash;
     let mut h = http::HeaderMap::new();
     h.insert("content-type", "application/json".parse().unwrap());
     let stored = StoredRequest::new(

@@ -5,6 +5,7 @@
 //! clicking user whose vote the broker refused; [`with_outcome`] is the state both show after
 //! an event.
 
+pub mod adaptive;
 pub mod fanout;
 pub mod slack;
 pub mod state;

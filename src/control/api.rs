@@ -19,9 +19,9 @@ use crate::approval::{
     Approval, ApprovalId, ApproverIdentity, CancelError, Channel, DecideError, Decision, Execution,
     ListFilter, ResultError, Status,
 };
+use crate::clock::rfc3339_ms;
 use crate::identity::Principal;
 use crate::oidc::{self, TokenError};
-use crate::proxy::hold::rfc3339_ms;
 use crate::respond::Refusal;
 
 /// A JSON error answer: `{"error", "error_description"}`. Only [`refuse`] calls it, so every

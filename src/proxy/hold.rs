@@ -309,7 +309,7 @@ pub async fn write_accepted(
         "status": "pending",
         "status_url": status_url,
         "result_url": format!("{status_url}/result"),
-        "expires_at": rfc3339_ms(expires_at_ms),
+        "expires_at": crate::clock::rfc3339_ms(expires_at_ms),
         "request_id": request_id,
     });
     let body = Bytes::from(body.to_string());
@@ -325,12 +325,6 @@ pub async fn write_accepted(
         .write_response_header(Box::new(header), false)
         .await?;
     session.write_response_body(Some(body), true).await
-}
-
-/// Unix milliseconds as RFC 3339 UTC (seconds precision).
-pub fn rfc3339_ms(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]

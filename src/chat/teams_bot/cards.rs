@@ -13,7 +13,7 @@
 use serde_json::{json, Value};
 
 use crate::approval::{Approval, Execution, Status};
-use crate::chat::teams::{
+use crate::chat::adaptive::{
     body_preview, defuse, fact_set, open_url, replayed_headers, request_facts, rfc3339, title,
     votes, warning, CARD_CONTENT_TYPE, CARD_SCHEMA, FACT_MAX_CHARS,
 };

@@ -62,132 +62,18 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, OnceCell};
 
+mod chat_state;
+mod keys;
+
 use super::seal::RecordSeal;
-use super::ChatState;
 use super::{ApprovalStore, Cas, Change, Cursor, ListFilter, Page, ParkedResult, StoreError};
 use crate::approval::record::{Approval, ApprovalId, StoredRequest};
 use crate::clock::{SharedClock, SystemClock};
+use keys::*;
 
 /// How long after `expires_at` a `held` flag is still believed: covers the holder's claim right
 /// after a last-moment decision and clock skew between replicas.
 pub use super::HOLD_GRACE;
-
-/// Default bound on one Redis round trip.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How often one state change re-reads after losing a race before giving up. Each lost round
-/// means another writer won, so this only bounds pathological contention.
-const MAX_ATTEMPTS: usize = 256;
-
-/// The channel every replica listens on.
-const CHANNEL: &str = "cs:changes";
-
-/// The listing index.
-const INDEX: &str = "cs:idx";
-
-/// The pending listing and count.
-const PENDING: &str = "cs:pending";
-
-/// The due-index.
-const DUE: &str = "cs:due";
-
-/// The eviction index.
-const GC: &str = "cs:gc";
-
-/// Creates an approval if its id is new, with its index entries. KEYS: apr, req, idx,
-/// pending, preq, due, gc. ARGV: json, req json, ttl ms, created_at, id, pending (1/0), due
-/// score ('' for none), evict at (unix ms).
-const CREATE_LUA: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'json', ARGV[1], 'ver', '1')
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
-if ARGV[6] == '1' then
-  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
-  redis.call('ZADD', KEYS[5], ARGV[8], ARGV[5])
-  redis.call('PEXPIRE', KEYS[5], ARGV[3])
-end
-if ARGV[7] ~= '' then redis.call('ZADD', KEYS[6], ARGV[7], ARGV[5]) end
-redis.call('ZADD', KEYS[7], ARGV[8], ARGV[5])
-return 1
-";
-
-/// Writes a new approval state if the version is unchanged, moves it in the indexes, then
-/// publishes the id. KEYS: apr, pending, preq, due. ARGV: expected ver, json, id, channel,
-/// pending (1/0), due score ('' for none). Returns 1 written, 0 lost race, -1 gone.
-const CAS_LUA: &str = r"
-local v = redis.call('HGET', KEYS[1], 'ver')
-if not v then return -1 end
-if v ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'json', ARGV[2], 'ver', tostring(tonumber(v) + 1))
-if ARGV[5] ~= '1' then
-  redis.call('ZREM', KEYS[2], ARGV[3])
-  redis.call('ZREM', KEYS[3], ARGV[3])
-end
-if ARGV[6] == '' then
-  redis.call('ZREM', KEYS[4], ARGV[3])
-else
-  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[3])
-end
-redis.call('PUBLISH', ARGV[4], ARGV[3])
-return 1
-";
-
-/// Parks a result and keeps the approval and its request at least as long.
-/// KEYS: apr, req, res, gc. ARGV: result json, ttl ms, id, until (unix ms). Returns 0 when the
-/// approval is gone.
-const PARK_LUA: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local ttl = tonumber(ARGV[2])
-redis.call('SET', KEYS[3], ARGV[1], 'PX', ttl)
-for _, k in ipairs({KEYS[1], KEYS[2]}) do
-  local left = redis.call('PTTL', k)
-  if left >= 0 and left < ttl then redis.call('PEXPIRE', k, ttl) end
-end
-local old = redis.call('ZSCORE', KEYS[4], ARGV[3])
-if (not old) or tonumber(old) < tonumber(ARGV[4]) then
-  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
-end
-return 1
-";
-
-/// Ids due at or before now, oldest first, each leased until `later`. KEYS: due. ARGV: now,
-/// limit, later.
-const DUE_LUA: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
-return ids
-";
-
-/// Trims the indexes of records Redis expired: reads only ids due for eviction. KEYS: gc,
-/// idx, pending, due. ARGV: now, limit. A record still alive (its TTL was extended) is
-/// re-scored by its remaining TTL. Returns how many were dropped.
-const GC_LUA: &str = r"
-local now = tonumber(ARGV[1])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local n = 0
-for _, id in ipairs(ids) do
-  local left = redis.call('PTTL', 'cs:apr:' .. id)
-  if left > 0 then
-    redis.call('ZADD', KEYS[1], now + left, id)
-  else
-    for _, k in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}) do redis.call('ZREM', k, id) end
-    n = n + 1
-  end
-end
-return n
-";
-
-/// The pending count of one requester, dropping entries whose record expired. KEYS: preq.
-/// ARGV: now.
-const COUNT_LUA: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-return redis.call('ZCARD', KEYS[1])
-";
-
-/// How many entries one cleanup or due read takes at most.
-const BATCH: usize = 1000;
 
 /// The Redis-backed [`ApprovalStore`]. Cheap to share behind an `Arc`; connects lazily so a
 /// replica starts (and serves allow/deny routes) while Redis is down.
@@ -214,69 +100,6 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore").field("addr", addr).finish()
     }
 }
-
-fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::unavailable(format!("redis {context}: {e}"))
-}
-
-fn tampered(kind: &str, id: &ApprovalId, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Tampered {
-        record: format!("{kind} {id}"),
-        why: why.to_string(),
-    }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn apr_key(id: &ApprovalId) -> String {
-    format!("cs:apr:{}", id.as_str())
-}
-
-fn req_key(id: &ApprovalId) -> String {
-    format!("cs:req:{}", id.as_str())
-}
-
-fn res_key(id: &ApprovalId) -> String {
-    format!("cs:res:{}", id.as_str())
-}
-
-/// The per-requester pending index: hashed, so issuer and subject never appear in key names.
-fn preq_key(iss: &str, sub: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(iss.as_bytes());
-    h.update([0u8]);
-    h.update(sub.as_bytes());
-    format!("cs:preq:{}", hex::encode(&h.finalize()[..16]))
-}
-
-/// A [`super::due_at`] as a Lua argument ('' for none).
-fn due_arg(a: &Approval) -> String {
-    super::due_at(a).map(|d| d.to_string()).unwrap_or_default()
-}
-
-fn pending_arg(a: &Approval) -> &'static str {
-    if a.status == crate::approval::record::Status::Pending {
-        "1"
-    } else {
-        "0"
-    }
-}
-
-/// Applies the hold lease: a hold older than `expires_at + HOLD_GRACE` is a dead replica's.
-fn lease(mut a: Approval, now: u64) -> Approval {
-    if a.held && now >= a.expires_at.saturating_add(ms(HOLD_GRACE)) {
-        a.held = false;
-    }
-    a
-}
-
-/// Record kinds, as the MAC names them.
-const APPROVAL: &str = "approval";
-const REQUEST: &str = "request";
-const RESULT: &str = "result";
 
 impl RedisStore {
     /// A store for `url` (`redis://[:password@]host:port/db` or `rediss://...`) that connects on
@@ -807,87 +630,5 @@ impl ApprovalStore for RedisStore {
             .arg(BATCH);
         self.call("cleanup", async { inv.invoke_async(&mut c).await })
             .await
-    }
-}
-
-/// Appends a chat copy and keeps the list at least the given TTL. KEYS: list. ARGV: copy, ttl
-/// ms. One script, so a copy never exists without an expiry.
-const ADD_COPY_LUA: &str = r"
-redis.call('RPUSH', KEYS[1], ARGV[1])
-local ttl = tonumber(ARGV[2])
-local left = redis.call('PTTL', KEYS[1])
-if left < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
-";
-
-static ADD_COPY: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(ADD_COPY_LUA));
-
-fn chat_key(scope: &str, id: &ApprovalId) -> String {
-    format!("cs:chat:{scope}:{}", id.as_str())
-}
-
-/// Event keys come from the outside (long, any bytes): stored as a fixed-size hash.
-fn seen_key(scope: &str, key: &str) -> String {
-    use sha2::Digest;
-    format!(
-        "cs:seen:{scope}:{}",
-        hex::encode(sha2::Sha256::digest(key.as_bytes()))
-    )
-}
-
-#[async_trait]
-impl ChatState for RedisStore {
-    async fn add_copy(
-        &self,
-        scope: &str,
-        id: &ApprovalId,
-        copy: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        // Sealed like every other record: a copy names where a chat update (with the chat's
-        // credentials) is sent, so a copy nobody sealed must never be used.
-        let sealed = self.seal.seal(&format!("chat:{scope}"), id, copy);
-        let mut c = self.conn().await?;
-        let mut inv = ADD_COPY.prepare_invoke();
-        inv.key(chat_key(scope, id)).arg(sealed).arg(ms(ttl));
-        let _: i64 = self
-            .call("add chat copy", async { inv.invoke_async(&mut c).await })
-            .await?;
-        Ok(())
-    }
-
-    async fn copies(&self, scope: &str, id: &ApprovalId) -> Result<Vec<String>, StoreError> {
-        let mut c = self.conn().await?;
-        let key = chat_key(scope, id);
-        let raw: Vec<String> = self
-            .call("chat copies", async { c.lrange(&key, 0, -1).await })
-            .await?;
-        let kind = format!("chat:{scope}");
-        Ok(raw
-            .iter()
-            .filter_map(|r| match self.seal.open(&kind, id, r) {
-                Ok(copy) => Some(copy.to_owned()),
-                Err(e) => {
-                    // The other copies are still updated; this one is never used.
-                    tracing::error!(approval_id = %id, scope, error = %e, "chat copy refused: failed its integrity check");
-                    None
-                }
-            })
-            .collect())
-    }
-
-    async fn first_seen(&self, scope: &str, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(seen_key(scope, key))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(ms(ttl));
-        let set: Option<String> = self
-            .call("chat event", async { cmd.query_async(&mut c).await })
-            .await?;
-        Ok(set.is_some())
     }
 }
