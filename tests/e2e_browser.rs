@@ -166,8 +166,14 @@ async fn approve_in_browser(email_claim: EmailClaim) {
         after.to_lowercase().contains("approved"),
         "the page confirms the approval:\n{after}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(echo.count(), 1, "the upstream got the request exactly once");
+    // The held caller has its answer, so the execution has finished: count this approval's
+    // executions now and again after a quiet window.
+    assert_eq!(
+        echo.executions_of(&id, Duration::from_millis(500)).await,
+        1,
+        "the upstream got the request exactly once"
+    );
+    assert_eq!(echo.count(), 1, "and nothing else reached the upstream");
     let got = echo.last().expect("forwarded request");
     assert_eq!(got.uri, "/v1/deployments/production");
     assert_eq!(&got.body[..], br#"{"version":"2.7.1"}"#);

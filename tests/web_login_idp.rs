@@ -44,6 +44,11 @@ struct Setup {
 }
 
 async fn setup(approve_via: &str) -> Setup {
+    setup_with(approve_via, &[]).await
+}
+
+/// Like [`setup`], with extra environment for the IdP (see `tests/idp/server.mjs`).
+async fn setup_with(approve_via: &str, idp_env: &[(&str, &str)]) -> Setup {
     let dir = TestDir::new();
     let echo = EchoUpstream::start().await;
     // The IdP must know the redirect URI before the proxy starts: fix the control port first.
@@ -52,7 +57,7 @@ async fn setup(approve_via: &str) -> Setup {
     let idp = OidcProvider::start_with_env(
         &[&format!("{public_url}/oidc/callback")],
         "RS256",
-        &[("ID_TOKEN_CLAIMS", "1")],
+        &[&[("ID_TOKEN_CLAIMS", "1")], idp_env].concat(),
     );
     dir.write("policies/approvals.toml", policy(approve_via));
     dir.write("login-client-secret", "countersign-secret\n");
@@ -203,6 +208,20 @@ async fn sign_in(s: &Setup, b: &reqwest::Client, start: &str, email: &str) -> (U
     )
 }
 
+/// The page's "Sign in again" link (`/login?...`).
+fn sign_in_again_link(html: &str) -> String {
+    html.split("href=\"")
+        .find_map(|rest| {
+            let href = rest
+                .split('"')
+                .next()?
+                .replace("&amp;", "&")
+                .replace("&#38;", "&");
+            href.starts_with("/login?").then_some(href)
+        })
+        .unwrap_or_else(|| panic!("no sign-in link on the page:\n{html}"))
+}
+
 /// Posts the page's vote form.
 async fn vote(s: &Setup, b: &reqwest::Client, id: &str, csrf: &str) -> (StatusCode, String) {
     let r = b
@@ -278,17 +297,7 @@ async fn a_sign_in_older_than_a_login_only_request_must_sign_in_again() {
         "a vote form for a stale sign-in:\n{html}"
     );
     assert!(html.contains("Sign in again to decide"), "{html}");
-    let link = html
-        .split("href=\"")
-        .find_map(|rest| {
-            let href = rest
-                .split('"')
-                .next()?
-                .replace("&amp;", "&")
-                .replace("&#38;", "&");
-            href.starts_with("/login?").then_some(href)
-        })
-        .unwrap_or_else(|| panic!("no sign-in link on the page:\n{html}"));
+    let link = sign_in_again_link(&html);
     assert!(
         link.contains("fresh"),
         "the link asks for a fresh sign-in: {link}"
@@ -319,4 +328,61 @@ async fn a_sign_in_older_than_a_login_only_request_must_sign_in_again() {
     let (status, body) = finish(held).await;
     assert_eq!(status, 200, "held caller after the fresh vote: {body}");
     assert_eq!(s.echo.count(), 1);
+}
+
+#[tokio::test]
+async fn a_login_the_idp_did_not_make_fresh_is_refused_on_a_login_only_request() {
+    // An IdP that ignores `max_age=0`: its ID tokens say the person signed in an hour ago.
+    let s = setup_with("login", &[("STALE_AUTH_TIME", "1")]).await;
+    let (held, id) = hold(&s).await;
+    let b = browser();
+    let page = format!("{}/approvals/{id}", s.public_url);
+    let (landed, html, _) = sign_in(&s, &b, &page, "alice@example.com").await;
+    assert_eq!(landed.as_str(), page);
+    // The ID token's sign-in predates the request: only "Sign in again" is offered.
+    assert!(html.contains("Sign in again to decide"), "{html}");
+    let link = sign_in_again_link(&html);
+
+    // The fresh sign-in asks the IdP for a new login (`max_age=0`); this IdP shows its form but
+    // still answers with the old sign-in time, so Countersign refuses the login itself.
+    let again = format!("{}{link}", s.public_url);
+    let (landed, html, login_form) = sign_in(&s, &b, &again, "alice@example.com").await;
+    assert!(login_form, "the IdP showed its login form");
+    assert!(
+        landed
+            .as_str()
+            .starts_with(&format!("{}/oidc/callback", s.public_url)),
+        "the stale sign-in ends on the callback, not the approval page: {landed}"
+    );
+    assert!(html.contains("Fresh sign-in needed"), "{html}");
+    assert!(
+        html.contains("sign in again just now"),
+        "the page says what to do: {html}"
+    );
+    assert!(
+        input_value(&html, "csrf").is_none(),
+        "no vote form after a stale sign-in:\n{html}"
+    );
+
+    // The page still offers no vote, only another sign-in.
+    let resp = b.get(&page).send().await.expect("page");
+    let after = resp.url().clone();
+    let html = resp.text().await.expect("page body");
+    assert!(
+        input_value(&html, "csrf").is_none(),
+        "a vote form at {after} after a refused sign-in:\n{html}"
+    );
+    let (status, body) = vote(&s, &b, &id, "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // The request is still pending and nothing reached the upstream.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.echo.count(), 0, "a stale sign-in let the request through");
+    assert!(!held.is_finished(), "the held caller is still waiting");
+    held.abort();
+    let log = s.dir.read("audit.jsonl");
+    assert!(
+        !log.contains("\"vote.cast\""),
+        "a vote was recorded from a stale sign-in:\n{log}"
+    );
 }

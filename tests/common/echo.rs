@@ -127,6 +127,27 @@ impl EchoUpstream {
         self.shared.requests.lock().expect("echo lock").len()
     }
 
+    /// How often approval `id` was executed: the calls carrying `Countersign-Approval-Id: id`,
+    /// counted now (ask once the execution has finished: the held answer or the parked result
+    /// arrived) and again after `quiet`, in which a stray second execution would land. The two
+    /// counts must agree.
+    pub async fn executions_of(&self, id: &str, quiet: std::time::Duration) -> usize {
+        let count = || {
+            self.requests()
+                .iter()
+                .filter(|r| r.header("countersign-approval-id") == Some(id))
+                .count()
+        };
+        let now = count();
+        tokio::time::sleep(quiet).await;
+        let later = count();
+        assert_eq!(
+            now, later,
+            "approval {id} executed again during the quiet window"
+        );
+        later
+    }
+
     /// The most recent request, if any.
     pub fn last(&self) -> Option<RecordedRequest> {
         self.shared

@@ -21,6 +21,9 @@
 //   `email` claim is served by the UserInfo endpoint only, not put into the ID token. Set
 //   ID_TOKEN_CLAIMS=1 to put scope claims into the ID token as well (as Okta, Auth0, Keycloak
 //   and Entra ID do).
+// - STALE_AUTH_TIME=1 makes it an IdP that does not honour `max_age=0` / `prompt=login`: the
+//   login form is still shown, but every ID token says the person authenticated an hour
+//   earlier (`auth_time` = login time - 3600), as an IdP reusing an old SSO session would.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import process from 'node:process';
@@ -120,6 +123,14 @@ const provider = new Provider(issuer, {
     idTokenSigningAlgValues: ['RS256', 'ES256'],
   },
 });
+
+if (process.env.STALE_AUTH_TIME === '1') {
+  const { authTime } = provider.Session.prototype;
+  provider.Session.prototype.authTime = function staleAuthTime() {
+    const t = authTime.call(this);
+    return t === undefined ? undefined : t - 3600;
+  };
+}
 
 // Plain http on loopback: nothing sits in front of us, so do not trust X-Forwarded-*.
 provider.proxy = false;
