@@ -347,21 +347,30 @@ fn approval_stores(config: &Config, clock: SharedClock) -> Result<Stores, StartE
             Arc::new(MemoryStore::new()),
             Arc::new(MemoryChatState::new()),
         ),
-        StoreUrl::Redis(url) => {
-            // Config validation requires a signing key with a shared store (SPEC 8): every
-            // replica derives the same record MAC and encryption keys from it.
-            let pem = config.approvals.signing_key.as_ref().ok_or_else(|| {
-                StartError::Approvals("a shared store needs [approvals] signing_key".into())
-            })?;
-            let seal = RecordSeal::derive_from(pem.expose().as_bytes());
-            let redis = Arc::new(
-                redis_store(config, url)?
-                    .with_clock(clock)
-                    .with_seal(Arc::new(seal)),
-            );
-            (redis.clone(), redis)
+        StoreUrl::Redis(url) => shared_stores(config, redis_store(config, url)?, clock)?,
+        StoreUrl::Sentinel(url) => {
+            let password = config.approvals.store_password.as_ref().map(|p| p.expose());
+            let store = RedisStore::sentinel(url.clone(), password)
+                .map_err(|e| StartError::Approvals(format!("store: {e}")))?;
+            shared_stores(config, store, clock)?
         }
     })
+}
+
+/// A Redis store sealed with keys derived from `signing_key`, as both the approval store and
+/// the chat state. Config validation requires a signing key with a shared store (SPEC 8):
+/// every replica derives the same record MAC and encryption keys from it.
+fn shared_stores(
+    config: &Config,
+    store: RedisStore,
+    clock: SharedClock,
+) -> Result<Stores, StartError> {
+    let pem = config.approvals.signing_key.as_ref().ok_or_else(|| {
+        StartError::Approvals("a shared store needs [approvals] signing_key".into())
+    })?;
+    let seal = RecordSeal::derive_from(pem.expose().as_bytes());
+    let redis = Arc::new(store.with_clock(clock).with_seal(Arc::new(seal)));
+    Ok((redis.clone(), redis))
 }
 
 /// The approval broker: the approval store, the hash-chained audit log, the approval signing

@@ -108,6 +108,8 @@ pub struct Broker {
     pub(super) settings: BrokerSettings,
     pub(super) instance: Arc<str>,
     waiters: Arc<Waiters>,
+    /// How many store resets were audited ([`super::lost`]).
+    pub(super) resets_seen: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Broker {
@@ -134,6 +136,7 @@ impl Broker {
             settings: BrokerSettings::default(),
             instance: Arc::from(format!("{instance:016x}")),
             waiters: Arc::new(Waiters::default()),
+            resets_seen: Arc::default(),
         }
     }
 
@@ -301,10 +304,9 @@ impl Broker {
             tokio::pin!(woken);
             woken.as_mut().enable();
             let read = self.store.get(id).await;
-            let approval = self
-                .refuse_tampered(id, read)
-                .await?
-                .ok_or(BrokerError::NotFound)?;
+            let Some(approval) = self.refuse_tampered(id, read).await? else {
+                return Err(self.lost(id).await);
+            };
             if approval.status == Status::Pending && self.now_ms() >= approval.expires_at {
                 // Answer only what the store decided: a vote may land before the expiry does,
                 // and a caller told 403 `approval_expired` must never be executed later

@@ -35,6 +35,9 @@ pub enum BrokerError {
     /// No such approval (or it was cleaned up).
     #[error("no such approval")]
     NotFound,
+    /// A held approval's record is gone from the store: the store lost data (503, audited).
+    #[error("the approval store lost this approval")]
+    Lost,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

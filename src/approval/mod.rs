@@ -19,6 +19,7 @@ pub mod broker;
 pub mod error;
 pub mod execute;
 pub mod executor;
+pub mod lost;
 pub mod ports;
 pub mod preview;
 pub mod record;

@@ -96,6 +96,17 @@ pub enum AuditEvent<'a> {
         /// Which record, and what did not verify.
         error: &'a str,
     },
+    /// `record.lost`: a held approval's record is gone from the shared store (it lost data);
+    /// the held caller was answered 503. Carries no approval: there is none left.
+    Lost {
+        /// The approval id that was held.
+        id: &'a ApprovalId,
+        /// What happened.
+        error: &'a str,
+    },
+    /// `store.reset`: the shared store came back without its data (its epoch changed);
+    /// approvals pending before are gone and fail closed.
+    StoreReset,
     /// `notify.sent` (no `error`) or `notify.failed`.
     Notified {
         /// The approval the notification was about.
@@ -128,6 +139,8 @@ impl AuditEvent<'_> {
             AuditEvent::Forwarded { .. } => "request.forwarded",
             AuditEvent::ExecutionFailed { .. } => "request.failed",
             AuditEvent::Tampered { .. } => "record.tampered",
+            AuditEvent::Lost { .. } => "record.lost",
+            AuditEvent::StoreReset => "store.reset",
             AuditEvent::Notified { error: None, .. } => "notify.sent",
             AuditEvent::Notified { error: Some(_), .. } => "notify.failed",
         }
@@ -145,15 +158,20 @@ impl AuditEvent<'_> {
             | AuditEvent::Forwarded { approval, .. }
             | AuditEvent::ExecutionFailed { approval, .. }
             | AuditEvent::Notified { approval, .. } => approval,
-            AuditEvent::Tampered { .. } => return None,
+            AuditEvent::Tampered { .. } | AuditEvent::Lost { .. } | AuditEvent::StoreReset => {
+                return None
+            }
         })
     }
 
-    /// `record.tampered`: the id the record was stored under and what did not verify.
-    fn tampered_event(&self) -> Event {
+    /// The events with no approval to show: `record.tampered` and `record.lost` (the id and
+    /// what happened), `store.reset`.
+    fn approval_less_event(&self) -> Event {
         let e = Event::new(self.kind()).actor("countersign");
         match *self {
-            AuditEvent::Tampered { id, error } => e.approval_id(id.as_str()).field("error", error),
+            AuditEvent::Tampered { id, error } | AuditEvent::Lost { id, error } => {
+                e.approval_id(id.as_str()).field("error", error)
+            }
             _ => e,
         }
     }
@@ -161,7 +179,7 @@ impl AuditEvent<'_> {
     /// The audit-log event: `approval_id` and `rule` always, `actor` and the details per kind.
     pub fn to_event(&self) -> Event {
         let Some(a) = self.approval() else {
-            return self.tampered_event();
+            return self.approval_less_event();
         };
         let e = Event::new(self.kind())
             .approval_id(a.id.as_str())
@@ -246,7 +264,7 @@ impl AuditEvent<'_> {
                 .actor("countersign")
                 .field("mode", mode.as_str())
                 .field("error", error),
-            AuditEvent::Tampered { .. } => e,
+            AuditEvent::Tampered { .. } | AuditEvent::Lost { .. } | AuditEvent::StoreReset => e,
             AuditEvent::Notified { event, error, .. } => {
                 let e = opt(e, "error", error);
                 e.actor("countersign").field("notify_event", event.as_str())

@@ -93,6 +93,7 @@ impl Broker {
     /// cannot act on comes back after [`DUE_RETRY`].
     pub async fn sweep(&self) -> SweepReport {
         let mut report = SweepReport::default();
+        self.audit_store_resets().await;
         let now = self.now_ms();
         for _ in 0..SWEEP_BATCHES {
             let due = match self.store.due(now, SWEEP_BATCH, DUE_RETRY).await {

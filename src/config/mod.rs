@@ -332,6 +332,15 @@ pub enum StoreUrl {
     Memory,
     /// A Redis server (`redis://` or `rediss://`).
     Redis(Url),
+    /// The master a set of Redis Sentinels names (`redis+sentinel://`).
+    Sentinel(crate::approval::store::redis::SentinelUrl),
+}
+
+impl StoreUrl {
+    /// Whether replicas share it (Redis, directly or through Sentinel).
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, Self::Memory)
+    }
 }
 
 /// `[approvals]`.

@@ -667,3 +667,30 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn a_sentinel_store_parses_and_a_bad_one_says_what_is_wrong() {
+    let config = |store: &str| {
+        format!(
+            "{SERVER}{MINIMAL_REST}[approvals]\nstore = \"{store}\"\nsigning_key = \"file:k.pem\"\n"
+        )
+    };
+    let good = config("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379/cs/2");
+    let dir = folder(&[("countersign.toml", &good), ("k.pem", "pem")]);
+    let loaded = load(&dir.path().join("countersign.toml")).unwrap();
+    match &loaded.0.approvals.store {
+        StoreUrl::Sentinel(u) => {
+            assert_eq!(u.sentinels.len(), 3);
+            assert_eq!((u.master.as_str(), u.db), ("cs", 2));
+        }
+        other => panic!("not a Sentinel store: {other:?}"),
+    }
+    let bad = config("redis+sentinel://10.0.0.1:26379");
+    let dir = folder(&[("countersign.toml", &bad), ("k.pem", "pem")]);
+    let problems = problems(&dir);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("\"store\": no master name"),
+        "{problems:?}"
+    );
+}

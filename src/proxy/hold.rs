@@ -264,6 +264,7 @@ fn submit_rejection(e: BrokerError) -> Rejection {
             Rejection::ApprovalsUnavailable
         }
         BrokerError::NotFound => Rejection::ApprovalCancelled,
+        BrokerError::Lost => Rejection::StoreUnavailable,
         BrokerError::NotAnApprovalRule(rule) => {
             tracing::error!(rule, "approve rule without [rule.approval]");
             Rejection::Internal

@@ -29,6 +29,7 @@ mod issuer;
 mod oidc_provider;
 mod proxy;
 mod redis;
+pub mod redis_ha;
 mod tls;
 
 use std::net::TcpListener;

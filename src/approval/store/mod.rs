@@ -301,6 +301,13 @@ pub trait ApprovalStore: Send + Sync + Debug {
     /// what is due for eviction, never the whole store. Returns how many.
     async fn cleanup(&self, now: u64) -> Result<usize, StoreError>;
 
+    /// How many times this process found that the store lost its data (a Redis restarted
+    /// without persistence: its epoch key changed, see the Redis store). Each one means
+    /// approvals may be gone; the broker audits `store.reset`. Never for an in-process store.
+    fn resets(&self) -> u64 {
+        0
+    }
+
     /// The time, unix ms, for changes whose caller passes none ([`Self::set_held`],
     /// [`Self::finish_execution`]). Backends whose reads depend on time (the Redis hold lease)
     /// answer from their injected clock.

@@ -94,13 +94,19 @@ pub fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> App
     if let Some((s, span)) = ck.opt_str(t, "store") {
         match s {
             "memory" => {}
+            _ if s.starts_with(crate::approval::store::redis::SENTINEL_SCHEME) => {
+                match crate::approval::store::redis::SentinelUrl::parse(s) {
+                    Ok(u) => out.store = StoreUrl::Sentinel(u),
+                    Err(e) => ck.err(&span, format!("\"store\": {e}")),
+                }
+            }
             _ => match Url::parse(s) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {
                     out.store = StoreUrl::Redis(u)
                 }
                 _ => ck.err(
                     &span,
-                    format!("\"store\" must be \"memory\" or a redis://host or rediss://host URL, not {s:?}"),
+                    format!("\"store\" must be \"memory\", a redis://host or rediss://host URL, or redis+sentinel://HOST:PORT,.../MASTER, not {s:?}"),
                 ),
             },
         }
@@ -109,7 +115,7 @@ pub fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> App
         out.audit_log = dir.join(s);
     }
     out.signing_key = secret(ck, t, "signing_key", dir);
-    if matches!(out.store, StoreUrl::Redis(_)) && t.get("signing_key").is_none() {
+    if out.store.is_shared() && t.get("signing_key").is_none() {
         // SPEC 8: records in a shared store carry a MAC keyed from the signing key.
         if let Some((_, span)) = ck.opt_str(t, "store") {
             ck.err(
@@ -130,7 +136,7 @@ pub fn approvals(ck: &mut FileCheck, value: Option<&Val<'_>>, dir: &Path) -> App
         if let Some((_, span)) = ck.opt_str(t, "store_password") {
             ck.err(
                 &span,
-                "\"store_password\" needs a redis:// or rediss:// \"store\"",
+                "\"store_password\" needs a redis://, rediss:// or redis+sentinel:// \"store\"",
             );
         }
     }

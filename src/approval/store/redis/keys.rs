@@ -26,6 +26,9 @@ pub(super) const PENDING: &str = "cs:pending";
 /// The due-index.
 pub(super) const DUE: &str = "cs:due";
 
+/// The store's epoch (see `Epoch` in the parent module).
+pub(super) const EPOCH: &str = "cs:epoch";
+
 /// The eviction index.
 pub(super) const GC: &str = "cs:gc";
 

@@ -58,12 +58,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, OnceCell};
 
+use link::Link;
+pub use link::{SentinelUrl, SENTINEL_SCHEME};
+
 mod chat_state;
 mod keys;
+mod link;
 
 use super::seal::RecordSeal;
 use super::{ApprovalStore, Cas, Change, Cursor, ListFilter, Page, ParkedResult, StoreError};
@@ -78,11 +82,11 @@ pub use super::HOLD_GRACE;
 /// The Redis-backed [`ApprovalStore`]. Cheap to share behind an `Arc`; connects lazily so a
 /// replica starts (and serves allow/deny routes) while Redis is down.
 pub struct RedisStore {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    link: Arc<Link>,
     timeout: Duration,
     changes: broadcast::Sender<ApprovalId>,
     listening: Arc<AtomicBool>,
+    epoch: Arc<Epoch>,
     clock: SharedClock,
     create: Script,
     cas: Script,
@@ -95,9 +99,9 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The connection info may carry a password: show only where it points.
-        let addr = &self.client.get_connection_info().addr;
-        f.debug_struct("RedisStore").field("addr", addr).finish()
+        f.debug_struct("RedisStore")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,14 +140,28 @@ impl RedisStore {
             None => redis::Client::open(info),
         }
         .map_err(|e| err("url", e))?;
+        Self::from_link(Link::Direct {
+            client,
+            conn: OnceCell::new(),
+        })
+    }
+
+    /// A store on the master that the Sentinels of `url` name (`redis+sentinel://`), with
+    /// `password` (from `store_password`) for the master and replicas. Connects on first use;
+    /// every write waits for a replica (see [`link`]).
+    pub fn sentinel(url: SentinelUrl, password: Option<&str>) -> Result<Self, StoreError> {
+        Self::from_link(Link::sentinel(url, password)?)
+    }
+
+    fn from_link(link: Link) -> Result<Self, StoreError> {
         let (changes, _) = broadcast::channel(1024);
         let seal = RecordSeal::random().map_err(|e| err("record keys", e))?;
         Ok(Self {
-            client,
-            conn: OnceCell::new(),
+            link: Arc::new(link),
             timeout: DEFAULT_TIMEOUT,
             changes,
             listening: Arc::new(AtomicBool::new(false)),
+            epoch: Arc::default(),
             clock: Arc::new(SystemClock),
             create: Script::new(CREATE_LUA),
             cas: Script::new(CAS_LUA),
@@ -212,23 +230,16 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let init = async {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(self.timeout)
-                .set_response_timeout(self.timeout)
-                .set_number_of_retries(1)
-                .set_max_delay(200);
-            ConnectionManager::new_with_config(self.client.clone(), config).await
-        };
-        let bounded = async {
-            // Longer than the connection timeout inside, so its error (refused, TLS, auth)
-            // is what the caller sees rather than a bare timeout.
-            tokio::time::timeout(self.timeout * 2, init)
-                .await
-                .map_err(|_| err("connect", "timed out"))?
-                .map_err(|e| err("connect", e))
-        };
-        self.conn.get_or_try_init(|| bounded).await.cloned()
+        self.link.conn(self.timeout).await
+    }
+
+    /// After a write on `c`: with Sentinel, it counts only once a replica has it.
+    async fn durable(&self, c: &mut ConnectionManager) -> Result<(), StoreError> {
+        let done = self.link.durable(c, self.timeout).await;
+        if done.is_err() {
+            self.link.failed().await;
+        }
+        done
     }
 
     /// Runs one Redis round trip under the timeout.
@@ -236,11 +247,14 @@ impl RedisStore {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(err(what, e)),
-            Err(_) => Err(err(what, "timed out")),
-        }
+        let failed = match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => err(what, e),
+            Err(_) => err(what, "timed out"),
+        };
+        // With Sentinel the failure may be a failover: look the master up again next time.
+        self.link.failed().await;
+        Err(failed)
     }
 
     /// Starts the pub/sub task once (needs a tokio runtime); the returned future resolves when
@@ -251,7 +265,8 @@ impl RedisStore {
         if first {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(listen(
-                    self.client.clone(),
+                    self.link.clone(),
+                    self.epoch.clone(),
                     self.changes.clone(),
                     self.timeout,
                     ready_tx,
@@ -313,6 +328,9 @@ impl RedisStore {
         let written: i64 = self
             .call("write", async { inv.invoke_async(&mut c).await })
             .await?;
+        if written == 1 {
+            self.durable(&mut c).await?;
+        }
         Ok(match written {
             1 => Some(Ok(Cas::Applied(a))),
             -1 => None,
@@ -324,7 +342,8 @@ impl RedisStore {
 /// The pub/sub loop: forwards ids from `cs:changes` into the local broadcast, re-subscribing
 /// after any failure. Lives as long as the process (one per store).
 async fn listen(
-    client: redis::Client,
+    link: Arc<Link>,
+    epoch: Arc<Epoch>,
     changes: broadcast::Sender<ApprovalId>,
     timeout: Duration,
     ready: tokio::sync::oneshot::Sender<()>,
@@ -332,8 +351,14 @@ async fn listen(
     let mut ready = Some(ready);
     loop {
         let attempt = async {
+            let client = link.client(timeout).await.map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::IoError, "master", e.to_string()))
+            })?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(CHANNEL).await?;
+            // Every restart of Redis drops this connection, so here is where a restart that
+            // lost the data is noticed.
+            epoch.check(&client).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -352,6 +377,8 @@ async fn listen(
                     }
                 }
                 tracing::warn!("redis pub/sub connection closed; re-subscribing");
+                // With Sentinel the master may have changed.
+                link.failed().await;
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "redis pub/sub: cannot subscribe"),
             Err(_) => tracing::warn!("redis pub/sub: subscribe timed out"),
@@ -396,7 +423,7 @@ impl ApprovalStore for RedisStore {
             .call("create", async { inv.invoke_async(&mut c).await })
             .await?;
         if created == 1 {
-            Ok(())
+            self.durable(&mut c).await
         } else {
             Err(StoreError::unavailable(format!(
                 "duplicate approval id {}",
@@ -465,7 +492,7 @@ impl ApprovalStore for RedisStore {
             .call("park result", async { inv.invoke_async(&mut c).await })
             .await?;
         if parked == 1 {
-            Ok(())
+            self.durable(&mut c).await
         } else {
             Err(StoreError::unavailable(format!(
                 "no approval {id} to park a result for"
@@ -606,6 +633,10 @@ impl ApprovalStore for RedisStore {
         Ok(())
     }
 
+    fn resets(&self) -> u64 {
+        self.epoch.resets.load(Ordering::SeqCst)
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<ApprovalId> {
         // Receiver first, so nothing forwarded after this call is missed.
         let rx = self.changes.subscribe();
@@ -630,5 +661,44 @@ impl ApprovalStore for RedisStore {
             .arg(BATCH);
         self.call("cleanup", async { inv.invoke_async(&mut c).await })
             .await
+    }
+}
+
+/// The store's epoch (`cs:epoch`): a random value the first replica to connect writes with
+/// `SET NX`. Redis restarted without its data has no epoch; the next replica to connect writes a
+/// new one, and every replica that knew the old one counts a reset ([`ApprovalStore::resets`]):
+/// the approvals it held may be gone, and the broker fails them closed and audits it.
+#[derive(Debug, Default)]
+struct Epoch {
+    known: std::sync::Mutex<Option<String>>,
+    resets: std::sync::atomic::AtomicU64,
+}
+
+impl Epoch {
+    async fn check(&self, client: &redis::Client) -> redis::RedisResult<()> {
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let fresh = crate::approval::record::ApprovalId::generate();
+        let mut set = redis::cmd("SET");
+        set.arg(EPOCH).arg(fresh.as_str()).arg("NX");
+        let _: Option<String> = set.query_async(&mut c).await?;
+        let now: Option<String> = c.get(EPOCH).await?;
+        let mut known = match self.known.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match (known.as_deref(), now.as_deref()) {
+            (Some(old), Some(new)) if old != new => {
+                self.resets.fetch_add(1, Ordering::SeqCst);
+                tracing::error!(
+                    "the approval store lost its data (Redis came back without its epoch key): \
+                     approvals pending before are gone and fail closed"
+                );
+            }
+            _ => {}
+        }
+        if now.is_some() {
+            *known = now;
+        }
+        Ok(())
     }
 }
