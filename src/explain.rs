@@ -12,8 +12,8 @@ use crate::identity::Principal;
 use crate::policy::canonical::canonical_host;
 use crate::policy::{
     canonical_path, Action, ApprovalSpec, Approver, Evaluation, Mismatch, Mode, NotifyTarget,
-    Outcome, PathMatch, PolicySet, RawRequest, RequestFacts, Requirements, Rule, Step, Unmet,
-    Unroutable,
+    Outcome, PathMatch, PolicySet, RawRequest, RequestFacts, Requirements, Rule, Step,
+    UnidentifiedRequester, Unmet, Unroutable,
 };
 use crate::respond::Refusal;
 
@@ -456,10 +456,22 @@ fn outcome(
             if let Some(spec) = approval {
                 approval_facts(out, config, spec);
             }
-            out.outcome(
-                Outcome::Approve,
-                "approval required: held until approvers decide",
-            );
+            // As the proxy does: a requester nobody can name could approve their own request
+            // from an identified account (SPEC 8).
+            let hold_anyway =
+                approval.is_some_and(|a| a.unidentified_requester == UnidentifiedRequester::Hold);
+            if who.email.is_none() && !hold_anyway {
+                let refused = Refusal::IdentityRequired.answer().status_and_code();
+                out.outcome(
+                    Outcome::IdentityRequired,
+                    format!("{refused} (the token names no person; unidentified_requester = \"refuse\")"),
+                );
+            } else {
+                out.outcome(
+                    Outcome::Approve,
+                    "approval required: held until approvers decide",
+                );
+            }
         }
     }
 }

@@ -368,15 +368,18 @@ fn judge_names_every_outcome_explain_prints() {
         ),
         (Outcome::StepUp, rule("prod-deploy"))
     );
-    let mfa_fresh = caller(json!({
+    let prod = format!("{d}/v1/deployments/production");
+    let mut fresh = json!({
         "groups": ["release-managers"], "scope": "deploy:write", "acr": "phr", "auth_time": NOW - 60
-    }));
+    });
+    // Held only for a requester the token names (SPEC 8), as the proxy does.
     assert_eq!(
-        judge(
-            "POST",
-            &format!("{d}/v1/deployments/production"),
-            Some(&mfa_fresh)
-        ),
+        judge("POST", &prod, Some(&caller(fresh.clone()))),
+        (Outcome::IdentityRequired, rule("prod-deploy"))
+    );
+    fresh["email"] = "dev@example.com".into();
+    assert_eq!(
+        judge("POST", &prod, Some(&caller(fresh))),
         (Outcome::Approve, rule("prod-deploy"))
     );
 }

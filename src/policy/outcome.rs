@@ -15,6 +15,8 @@ pub enum Outcome {
     Deny,
     /// Held until approvers countersign.
     Approve,
+    /// 403 `identity_required`: an `approve` rule, and the token names no person (SPEC 8).
+    IdentityRequired,
     /// 403 `insufficient_scope`: the rule's `require.scopes` are not all in the token.
     InsufficientScope,
     /// 401 `insufficient_user_authentication`: `acr` or `max_age` not met (RFC 9470).
@@ -31,11 +33,12 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in the order documented.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Public,
         Outcome::Allow,
         Outcome::Deny,
         Outcome::Approve,
+        Outcome::IdentityRequired,
         Outcome::InsufficientScope,
         Outcome::StepUp,
         Outcome::NoRoute,
@@ -51,6 +54,7 @@ impl Outcome {
             Outcome::Allow => "allow",
             Outcome::Deny => "deny",
             Outcome::Approve => "approve",
+            Outcome::IdentityRequired => "identity_required",
             Outcome::InsufficientScope => "insufficient_scope",
             Outcome::StepUp => "step_up",
             Outcome::NoRoute => "no_route",
