@@ -62,6 +62,16 @@ pub enum Command {
         #[arg(long)]
         claims: Option<String>,
     },
+    /// Run policy test files: each [[case]] (method, url, claims, expect, rule) is judged as
+    /// `explain` would; one line per case, then `N passed, M failed`; exit 1 on a failure.
+    Test {
+        /// Config file.
+        #[arg(long, default_value = "countersign.toml")]
+        config: PathBuf,
+        /// Test files (TOML with [[case]] tables).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Audit log tools.
     Audit {
         /// What to do with the audit log.
@@ -104,6 +114,7 @@ pub fn main() -> ExitCode {
             token,
             claims,
         } => explain(&config, &method, &url, token.as_deref(), claims.as_deref()),
+        Command::Test { config, files } => crate::policytest::main(&config, &files),
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => crate::audit::verify_cli(&file),
