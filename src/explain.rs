@@ -626,6 +626,9 @@ fn finish_without_token(out: &mut Report, depends: &[String]) {
         }
     }
     out.fact("depends on", list_or(&seen, ", ", "only a valid token"));
+    // Refused for want of a token, the request reaches no decision: the proxy records no
+    // shadow match for it (with a valid token, the shadow lines above would be recorded).
+    out.shadow.clear();
     out.outcome(
         Outcome::TokenRequired,
         "token required: 401 without a valid bearer token",

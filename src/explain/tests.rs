@@ -302,6 +302,12 @@ fn a_shadow_match_is_shown_in_order_and_does_not_decide() {
     let got = explain(&config, &policy, "GET", url, None, NOW).unwrap();
     assert!(got.contains("shadow: watch ("), "{got}");
     assert!(got.contains("rule: deploy-read ("), "{got}");
+    // ... but a request refused for want of a token records no shadow match.
+    let verdict = judge(&config, &policy, "GET", url, None, NOW).unwrap();
+    assert_eq!(
+        (verdict.outcome, verdict.shadow),
+        (Outcome::TokenRequired, vec![])
+    );
 }
 
 #[test]
