@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one command that runs Countersign's whole test suite, also on a fresh Debian machine:
 # installs what is missing (scripts/test-setup.sh), then formatting, every test target, the
-# doctests (`--all-targets` skips them; the compile_fail ones guard secret handling), and
-# `countersign check` on the shipped example config. One build profile (dev) throughout, so
-# the check and the demo reuse the binary the tests built. Exits non-zero on the first failure.
+# doctests (`--all-targets` skips them; the compile_fail ones guard secret handling),
+# `countersign check` on the shipped example config and `countersign test` on its policies.
+# One build profile (dev) throughout, so the check and the demo reuse the binary the tests
+# built. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,10 @@ ISSUER=https://idp.example.com UPSTREAM=http://127.0.0.1:7000 "$replicas/render.
 for n in 1 2 3; do
   cargo run -q -- check --strict --config "$replicas/replica-$n.toml"
 done
+
+step "countersign test on the shipped policies (policies/tests/)"
+# Every shipped rule has cases; a policy change that breaks one fails CI here.
+cargo run -q -- test --config examples/countersign.toml policies/tests/*.toml
 
 step "README's first command: scripts/demo.sh comes up (scripts/demo-check.sh)"
 scripts/demo-check.sh

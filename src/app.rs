@@ -228,6 +228,7 @@ pub fn build(
         tls: config.server.tls.is_some(),
         approvals,
         telemetry,
+        shadow: crate::proxy::shadow::ShadowRecorder::new(metrics.clone(), audit.clone()),
     });
 
     let conf = ServerConf {

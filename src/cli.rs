@@ -7,7 +7,6 @@ use base64::Engine;
 use clap::{Parser, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
-use crate::identity::Principal;
 use crate::logging::{self, LogFormat};
 
 /// Countersign: an authenticating reverse proxy that holds sensitive requests for approval.
@@ -63,6 +62,16 @@ pub enum Command {
         #[arg(long)]
         claims: Option<String>,
     },
+    /// Run policy test files: each [[case]] (method, url, claims, expect, rule) is judged as
+    /// `explain` would; one line per case, then `N passed, M failed`; exit 1 on a failure.
+    Test {
+        /// Config file.
+        #[arg(long, default_value = "countersign.toml")]
+        config: PathBuf,
+        /// Test files (TOML with [[case]] tables).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Audit log tools.
     Audit {
         /// What to do with the audit log.
@@ -105,6 +114,7 @@ pub fn main() -> ExitCode {
             token,
             claims,
         } => explain(&config, &method, &url, token.as_deref(), claims.as_deref()),
+        Command::Test { config, files } => crate::policytest::main(&config, &files),
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => crate::audit::verify_cli(&file),
@@ -200,39 +210,11 @@ fn explain(
         (None, None) => None,
     };
     let now = SystemClock.unix();
-    let principal = match claims {
-        Some(mut map) => {
-            // Claims given by hand may omit what a real token always has.
-            map.entry("iss").or_insert_with(|| {
-                serde_json::Value::String(
-                    config
-                        .issuers
-                        .first()
-                        .map(|i| i.issuer.clone())
-                        .unwrap_or_default(),
-                )
-            });
-            map.entry("sub")
-                .or_insert_with(|| serde_json::Value::String("explain".into()));
-            map.entry("exp")
-                .or_insert_with(|| serde_json::Value::from(now + 3600));
-            // Identify the caller as the proxy would: by its issuer's identity_claim.
-            let issuer = map
-                .get("iss")
-                .and_then(|v| v.as_str())
-                .and_then(|iss| config.issuers.iter().find(|i| i.issuer == iss));
-            let (claim, approvers) = issuer.map_or(("email", false), |i| {
-                (i.identity_claim.as_str(), i.approvers)
-            });
-            match Principal::from_claims_as(map, claim, approvers) {
-                Some(p) => Some(p),
-                None => {
-                    eprintln!(
-                        "countersign: iss, sub and exp must be a string, a string and a number"
-                    );
-                    return ExitCode::FAILURE;
-                }
-            }
+    let principal = match claims.map(|map| crate::explain::caller_from_claims(&config, map, now)) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            eprintln!("countersign: {e}");
+            return ExitCode::FAILURE;
         }
         None => None,
     };

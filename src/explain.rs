@@ -2,7 +2,8 @@
 //!
 //! Pure like `policy`: it reads a loaded [`Config`] and [`PolicySet`] and never contacts an IdP
 //! or upstream. The output is one `key: value` fact per line, stable so it can be grepped and
-//! asserted in tests.
+//! asserted in tests. The same walk yields a [`Verdict`] (outcome, deciding rule, shadow
+//! matches) for `countersign test`, so what `test` judges is exactly what `explain` shows.
 
 use std::fmt::Write as _;
 
@@ -10,13 +11,17 @@ use crate::config::Config;
 use crate::identity::Principal;
 use crate::policy::canonical::canonical_host;
 use crate::policy::{
-    canonical_path, Action, ApprovalSpec, Approver, Mismatch, NotifyTarget, PathMatch, PolicySet,
-    RawRequest, RequestFacts, Requirements, Rule, Unmet, Unroutable,
+    canonical_path, Action, ApprovalSpec, Approver, Evaluation, Mismatch, Mode, NotifyTarget,
+    Outcome, PathMatch, PolicySet, RawRequest, RequestFacts, Requirements, Rule, Step,
+    UnidentifiedRequester, Unmet, Unroutable,
 };
 use crate::respond::Refusal;
 
 #[cfg(test)]
 mod tests;
+mod verdict;
+
+pub use verdict::{caller_from_claims, Verdict};
 
 /// Explains what Countersign would do with `method url` for `who` (`None` = no token given) at
 /// `now` (unix seconds). Errors only when the method or URL cannot be understood.
@@ -28,6 +33,39 @@ pub fn explain(
     who: Option<&Principal>,
     now: u64,
 ) -> Result<String, String> {
+    report(config, policy, method, url, who, now).map(|r| r.text)
+}
+
+/// What [`explain`] concludes, as data: the outcome, the deciding rule and the shadow rules
+/// that matched. Errors like [`explain`].
+pub fn judge(
+    config: &Config,
+    policy: &PolicySet,
+    method: &str,
+    url: &str,
+    who: Option<&Principal>,
+    now: u64,
+) -> Result<Verdict, String> {
+    let report = report(config, policy, method, url, who, now)?;
+    match report.outcome {
+        Some(outcome) => Ok(Verdict {
+            outcome,
+            rule: report.rule,
+            shadow: report.shadow,
+        }),
+        None => Err(format!("{method} {url}: no outcome was reached (a bug)")),
+    }
+}
+
+/// The explanation as text and data.
+fn report(
+    config: &Config,
+    policy: &PolicySet,
+    method: &str,
+    url: &str,
+    who: Option<&Principal>,
+    now: u64,
+) -> Result<Report, String> {
     let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("{method:?} is not an HTTP method"))?;
     let target = split_url(url)?;
@@ -46,8 +84,8 @@ pub fn explain(
         Ok(c) => c,
         Err(Unroutable::Invalid(why)) => {
             out.fact("path", format!("{} rejected: {why}", target.path));
-            out.fact(
-                "outcome",
+            out.outcome(
+                Outcome::InvalidRequest,
                 format!(
                     "{} (the request is refused before any policy)",
                     Refusal::BadRequest(&why.to_string())
@@ -55,7 +93,7 @@ pub fn explain(
                         .status_and_code()
                 ),
             );
-            return Ok(out.0);
+            return Ok(out);
         }
         Err(Unroutable::NoRoute) => {
             // Say what was judged even when no route takes it.
@@ -68,8 +106,11 @@ pub fn explain(
             }
             caller(&mut out, config, who, now);
             out.fact("route", "none matches");
-            out.fact("outcome", Refusal::NoRoute.answer().status_and_code());
-            return Ok(out.0);
+            out.outcome(
+                Outcome::NoRoute,
+                Refusal::NoRoute.answer().status_and_code(),
+            );
+            return Ok(out);
         }
     };
     out.fact("host", &canonical.host);
@@ -101,20 +142,58 @@ pub fn explain(
     route(&mut out, config, canonical.route);
     let req = canonical.facts();
     match who {
-        Some(who) => decide(&mut out, config, policy, &req, (who, rejected), now),
+        Some(who) => decide(&mut out, config, policy, &req, (who, rejected), now)?,
         None => without_token(&mut out, policy, &req),
     }
-    Ok(out.0)
+    Ok(out)
 }
 
-/// The report being written.
+/// The report being written, and what it concluded.
 #[derive(Debug, Default)]
-struct Report(String);
+struct Report {
+    /// `key: value` lines.
+    text: String,
+    /// Set by the `outcome:` line.
+    outcome: Option<Outcome>,
+    /// The deciding rule's name (`default` for `[policy] default`).
+    rule: Option<String>,
+    /// Shadow rules that matched, with their actions.
+    shadow: Vec<(String, Action)>,
+}
 
 impl Report {
     /// Appends `key: value`.
     fn fact(&mut self, key: &str, value: impl AsRef<str>) {
-        let _ = writeln!(self.0, "{key}: {}", value.as_ref());
+        let _ = writeln!(self.text, "{key}: {}", value.as_ref());
+    }
+
+    /// Appends the `outcome:` line and records `outcome`.
+    fn outcome(&mut self, outcome: Outcome, text: impl AsRef<str>) {
+        self.outcome = Some(outcome);
+        self.fact("outcome", text);
+    }
+
+    /// A shadow rule matched: say what it would have done, and record it.
+    fn shadow(&mut self, rule: &Rule) {
+        self.fact(
+            "shadow",
+            format!(
+                "{} matches and would have {}; recorded only, not enforced",
+                rule_ref(rule),
+                would_have(rule.action)
+            ),
+        );
+        self.shadow.push((rule.name.clone(), rule.action));
+    }
+}
+
+/// What an action does to a request, in the past conditional.
+fn would_have(action: Action) -> &'static str {
+    match action {
+        Action::Public => "let it through without a token",
+        Action::Allow => "allowed it",
+        Action::Deny => "denied it",
+        Action::Approve => "held it for approval",
     }
 }
 
@@ -266,7 +345,8 @@ fn shape_reason(rule: &Rule, req: &RequestFacts<'_>, why: &Mismatch) -> String {
     }
 }
 
-/// With a caller: the first rule whose every condition holds decides.
+/// With a caller: the first enforcing rule whose every condition holds decides (the proxy's
+/// own evaluation, traced).
 fn decide(
     out: &mut Report,
     config: &Config,
@@ -274,41 +354,44 @@ fn decide(
     req: &RequestFacts<'_>,
     (who, rejected): (&Principal, Option<&str>),
     now: u64,
-) {
+) -> Result<(), String> {
     let outcome = |out: &mut Report, action, require, approval| match rejected {
         // A public rule never looks at the token; anything else refuses a bad one first.
         Some(why) if action != Action::Public => {
             out.fact("action", Action::as_str(action));
-            out.fact("outcome", format!("401 invalid_token ({why})"));
+            out.outcome(Outcome::InvalidToken, format!("401 invalid_token ({why})"));
         }
         _ => outcome(out, config, action, require, approval, who, now),
     };
-    for rule in &policy.rules {
-        let why = match rule.shape_mismatch(req) {
-            Ok(params) => match rule.claim_mismatch(who) {
-                None => {
-                    out.fact("rule", format!("{} matches", rule_ref(rule)));
-                    for (k, v) in &params {
-                        out.fact("param", format!("{k}={v}"));
-                    }
-                    outcome(out, rule.action, &rule.require, rule.approval.as_ref());
-                    return;
-                }
-                Some(m) => m,
-            },
-            Err(m) => m,
-        };
-        out.fact(
+    let evaluation = policy.evaluate_traced(req, Some(who), |step| match step {
+        Step::Skipped(rule, why) => out.fact(
             "skipped",
             format!("{}: {}", rule_ref(rule), shape_reason(rule, req, &why)),
-        );
+        ),
+        Step::Shadow(rule) => out.shadow(rule),
+    });
+    let Evaluation::Decided(d) = evaluation else {
+        return Err("the policy did not decide for a caller (a bug)".into());
+    };
+    match d.rule {
+        Some(rule) => {
+            out.fact("rule", format!("{} matches", rule_ref(rule)));
+            for (k, v) in &d.params {
+                out.fact("param", format!("{k}={v}"));
+            }
+            out.rule = Some(rule.name.clone());
+            outcome(out, rule.action, &rule.require, rule.approval.as_ref());
+        }
+        None => {
+            out.fact(
+                "rule",
+                format!("none matches; [policy] default = {}", d.action.as_str()),
+            );
+            out.rule = Some("default".into());
+            outcome(out, d.action, &Requirements::default(), None);
+        }
     }
-    let d = policy.default_decision();
-    out.fact(
-        "rule",
-        format!("none matches; [policy] default = {}", d.action.as_str()),
-    );
-    outcome(out, d.action, &Requirements::default(), None);
+    Ok(())
 }
 
 /// The decision for a matched rule (or the default) and a caller.
@@ -323,10 +406,12 @@ fn outcome(
 ) {
     out.fact("action", action.as_str());
     match action {
-        Action::Public => return out.fact("outcome", "public: forwarded, no token needed"),
+        Action::Public => {
+            return out.outcome(Outcome::Public, "public: forwarded, no token needed")
+        }
         Action::Deny => {
             let refused = Refusal::Denied.answer().status_and_code();
-            return out.fact("outcome", format!("deny: {refused}"));
+            return out.outcome(Outcome::Deny, format!("deny: {refused}"));
         }
         Action::Allow | Action::Approve => {}
     }
@@ -341,8 +426,8 @@ fn outcome(
                 .map(String::as_str)
                 .collect();
             out.fact("missing scopes", missing.join(" "));
-            out.fact(
-                "outcome",
+            out.outcome(
+                Outcome::InsufficientScope,
                 format!(
                     "step-up needed: {} scope=\"{}\"",
                     Refusal::StepUp(unmet).answer().status_and_code(),
@@ -362,14 +447,31 @@ fn outcome(
             if let Some(m) = max_age {
                 let _ = write!(challenge, " max_age={m}");
             }
-            out.fact("outcome", challenge);
+            out.outcome(Outcome::StepUp, challenge);
         }
-        Ok(()) if action == Action::Allow => out.fact("outcome", "allow: forwarded upstream"),
+        Ok(()) if action == Action::Allow => {
+            out.outcome(Outcome::Allow, "allow: forwarded upstream")
+        }
         Ok(()) => {
             if let Some(spec) = approval {
                 approval_facts(out, config, spec);
             }
-            out.fact("outcome", "approval required: held until approvers decide");
+            // As the proxy does: a requester nobody can name could approve their own request
+            // from an identified account (SPEC 8).
+            let hold_anyway =
+                approval.is_some_and(|a| a.unidentified_requester == UnidentifiedRequester::Hold);
+            if who.email.is_none() && !hold_anyway {
+                let refused = Refusal::IdentityRequired.answer().status_and_code();
+                out.outcome(
+                    Outcome::IdentityRequired,
+                    format!("{refused} (the token names no person; unidentified_requester = \"refuse\")"),
+                );
+            } else {
+                out.outcome(
+                    Outcome::Approve,
+                    "approval required: held until approvers decide",
+                );
+            }
         }
     }
 }
@@ -461,17 +563,34 @@ fn without_token(out: &mut Report, policy: &PolicySet, req: &RequestFacts<'_>) {
             );
             continue;
         }
-        if rule.action == Action::Public && rule.claims.is_empty() {
-            out.fact("rule", format!("{} matches", rule_ref(rule)));
-            out.fact("action", "public");
-            out.fact("outcome", "public: forwarded, no token needed");
-            return;
-        }
         let claims: Vec<String> = rule
             .claims
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        if rule.mode == Mode::Shadow {
+            if claims.is_empty() {
+                out.shadow(rule);
+            } else {
+                out.fact(
+                    "shadow candidate",
+                    format!(
+                        "{} if the token has {}: would have {}; recorded only, not enforced",
+                        rule_ref(rule),
+                        claims.join(" "),
+                        would_have(rule.action)
+                    ),
+                );
+            }
+            continue;
+        }
+        if rule.action == Action::Public && rule.claims.is_empty() {
+            out.fact("rule", format!("{} matches", rule_ref(rule)));
+            out.rule = Some(rule.name.clone());
+            out.fact("action", "public");
+            out.outcome(Outcome::Public, "public: forwarded, no token needed");
+            return;
+        }
         let mut line = rule_ref(rule);
         if !claims.is_empty() {
             let _ = write!(line, " if the token has {}", claims.join(" "));
@@ -507,8 +626,11 @@ fn finish_without_token(out: &mut Report, depends: &[String]) {
         }
     }
     out.fact("depends on", list_or(&seen, ", ", "only a valid token"));
-    out.fact(
-        "outcome",
+    // Refused for want of a token, the request reaches no decision: the proxy records no
+    // shadow match for it (with a valid token, the shadow lines above would be recorded).
+    out.shadow.clear();
+    out.outcome(
+        Outcome::TokenRequired,
         "token required: 401 without a valid bearer token",
     );
 }

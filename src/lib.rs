@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod notify;
 pub mod oidc;
 pub mod policy;
+pub mod policytest;
 pub mod proxy;
 pub mod reload;
 pub mod respond;

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     /// `countersign_policy_rules`: rules in the active policy.
     pub policy_rules: IntGauge,
+    /// `countersign_shadow_matches_total{rule}`: requests a `mode = "shadow"` rule matched
+    /// (recorded, not enforced).
+    pub shadow_matches: IntCounterVec,
     /// `countersign_policy_warnings`: coverage-lint warnings of the active config and policy
     /// (SPEC 8); anything above 0 is a gap worth closing.
     pub policy_warnings: IntGauge,
@@ -84,6 +87,14 @@ impl Metrics {
         .expect("static metric definition");
         let policy_rules = IntGauge::new("countersign_policy_rules", "Rules in the active policy.")
             .expect("static metric definition");
+        let shadow_matches = IntCounterVec::new(
+            Opts::new(
+                "countersign_shadow_matches_total",
+                "Requests a shadow rule (mode = \"shadow\") matched; recorded, not enforced.",
+            ),
+            &["rule"],
+        )
+        .expect("static metric definition");
         let policy_warnings = IntGauge::new(
             "countersign_policy_warnings",
             "Coverage-lint warnings (gaps in routes and rules) of the active policy.",
@@ -96,6 +107,7 @@ impl Metrics {
             Box::new(upstream_latency.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(policy_rules.clone()),
+            Box::new(shadow_matches.clone()),
             Box::new(policy_warnings.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -149,6 +161,7 @@ impl Metrics {
             upstream_latency,
             policy_reloads,
             policy_rules,
+            shadow_matches,
             policy_warnings,
             approvals_pending,
             approval_decisions,

@@ -233,3 +233,49 @@ files = ["policies/*.toml"]
     }
     assert_eq!(now, Some(0.0), "{}", proxy.stderr());
 }
+
+#[test]
+fn shadow_rules_are_no_coverage_and_a_shadow_rule_nothing_reaches_is_a_warning() {
+    // A shadow catch-all first: the deny after it still applies, so no "can never match".
+    let policy = r#"[[rule]]
+name = "watch-everything"
+action = "deny"
+mode = "shadow"
+
+[[rule]]
+name = "no-admin"
+path_prefix = "/admin/"
+action = "deny"
+"#;
+    let (plain, strict, text) = check(&setup(HOST_ROUTE, "", policy));
+    assert_eq!((plain, strict), (Some(0), Some(0)), "{text}");
+    assert!(warnings(&text).is_empty(), "{text}");
+
+    // A host-scoped shadow rule guards nothing, so another route to its upstream is no bypass.
+    let routes = format!("{HOST_ROUTE}\n[[route]]\nupstream = \"api\"\n");
+    let shadow_prod = PROD_RULE.replace(
+        "action = \"approve\"",
+        "action = \"approve\"\nmode = \"shadow\"",
+    );
+    let (_, strict, text) = check(&setup(&routes, "", &shadow_prod));
+    assert_eq!(strict, Some(0), "{text}");
+
+    // An enforcing rule first that takes every request: the shadow rule can never record.
+    let policy = r#"[[rule]]
+name = "allow-all"
+action = "allow"
+
+[[rule]]
+name = "watch-admin"
+path_prefix = "/admin/"
+action = "allow"
+mode = "shadow"
+"#;
+    let (plain, strict, text) = check(&setup(HOST_ROUTE, "", policy));
+    assert_eq!((plain, strict), (Some(0), Some(1)), "{text}");
+    assert_eq!(
+        warnings(&text),
+        ["warning: policies/p.toml:5:1: shadow rule \"watch-admin\" (allow) can never match, so it records nothing: rule \"allow-all\" (policies/p.toml:1) matches every request it would, first"],
+        "{text}"
+    );
+}

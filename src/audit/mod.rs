@@ -13,7 +13,7 @@
 //! |---|---|
 //! | `ts` | time of writing, RFC 3339 UTC with milliseconds, `2026-11-28T15:55:32.123Z` |
 //! | `seq` | 1 for the first line of the file, then +1 per line |
-//! | `event` | `approval.requested`, `notify.sent`, `notify.failed`, `vote.cast`, `approval.approved`, `approval.denied`, `approval.expired`, `approval.cancelled`, `request.forwarded`, `policy.reloaded`, ... |
+//! | `event` | `approval.requested`, `notify.sent`, `notify.failed`, `vote.cast`, `approval.approved`, `approval.denied`, `approval.expired`, `approval.cancelled`, `request.forwarded`, `policy.reloaded`, `policy.shadow`, ... |
 //! | `replica` | which Countersign process wrote it |
 //! | `approval_id`, `request_id`, `actor`, `rule` | optional strings |
 //! | `details` | optional object of string, integer and boolean values, in the order added |

@@ -6,6 +6,7 @@
 
 mod file;
 mod policy_file;
+mod test_file;
 #[cfg(test)]
 mod tests;
 mod walk;
@@ -22,6 +23,7 @@ use crate::secret::Secret;
 
 use file::GlobAt;
 use policy_file::Refs;
+pub use test_file::{check_case_rules, load_test_file, parse_test_file, At, TestCase};
 use walk::FileCheck;
 
 /// One problem found in a config or policy file.

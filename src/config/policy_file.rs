@@ -12,7 +12,7 @@ use super::file::{email, prefix};
 use super::walk::{closest, FileCheck, Val};
 use super::Config;
 use crate::policy::{
-    Action, ApprovalSpec, ApproveVia, Approver, HostPattern, NotifyTarget, Origin, PathMatch,
+    Action, ApprovalSpec, ApproveVia, Approver, HostPattern, Mode, NotifyTarget, Origin, PathMatch,
     PathTemplate, Requirements, Rule, UnidentifiedRequester,
 };
 
@@ -56,6 +56,7 @@ const RULE_KEYS: &[&str] = &[
     "action",
     "require",
     "approval",
+    "mode",
 ];
 
 /// Compiles every `[[rule]]` of one parsed policy file.
@@ -118,6 +119,7 @@ fn rule(
         None => Some(Requirements::default()),
     };
     let approval = approval_for(ck, t, header, action, refs);
+    let mode = mode(ck, t);
     if action == Some(Action::Public) {
         for key in ["require", "claims"] {
             if let Some((k, _)) = t.get_key_value(key) {
@@ -139,7 +141,27 @@ fn rule(
         action: action?,
         require: require?,
         approval: approval?,
+        mode: mode?,
     })
+}
+
+/// `mode = "enforce" | "shadow"` (default enforce).
+fn mode(ck: &mut FileCheck, t: &DeTable<'_>) -> Option<Mode> {
+    let Some((s, span)) = ck.opt_str(t, "mode") else {
+        return (!t.contains_key("mode")).then_some(Mode::Enforce);
+    };
+    match s {
+        "enforce" => Some(Mode::Enforce),
+        "shadow" => Some(Mode::Shadow),
+        other => {
+            let mut m = format!("\"mode\" must be \"enforce\" or \"shadow\", not {other:?}");
+            if let Some(best) = closest(other, &["enforce", "shadow"]) {
+                m.push_str(&format!("; did you mean {best:?}?"));
+            }
+            ck.err(&span, m);
+            None
+        }
+    }
 }
 
 /// A rule name, unique across all policy files.
@@ -584,3 +606,6 @@ pub(crate) fn parse_text(
     let rules = parse(&mut ck, doc.get_ref(), refs, names);
     (rules, ck.into_problems())
 }
+
+#[cfg(test)]
+mod tests;

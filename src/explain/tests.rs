@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::load;
+use crate::policy::Outcome;
 
 const NOW: u64 = 1_700_000_000;
 
@@ -246,4 +247,145 @@ fn bad_input_is_an_error() {
     );
     assert!(explain(&config, &policy, "GET", "/relative", None, NOW).is_err());
     assert!(explain(&config, &policy, "GET", "ftp://a/", None, NOW).is_err());
+}
+
+/// The fixture's policy with a shadow copy of `no-admin` (named `watch`, deny, any path under
+/// /v1/) put first.
+fn with_shadow_first() -> (crate::config::Config, PolicySet) {
+    let (config, mut policy) =
+        load(Path::new("tests/fixtures/config/valid/countersign.toml")).unwrap();
+    let mut watch = policy
+        .rules
+        .iter()
+        .find(|r| r.name == "no-admin")
+        .unwrap()
+        .clone();
+    watch.name = "watch".into();
+    watch.mode = crate::policy::Mode::Shadow;
+    watch.path = PathMatch::Prefix("/v1/".into());
+    policy.rules.insert(0, watch);
+    (config, policy)
+}
+
+#[test]
+fn a_shadow_match_is_shown_in_order_and_does_not_decide() {
+    let (config, policy) = with_shadow_first();
+    let who = Principal::from_claims(
+        json!({"iss": "https://idp.example.com", "sub": "alice", "exp": NOW + 600, "scope": "deploy:read"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    let url = "https://deploy.example.com/v1/status";
+    let got = explain(&config, &policy, "GET", url, Some(&who), NOW)
+        .unwrap()
+        .replace("tests/fixtures/config/valid/policies/", "");
+    assert!(got.contains(&format!("{ROUTE}shadow: watch (10-deploy.toml:29) matches and would have denied it; recorded only, not enforced\nskipped: health")), "{got}");
+    assert!(
+        got.ends_with(
+            "action: allow\nrequires: scopes=deploy:read\noutcome: allow: forwarded upstream\n"
+        ),
+        "{got}"
+    );
+    let verdict = judge(&config, &policy, "GET", url, Some(&who), NOW).unwrap();
+    assert_eq!(
+        verdict,
+        Verdict {
+            outcome: Outcome::Allow,
+            rule: Some("deploy-read".into()),
+            shadow: vec![("watch".into(), Action::Deny)],
+        }
+    );
+
+    // Without a token the shadow rule neither decides nor asks for anything.
+    let got = explain(&config, &policy, "GET", url, None, NOW).unwrap();
+    assert!(got.contains("shadow: watch ("), "{got}");
+    assert!(got.contains("rule: deploy-read ("), "{got}");
+    // ... but a request refused for want of a token records no shadow match.
+    let verdict = judge(&config, &policy, "GET", url, None, NOW).unwrap();
+    assert_eq!(
+        (verdict.outcome, verdict.shadow),
+        (Outcome::TokenRequired, vec![])
+    );
+}
+
+#[test]
+fn judge_names_every_outcome_explain_prints() {
+    let (config, policy) = load(Path::new("tests/fixtures/config/valid/countersign.toml")).unwrap();
+    let caller = |extra: serde_json::Value| {
+        let mut map = extra.as_object().unwrap().clone();
+        map.insert("iss".into(), "https://idp.example.com".into());
+        caller_from_claims(&config, map, NOW).unwrap()
+    };
+    let judge = |method: &str, url: &str, who: Option<&Principal>| {
+        let v = judge(&config, &policy, method, url, who, NOW).unwrap();
+        (v.outcome, v.rule)
+    };
+    let d = "https://deploy.example.com";
+    let read = caller(json!({"scope": "deploy:read"}));
+    let none = caller(json!({}));
+    let rule = |r: &str| Some(r.to_owned());
+    assert_eq!(
+        judge("GET", &format!("{d}/healthz"), None),
+        (Outcome::Public, rule("health"))
+    );
+    assert_eq!(
+        judge("GET", &format!("{d}/v1/x"), Some(&read)),
+        (Outcome::Allow, rule("deploy-read"))
+    );
+    assert_eq!(
+        judge("GET", &format!("{d}/v1/x"), Some(&none)),
+        (Outcome::InsufficientScope, rule("deploy-read"))
+    );
+    assert_eq!(
+        judge("GET", &format!("{d}/admin/x"), Some(&read)),
+        (Outcome::Deny, rule("no-admin"))
+    );
+    assert_eq!(
+        judge("GET", &format!("{d}/v2"), Some(&read)),
+        (Outcome::Deny, rule("default"))
+    );
+    assert_eq!(
+        judge("GET", &format!("{d}/v1/x"), None),
+        (Outcome::TokenRequired, None)
+    );
+    assert_eq!(
+        judge("GET", "https://other.example.com/", None),
+        (Outcome::NoRoute, None)
+    );
+    assert_eq!(
+        judge("GET", &format!("{d}/v1/%2e%2e/admin"), None),
+        (Outcome::InvalidRequest, None)
+    );
+    let stale = caller(json!({"exp": 1}));
+    assert_eq!(
+        judge("GET", &format!("{d}/v1/x"), Some(&stale)),
+        (Outcome::InvalidToken, rule("deploy-read"))
+    );
+    let mfa_stale = caller(json!({
+        "groups": ["release-managers"], "scope": "deploy:write", "acr": "phr", "auth_time": NOW - 3600
+    }));
+    assert_eq!(
+        judge(
+            "POST",
+            &format!("{d}/v1/deployments/production"),
+            Some(&mfa_stale)
+        ),
+        (Outcome::StepUp, rule("prod-deploy"))
+    );
+    let prod = format!("{d}/v1/deployments/production");
+    let mut fresh = json!({
+        "groups": ["release-managers"], "scope": "deploy:write", "acr": "phr", "auth_time": NOW - 60
+    });
+    // Held only for a requester the token names (SPEC 8), as the proxy does.
+    assert_eq!(
+        judge("POST", &prod, Some(&caller(fresh.clone()))),
+        (Outcome::IdentityRequired, rule("prod-deploy"))
+    );
+    fresh["email"] = "dev@example.com".into();
+    assert_eq!(
+        judge("POST", &prod, Some(&caller(fresh))),
+        (Outcome::Approve, rule("prod-deploy"))
+    );
 }

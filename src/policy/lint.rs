@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::route::RouteEntry;
-use super::{segment_prefix, Action, Approver, HostPattern, Origin, PathMatch, PolicySet, Rule};
+use super::{
+    segment_prefix, Action, Approver, HostPattern, Mode, Origin, PathMatch, PolicySet, Rule,
+};
 
 /// One gap, at the rule it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,18 +37,30 @@ pub struct Input<'a> {
 }
 
 /// Every finding for the rules, in rule order.
+///
+/// Shadow rules (`mode = "shadow"`) protect nothing, so they are no coverage: an earlier shadow
+/// rule never hides a later rule, and a host-scoped shadow rule opens no bypass. A shadow rule
+/// that can never be reached is reported whatever its action, since it would record nothing
+/// and so suggest that enforcing it changes nothing.
 pub fn lint(input: &Input<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     let rules = &input.policy.rules;
     for (i, rule) in rules.iter().enumerate() {
-        if !matches!(rule.action, Action::Approve | Action::Deny) {
+        let shadow = rule.mode == Mode::Shadow;
+        if !shadow && !matches!(rule.action, Action::Approve | Action::Deny) {
             continue;
         }
-        if let Some(earlier) = rules[..i].iter().find(|e| shadows(e, rule)) {
+        let mut enforced_before = rules[..i].iter().filter(|e| e.mode == Mode::Enforce);
+        if let Some(earlier) = enforced_before.find(|e| shadows(e, rule)) {
+            let (kind, effect) = if shadow {
+                ("shadow rule", ", so it records nothing")
+            } else {
+                ("rule", "")
+            };
             out.push(Finding {
                 at: rule.origin.clone(),
                 message: format!(
-                    "rule {:?} ({}) can never match: rule {:?} ({}:{}) matches every request it would, first",
+                    "{kind} {:?} ({}) can never match{effect}: rule {:?} ({}:{}) matches every request it would, first",
                     rule.name,
                     rule.action.as_str(),
                     earlier.name,
@@ -55,7 +69,7 @@ pub fn lint(input: &Input<'_>) -> Vec<Finding> {
                 ),
             });
         }
-        if let Some(host) = &rule.host {
+        if let Some(host) = rule.host.as_ref().filter(|_| !shadow) {
             host_bypass(input, rule, host, &mut out);
         }
         if let Some(spec) = &rule.approval {

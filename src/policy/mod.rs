@@ -3,12 +3,14 @@
 
 pub mod canonical;
 pub mod lint;
+mod outcome;
 mod path;
 pub mod route;
 #[cfg(test)]
 mod tests;
 
 pub use canonical::{canonical_path, normalize_path, CanonicalPath, InvalidRequest};
+pub use outcome::Outcome;
 use path::eq_case;
 pub use path::{segment_prefix, PathTemplate};
 pub use route::{CanonicalRequest, RawRequest, RouteEntry, RouteTable, Unroutable};
@@ -48,6 +50,28 @@ impl Action {
             Action::Allow => "allow",
             Action::Deny => "deny",
             Action::Approve => "approve",
+        }
+    }
+}
+
+/// A rule's `mode`: whether it decides requests or is only watched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// The rule decides the requests it matches (the default).
+    #[default]
+    Enforce,
+    /// `mode = "shadow"`: a match is recorded (log, metric, audit `policy.shadow`) and
+    /// evaluation goes on to the next rule as if this one were not there, so a rule can be
+    /// watched against real traffic before it is enforced.
+    Shadow,
+}
+
+impl Mode {
+    /// The word used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
         }
     }
 }
@@ -254,6 +278,8 @@ pub struct Rule {
     pub require: Requirements,
     /// Approval settings (present iff `action == Approve`).
     pub approval: Option<ApprovalSpec>,
+    /// Enforced, or only watched (`mode = "shadow"`).
+    pub mode: Mode,
 }
 
 /// The request facts rules look at.
@@ -288,6 +314,9 @@ pub struct Decision<'p> {
     pub action: Action,
     /// Path parameters captured by the rule's template.
     pub params: Vec<(String, String)>,
+    /// Shadow rules (`mode = "shadow"`) that matched before the deciding rule, in order. They
+    /// decide nothing; whoever acts on the decision records them.
+    pub shadow: Vec<&'p Rule>,
 }
 
 impl Decision<'_> {
@@ -306,6 +335,16 @@ pub struct PolicySet {
     pub default: DefaultAction,
 }
 
+/// One step of an evaluation that did not decide, for whoever wants to say why
+/// ([`PolicySet::evaluate_traced`]; `explain` prints them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step<'p> {
+    /// The rule does not apply: the first condition it failed.
+    Skipped(&'p Rule, Mismatch),
+    /// A shadow rule matched: recorded, and evaluation goes on.
+    Shadow(&'p Rule),
+}
+
 impl PolicySet {
     /// Evaluates `req`. With `who = None` this returns `Decided` only for a `public` rule that
     /// needs no claims; anything else returns `NeedsToken`.
@@ -314,33 +353,60 @@ impl PolicySet {
         req: &RequestFacts<'_>,
         who: Option<&Principal>,
     ) -> Evaluation<'p> {
+        self.evaluate_traced(req, who, |_| {})
+    }
+
+    /// [`PolicySet::evaluate`], telling `step` about every rule passed over on the way, in
+    /// order: the one evaluation the proxy, `explain` and `test` share.
+    ///
+    /// Shadow rules never decide. Without a token a shadow rule is recorded only when it has
+    /// no `claims` condition (nothing else can be known), and it never asks for a token.
+    pub fn evaluate_traced<'p>(
+        &'p self,
+        req: &RequestFacts<'_>,
+        who: Option<&Principal>,
+        mut step: impl FnMut(Step<'p>),
+    ) -> Evaluation<'p> {
+        let mut shadow = Vec::new();
         for rule in &self.rules {
-            let Some(params) = rule.shape_matches(req) else {
-                continue;
-            };
-            match who {
-                None if rule.action == Action::Public && rule.claims.is_empty() => {
-                    return Evaluation::Decided(Decision {
-                        rule: Some(rule),
-                        action: Action::Public,
-                        params,
-                    });
+            let params = match rule.shape_mismatch(req) {
+                Ok(params) => params,
+                Err(why) => {
+                    step(Step::Skipped(rule, why));
+                    continue;
                 }
+            };
+            let shadowed = rule.mode == Mode::Shadow;
+            match who {
+                None if shadowed && !rule.claims.is_empty() => continue,
+                None if shadowed || (rule.action == Action::Public && rule.claims.is_empty()) => {}
                 // Whether this rule applies depends on the token (claims), or it needs one.
                 None => return Evaluation::NeedsToken,
-                Some(who) if rule.claims_match(who) => {
-                    return Evaluation::Decided(Decision {
-                        rule: Some(rule),
-                        action: rule.action,
-                        params,
-                    });
+                Some(who) => {
+                    if let Some(why) = rule.claim_mismatch(who) {
+                        step(Step::Skipped(rule, why));
+                        continue;
+                    }
                 }
-                Some(_) => {}
             }
+            if shadowed {
+                step(Step::Shadow(rule));
+                shadow.push(rule);
+                continue;
+            }
+            return Evaluation::Decided(Decision {
+                rule: Some(rule),
+                action: rule.action,
+                params,
+                shadow,
+            });
         }
         match who {
             None => Evaluation::NeedsToken,
-            Some(_) => Evaluation::Decided(self.default_decision()),
+            Some(_) => Evaluation::Decided(Decision {
+                shadow,
+                ..self.default_decision()
+            }),
         }
     }
 
@@ -353,6 +419,7 @@ impl PolicySet {
                 DefaultAction::Deny => Action::Deny,
             },
             params: Vec::new(),
+            shadow: Vec::new(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod hold;
+pub mod shadow;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct DataPlane {
     pub approvals: Arc<hold::ApprovalPlane>,
     /// OpenTelemetry spans (disabled without `[telemetry]`).
     pub telemetry: crate::telemetry::Telemetry,
+    /// Where matches of `mode = "shadow"` rules are recorded.
+    pub shadow: shadow::ShadowRecorder,
 }
 
 /// What `admit` decided.
@@ -246,6 +249,9 @@ impl Proxy {
         let policy = self.state.policy.load();
         if let Evaluation::Decided(d) = policy.evaluate(&facts, None) {
             if d.action == Action::Public {
+                self.state
+                    .shadow
+                    .record(&d, &ctx.request_id, canonical, None);
                 ctx.rule = Arc::from(d.rule_name());
                 ctx.outcome = "public";
                 return Ok(Admission::Forward);
@@ -277,6 +283,10 @@ impl Proxy {
             // fail closed.
             Evaluation::NeedsToken => return Err(Rejection::Internal),
         };
+        let who = Some(&*principal);
+        self.state
+            .shadow
+            .record(&decision, &ctx.request_id, canonical, who);
         ctx.rule = Arc::from(decision.rule_name());
         ctx.span.record("rule", decision.rule_name());
         ctx.span.record("sub", principal.subject.as_str());

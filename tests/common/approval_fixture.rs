@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use countersign::policy::{
-    Action, ApprovalSpec, ApproveVia, Approver, Origin, PathMatch, Requirements, Rule,
+    Action, ApprovalSpec, ApproveVia, Approver, Mode, Origin, PathMatch, Requirements, Rule,
 };
 
 /// The shared approval spec (no notify targets).
@@ -47,5 +47,6 @@ pub fn rule(spec: ApprovalSpec) -> Rule {
         action: Action::Approve,
         require: Requirements::default(),
         approval: Some(spec),
+        mode: Mode::Enforce,
     }
 }

@@ -30,6 +30,7 @@ fn rule(name: &str, action: Action) -> Rule {
         action,
         require: Requirements::default(),
         approval: None,
+        mode: Mode::Enforce,
     }
 }
 
@@ -408,3 +409,4 @@ fn requirements() {
 
 // ----- canonical request (SPEC 8) -----
 mod canonical_request;
+mod shadow;
