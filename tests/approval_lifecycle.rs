@@ -16,7 +16,7 @@ use countersign::approval::*;
 use countersign::clock::{ManualClock, SharedClock};
 use countersign::identity::Principal;
 use countersign::metrics::Metrics;
-use countersign::policy::{ApprovalSpec, ApproveVia, Approver};
+use countersign::policy::{ApprovalSpec, ApproveVia, Approver, Quorum};
 use serde_json::Value;
 
 // ----- fakes -------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ async fn quorum_needs_distinct_approvers() {
     let h = harness().await;
     let a = h
         .submit(ApprovalSpec {
-            quorum: 2,
+            quorum: Quorum::Count(2),
             ..spec()
         })
         .await;
@@ -402,7 +402,7 @@ async fn one_deny_denies_and_says_who_and_why() {
     let h = harness().await;
     let a = h
         .submit(ApprovalSpec {
-            quorum: 2,
+            quorum: Quorum::Count(2),
             ..spec()
         })
         .await;
@@ -491,7 +491,7 @@ async fn self_approval_counts_once_and_is_flagged() {
     let h = harness().await;
     let a = h
         .submit(ApprovalSpec {
-            quorum: 2,
+            quorum: Quorum::Count(2),
             self_approval: true,
             ..spec()
         })

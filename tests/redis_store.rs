@@ -47,6 +47,7 @@ fn approval(quorum: u32) -> Approval {
         headers: Vec::new(),
         approvers: (0..60).map(|i| format!("a{i}@example.com")).collect(),
         quorum,
+        quorum_entries: Vec::new(),
         self_approval: false,
         approve_via: ApproveVia::Button,
         notify: vec![

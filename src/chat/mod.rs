@@ -86,6 +86,7 @@ pub(crate) fn sample_approval() -> Approval {
         headers: Vec::new(),
         approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
         quorum: 2,
+        quorum_entries: Vec::new(),
         self_approval: false,
         approve_via: crate::policy::ApproveVia::Button,
         notify: vec![],

@@ -6,6 +6,7 @@
 
 mod file;
 mod policy_file;
+mod quorum;
 #[cfg(test)]
 mod tests;
 mod walk;

@@ -4,6 +4,7 @@
 pub mod canonical;
 pub mod lint;
 mod path;
+pub mod quorum;
 pub mod route;
 #[cfg(test)]
 mod tests;
@@ -11,6 +12,7 @@ mod tests;
 pub use canonical::{canonical_path, normalize_path, CanonicalPath, InvalidRequest};
 use path::eq_case;
 pub use path::{segment_prefix, PathTemplate};
+pub use quorum::{Quorum, QuorumEntry};
 pub use route::{CanonicalRequest, RawRequest, RouteEntry, RouteTable, Unroutable};
 
 use std::path::PathBuf;
@@ -190,8 +192,8 @@ pub use crate::notify::{ApproveVia, NotifyTarget};
 pub struct ApprovalSpec {
     /// Who may approve.
     pub approvers: Vec<Approver>,
-    /// Distinct approvers needed (default 1).
-    pub quorum: u32,
+    /// Approvals needed: a number of distinct approvers (default 1), or per-entry counts.
+    pub quorum: Quorum,
     /// Where to notify.
     pub notify: Vec<NotifyTarget>,
     /// How long the caller's connection is held (default 55 s).
