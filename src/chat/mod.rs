@@ -7,6 +7,8 @@
 
 pub mod adaptive;
 pub mod fanout;
+#[cfg(test)]
+mod quorum_tests;
 pub mod slack;
 pub mod state;
 pub mod teams;
