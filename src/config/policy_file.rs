@@ -366,9 +366,10 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
     let header = value.span();
     ck.unknown_keys(t, "in [rule.approval]", KEYS);
     // A table `quorum` without `approvers` names the approvers by its keys (`config::quorum`).
-    let listed = match super::quorum::names_approvers(t) {
-        true => Some(None),
-        false => approvers(ck, t, &header, refs).map(Some),
+    let listed = if super::quorum::names_approvers(t) {
+        Some(None)
+    } else {
+        approvers(ck, t, &header, refs).map(Some)
     };
     // A quorum larger than the possible voters fails closed (nothing can be approved); the
     // coverage lint warns about it (`policy::lint`).
@@ -425,7 +426,7 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
 }
 
 /// `approvers = [...]`: emails or `group:NAME` of an existing group.
-pub(super) fn approvers(
+fn approvers(
     ck: &mut FileCheck,
     t: &DeTable<'_>,
     header: &Range<usize>,
