@@ -233,6 +233,22 @@ async fn one_approver_per_group_releases_the_request_exactly_once() {
             entry("security", 1, 1, &["sam"])
         ]
     );
+
+    // The audit log records who could fill which entry, and the progress at each vote.
+    let log = env.dir.read("audit.jsonl");
+    let line = |event: &str, needle: &str| {
+        log.lines()
+            .any(|l| l.contains(&id) && l.contains(event) && l.contains(needle))
+    };
+    assert!(
+        line(
+            "approval.requested",
+            "group:dba=1 (dave@example.com,alice@example.com); group:security=1 (sam@example.com,alice@example.com)"
+        ),
+        "{log}"
+    );
+    assert!(line("vote.cast", "dba 1/1, security 0/1"), "{log}");
+    assert!(line("vote.cast", "dba 1/1, security 1/1"), "{log}");
 }
 
 #[tokio::test]
