@@ -73,7 +73,7 @@ fn count(ck: &mut FileCheck, t: &DeTable<'_>, value: &Val<'_>) -> Option<u32> {
             &value.span(),
             type_error(
                 "\"quorum\"",
-                "a number or a table like { \"group:dba\" = 1 }",
+                "an integer or a table like { \"group:dba\" = 1 }",
                 value.get_ref(),
             ),
         );

@@ -53,7 +53,7 @@ fn a_number_still_parses_and_defaults_to_one() {
     let (_, problems) = compile("approvers = [\"group:dba\"]\nquorum = \"2\"\n");
     assert_eq!(
         problems,
-        ["p.toml:6:10: \"quorum\" must be a number or a table like { \"group:dba\" = 1 }, found string"]
+        ["p.toml:6:10: \"quorum\" must be an integer or a table like { \"group:dba\" = 1 }, found string"]
     );
 }
 
