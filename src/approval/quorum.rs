@@ -6,10 +6,11 @@
 //! So the question is not a sum but whether the approvers can be *assigned* to distinct slots:
 //! a bipartite matching of approve-voters to entry slots ([`crate::policy::quorum::assign`]).
 //!
-//! Owns the resolved entries ([`QuorumEntry`]), whether an approval
-//! is met ([`Approval::quorum_met`]) and the per-entry progress approvers see
-//! ([`Approval::quorum_progress`], [`Approval::quorum_summary`]). Pure: no I/O, no clock; the
-//! lifecycle applies it in [`super::transition::vote`]. Must not parse policy files.
+//! Owns the resolved entries ([`QuorumEntry`], [`resolve`]), whether an approval is met
+//! ([`Approval::quorum_met`]), whether a new one could ever be ([`reachable`]) and the
+//! per-entry progress approvers see ([`Approval::quorum_progress`],
+//! [`Approval::quorum_summary`]). Pure: no I/O, no clock; the lifecycle applies it in
+//! [`super::transition::vote`]. Must not parse policy files.
 
 use std::collections::BTreeMap;
 
