@@ -439,6 +439,7 @@ pub fn print_teams_card() -> ExitCode {
         }],
         approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
         quorum: 1,
+        quorum_entries: Vec::new(),
         self_approval: false,
         approve_via: crate::policy::ApproveVia::Button,
         notify: vec![crate::policy::NotifyTarget::Teams],

@@ -522,6 +522,7 @@ fn approval_facts(out: &mut Report, config: &Config, spec: &ApprovalSpec) {
     out.fact("approvers", written.join(", "));
     out.fact("approver emails", emails.join(", "));
     out.fact("quorum", spec.quorum.to_string());
+    quorum_entry_facts(out, config, spec);
     let notify: Vec<String> = spec
         .notify
         .iter()
@@ -549,6 +550,28 @@ fn approval_facts(out: &mut Report, config: &Config, spec: &ApprovalSpec) {
     out.fact("self_approval", spec.self_approval.to_string());
     if !spec.redact.is_empty() {
         out.fact("redact", spec.redact.join(", "));
+    }
+}
+
+/// A table quorum (SPEC 9): one line per entry with who can fill it (as a request created now
+/// would fix it).
+fn quorum_entry_facts(out: &mut Report, config: &Config, spec: &ApprovalSpec) {
+    let crate::policy::Quorum::Entries(entries) = &spec.quorum else {
+        return;
+    };
+    for e in entries {
+        let who = match &e.approver {
+            Approver::Email(m) => m.clone(),
+            Approver::Group(g) => config
+                .approver_groups
+                .get(g)
+                .map(|m| m.join(", "))
+                .unwrap_or_default(),
+        };
+        out.fact(
+            "quorum entry",
+            format!("{} needs {} of: {who}", e.approver, e.count),
+        );
     }
 }
 

@@ -16,7 +16,7 @@ use countersign::approval::*;
 use countersign::clock::{ManualClock, SharedClock};
 use countersign::identity::Principal;
 use countersign::metrics::Metrics;
-use countersign::policy::{ApprovalSpec, ApproveVia, Approver};
+use countersign::policy::{ApprovalSpec, ApproveVia, Approver, Quorum, QuorumEntry};
 use serde_json::Value;
 
 // ----- fakes -------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ async fn quorum_needs_distinct_approvers() {
     let h = harness().await;
     let a = h
         .submit(ApprovalSpec {
-            quorum: 2,
+            quorum: Quorum::Count(2),
             ..spec()
         })
         .await;
@@ -402,7 +402,7 @@ async fn one_deny_denies_and_says_who_and_why() {
     let h = harness().await;
     let a = h
         .submit(ApprovalSpec {
-            quorum: 2,
+            quorum: Quorum::Count(2),
             ..spec()
         })
         .await;
@@ -491,7 +491,7 @@ async fn self_approval_counts_once_and_is_flagged() {
     let h = harness().await;
     let a = h
         .submit(ApprovalSpec {
-            quorum: 2,
+            quorum: Quorum::Count(2),
             self_approval: true,
             ..spec()
         })
@@ -1515,5 +1515,109 @@ async fn a_holder_whose_notifications_are_lost_sees_the_decision_at_its_safety_r
     assert!(
         took < recheck.mul_f64(1.25) + Duration::from_millis(300),
         "lost notification delayed the holder past 1.25 x recheck: {took:?}"
+    );
+}
+
+/// `{group:sre-leads = 1, carol = 1}` with `approvers` = sre-leads and carol.
+fn across_groups() -> ApprovalSpec {
+    ApprovalSpec {
+        approvers: vec![
+            Approver::Group("sre-leads".into()),
+            Approver::Email("carol@example.com".into()),
+        ],
+        quorum: Quorum::Entries(vec![
+            QuorumEntry {
+                approver: Approver::Group("sre-leads".into()),
+                count: 1,
+            },
+            QuorumEntry {
+                approver: Approver::Email("carol@example.com".into()),
+                count: 1,
+            },
+        ]),
+        ..spec()
+    }
+}
+
+#[tokio::test]
+async fn quorum_members_are_fixed_when_the_request_is_created() {
+    let h = harness().await;
+    let a = h.submit(across_groups()).await;
+    assert_eq!(a.quorum, 2);
+    assert_eq!(
+        a.quorum_entries[0].members,
+        ["alice@example.com", "bob@example.com"]
+    );
+    // The groups change (a restart or another replica with a new config): sre-leads is erin.
+    let later = h.broker.clone().with_groups(BTreeMap::from([(
+        "sre-leads".to_owned(),
+        vec!["erin@example.com".to_owned()],
+    )]));
+    let erin = later
+        .decide(&a.id, approver("erin@example.com"), Decision::Approve, None)
+        .await;
+    assert!(matches!(erin, Err(DecideError::NotAnApprover)), "{erin:?}");
+    let after = later
+        .decide(
+            &a.id,
+            approver("alice@example.com"),
+            Decision::Approve,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.status, Status::Pending);
+    assert_eq!(
+        after.quorum_summary().as_deref(),
+        Some("sre-leads 1/1, carol@example.com 0/1")
+    );
+    let done = later
+        .decide(
+            &a.id,
+            approver("carol@example.com"),
+            Decision::Approve,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, Status::Approved);
+    // A request created now resolves the new members.
+    let b = later
+        .submit(&rule(across_groups()), &requester(), h.stored(), None)
+        .await
+        .unwrap();
+    assert_eq!(b.quorum_entries[0].members, ["erin@example.com"]);
+    assert!(b.approvers.contains(&"erin@example.com".to_owned()));
+}
+
+#[tokio::test]
+async fn a_quorum_entry_only_the_requester_could_fill_fails_closed() {
+    let h = harness().await;
+    // dev@example.com is the requester: without self_approval nobody can fill that entry.
+    let mut s = across_groups();
+    s.approvers.push(Approver::Email("dev@example.com".into()));
+    s.quorum = Quorum::Entries(vec![
+        QuorumEntry {
+            approver: Approver::Group("sre-leads".into()),
+            count: 1,
+        },
+        QuorumEntry {
+            approver: Approver::Email("dev@example.com".into()),
+            count: 1,
+        },
+    ]);
+    let refused = h
+        .broker
+        .submit(&rule(s), &requester(), h.stored(), None)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(BrokerError::Unsatisfiable {
+                eligible: 3,
+                quorum: 2
+            })
+        ),
+        "{refused:?}"
     );
 }

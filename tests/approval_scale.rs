@@ -46,6 +46,7 @@ fn approval(created_at: u64, expires_at: u64, sub: &str) -> Approval {
         headers: Vec::new(),
         approvers: vec!["alice@example.com".into()],
         quorum: 1,
+        quorum_entries: Vec::new(),
         self_approval: false,
         approve_via: ApproveVia::Button,
         notify: vec![],

@@ -47,6 +47,7 @@ fn approval(quorum: u32) -> Approval {
         headers: Vec::new(),
         approvers: (0..60).map(|i| format!("a{i}@example.com")).collect(),
         quorum,
+        quorum_entries: Vec::new(),
         self_approval: false,
         approve_via: ApproveVia::Button,
         notify: vec![
@@ -650,4 +651,41 @@ async fn a_replica_with_another_signing_key_cannot_read_the_records() {
         other.get(&a.id).await.unwrap_err(),
         StoreError::Tampered { .. }
     ));
+}
+
+/// A table quorum (SPEC 9) on Redis: the entries resolved at creation survive the sealed
+/// record, and votes from two instances are counted by assignment, not by sum.
+#[tokio::test]
+async fn quorum_entries_are_kept_sealed_and_counted_across_instances() {
+    let redis = RedisServer::start();
+    let (s1, s2) = (store(&redis).await, store(&redis).await);
+    let mut a = approval(2);
+    let entry = |name: &str, members: &[&str]| QuorumEntry {
+        entry: format!("group:{name}"),
+        need: 1,
+        members: members.iter().map(|m| (*m).to_owned()).collect(),
+    };
+    // a1 is in both groups; a2 only in security.
+    a.quorum_entries = vec![
+        entry("dba", &["a1@example.com"]),
+        entry("security", &["a1@example.com", "a2@example.com"]),
+    ];
+    s1.create(&a, &stored(), TTL).await.unwrap();
+    assert_eq!(s2.get(&a.id).await.unwrap(), Some(a.clone()));
+    let now = now_ms();
+    let r = s1
+        .record_vote(&a.id, vote("a1@example.com", Decision::Approve), now)
+        .await
+        .unwrap();
+    match r {
+        VoteResult::Recorded(x) => {
+            assert_eq!(x.quorum_summary().as_deref(), Some("dba 1/1, security 0/1"))
+        }
+        other => panic!("one person in both groups approved it alone: {other:?}"),
+    }
+    let r = s2
+        .record_vote(&a.id, vote("a2@example.com", Decision::Approve), now)
+        .await
+        .unwrap();
+    assert!(matches!(r, VoteResult::Approved(_)), "{r:?}");
 }

@@ -15,7 +15,7 @@ use countersign::approval::*;
 use countersign::chat::slack::{self, signature, RetryPolicy, SlackApp, SlackNotifier};
 use countersign::clock::{SharedClock, SystemClock};
 use countersign::identity::Principal;
-use countersign::policy::{ApprovalSpec, ApproveVia, NotifyTarget};
+use countersign::policy::{ApprovalSpec, ApproveVia, NotifyTarget, Quorum};
 use countersign::secret::Secret;
 use serde_json::json;
 
@@ -108,7 +108,7 @@ async fn harness_with_state(state: Arc<dyn store::ChatState>) -> Harness {
 
 fn spec(quorum: u32) -> ApprovalSpec {
     ApprovalSpec {
-        quorum,
+        quorum: Quorum::Count(quorum),
         notify: vec![
             NotifyTarget::SlackChannel("prod-approvals".into()),
             NotifyTarget::SlackUser("carol@example.com".into()),

@@ -47,6 +47,7 @@ fn approval() -> Approval {
         headers: Vec::new(),
         approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
         quorum: 2,
+        quorum_entries: Vec::new(),
         self_approval: false,
         approve_via: ApproveVia::Button,
         notify: vec![

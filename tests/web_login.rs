@@ -125,6 +125,7 @@ async fn approval_page(
         votes: vec![],
         quorum: 1,
         approvals_so_far: 0,
+        quorum_progress: None,
         can_vote: true,
         why_not: None,
         csrf_token: s.sessions.csrf_token(&session, &id),
@@ -154,6 +155,7 @@ async fn decide(
         },
         quorum: 1,
         approvals_so_far: u32::from(form.decision == DecisionView::Approve),
+        quorum_progress: None,
     };
     pages::render_result(&view, &session.email).into_response()
 }

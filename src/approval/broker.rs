@@ -16,6 +16,7 @@ use super::error::{BrokerError, CancelError, ResultError};
 use super::executor::Executor;
 use super::ports::{AuditEvent, AuditSink, Notifier, NotifyEvent};
 use super::preview::{body_preview_of, body_sha256, shown_headers};
+use super::quorum;
 pub use super::record::ApproverIdentity;
 use super::record::{
     expand_approvers, request_hash, Approval, ApprovalId, Execution, Requester, Status,
@@ -201,14 +202,17 @@ impl Broker {
         stored.subject.clone_from(&requester.sub);
         stored.issuer.clone_from(&requester.iss);
         let approvers = expand_approvers(&spec.approvers, &self.groups);
-        let eligible = approvers
+        // Table quorum: entry members are fixed now, with the approvers (SPEC 9).
+        let quorum_entries = quorum::resolve(&spec.quorum, &self.groups);
+        let eligible: Vec<String> = approvers
             .iter()
             .filter(|e| spec.self_approval || requester.email.as_deref() != Some(e.as_str()))
-            .count();
-        if eligible < spec.quorum as usize || spec.quorum == 0 {
+            .cloned()
+            .collect();
+        if !quorum::reachable(spec.quorum.total(), &quorum_entries, &eligible) {
             return Err(BrokerError::Unsatisfiable {
-                eligible,
-                quorum: spec.quorum,
+                eligible: eligible.len(),
+                quorum: spec.quorum.total(),
             });
         }
         // Bounded (SPEC 8): one caller cannot flood approvers or the store. O(1): the store
@@ -250,7 +254,8 @@ impl Broker {
             body_sha256: body_sha256(&stored.body),
             headers: shown_headers(&stored.headers),
             approvers,
-            quorum: spec.quorum,
+            quorum: spec.quorum.total(),
+            quorum_entries,
             self_approval: spec.self_approval,
             approve_via: spec.approve_via,
             notify: spec.notify.clone(),

@@ -22,6 +22,7 @@ pub mod executor;
 pub mod lost;
 pub mod ports;
 pub mod preview;
+pub mod quorum;
 pub mod record;
 pub mod signer;
 pub mod store;
@@ -37,6 +38,7 @@ pub use ports::{
     AuditError, AuditEvent, AuditSink, ExecMode, LogNotifier, Notifier, NotifyError, NotifyEvent,
 };
 pub use preview::{body_preview, body_preview_of, body_sha256, shown_headers, ShownHeader};
+pub use quorum::{EntryProgress, QuorumEntry};
 pub use record::{
     expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision, Execution, Requester,
     Status, StoredHeader, StoredRequest, Vote,

@@ -204,11 +204,22 @@ impl AuditEvent<'_> {
                     .field("path", &a.path)
                     .field("request_hash", &a.request_hash)
                     .field("body_len", a.body_len);
-                opt(e, "reason", a.reason.as_deref())
+                let e = opt(e, "reason", a.reason.as_deref())
                     .field("approvers", a.approvers.join(","))
-                    .field("quorum", a.quorum)
-                    .field("self_approval", a.self_approval)
-                    .field("expires_at", a.expires_at)
+                    .field("quorum", a.quorum);
+                // Who counts for which entry, as fixed at creation (SPEC 9).
+                let entries = a
+                    .quorum_entries
+                    .iter()
+                    .map(|q| format!("{}={} ({})", q.entry, q.need, q.members.join(",")));
+                let entries = entries.collect::<Vec<_>>().join("; ");
+                opt(
+                    e,
+                    "quorum_entries",
+                    Some(entries.as_str()).filter(|s| !s.is_empty()),
+                )
+                .field("self_approval", a.self_approval)
+                .field("expires_at", a.expires_at)
             }
             AuditEvent::VoteCast {
                 approval: a,
@@ -224,6 +235,7 @@ impl AuditEvent<'_> {
                     .field("self_approval", vote.self_approval)
                     .field("approvals", a.approved_by().len())
                     .field("quorum", a.quorum);
+                let e = opt(e, "quorum_progress", a.quorum_summary().as_deref());
                 if vote.self_approval {
                     e.field(
                         "warning",

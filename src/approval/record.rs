@@ -265,8 +265,12 @@ pub struct Approval {
     pub headers: Vec<ShownHeader>,
     /// Who may vote: emails, lowercase, deduplicated, groups expanded.
     pub approvers: Vec<String>,
-    /// Distinct approvals needed.
+    /// Distinct approvals needed (for a table quorum: the sum of its entries' counts).
     pub quorum: u32,
+    /// The table form of `quorum`, resolved when the request was created (empty for a number):
+    /// every entry must be met at once, one entry per approver ([`super::quorum`]).
+    #[serde(default)]
+    pub quorum_entries: Vec<super::quorum::QuorumEntry>,
     /// Whether the requester may count as one approver.
     pub self_approval: bool,
     /// Button or fresh login.

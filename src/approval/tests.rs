@@ -8,7 +8,7 @@ use super::transition::{vote as apply_vote, VoteResultKind};
 use super::*;
 use crate::policy::{ApproveVia, Approver, NotifyTarget};
 
-fn approval(quorum: u32) -> Approval {
+pub(super) fn approval(quorum: u32) -> Approval {
     Approval {
         id: ApprovalId::generate(),
         rule: "prod-deploy".into(),
@@ -30,6 +30,7 @@ fn approval(quorum: u32) -> Approval {
         headers: Vec::new(),
         approvers: vec!["a@example.com".into(), "b@example.com".into()],
         quorum,
+        quorum_entries: Vec::new(),
         self_approval: false,
         approve_via: ApproveVia::Login,
         notify: vec![
@@ -50,7 +51,7 @@ fn approval(quorum: u32) -> Approval {
     }
 }
 
-fn vote(who: &str, decision: Decision) -> Vote {
+pub(super) fn vote(who: &str, decision: Decision) -> Vote {
     Vote {
         approver: who.into(),
         decision,

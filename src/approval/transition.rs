@@ -56,7 +56,9 @@ impl VoteResultKind {
 }
 
 /// Counts `vote`: expires it if `now >= expires_at`; refuses if not pending; ignores a second
-/// vote by the same approver; a deny denies; `quorum` distinct approvals approve.
+/// vote by the same approver; a deny denies; `quorum` distinct approvals approve, or (table
+/// quorum) approvals that meet every entry at once, one entry per approver
+/// ([`Approval::quorum_met`]).
 pub fn vote(a: &mut Approval, vote: Vote, now: u64) -> VoteResultKind {
     if a.status != Status::Pending {
         return VoteResultKind::NotPending;
@@ -80,7 +82,7 @@ pub fn vote(a: &mut Approval, vote: Vote, now: u64) -> VoteResultKind {
             VoteResultKind::Denied
         }
         Decision::Approve => {
-            if a.approved_by().len() >= a.quorum as usize {
+            if a.quorum_met() {
                 a.status = Status::Approved;
                 a.decided_by = Some(approver);
                 a.decided_at = Some(now);

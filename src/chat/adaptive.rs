@@ -143,10 +143,13 @@ pub(crate) fn request_line(a: &Approval) -> String {
     format!("{} {}{}", a.method, a.host, a.path_and_query())
 }
 
-/// `1 of 2 (alice@example.com)`.
+/// `1 of 2 approvals (alice@example.com)`, or for a table quorum
+/// `dba 1/1, security 0/1 (alice@example.com)`.
 pub(crate) fn votes(a: &Approval) -> String {
     let approved = a.approved_by();
-    let mut s = format!("{} of {} approvals", approved.len(), a.quorum);
+    let mut s = a
+        .quorum_summary()
+        .unwrap_or_else(|| format!("{} of {} approvals", approved.len(), a.quorum));
     if !approved.is_empty() {
         s.push_str(&format!(" ({})", approved.join(", ")));
     }

@@ -7,6 +7,8 @@
 
 pub mod adaptive;
 pub mod fanout;
+#[cfg(test)]
+mod quorum_tests;
 pub mod slack;
 pub mod state;
 pub mod teams;
@@ -86,6 +88,7 @@ pub(crate) fn sample_approval() -> Approval {
         headers: Vec::new(),
         approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
         quorum: 2,
+        quorum_entries: Vec::new(),
         self_approval: false,
         approve_via: crate::policy::ApproveVia::Button,
         notify: vec![],

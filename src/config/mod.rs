@@ -6,6 +6,7 @@
 
 mod file;
 mod policy_file;
+mod quorum;
 mod test_file;
 #[cfg(test)]
 mod tests;

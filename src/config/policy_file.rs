@@ -387,10 +387,15 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
     let t = ck.as_table(value, "[rule.approval]")?;
     let header = value.span();
     ck.unknown_keys(t, "in [rule.approval]", KEYS);
-    let approvers = approvers(ck, t, &header, refs);
+    // A table `quorum` without `approvers` names the approvers by its keys (`config::quorum`).
+    let listed = if super::quorum::names_approvers(t) {
+        Some(None)
+    } else {
+        approvers(ck, t, &header, refs).map(Some)
+    };
     // A quorum larger than the possible voters fails closed (nothing can be approved); the
     // coverage lint warns about it (`policy::lint`).
-    let quorum = ck.opt_int(t, "quorum", 1);
+    let (approvers, quorum) = super::quorum::quorum(ck, t, listed, refs);
     let notify = notify(ck, t, refs);
     let hold = ck.opt_duration(t, "hold", Duration::ZERO);
     let expires = ck.opt_duration(t, "expires", Duration::from_secs(1));
@@ -430,7 +435,7 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
     };
     Some(ApprovalSpec {
         approvers: approvers?,
-        quorum: u32::try_from(quorum.unwrap_or(1)).ok()?,
+        quorum: quorum?,
         notify: notify?,
         hold: hold_d,
         expires: expires_d,

@@ -119,7 +119,7 @@ fn valid_fixture_loads_every_section() {
             Approver::Email("carol@example.com".into())
         ]
     );
-    assert_eq!(approval.quorum, 2);
+    assert_eq!(approval.quorum, crate::policy::Quorum::Count(2));
     assert_eq!(
         approval.notify,
         vec![
@@ -180,7 +180,7 @@ fn approval_defaults() {
     ]);
     let (_, policy) = load(&dir.path().join("countersign.toml")).unwrap();
     let a = policy.rules[0].approval.clone().unwrap();
-    assert_eq!(a.quorum, 1);
+    assert_eq!(a.quorum, crate::policy::Quorum::Count(1));
     assert_eq!(a.hold, Duration::from_secs(55));
     assert_eq!(a.expires, Duration::from_secs(3600));
     assert!(!a.self_approval && !a.reason_required);
@@ -578,6 +578,8 @@ mod prop {
         "quorum = 2",
         "quorum = -1",
         "quorum = 99999999999999999999",
+        "quorum = { \"group:sre-leads\" = 1, \"alice@example.com\" = 1 }",
+        "quorum = { \"group:nope\" = 0, \"x\" = \"y\" }",
         "path = \"/a/{x}\"",
         "path = \"a/{\"",
         "path_prefix = \"/admin\"",

@@ -137,6 +137,8 @@ pub fn view(a: &Approval, public_url: &str) -> Value {
         "execution": execution_view(&a.execution),
         "approvers": a.approvers,
         "quorum": a.quorum,
+        // Table quorum (SPEC 9): per entry, who was assigned to it; empty for a number.
+        "quorum_entries": a.quorum_progress(),
         "approvals": a.approved_by(),
         "votes": a.votes.iter().map(|v| json!({
             "approver": v.approver,

@@ -144,6 +144,8 @@ pub struct ApprovalView {
     pub quorum: u32,
     /// Distinct approvals so far.
     pub approvals_so_far: u32,
+    /// Per-entry progress of a table quorum (`dba 1/1, security 0/1`); `None` for a number.
+    pub quorum_progress: Option<String>,
     /// Whether the viewer may vote (listed approver, not the requester, not voted yet).
     pub can_vote: bool,
     /// Why not, for the viewer (e.g. "You sent this request.").
@@ -199,6 +201,8 @@ pub struct ResultView {
     pub quorum: u32,
     /// Distinct approvals so far (including the viewer's).
     pub approvals_so_far: u32,
+    /// Per-entry progress of a table quorum; `None` for a number.
+    pub quorum_progress: Option<String>,
 }
 
 /// The decision form as posted by the request page.
@@ -373,10 +377,13 @@ pub fn render_result(view: &ResultView, viewer: &str) -> Response {
     let message = match view.status {
         StatusView::Pending => {
             let missing = view.quorum.saturating_sub(view.approvals_so_far);
-            format!(
-                "{} of {} approvals so far; waiting for {missing} more.",
-                view.approvals_so_far, view.quorum
-            )
+            match &view.quorum_progress {
+                Some(p) => format!("Approvals so far: {p}; waiting for {missing} more."),
+                None => format!(
+                    "{} of {} approvals so far; waiting for {missing} more.",
+                    view.approvals_so_far, view.quorum
+                ),
+            }
         }
         StatusView::Approved => "The request is approved and will be sent on.".to_owned(),
         StatusView::Denied => "The request is denied; the caller has been told.".to_owned(),
@@ -465,6 +472,7 @@ mod tests {
             votes: vec![],
             quorum: 2,
             approvals_so_far: 0,
+            quorum_progress: None,
             can_vote: true,
             why_not: None,
             csrf_token: "csrf-token-value".into(),
@@ -638,6 +646,7 @@ mod tests {
             status: StatusView::Pending,
             quorum: 2,
             approvals_so_far: 1,
+            quorum_progress: None,
         };
         let (_, _, html) = body_of(render_result(&r, "a@example.com")).await;
         assert!(html.contains("You approved"));

@@ -147,7 +147,8 @@ fn detail_view(
             })
             .collect(),
         quorum: a.quorum,
-        approvals_so_far: a.approved_by().len() as u32,
+        approvals_so_far: approvals_counted(a),
+        quorum_progress: a.quorum_summary(),
         can_vote: why_not.is_none(),
         why_not,
         csrf_token,
@@ -185,7 +186,7 @@ pub async fn list(state: &ControlState, headers: &HeaderMap) -> Response {
             expires_at: ms(a.expires_at),
             status: status_view(a.status),
             quorum: a.quorum,
-            approvals_so_far: a.approved_by().len() as u32,
+            approvals_so_far: approvals_counted(a),
         })
         .collect();
     pages::render_list(&items, &s.email, now)
@@ -210,6 +211,12 @@ pub async fn detail(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
         .map_or_else(SystemTime::now, |ss| ss.clock().now());
     let view = detail_view(state, &a, &s, now);
     pages::render_detail(&view, &s.email, now)
+}
+
+/// Approvals that count toward the quorum: for a table quorum, an approval that fills no entry
+/// (an approver in none of them) is not progress.
+fn approvals_counted(a: &Approval) -> u32 {
+    a.quorum.saturating_sub(a.approvals_missing())
 }
 
 fn viewer(s: &ApproverSession) -> Viewer<'_> {
@@ -293,7 +300,8 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
                 decision: form.decision,
                 status: status_view(after.status),
                 quorum: after.quorum,
-                approvals_so_far: after.approved_by().len() as u32,
+                approvals_so_far: approvals_counted(&after),
+                quorum_progress: after.quorum_summary(),
             },
             &s.email,
         ),

@@ -74,12 +74,13 @@ pub fn lint(input: &Input<'_>) -> Vec<Finding> {
         }
         if let Some(spec) = &rule.approval {
             let voters = distinct_voters(&spec.approvers, input.groups);
-            if usize::try_from(spec.quorum).map_or(true, |q| q > voters) {
+            let quorum = spec.quorum.total();
+            if usize::try_from(quorum).map_or(true, |q| q > voters) {
                 out.push(Finding {
                     at: rule.origin.clone(),
                     message: format!(
-                        "rule {:?}: quorum {} is more than the {voters} distinct approvers who could ever vote; no request can be approved",
-                        rule.name, spec.quorum
+                        "rule {:?}: quorum {quorum} is more than the {voters} distinct approvers who could ever vote; no request can be approved",
+                        rule.name
                     ),
                 });
             }

@@ -5,6 +5,7 @@ pub mod canonical;
 pub mod lint;
 mod outcome;
 mod path;
+pub mod quorum;
 pub mod route;
 #[cfg(test)]
 mod tests;
@@ -13,6 +14,7 @@ pub use canonical::{canonical_path, normalize_path, CanonicalPath, InvalidReques
 pub use outcome::Outcome;
 use path::eq_case;
 pub use path::{segment_prefix, PathTemplate};
+pub use quorum::{Quorum, QuorumEntry};
 pub use route::{CanonicalRequest, RawRequest, RouteEntry, RouteTable, Unroutable};
 
 use std::path::PathBuf;
@@ -214,8 +216,8 @@ pub use crate::notify::{ApproveVia, NotifyTarget};
 pub struct ApprovalSpec {
     /// Who may approve.
     pub approvers: Vec<Approver>,
-    /// Distinct approvers needed (default 1).
-    pub quorum: u32,
+    /// Approvals needed: a number of distinct approvers (default 1), or per-entry counts.
+    pub quorum: Quorum,
     /// Where to notify.
     pub notify: Vec<NotifyTarget>,
     /// How long the caller's connection is held (default 55 s).

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use countersign::policy::{
-    Action, ApprovalSpec, ApproveVia, Approver, Mode, Origin, PathMatch, Requirements, Rule,
+    Action, ApprovalSpec, ApproveVia, Approver, Mode, Origin, PathMatch, Quorum, Requirements, Rule,
 };
 
 /// The shared approval spec (no notify targets).
@@ -19,7 +19,7 @@ pub fn spec() -> ApprovalSpec {
             Approver::Email("carol@example.com".into()),
             Approver::Email("dev@example.com".into()),
         ],
-        quorum: 1,
+        quorum: Quorum::Count(1),
         notify: vec![],
         hold: Duration::from_secs(55),
         expires: Duration::from_secs(3600),

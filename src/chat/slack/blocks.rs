@@ -147,7 +147,10 @@ fn requester_name(a: &Approval) -> String {
 
 fn votes_line(a: &Approval) -> String {
     let approved = a.approved_by();
-    let mut line = format!("{} of {} approvals", approved.len(), a.quorum);
+    let mut line = match a.quorum_summary() {
+        Some(progress) => escape(&progress),
+        None => format!("{} of {} approvals", approved.len(), a.quorum),
+    };
     if !approved.is_empty() {
         line.push_str(": ");
         line.push_str(&cut(&escape(&approved.join(", ")), FIELD_CHARS));
@@ -168,10 +171,7 @@ fn outcome_line(a: &Approval) -> String {
         .map(|r| format!(": {}", cut(&escape(r), FIELD_CHARS)))
         .unwrap_or_default();
     let mut line = match a.status {
-        Status::Pending => format!(
-            "Waiting for {} more approval(s).",
-            a.quorum.saturating_sub(a.approved_by().len() as u32)
-        ),
+        Status::Pending => format!("Waiting for {} more approval(s).", a.approvals_missing()),
         Status::Approved => format!(
             ":white_check_mark: *Approved by {}*",
             cut(&escape(&a.approved_by().join(", ")), FIELD_CHARS)
@@ -241,12 +241,15 @@ pub fn event_text(a: &Approval, event: &NotifyEvent) -> String {
     let text = match event {
         NotifyEvent::Requested => format!("Approval requested by {}", requester_name(a)),
         NotifyEvent::VoteCast => match last_vote {
-            Some(v) if v.decision == Decision::Approve => format!(
-                "{} approved ({} of {})",
-                v.approver,
-                a.approved_by().len(),
-                a.quorum
-            ),
+            Some(v) if v.decision == Decision::Approve => match a.quorum_summary() {
+                Some(progress) => format!("{} approved ({progress})", v.approver),
+                None => format!(
+                    "{} approved ({} of {})",
+                    v.approver,
+                    a.approved_by().len(),
+                    a.quorum
+                ),
+            },
             Some(v) => format!("{} voted {}", v.approver, v.decision.as_str()),
             None => "A vote was cast".to_owned(),
         },

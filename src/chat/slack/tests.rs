@@ -89,6 +89,7 @@ fn approval(via: ApproveVia) -> Approval {
         headers: Vec::new(),
         approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
         quorum: 2,
+        quorum_entries: Vec::new(),
         self_approval: false,
         approve_via: via,
         notify: vec![NotifyTarget::SlackChannel("prod-approvals".into())],

@@ -62,10 +62,12 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, OnceCell};
 
+use epoch::Epoch;
 use link::Link;
 pub use link::{SentinelUrl, SENTINEL_SCHEME};
 
 mod chat_state;
+mod epoch;
 mod keys;
 mod link;
 
@@ -661,44 +663,5 @@ impl ApprovalStore for RedisStore {
             .arg(BATCH);
         self.call("cleanup", async { inv.invoke_async(&mut c).await })
             .await
-    }
-}
-
-/// The store's epoch (`cs:epoch`): a random value the first replica to connect writes with
-/// `SET NX`. Redis restarted without its data has no epoch; the next replica to connect writes a
-/// new one, and every replica that knew the old one counts a reset ([`ApprovalStore::resets`]):
-/// the approvals it held may be gone, and the broker fails them closed and audits it.
-#[derive(Debug, Default)]
-struct Epoch {
-    known: std::sync::Mutex<Option<String>>,
-    resets: std::sync::atomic::AtomicU64,
-}
-
-impl Epoch {
-    async fn check(&self, client: &redis::Client) -> redis::RedisResult<()> {
-        let mut c = client.get_multiplexed_async_connection().await?;
-        let fresh = crate::approval::record::ApprovalId::generate();
-        let mut set = redis::cmd("SET");
-        set.arg(EPOCH).arg(fresh.as_str()).arg("NX");
-        let _: Option<String> = set.query_async(&mut c).await?;
-        let now: Option<String> = c.get(EPOCH).await?;
-        let mut known = match self.known.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match (known.as_deref(), now.as_deref()) {
-            (Some(old), Some(new)) if old != new => {
-                self.resets.fetch_add(1, Ordering::SeqCst);
-                tracing::error!(
-                    "the approval store lost its data (Redis came back without its epoch key): \
-                     approvals pending before are gone and fail closed"
-                );
-            }
-            _ => {}
-        }
-        if now.is_some() {
-            *known = now;
-        }
-        Ok(())
     }
 }
