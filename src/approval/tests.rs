@@ -45,6 +45,7 @@ fn approval(quorum: u32) -> Approval {
         decision_reason: None,
         decided_at: None,
         held: true,
+        held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
     }
