@@ -508,3 +508,5 @@ fn execution_refuses_a_stored_request_that_is_not_the_approved_one() {
         .unwrap_err()
         .contains("requester"));
 }
+
+mod lease;
