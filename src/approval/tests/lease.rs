@@ -152,7 +152,7 @@ fn request() -> StoredRequest {
 }
 
 #[tokio::test]
-async fn memory_store_renews_quietly_wakes_at_the_lease_and_cancels_a_lost_hold() {
+async fn memory_store_renews_wakes_at_the_lease_and_cancels_a_lost_hold() {
     let store = MemoryStore::new();
     let a = held_at_t0();
     store
