@@ -31,12 +31,17 @@ impl Clock for TokioClock {
     }
 }
 
+/// Records what approvers were told; telling them of a new request takes `slow` (a chat API
+/// answering 429 with Retry-After).
 #[derive(Debug, Default)]
-struct Told(Mutex<Vec<(ApprovalId, NotifyEvent)>>);
+struct Told(Mutex<Vec<(ApprovalId, NotifyEvent)>>, Duration);
 
 #[async_trait]
 impl Notifier for Told {
     async fn notify(&self, a: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
+        if *event == NotifyEvent::Requested {
+            tokio::time::sleep(self.1).await;
+        }
         self.0.lock().unwrap().push((a.id.clone(), event.clone()));
         Ok(())
     }
@@ -49,8 +54,12 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with_chat_taking(Duration::ZERO)
+}
+
+fn harness_with_chat_taking(slow: Duration) -> Harness {
     let audit = Arc::new(RecordingAudit::default());
-    let told = Arc::new(Told::default());
+    let told = Arc::new(Told(Mutex::default(), slow));
     let clock = Arc::new(TokioClock {
         base: SystemTime::now(),
         start: tokio::time::Instant::now(),
@@ -73,7 +82,12 @@ fn harness() -> Harness {
             None,
         )),
         groups,
-    );
+    )
+    .with_settings(BrokerSettings {
+        // As in `countersign run`: chat APIs get time to retry before a delivery counts as failed.
+        notify_timeout: Duration::from_secs(10),
+        ..BrokerSettings::default()
+    });
     Harness {
         broker,
         audit,
@@ -194,6 +208,8 @@ async fn approved_but_never_claimed_by_a_dead_holder_is_cancelled_not_run() {
     let h = harness();
     let a = h.submit().await;
     let holder = h.hold(&a.id);
+    // Holding (and renewing) for a while before the decision lands.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let approver = ApproverIdentity {
         email: "carol@example.com".into(),
         iss: None,
@@ -241,4 +257,27 @@ async fn a_released_hold_is_never_cancelled() {
     assert_eq!(h.broker.sweep().await.holder_lost, 0);
     assert_eq!(h.status(&a.id).await.status, Status::Pending);
     assert!(h.audit.find(&a.id, "approval.cancelled").is_empty());
+}
+
+/// Telling approvers of a new request may take up to `notify_timeout` (10 s in `countersign
+/// run`) before the holder starts waiting and renewing: the first lease covers that, so a live
+/// caller is never cancelled as `holder_lost` because chat was slow.
+#[tokio::test(start_paused = true)]
+async fn a_slow_chat_at_submit_does_not_lose_a_live_hold() {
+    let h = Arc::new(harness_with_chat_taking(Duration::from_secs(9)));
+    let submitting = {
+        let h = h.clone();
+        tokio::spawn(async move { h.submit().await })
+    };
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let pending = h.broker.list(ListFilter::Pending, 10).await.unwrap();
+    assert_eq!(pending.len(), 1, "created, approvers still being told");
+    assert_eq!(h.broker.sweep().await.holder_lost, 0, "8 s into submit");
+    let a = submitting.await.unwrap();
+    let _holder = h.hold(&a.id);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.broker.sweep().await.holder_lost, 0);
+    }
+    assert_eq!(h.status(&a.id).await.status, Status::Pending);
 }

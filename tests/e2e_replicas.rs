@@ -506,6 +506,8 @@ async fn approved_request_whose_holder_dies_before_claiming_is_cancelled_not_run
     let mut c = Cluster::start().await;
     let held = c.send(&c.a, "/deploy/prod", false);
     let id = c.pending_id(&c.b).await;
+    // Past A's first renewal (the lease before it also covers telling approvers).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     // A stalls (no renewals, no claim), the approval lands while its lease still runs, and
     // then A dies.
     c.a.send_signal("STOP");
@@ -540,6 +542,8 @@ async fn holder_that_stalls_past_its_lease_answers_cancelled() {
     let c = Cluster::start().await;
     let held = c.send(&c.a, "/deploy/prod", false);
     let id = c.pending_id(&c.b).await;
+    // Past A's first renewal (the lease before it also covers telling approvers).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     c.a.send_signal("STOP");
     let stalled = c
         .audited("b", &id, "approval.cancelled", Duration::from_secs(8))

@@ -261,7 +261,11 @@ impl Broker {
             decision_reason: None,
             decided_at: None,
             held: true,
-            held_until: Some(transition::hold_lease_from(now)),
+            // The holder starts renewing only once this returns, after approvers were told
+            // (bounded by `notify_timeout`): the first lease covers that.
+            held_until: Some(transition::hold_lease_from(
+                now.saturating_add(duration_ms(self.settings.notify_timeout)),
+            )),
             execution: Execution::NotStarted,
             audit_pending: false,
         };
@@ -309,13 +313,13 @@ impl Broker {
         }
     }
 
-    /// Renews the hold lease on `id` every [`transition::HOLD_RENEW_EVERY`] until there is no
-    /// live hold left to renew (released, decided, claimed, cancelled or gone); then waits
-    /// forever ([`Self::wait`] drops it). A failed renewal is retried at the next period: the
-    /// lease outlasts two of them.
+    /// Renews the hold lease on `id` at once (the first lease also covered `submit`'s
+    /// notification time; from now on a dead holder is noticed within the lease) and then every
+    /// [`transition::HOLD_RENEW_EVERY`], until there is no live hold left to renew (released,
+    /// decided, claimed, cancelled or gone); then waits forever ([`Self::wait`] drops it). A
+    /// failed renewal is retried at the next period: the lease outlasts two of them.
     async fn keep_hold(&self, id: &ApprovalId) -> std::convert::Infallible {
-        let every = transition::HOLD_RENEW_EVERY;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut tick = tokio::time::interval(transition::HOLD_RENEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
