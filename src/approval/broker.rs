@@ -307,6 +307,10 @@ impl Broker {
     /// waiter unregisters on drop; a renewal in flight is a compare-and-set that changes only
     /// the lease of a still-held request).
     pub async fn wait(&self, id: &ApprovalId, hold: Duration) -> Result<WaitOutcome, BrokerError> {
+        if hold.is_zero() {
+            // `Prefer: respond-async`: answered at once, nothing to renew.
+            return self.wait_for_decision(id, hold).await;
+        }
         tokio::select! {
             outcome = self.wait_for_decision(id, hold) => outcome,
             never = self.keep_hold(id) => match never {},

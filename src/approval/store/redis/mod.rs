@@ -316,9 +316,7 @@ impl RedisStore {
             _ => Some(Err(())),
         })
     }
-}
 
-impl RedisStore {
     /// [`ApprovalStore::update`], publishing the id on a write if `announce`.
     async fn update_announcing(
         &self,
