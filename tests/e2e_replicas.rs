@@ -472,6 +472,10 @@ async fn replica_killed_while_holding_gets_the_request_cancelled_never_run() {
     let (cancelled, seen) = c
         .audited("b", &id, "approval.cancelled", Duration::from_secs(10))
         .await;
+    eprintln!(
+        "holder_lost audited by B {:?} after A was killed",
+        seen - killed
+    );
     assert!(
         seen - killed <= Duration::from_secs(5),
         "cancelled {:?} after the kill",
