@@ -565,6 +565,32 @@ async fn holder_that_stalls_past_its_lease_answers_cancelled() {
     assert_eq!(c.executions_of(&id).await, 0);
 }
 
+/// The lease outlasts a store blip: Redis paused for 1.5 s (A's renewals in that time fail or
+/// wait) does not cost A its live caller, who is then approved on B and answered by A.
+#[tokio::test]
+async fn a_short_redis_pause_does_not_lose_a_live_hold() {
+    let c = Cluster::start().await;
+    let held = c.send(&c.a, "/deploy/prod", false);
+    let id = c.pending_id(&c.b).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.redis_signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.redis_signal("-CONT");
+    // Longer than a lease after the pause: a lost hold would be cancelled by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(c.view(&c.b, &id).await["status"], "pending");
+    assert!(!held.is_finished(), "still held by A");
+    let (status, vote) = c.approve_on(&c.b, &id).await;
+    assert_eq!(status, 200, "{vote}");
+    let (status, body) = joined(held).await;
+    assert_eq!(status, 200, "A answered its caller: {body}");
+    assert_eq!(c.executions_of(&id).await, 1);
+    assert!(c
+        .audit_of("b", &id)
+        .iter()
+        .all(|e| e["event"] != "approval.cancelled"));
+}
+
 async fn joined_err(task: tokio::task::JoinHandle<Result<(u16, String), reqwest::Error>>) -> bool {
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
