@@ -451,6 +451,7 @@ pub fn print_teams_card() -> ExitCode {
         decision_reason: None,
         decided_at: None,
         held: true,
+        held_until: None,
         execution: crate::approval::Execution::NotStarted,
         audit_pending: false,
     };

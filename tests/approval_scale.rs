@@ -58,6 +58,7 @@ fn approval(created_at: u64, expires_at: u64, sub: &str) -> Approval {
         decision_reason: None,
         decided_at: None,
         held: false,
+        held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
     }

@@ -1,7 +1,9 @@
 //! Two replicas of the real binary sharing one real `redis-server` (SPEC 7, issue 5): a request
 //! held on replica A is released by a decision on replica B; an async request runs exactly once
-//! with both replicas' background sweeps racing; a replica dying while it holds a request does
-//! not strand it; Redis paused fails approval routes closed while allow routes keep working.
+//! with both replicas' background sweeps racing; a replica dying while it holds a caller gets
+//! that request cancelled (`holder_lost`, issue 13) and never run, while one that answered 202
+//! before dying leaves it to run once on another; Redis paused fails approval routes closed
+//! while allow routes keep working.
 
 mod common;
 
@@ -236,6 +238,57 @@ impl Cluster {
         self.echo.executions_of(id, QUIET).await
     }
 
+    /// The audit events replica `name` recorded for approval `id`, in order.
+    fn audit_of(&self, name: &str, id: &str) -> Vec<Value> {
+        self.dir
+            .read(format!("audit-{name}.jsonl"))
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("audit line is JSON"))
+            .filter(|e| e["approval_id"] == id)
+            .collect()
+    }
+
+    /// Polls replica `name`'s audit log until it holds an `event` for `id` (at most `within`);
+    /// returns that event and when it was first seen.
+    async fn audited(
+        &self,
+        name: &str,
+        id: &str,
+        event: &str,
+        within: Duration,
+    ) -> (Value, Instant) {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self
+                .audit_of(name, id)
+                .into_iter()
+                .find(|e| e["event"] == event);
+            if let Some(e) = found {
+                return (e, Instant::now());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {event} for {id} in audit-{name} within {within:?}: {:?}",
+                self.audit_of(name, id)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET /approvals/{id}` on `proxy` as alice (JSON).
+    async fn view(&self, proxy: &Proxy, id: &str) -> Value {
+        json_body(
+            http_client()
+                .get(format!("{}/approvals/{id}", proxy.control_url()))
+                .bearer_auth(self.person("alice"))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .expect("GET approval"),
+        )
+        .await
+    }
+
     fn redis_signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.redis.pid().to_string()])
@@ -349,6 +402,8 @@ async fn concurrent_votes_on_three_replicas_reach_quorum_exactly_once() {
     assert_eq!(c.executions_of(&id).await, 1, "upstream called once");
 }
 
+/// Issue 13: a request answered 202 (hold released) runs exactly once, on a surviving replica,
+/// within 5 s of its approval, though the replica that took it and answered 202 was killed.
 #[tokio::test]
 async fn async_request_survives_the_replica_that_took_it() {
     let mut c = Cluster::start().await;
@@ -360,27 +415,166 @@ async fn async_request_survives_the_replica_that_took_it() {
         .to_owned();
     c.a.send_signal("KILL");
     c.a.wait_exit(Duration::from_secs(5));
+    let approved = Instant::now();
     let (status, vote) = c.approve_on(&c.b, &id).await;
     assert_eq!(status, 200, "{vote}");
-    let (status, result) = c.wait_result(&c.b, &id, Duration::from_secs(10)).await;
+    let (status, result) = c.wait_result(&c.b, &id, Duration::from_secs(5)).await;
     assert_eq!(status, 200, "executed by B: {result}");
+    assert!(
+        approved.elapsed() <= Duration::from_secs(5),
+        "executed {:?} after the approval",
+        approved.elapsed()
+    );
+    let (forwarded, _) = c
+        .audited("b", &id, "request.forwarded", Duration::from_secs(1))
+        .await;
+    assert_eq!(forwarded["details"]["mode"], "background", "{forwarded}");
     assert_eq!(c.executions_of(&id).await, 1);
+    assert!(
+        c.audit_of("b", &id)
+            .iter()
+            .all(|e| e["event"] != "approval.cancelled"),
+        "a released hold is never lost"
+    );
 }
 
+/// Issue 13, the attack: a replica killed while it holds a caller. The caller saw a connection
+/// error (and may retry), so the request must never run: a surviving replica's sweep cancels
+/// it with reason `holder_lost` within 5 s, approvers are told, and a later approval is
+/// refused. Before hold leases were renewed, B executed it after `expires` + 10 s.
 #[tokio::test]
-async fn replica_dying_while_holding_does_not_strand_the_approved_request() {
+async fn replica_killed_while_holding_gets_the_request_cancelled_never_run() {
     let mut c = Cluster::start().await;
-    let held = c.send(&c.a, "/short/deploy", false);
+    let held = c.send(&c.a, "/deploy/prod", false);
     let id = c.pending_id(&c.b).await;
+    // Past one renewal period, so the lease the kill stops is a renewed one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!held.is_finished(), "still held by A");
+    let killed = Instant::now();
     c.a.send_signal("KILL");
     c.a.wait_exit(Duration::from_secs(5));
     assert!(joined_err(held).await, "A's caller lost its connection");
+
+    let (cancelled, seen) = c
+        .audited("b", &id, "approval.cancelled", Duration::from_secs(10))
+        .await;
+    eprintln!(
+        "holder_lost audited by B {:?} after A was killed",
+        seen - killed
+    );
+    assert!(
+        seen - killed <= Duration::from_secs(5),
+        "cancelled {:?} after the kill",
+        seen - killed
+    );
+    assert_eq!(cancelled["details"]["reason"], "holder_lost", "{cancelled}");
+    assert_eq!(cancelled["actor"], "countersign", "{cancelled}");
+    let (notified, _) = c
+        .audited("b", &id, "notify.sent", Duration::from_secs(2))
+        .await;
+    let told: Vec<Value> = c
+        .audit_of("b", &id)
+        .into_iter()
+        .filter(|e| e["event"] == "notify.sent" && e["details"]["notify_event"] == "cancelled")
+        .collect();
+    assert_eq!(told.len(), 1, "approvers told once: {notified} {told:?}");
+
+    let (status, vote) = c.approve_on(&c.b, &id).await;
+    assert_eq!(status, 409, "not pending any more: {vote}");
+    assert_eq!(vote["error"], "already_decided", "{vote}");
+    let view = c.view(&c.b, &id).await;
+    assert_eq!(view["status"], "cancelled", "{view}");
+    assert_eq!(c.executions_of(&id).await, 0, "never executed");
+    assert_eq!(c.echo.count(), 0, "the upstream received nothing");
+}
+
+/// Issue 13, SPEC-silent case: approved while its holder was alive (but stalled), and the
+/// holder died before it claimed the execution. The caller never got an answer, so this fails
+/// closed like a pending one: cancelled `holder_lost`, never executed by another replica.
+#[tokio::test]
+async fn approved_request_whose_holder_dies_before_claiming_is_cancelled_not_run() {
+    let mut c = Cluster::start().await;
+    let held = c.send(&c.a, "/deploy/prod", false);
+    let id = c.pending_id(&c.b).await;
+    // Past A's first renewal (the lease before it also covers telling approvers).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A stalls (no renewals, no claim), the approval lands while its lease still runs, and
+    // then A dies.
+    c.a.send_signal("STOP");
+    let (status, vote) = c.approve_on(&c.b, &id).await;
+    assert_eq!(status, 200, "approved while A's lease ran: {vote}");
+    assert_eq!(vote["status"], "approved", "{vote}");
+    c.a.send_signal("KILL");
+    c.a.wait_exit(Duration::from_secs(5));
+    assert!(joined_err(held).await, "A's caller lost its connection");
+
+    let (cancelled, _) = c
+        .audited("b", &id, "approval.cancelled", Duration::from_secs(8))
+        .await;
+    assert_eq!(cancelled["details"]["reason"], "holder_lost", "{cancelled}");
+    let events: Vec<Value> = c.audit_of("b", &id);
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let approved_at = names.iter().position(|n| *n == "approval.approved");
+    let cancelled_at = names.iter().position(|n| *n == "approval.cancelled");
+    assert!(
+        approved_at < cancelled_at,
+        "approved, then cancelled: {names:?}"
+    );
+    assert!(!names.contains(&"request.forwarded"), "{names:?}");
+    assert_eq!(c.view(&c.b, &id).await["status"], "cancelled");
+    assert_eq!(c.executions_of(&id).await, 0, "never executed");
+}
+
+/// A holder that stalls past its lease and comes back (SIGSTOP, SIGCONT) finds the request
+/// cancelled and tells its caller so (403 `approval_cancelled`): a definite answer, nothing run.
+#[tokio::test]
+async fn holder_that_stalls_past_its_lease_answers_cancelled() {
+    let c = Cluster::start().await;
+    let held = c.send(&c.a, "/deploy/prod", false);
+    let id = c.pending_id(&c.b).await;
+    // Past A's first renewal (the lease before it also covers telling approvers).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.a.send_signal("STOP");
+    let stalled = c
+        .audited("b", &id, "approval.cancelled", Duration::from_secs(8))
+        .await;
+    c.a.send_signal("CONT");
+    assert_eq!(
+        stalled.0["details"]["reason"], "holder_lost",
+        "{}",
+        stalled.0
+    );
+    let (status, body) = joined(held).await;
+    assert_eq!(status, 403, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("error JSON");
+    assert_eq!(body["error"], "approval_cancelled", "{body}");
+    assert_eq!(c.executions_of(&id).await, 0);
+}
+
+/// The lease outlasts a store blip: Redis paused for 1.5 s (A's renewals in that time fail or
+/// wait) does not cost A its live caller, who is then approved on B and answered by A.
+#[tokio::test]
+async fn a_short_redis_pause_does_not_lose_a_live_hold() {
+    let c = Cluster::start().await;
+    let held = c.send(&c.a, "/deploy/prod", false);
+    let id = c.pending_id(&c.b).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.redis_signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.redis_signal("-CONT");
+    // Longer than a lease after the pause: a lost hold would be cancelled by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(c.view(&c.b, &id).await["status"], "pending");
+    assert!(!held.is_finished(), "still held by A");
     let (status, vote) = c.approve_on(&c.b, &id).await;
     assert_eq!(status, 200, "{vote}");
-    // A's hold lease runs out at expires_at (3 s) + 10 s grace; then B's sweep executes it.
-    let (status, result) = c.wait_result(&c.b, &id, Duration::from_secs(25)).await;
-    assert_eq!(status, 200, "{result}");
+    let (status, body) = joined(held).await;
+    assert_eq!(status, 200, "A answered its caller: {body}");
     assert_eq!(c.executions_of(&id).await, 1);
+    assert!(c
+        .audit_of("b", &id)
+        .iter()
+        .all(|e| e["event"] != "approval.cancelled"));
 }
 
 async fn joined_err(task: tokio::task::JoinHandle<Result<(u16, String), reqwest::Error>>) -> bool {

@@ -373,6 +373,56 @@ async fn a_slack_copy_still_being_posted_by_a_catches_up_with_a_click_on_b() {
     );
 }
 
+/// Issue 13: replica A posts the messages, holds the caller and is killed. B's sweep cancels
+/// the request (`holder_lost`) and updates every copy A posted (found in the shared store),
+/// with a thread reply under each; nothing reaches the upstream.
+#[tokio::test]
+async fn a_holder_killed_after_posting_gets_every_slack_copy_updated_by_b() {
+    let (mut r, slack) = slack_replicas().await;
+    let token = r
+        .issuer
+        .token("dev", AUD, json!({ "email": "dev@example.com" }));
+    let request = http_client()
+        .post(format!("{}/deploy/prod", r.a.data_url()))
+        .bearer_auth(token)
+        .body("{\"version\":\"2\"}")
+        .timeout(Duration::from_secs(60))
+        .send();
+    let held = tokio::spawn(request);
+    let copies = slack_copies(&slack).await;
+    // Past A's first renewal of the hold (it starts once approvers were told).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!held.is_finished(), "still held by A");
+    r.a.send_signal("KILL");
+    r.a.wait_exit(Duration::from_secs(5));
+    let lost = tokio::time::timeout(Duration::from_secs(10), held).await;
+    assert!(
+        lost.expect("caller answered").expect("task").is_err(),
+        "A's caller lost its connection"
+    );
+    wait_for("every copy to say cancelled, holder lost", || {
+        slack_now(&slack, &copies).iter().all(|m| {
+            m.rendered()
+                .contains("Cancelled by countersign*: holder_lost")
+                && m.buttons().is_empty()
+        })
+    })
+    .await;
+    for m in &copies {
+        let thread = slack.thread(&m.channel, &m.ts);
+        assert!(
+            thread
+                .iter()
+                .any(|reply| reply.text.contains("Cancelled by countersign: holder_lost")),
+            "B replied in the thread of {}: {thread:?}",
+            m.channel
+        );
+    }
+    assert_eq!(r.audit("b", "approval.cancelled"), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(r.echo.count(), 0, "never executed");
+}
+
 // ----- Teams bot -----------------------------------------------------------------------------
 
 struct TeamsSetup {

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use countersign::approval::store::redis::HOLD_GRACE;
 use countersign::approval::*;
 use countersign::policy::{ApproveVia, NotifyTarget};
 
@@ -62,6 +61,7 @@ fn approval(quorum: u32) -> Approval {
         decision_reason: None,
         decided_at: None,
         held: false,
+        held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
     }
@@ -407,49 +407,162 @@ async fn parked_result_is_readable_from_another_instance() {
         .is_err());
 }
 
+/// Ids in `store`'s due-index at `at` (leasing them, as a sweep does).
+async fn due_ids(s: &RedisStore, at: u64) -> Vec<ApprovalId> {
+    s.due(at, 100, Duration::from_millis(1)).await.unwrap()
+}
+
+/// Issue 13: `held` is a lease the holder renews. Seen from a second instance (another
+/// replica): a held request is never executed in the background, a renewed lease keeps it,
+/// the due-index brings it up exactly when the lease runs out, and a lapsed lease cancels it
+/// (`holder_lost`), approved or not, after which nobody can claim it.
 #[tokio::test]
-async fn a_hold_blocks_the_background_until_its_lease_runs_out() {
+async fn a_hold_is_a_lease_the_holder_renews_and_a_lapsed_one_cancels() {
     let redis = RedisServer::start();
-    let s = store(&redis).await;
-    let a = created(&s, 1).await;
-    s.set_held(&a.id, true).await.unwrap();
-    s.record_vote(&a.id, vote("a1@example.com", Decision::Approve), now_ms())
+    let (holder, other) = (store(&redis).await, store(&redis).await);
+    let a = created(&holder, 1).await;
+    let t0 = now_ms();
+    holder.set_held(&a.id, true).await.unwrap();
+    assert!(matches!(
+        holder.renew_hold(&a.id, t0).await.unwrap(),
+        Cas::Applied(x) if x.held_until == Some(t0 + 3_000)
+    ));
+    holder
+        .record_vote(&a.id, vote("a1@example.com", Decision::Approve), t0)
         .await
         .unwrap();
     // The broker confirms once vote.cast and approval.approved are audited.
-    s.confirm_audited(&a.id, now_ms()).await.unwrap();
-    assert!(s
+    holder.confirm_audited(&a.id, t0).await.unwrap();
+    assert!(other
         .list(ListFilter::AwaitingExecution, 10)
         .await
         .unwrap()
         .is_empty());
+    let much_later = a.expires_at + 3_600_000;
+    assert!(
+        matches!(
+            other
+                .claim_execution(&a.id, Claimant::Background, "bg", much_later)
+                .await
+                .unwrap(),
+            Cas::Conflict(_)
+        ),
+        "a held request is never the background's, however late"
+    );
+
+    // Renewed at t0 + 2 s: good until t0 + 5 s, and quietly (nobody is woken by a renewal).
+    let mut changes = other.subscribe();
+    let probe = ApprovalId::generate();
+    holder.publish(&probe).await.unwrap();
+    let listening = tokio::time::timeout(Duration::from_secs(2), changes.recv()).await;
+    assert_eq!(listening.unwrap().unwrap(), probe, "the subscriber listens");
     assert!(matches!(
-        s.claim_execution(&a.id, Claimant::Background, "bg", now_ms())
-            .await
-            .unwrap(),
-        Cas::Conflict(_)
+        holder.renew_hold(&a.id, t0 + 2_000).await.unwrap(),
+        Cas::Applied(x) if x.held_until == Some(t0 + 5_000)
     ));
-    // The holding replica died: after expires_at + grace the hold no longer counts.
-    let later = a.expires_at + HOLD_GRACE.as_millis() as u64;
-    match s
-        .claim_execution(&a.id, Claimant::Background, "bg", later)
-        .await
-        .unwrap()
-    {
-        Cas::Applied(x) => assert!(!x.held),
+    let woken = tokio::time::timeout(Duration::from_millis(300), changes.recv()).await;
+    assert!(woken.is_err(), "a renewal is not announced: {woken:?}");
+    assert!(!due_ids(&other, t0 + 4_000).await.contains(&a.id));
+    assert!(matches!(
+        other.cancel_lost_hold(&a.id, t0 + 4_000).await.unwrap(),
+        Cas::Conflict(x) if x.status == Status::Approved
+    ));
+
+    // The holder stopped renewing: due at t0 + 5 s, and cancelled, never claimable.
+    assert!(due_ids(&other, t0 + 5_000).await.contains(&a.id));
+    match other.cancel_lost_hold(&a.id, t0 + 5_000).await.unwrap() {
+        Cas::Applied(x) => {
+            assert_eq!(x.status, Status::Cancelled);
+            assert_eq!(x.decision_reason.as_deref(), Some("holder_lost"));
+            assert_eq!(x.decided_by.as_deref(), Some("countersign"));
+        }
         other => panic!("{other:?}"),
     }
+    let announced = tokio::time::timeout(Duration::from_secs(2), changes.recv()).await;
+    assert_eq!(
+        announced.unwrap().unwrap(),
+        a.id,
+        "a cancellation is announced"
+    );
+    for who in [Claimant::Holder, Claimant::Background] {
+        assert!(matches!(
+            holder
+                .claim_execution(&a.id, who, "late", t0 + 5_001)
+                .await
+                .unwrap(),
+            Cas::Conflict(x) if x.status == Status::Cancelled
+        ));
+    }
+    assert!(
+        matches!(
+            holder.renew_hold(&a.id, t0 + 5_001).await.unwrap(),
+            Cas::Conflict(_)
+        ),
+        "a cancelled hold is not taken back"
+    );
+    assert!(!due_ids(&other, much_later).await.contains(&a.id));
 
     // A live holder claims while held.
-    let b = created(&s, 1).await;
-    s.set_held(&b.id, true).await.unwrap();
-    s.record_vote(&b.id, vote("a1@example.com", Decision::Approve), now_ms())
+    let b = created(&holder, 1).await;
+    holder.set_held(&b.id, true).await.unwrap();
+    holder.renew_hold(&b.id, now_ms()).await.unwrap();
+    holder
+        .record_vote(&b.id, vote("a1@example.com", Decision::Approve), now_ms())
         .await
         .unwrap();
-    // The broker confirms once vote.cast and approval.approved are audited.
-    s.confirm_audited(&b.id, now_ms()).await.unwrap();
+    holder.confirm_audited(&b.id, now_ms()).await.unwrap();
     assert!(matches!(
-        s.claim_execution(&b.id, Claimant::Holder, "holder", now_ms())
+        holder
+            .claim_execution(&b.id, Claimant::Holder, "holder", now_ms())
+            .await
+            .unwrap(),
+        Cas::Applied(_)
+    ));
+    assert!(
+        matches!(
+            other.cancel_lost_hold(&b.id, much_later).await.unwrap(),
+            Cas::Conflict(_)
+        ),
+        "once claimed, a hold is never lost"
+    );
+}
+
+/// A released hold (the caller was answered 202) is never lost: the background of any
+/// replica executes it once approved, whenever that is.
+#[tokio::test]
+async fn a_released_hold_is_never_cancelled_and_runs_in_the_background() {
+    let redis = RedisServer::start();
+    let (holder, other) = (store(&redis).await, store(&redis).await);
+    let a = created(&holder, 1).await;
+    let t0 = now_ms();
+    holder.set_held(&a.id, true).await.unwrap();
+    holder.renew_hold(&a.id, t0).await.unwrap();
+    holder.set_held(&a.id, false).await.unwrap();
+    let much_later = a.expires_at - 1;
+    assert!(matches!(
+        other.cancel_lost_hold(&a.id, much_later).await.unwrap(),
+        Cas::Conflict(x) if x.status == Status::Pending
+    ));
+    assert!(
+        matches!(
+            holder.renew_hold(&a.id, t0 + 1_000).await.unwrap(),
+            Cas::Conflict(x) if !x.held
+        ),
+        "a renewal racing the release does not take the hold back"
+    );
+    other
+        .record_vote(
+            &a.id,
+            vote("a1@example.com", Decision::Approve),
+            t0 + 10_000,
+        )
+        .await
+        .unwrap();
+    other.confirm_audited(&a.id, t0 + 10_000).await.unwrap();
+    assert!(due_ids(&other, t0 + 10_000).await.contains(&a.id));
+    assert!(matches!(
+        other
+            .claim_execution(&a.id, Claimant::Background, "bg", much_later)
             .await
             .unwrap(),
         Cas::Applied(_)

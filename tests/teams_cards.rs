@@ -62,6 +62,7 @@ fn approval() -> Approval {
         decision_reason: None,
         decided_at: None,
         held: true,
+        held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
     }

@@ -24,6 +24,7 @@ use super::record::{
 };
 use super::signer::ApprovalSigner;
 use super::store::{ApprovalStore, Cas, Cursor, ListFilter, Page, ParkedResult, StoreError};
+use super::transition;
 use super::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::identity::Principal;
@@ -177,7 +178,8 @@ impl Broker {
 
     /// Creates an approval request for `stored`, made by `requester` under `rule`, audits
     /// `approval.requested` and notifies approvers. The new approval is `held` (the caller's
-    /// connection waits); call [`Self::release_hold`] when answering 202.
+    /// connection waits) under a hold lease that [`Self::wait`] renews; call
+    /// [`Self::release_hold`] when answering 202.
     pub async fn submit(
         &self,
         rule: &Rule,
@@ -267,6 +269,11 @@ impl Broker {
             decision_reason: None,
             decided_at: None,
             held: true,
+            // The holder starts renewing only once this returns, after approvers were told
+            // (bounded by `notify_timeout`): the first lease covers that.
+            held_until: Some(transition::hold_lease_from(
+                now.saturating_add(duration_ms(self.settings.notify_timeout)),
+            )),
             execution: Execution::NotStarted,
             audit_pending: false,
         };
@@ -298,9 +305,53 @@ impl Broker {
     /// ([`BrokerSettings::recheck_interval`]). So a held caller costs no work while nothing
     /// happens to its approval, and a change wakes only its own holders.
     ///
+    /// While it waits it renews the hold lease every [`transition::HOLD_RENEW_EVERY`]: a
+    /// replica that dies holding a caller stops renewing, and a surviving replica's sweep
+    /// cancels the request ([`transition::cancel_lost_hold`]). Whoever calls `wait` must answer
+    /// the caller (or [`Self::release_hold`]) promptly after it returns: the lease then has
+    /// at least [`transition::HOLD_LEASE`] minus one renewal period left.
+    ///
     /// Cancel-safe: the proxy can race it against the client hanging up and drop it (the
-    /// waiter unregisters on drop).
+    /// waiter unregisters on drop; a renewal in flight is a compare-and-set that changes only
+    /// the lease of a still-held request).
     pub async fn wait(&self, id: &ApprovalId, hold: Duration) -> Result<WaitOutcome, BrokerError> {
+        if hold.is_zero() {
+            // `Prefer: respond-async`: answered at once, nothing to renew.
+            return self.wait_for_decision(id, hold).await;
+        }
+        tokio::select! {
+            outcome = self.wait_for_decision(id, hold) => outcome,
+            never = self.keep_hold(id) => match never {},
+        }
+    }
+
+    /// Renews the hold lease on `id` at once (the first lease also covered `submit`'s
+    /// notification time; from now on a dead holder is noticed within the lease) and then every
+    /// [`transition::HOLD_RENEW_EVERY`], until there is no live hold left to renew (released,
+    /// decided, claimed, cancelled or gone); then waits forever ([`Self::wait`] drops it). A
+    /// failed renewal is retried at the next period: the lease outlasts two of them.
+    async fn keep_hold(&self, id: &ApprovalId) -> std::convert::Infallible {
+        let mut tick = tokio::time::interval(transition::HOLD_RENEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.store.renew_hold(id, self.now_ms()).await {
+                Ok(Cas::Applied(_)) => {}
+                Ok(Cas::Conflict(_) | Cas::NotFound) => break,
+                Err(e) => {
+                    tracing::warn!(approval_id = %id, error = %e, "could not renew the hold lease");
+                }
+            }
+        }
+        std::future::pending().await
+    }
+
+    /// [`Self::wait`] without the lease renewal.
+    async fn wait_for_decision(
+        &self,
+        id: &ApprovalId,
+        hold: Duration,
+    ) -> Result<WaitOutcome, BrokerError> {
         let deadline = tokio::time::Instant::now() + hold;
         // Register before reading, so a decision between the read and the wait is not lost.
         let watch = self.waiters.watch(&*self.store, id);
@@ -414,20 +465,58 @@ impl Broker {
             Cas::Conflict(a) if a.status == Status::Cancelled => Ok(a),
             Cas::Conflict(a) => Err(CancelError::AlreadyDecided(a.status)),
             Cas::Applied(a) => {
-                let cancelled = AuditEvent::Cancelled {
-                    approval: &a,
-                    actor,
-                    reason: why,
-                };
-                let recorded = self.audit.record(cancelled).await;
-                self.store.publish(id).await?;
-                self.record_decision_metrics(&a);
-                self.refresh_pending_gauge().await;
-                recorded?;
-                self.notify(&a, NotifyEvent::Cancelled).await;
+                self.after_cancelled(&a, actor, why).await?;
                 Ok(a)
             }
         }
+    }
+
+    /// Audits `approval.cancelled`, wakes the holders, counts it and (once the audit write
+    /// succeeded) tells approvers: the one path for every cancellation.
+    async fn after_cancelled(
+        &self,
+        a: &Approval,
+        actor: &str,
+        why: &str,
+    ) -> Result<(), CancelError> {
+        let cancelled = AuditEvent::Cancelled {
+            approval: a,
+            actor,
+            reason: why,
+        };
+        let recorded = self.audit.record(cancelled).await;
+        self.store.publish(&a.id).await?;
+        self.record_decision_metrics(a);
+        self.refresh_pending_gauge().await;
+        recorded?;
+        self.notify(a, NotifyEvent::Cancelled).await;
+        Ok(())
+    }
+
+    /// Cancels `id` if its holder was lost at `now` ([`transition::cancel_lost_hold`]: held,
+    /// lease run out, nothing sent upstream), then audits `approval.cancelled` with reason
+    /// [`transition::HOLDER_LOST`] and updates approvers' messages like any cancellation.
+    /// Returns whether this call cancelled it.
+    pub async fn cancel_lost_hold(&self, id: &ApprovalId, now: u64) -> bool {
+        let lost = self.store.cancel_lost_hold(id, now).await;
+        let a = match self.refuse_tampered(id, lost).await {
+            Ok(Cas::Applied(a)) => a,
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, "could not cancel a lost hold");
+                return false;
+            }
+        };
+        tracing::warn!(approval_id = %id,
+            "the replica holding this request stopped renewing its hold: cancelled, never executed");
+        let actor = transition::HOLDER_LOST_ACTOR;
+        if let Err(e) = self
+            .after_cancelled(&a, actor, transition::HOLDER_LOST)
+            .await
+        {
+            tracing::error!(approval_id = %id, error = %e, "lost hold cancelled, but not fully recorded");
+        }
+        true
     }
 
     /// The requester's `DELETE /approvals/{id}`: only the requester (same iss and sub) may.

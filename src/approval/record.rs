@@ -295,6 +295,11 @@ pub struct Approval {
     pub decided_at: Option<u64>,
     /// A caller connection is waiting for the decision (so the background must not execute).
     pub held: bool,
+    /// While `held`: when the hold lease runs out (unix ms) unless the holder renews it
+    /// ([`super::transition::renew_hold`]). `None` in records written before leases were
+    /// renewed: those are believed until `expires_at` + [`super::transition::HOLD_GRACE`].
+    #[serde(default)]
+    pub held_until: Option<u64>,
     /// Upstream execution state.
     pub execution: Execution,
     /// Approved, but the deciding `vote.cast` and `approval.approved` are not yet durable in

@@ -1,6 +1,8 @@
 //! The approval background work: executes approved requests nobody holds (woken by change
 //! notifications, and by a periodic sweep so a lost notification only delays), expires overdue
-//! approvals and cleans the store. Runs until its shutdown signal flips.
+//! approvals, cancels held requests whose holder stopped renewing its lease (a replica that
+//! died holding the caller: [`super::transition::cancel_lost_hold`]) and cleans the store.
+//! Runs until its shutdown signal flips.
 //!
 //! Owns the loop and the sweep. Must not hold state of its own (everything is in the store)
 //! and must not touch pingora: `app.rs` hands it the server's shutdown watch.
@@ -13,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::broker::Broker;
 use super::record::{ApprovalId, Status};
-use super::transition::{may_claim, Claimant};
+use super::transition::{hold_lost, may_claim, Claimant};
 use crate::shutdown::{stopped, Shutdown};
 
 /// What one sweep did.
@@ -23,6 +25,8 @@ pub struct SweepReport {
     pub expired: usize,
     /// Approved requests executed in the background.
     pub executed: usize,
+    /// Held requests cancelled because their holder stopped renewing the hold lease.
+    pub holder_lost: usize,
     /// Store records dropped.
     pub cleaned: usize,
 }
@@ -85,7 +89,8 @@ impl Broker {
         }
     }
 
-    /// One sweep: expire overdue pending approvals, execute approved unheld ones, clean up.
+    /// One sweep: expire overdue pending approvals, cancel held ones whose hold lease ran out,
+    /// execute approved unheld ones, clean up.
     ///
     /// Reads only what is due: the store's due-index ([`super::store::ApprovalStore::due`]) in batches of
     /// [`SWEEP_BATCH`] (at most [`SWEEP_BATCHES`] per sweep; the rest waits for the next tick),
@@ -112,6 +117,7 @@ impl Broker {
                 .await;
             report.expired += done.iter().filter(|a| **a == Acted::Expired).count();
             report.executed += done.iter().filter(|a| **a == Acted::Executed).count();
+            report.holder_lost += done.iter().filter(|a| **a == Acted::HolderLost).count();
             if last {
                 break;
             }
@@ -124,7 +130,8 @@ impl Broker {
         report
     }
 
-    /// Does what a due approval needs: expire it, or execute it in the background.
+    /// Does what a due approval needs: expire it, cancel it (its holder was lost), or execute
+    /// it in the background.
     async fn act_on_due(&self, id: &ApprovalId, now: u64) -> Acted {
         let a = match self.store.get(id).await {
             Ok(Some(a)) => a,
@@ -138,6 +145,10 @@ impl Broker {
             if self.expire_one(id).await {
                 return Acted::Expired;
             }
+        } else if hold_lost(&a, now) {
+            if self.cancel_lost_hold(id, now).await {
+                return Acted::HolderLost;
+            }
         } else if may_claim(&a, Claimant::Background) && self.background_one(id).await {
             return Acted::Executed;
         }
@@ -150,6 +161,7 @@ impl Broker {
 enum Acted {
     Expired,
     Executed,
+    HolderLost,
     Nothing,
 }
 

@@ -46,6 +46,7 @@ pub(super) fn approval(quorum: u32) -> Approval {
         decision_reason: None,
         decided_at: None,
         held: true,
+        held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
     }
@@ -508,3 +509,5 @@ fn execution_refuses_a_stored_request_that_is_not_the_approved_one() {
         .unwrap_err()
         .contains("requester"));
 }
+
+mod lease;

@@ -13,6 +13,9 @@
 //!    |   \--expire (now >= expires_at)--> Expired
 //!    \------cancel------> Cancelled <--cancel-- Approved (not yet claimed)
 //! ```
+//!
+//! A held request is a lease ([`renew_hold`]): one whose holder stopped renewing is cancelled
+//! with reason [`HOLDER_LOST`] ([`cancel_lost_hold`]), pending or approved, never executed.
 
 use super::record::{Approval, Decision, Execution, Status, Vote};
 
@@ -188,4 +191,77 @@ pub fn finish(a: &mut Approval, outcome: &Execution) -> bool {
         a.execution = outcome.clone();
     }
     claimed
+}
+
+// ----- the hold lease ----------------------------------------------------------------------
+//
+// A caller held on a replica is a lease in the record, not a plain flag: the holding replica
+// renews `held_until` every [`HOLD_RENEW_EVERY`] for [`HOLD_LEASE`]; a replica that dies stops
+// renewing, and any replica's sweep then cancels the request ([`cancel_lost_hold`]) rather
+// than executing it: its caller saw a connection error and may retry, so running it too could
+// run the action twice. A released hold (the caller was answered 202) is never lost: the
+// background of any replica executes it once approved.
+
+/// How often the holding replica renews its hold lease.
+pub const HOLD_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a hold lease lasts after its last renewal: three renewals, so one slow or failed
+/// store write (or up to ~1.5 s of clock skew between replicas) does not lose a live hold,
+/// and a dead holder is noticed by a 1 s sweep within [`HOLD_LEASE`] + 1 s.
+pub const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long after `expires_at` the hold of a record without `held_until` (written before
+/// leases were renewed) is believed.
+pub const HOLD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The `decision_reason` (and audited `reason`) of a request cancelled because its holder
+/// stopped renewing the hold.
+pub const HOLDER_LOST: &str = "holder_lost";
+
+/// Who cancels a request whose holder was lost.
+pub const HOLDER_LOST_ACTOR: &str = "countersign";
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A lease taken or renewed at `now` runs until this (unix ms).
+pub fn hold_lease_from(now: u64) -> u64 {
+    now.saturating_add(ms(HOLD_LEASE))
+}
+
+/// When the hold on `a` runs out unless renewed (unix ms); `None` when nobody holds it.
+pub fn hold_deadline(a: &Approval) -> Option<u64> {
+    a.held.then(|| {
+        a.held_until
+            .unwrap_or_else(|| a.expires_at.saturating_add(ms(HOLD_GRACE)))
+    })
+}
+
+/// Renews the hold lease at `now`: only a live hold (held, and pending or approved but not
+/// started) is renewed, so a renewal racing the release of the hold (202) or a decision
+/// never takes the hold back. A lapsed lease that nobody cancelled yet is renewed too: its
+/// holder is alive after all. Returns whether it changed anything.
+pub fn renew_hold(a: &mut Approval, now: u64) -> bool {
+    let live = a.held && may_cancel(a);
+    if live {
+        a.held_until = Some(hold_lease_from(now));
+    }
+    live
+}
+
+/// Whether the holder of `a` is lost at `now`: held, its lease ran out, and nothing was sent
+/// upstream yet. A pending approval past `expires_at` expires instead (the expiry wins: it is
+/// what the holder would have answered).
+pub fn hold_lost(a: &Approval, now: u64) -> bool {
+    let expiring = a.status == Status::Pending && now >= a.expires_at;
+    may_cancel(a) && !expiring && hold_deadline(a).is_some_and(|until| now >= until)
+}
+
+/// `Pending | Approved (not started) -> Cancelled` by [`HOLDER_LOST_ACTOR`] for
+/// [`HOLDER_LOST`], when [`hold_lost`]. Fail closed: an approved request whose holder died
+/// before claiming it is cancelled, never executed by another replica, because its caller got
+/// no answer and may have retried.
+pub fn cancel_lost_hold(a: &mut Approval, now: u64) -> bool {
+    hold_lost(a, now) && cancel(a, HOLDER_LOST_ACTOR, HOLDER_LOST, now)
 }

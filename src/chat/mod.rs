@@ -100,6 +100,7 @@ pub(crate) fn sample_approval() -> Approval {
         decision_reason: None,
         decided_at: None,
         held: true,
+        held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
     }

@@ -2,6 +2,11 @@
 //! hold the caller's connection until a decision, the hold time, a hang-up or shutdown, then
 //! answer with the upstream's response (executed once by the broker), a 403, or a 202.
 //!
+//! While the caller is held, `Broker::wait` renews the hold lease every second: if this
+//! replica dies, a surviving replica cancels the request (`holder_lost`) instead of running it
+//! for a caller who saw a connection error. Once the caller is answered 202 the hold is
+//! released and any replica executes the request once it is approved.
+//!
 //! Decisions belong to `approval::Broker`; this file only moves bytes and maps outcomes.
 
 use std::sync::Arc;
@@ -221,6 +226,11 @@ pub async fn hold(
                 id,
                 expires_at: approval.expires_at,
             }),
+            // Cancelled between the decision and the claim (this replica could not renew its
+            // hold in time and another cancelled it): never executed.
+            Err(ExecuteError::NotApproved(crate::approval::Status::Cancelled)) => {
+                Err(Rejection::ApprovalCancelled)
+            }
             Err(ExecuteError::Upstream(e)) => {
                 tracing::warn!(request_id = %ctx.request_id, error = %e, "approved request could not reach upstream");
                 Err(Rejection::UpstreamUnavailable)

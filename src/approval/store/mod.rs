@@ -178,26 +178,24 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// How long a `held` flag is believed after `expires_at` (see the Redis hold lease).
-pub const HOLD_GRACE: Duration = Duration::from_secs(10);
+/// How long after `expires_at` the hold of a record without a renewed lease is believed.
+pub use super::transition::HOLD_GRACE;
 
 /// When the background must next look at `a` (unix ms), or `None` if never: a pending
-/// approval at its expiry; an approved, audited, unclaimed one at once when nobody holds it,
-/// else when its hold lease runs out. Backends keep a due-index by this value so a sweep
-/// reads only what is due ([`ApprovalStore::due`]), never the whole store.
+/// approval at its expiry, or sooner when its hold lease runs out (a lost holder is cancelled:
+/// [`transition::cancel_lost_hold`]); an approved, unclaimed one when its hold lease runs out
+/// if it is held, else (once its decision is audited) at once. Backends keep a due-index by
+/// this value so a sweep reads only what is due ([`ApprovalStore::due`]), never the whole
+/// store; a renewed lease moves the entry forward, so live holds are never read.
 pub fn due_at(a: &Approval) -> Option<u64> {
+    let hold = transition::hold_deadline(a);
     match a.status {
-        Status::Pending => Some(a.expires_at),
-        Status::Approved
-            if !a.audit_pending && a.execution == super::record::Execution::NotStarted =>
-        {
-            if a.held {
-                let grace = u64::try_from(HOLD_GRACE.as_millis()).unwrap_or(u64::MAX);
-                Some(a.expires_at.saturating_add(grace))
-            } else {
-                Some(0)
-            }
-        }
+        Status::Pending => Some(hold.map_or(a.expires_at, |h| h.min(a.expires_at))),
+        Status::Approved if a.execution == super::record::Execution::NotStarted => match hold {
+            Some(h) => Some(h),
+            None if !a.audit_pending => Some(0),
+            None => None,
+        },
         _ => None,
     }
 }
@@ -375,6 +373,33 @@ pub trait ApprovalStore: Send + Sync + Debug {
                 other => other,
             },
         )
+    }
+
+    /// Like [`Self::update`], but the change is not announced to subscribers: for writes that
+    /// are news to nobody (a hold renewal), so they do not wake every replica and holder. The
+    /// due-index still follows. Backends that announce on write override it; by default it is
+    /// [`Self::update`].
+    async fn update_quietly(
+        &self,
+        id: &ApprovalId,
+        now: u64,
+        change: &mut Change<'_>,
+    ) -> Result<Cas, StoreError> {
+        self.update(id, now, change).await
+    }
+
+    /// [`transition::renew_hold`] at `now`, quietly ([`Self::update_quietly`]): the holder's
+    /// renewal every [`transition::HOLD_RENEW_EVERY`]. [`Cas::Conflict`] when there is no live
+    /// hold to renew (released, decided, claimed or cancelled).
+    async fn renew_hold(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
+        self.update_quietly(id, now, &mut |a| transition::renew_hold(a, now))
+            .await
+    }
+
+    /// [`transition::cancel_lost_hold`]: cancels a held request whose lease ran out.
+    async fn cancel_lost_hold(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
+        self.update(id, now, &mut |a| transition::cancel_lost_hold(a, now))
+            .await
     }
 
     /// [`transition::claim`]: exactly one claim ever succeeds per approval.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::super::{StoreError, HOLD_GRACE};
+use super::super::StoreError;
 use crate::approval::record::{Approval, ApprovalId};
 
 /// Default bound on one Redis round trip.
@@ -52,8 +52,9 @@ return 1
 ";
 
 /// Writes a new approval state if the version is unchanged, moves it in the indexes, then
-/// publishes the id. KEYS: apr, pending, preq, due. ARGV: expected ver, json, id, channel,
-/// pending (1/0), due score ('' for none). Returns 1 written, 0 lost race, -1 gone.
+/// publishes the id (unless the channel is '': a quiet write). KEYS: apr, pending, preq, due.
+/// ARGV: expected ver, json, id, channel, pending (1/0), due score ('' for none). Returns 1
+/// written, 0 lost race, -1 gone.
 pub(super) const CAS_LUA: &str = r"
 local v = redis.call('HGET', KEYS[1], 'ver')
 if not v then return -1 end
@@ -68,7 +69,7 @@ if ARGV[6] == '' then
 else
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[3])
 end
-redis.call('PUBLISH', ARGV[4], ARGV[3])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[3]) end
 return 1
 ";
 
@@ -177,14 +178,6 @@ pub(super) fn pending_arg(a: &Approval) -> &'static str {
     } else {
         "0"
     }
-}
-
-/// Applies the hold lease: a hold older than `expires_at + HOLD_GRACE` is a dead replica's.
-pub(super) fn lease(mut a: Approval, now: u64) -> Approval {
-    if a.held && now >= a.expires_at.saturating_add(ms(HOLD_GRACE)) {
-        a.held = false;
-    }
-    a
 }
 
 /// Record kinds, as the MAC names them.

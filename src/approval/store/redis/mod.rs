@@ -39,13 +39,14 @@
 //! replicas can neither double-count nor lose a vote, and exactly one `claim_execution` wins
 //! cluster-wide. Porting the rules to Lua would duplicate them; this keeps one definition.
 //!
-//! Time: reads that apply the hold lease without a caller's `now` (`get`, `list`, `set_held`,
-//! `finish_execution`) ask the injected clock ([`RedisStore::with_clock`]), never the wall.
+//! Time: operations without a caller's `now` (`set_held`, `finish_execution`, the per-requester
+//! count) ask the injected clock ([`RedisStore::with_clock`]), never the wall.
 //!
-//! Held by a dead replica: `held` is a lease, not a plain flag. A hold never outlasts the
-//! approval's `expires_at` (config refuses `hold > expires`), so a `held` flag seen after
-//! `expires_at + HOLD_GRACE` can only belong to a replica that died while holding; the store then
-//! reports it as not held and the background sweep of any replica may execute the request.
+//! Held requests: `held` is a lease (`held_until`, inside the sealed record) that the holding
+//! replica renews every second with a quiet compare-and-set (no publish: a renewal is news to
+//! nobody); each renewal moves the id in `cs:due` to the new deadline. Reads report the record
+//! as stored: what a lapsed lease means is [`crate::approval::transition::cancel_lost_hold`]'s
+//! call, which a sweep makes when `cs:due` brings the id up.
 //!
 //! Faults: every Redis call is bounded by a timeout (1 s by default; 2 s for a new connection)
 //! and then returns [`StoreError`]; the connection manager reconnects on its own, and the pub/sub task
@@ -77,8 +78,7 @@ use crate::approval::record::{Approval, ApprovalId, StoredRequest};
 use crate::clock::{SharedClock, SystemClock};
 use keys::*;
 
-/// How long after `expires_at` a `held` flag is still believed: covers the holder's claim right
-/// after a last-moment decision and clock skew between replicas.
+/// How long after `expires_at` the hold of a record without a renewed lease is believed.
 pub use super::HOLD_GRACE;
 
 /// The Redis-backed [`ApprovalStore`]. Cheap to share behind an `Arc`; connects lazily so a
@@ -283,32 +283,29 @@ impl RedisStore {
         }
     }
 
-    /// Reads the approval and its version, with the hold lease applied at `now`.
-    async fn read(
-        &self,
-        id: &ApprovalId,
-        now: u64,
-    ) -> Result<Option<(Approval, String)>, StoreError> {
+    /// Reads the approval and its version.
+    async fn read(&self, id: &ApprovalId) -> Result<Option<(Approval, String)>, StoreError> {
         let mut c = self.conn().await?;
         let key = apr_key(id);
         let (json, ver): (Option<String>, Option<String>) = self
             .call("read", async { c.hget(&key, &["json", "ver"]).await })
             .await?;
         match (json, ver) {
-            (Some(json), Some(ver)) => Ok(Some((lease(self.open(APPROVAL, id, &json)?, now), ver))),
+            (Some(json), Some(ver)) => Ok(Some((self.open(APPROVAL, id, &json)?, ver))),
             _ => Ok(None),
         }
     }
 
-    /// One compare-and-set round: read, decide, write if the version is unchanged.
-    /// `None` when the approval is gone; `Some(Err(a))` when another writer won.
+    /// One compare-and-set round: read, decide, write if the version is unchanged, and
+    /// publish the id if `announce`. `None` when the approval is gone; `Some(Err(a))` when
+    /// another writer won.
     async fn try_update(
         &self,
         id: &ApprovalId,
-        now: u64,
         change: &mut Change<'_>,
+        announce: bool,
     ) -> Result<Option<Result<Cas, ()>>, StoreError> {
-        let Some((mut a, ver)) = self.read(id, now).await? else {
+        let Some((mut a, ver)) = self.read(id).await? else {
             return Ok(None);
         };
         if !change(&mut a) {
@@ -324,7 +321,7 @@ impl RedisStore {
             .arg(&ver)
             .arg(&json)
             .arg(id.as_str())
-            .arg(CHANNEL)
+            .arg(if announce { CHANNEL } else { "" })
             .arg(pending_arg(&a))
             .arg(due_arg(&a));
         let written: i64 = self
@@ -338,6 +335,26 @@ impl RedisStore {
             -1 => None,
             _ => Some(Err(())),
         })
+    }
+
+    /// [`ApprovalStore::update`], publishing the id on a write if `announce`.
+    async fn update_announcing(
+        &self,
+        id: &ApprovalId,
+        change: &mut Change<'_>,
+        announce: bool,
+    ) -> Result<Cas, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            match self.try_update(id, change, announce).await? {
+                None => return Ok(Cas::NotFound),
+                Some(Ok(done)) => return Ok(done),
+                // Lost the race: someone else wrote; decide again on their state.
+                Some(Err(())) => tokio::task::yield_now().await,
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "approval {id}: too much contention, gave up after {MAX_ATTEMPTS} attempts"
+        )))
     }
 }
 
@@ -435,7 +452,7 @@ impl ApprovalStore for RedisStore {
     }
 
     async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
-        Ok(self.read(id, self.now_ms()).await?.map(|(a, _)| a))
+        Ok(self.read(id).await?.map(|(a, _)| a))
     }
 
     async fn stored_request(&self, id: &ApprovalId) -> Result<Option<StoredRequest>, StoreError> {
@@ -457,20 +474,19 @@ impl ApprovalStore for RedisStore {
     async fn update(
         &self,
         id: &ApprovalId,
-        now: u64,
+        _now: u64,
         change: &mut Change<'_>,
     ) -> Result<Cas, StoreError> {
-        for _ in 0..MAX_ATTEMPTS {
-            match self.try_update(id, now, change).await? {
-                None => return Ok(Cas::NotFound),
-                Some(Ok(done)) => return Ok(done),
-                // Lost the race: someone else wrote; decide again on their state.
-                Some(Err(())) => tokio::task::yield_now().await,
-            }
-        }
-        Err(StoreError::unavailable(format!(
-            "approval {id}: too much contention, gave up after {MAX_ATTEMPTS} attempts"
-        )))
+        self.update_announcing(id, change, true).await
+    }
+
+    async fn update_quietly(
+        &self,
+        id: &ApprovalId,
+        _now: u64,
+        change: &mut Change<'_>,
+    ) -> Result<Cas, StoreError> {
+        self.update_announcing(id, change, false).await
     }
 
     async fn park_result(
@@ -572,7 +588,6 @@ impl ApprovalStore for RedisStore {
         let jsons: Vec<Option<String>> = self
             .call("list", async { pipe.query_async(&mut c).await })
             .await?;
-        let now = self.now_ms();
         for ((_, id), json) in keys.iter().zip(jsons) {
             let (Some(id), Some(json)) = (ApprovalId::parse(id), json) else {
                 continue;
@@ -580,7 +595,7 @@ impl ApprovalStore for RedisStore {
             // One tampered record must not hide every other approval: it is skipped here and
             // refused (and audited) wherever it is read by id.
             let a = match self.open::<Approval>(APPROVAL, &id, &json) {
-                Ok(a) => lease(a, now),
+                Ok(a) => a,
                 Err(e) => {
                     tracing::error!(error = %e, "approval store: listing skips a record");
                     continue;

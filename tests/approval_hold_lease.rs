@@ -1,0 +1,283 @@
+//! The hold lease through the broker (issue 13), on the memory store, with tokio's paused
+//! time driving both the renewals and the injected clock: a caller still waiting keeps its
+//! hold however long it waits; a holder that stops renewing (its task is gone, as when its
+//! replica dies) is noticed by the sweep, which cancels the request with reason
+//! `holder_lost`, audits and notifies it, and never executes it, approved or not.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use common::approval_fixture::{rule, spec};
+use common::RecordingAudit;
+use countersign::approval::*;
+use countersign::clock::{Clock, SharedClock};
+use countersign::identity::Principal;
+
+/// Wall time that follows tokio's clock (paused in these tests), so the lease the broker
+/// writes and the renewals its timer drives agree.
+#[derive(Debug)]
+struct TokioClock {
+    base: SystemTime,
+    start: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> SystemTime {
+        self.base + self.start.elapsed()
+    }
+}
+
+/// Records what approvers were told; telling them of a new request takes `slow` (a chat API
+/// answering 429 with Retry-After).
+#[derive(Debug, Default)]
+struct Told(Mutex<Vec<(ApprovalId, NotifyEvent)>>, Duration);
+
+#[async_trait]
+impl Notifier for Told {
+    async fn notify(&self, a: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
+        if *event == NotifyEvent::Requested {
+            tokio::time::sleep(self.1).await;
+        }
+        self.0.lock().unwrap().push((a.id.clone(), event.clone()));
+        Ok(())
+    }
+}
+
+struct Harness {
+    broker: Broker,
+    audit: Arc<RecordingAudit>,
+    told: Arc<Told>,
+}
+
+fn harness() -> Harness {
+    harness_with_chat_taking(Duration::ZERO)
+}
+
+fn harness_with_chat_taking(slow: Duration) -> Harness {
+    let audit = Arc::new(RecordingAudit::default());
+    let told = Arc::new(Told(Mutex::default(), slow));
+    let clock = Arc::new(TokioClock {
+        base: SystemTime::now(),
+        start: tokio::time::Instant::now(),
+    });
+    let groups = BTreeMap::from([("sre-leads".to_owned(), vec!["alice@example.com".to_owned()])]);
+    // Nothing listens there: any execution attempt would show as `request.failed`.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let broker = Broker::new(
+        Arc::new(MemoryStore::new()),
+        told.clone(),
+        audit.clone(),
+        clock as SharedClock,
+        Arc::new(ApprovalSigner::generate().unwrap()),
+        Arc::new(Executor::new(Duration::from_secs(1)).with_upstream(
+            "echo",
+            &format!("http://{dead}"),
+            None,
+        )),
+        groups,
+    )
+    .with_settings(BrokerSettings {
+        // As in `countersign run`: chat APIs get time to retry before a delivery counts as failed.
+        notify_timeout: Duration::from_secs(10),
+        ..BrokerSettings::default()
+    });
+    Harness {
+        broker,
+        audit,
+        told,
+    }
+}
+
+fn requester() -> Principal {
+    let claims = serde_json::json!({
+        "iss": "https://idp.example.com",
+        "sub": "user-dev",
+        "email": "dev@example.com",
+        "exp": 4_000_000_000u64,
+    });
+    Principal::from_claims(claims.as_object().unwrap().clone()).unwrap()
+}
+
+impl Harness {
+    async fn submit(&self) -> Approval {
+        let stored = StoredRequest::new(
+            &http::Method::POST,
+            "deploy.example.com",
+            "/v1/deployments/production",
+            None,
+            &http::HeaderMap::new(),
+            b"{}".to_vec(),
+            "echo",
+            "user-dev",
+        );
+        self.broker
+            .submit(&rule(spec()), &requester(), stored, None)
+            .await
+            .unwrap()
+    }
+
+    /// The holding replica: waits (and so renews) until its task is aborted.
+    fn hold(&self, id: &ApprovalId) -> tokio::task::JoinHandle<WaitOutcome> {
+        let (broker, id) = (self.broker.clone(), id.clone());
+        tokio::spawn(async move { broker.wait(&id, Duration::from_secs(55)).await.unwrap() })
+    }
+
+    async fn status(&self, id: &ApprovalId) -> Approval {
+        self.broker.get(id).await.unwrap().unwrap()
+    }
+
+    fn cancelled_for(&self, id: &ApprovalId) -> Vec<NotifyEvent> {
+        self.told
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(i, e)| i == id && *e == NotifyEvent::Cancelled)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Asserts `id` was cancelled `holder_lost` once, audited and notified, never executed.
+    async fn assert_lost_and_never_run(&self, id: &ApprovalId) {
+        let a = self.status(id).await;
+        assert_eq!(a.status, Status::Cancelled);
+        assert_eq!(a.execution, Execution::NotStarted);
+        let cancelled = self.audit.find(id, "approval.cancelled");
+        assert_eq!(cancelled.len(), 1, "{cancelled:?}");
+        assert_eq!(cancelled[0]["reason"], "holder_lost", "{cancelled:?}");
+        assert_eq!(cancelled[0]["actor"], "countersign", "{cancelled:?}");
+        assert_eq!(self.cancelled_for(id).len(), 1, "approvers told once");
+        assert_eq!(self.broker.execute_in_background(id).await.unwrap(), None);
+        let names = self.audit.names_for(id);
+        assert!(
+            !names.iter().any(|n| n.starts_with("request.")),
+            "never executed: {names:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_holder_keeps_its_hold_and_a_gone_one_is_cancelled_holder_lost() {
+    let h = harness();
+    let a = h.submit().await;
+    let holder = h.hold(&a.id);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(h.broker.sweep().await.holder_lost, 0, "renewed all along");
+    let live = h.status(&a.id).await;
+    assert_eq!(live.status, Status::Pending);
+    assert!(live.held_until > a.held_until, "renewed: {live:?}");
+
+    // The holder is gone without a word (its replica died): no cancel, no release.
+    // Its last renewal was at 19 s or 20 s: the lease runs until 22 s or 23 s.
+    holder.abort();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(h.broker.sweep().await.holder_lost, 0, "lease still running");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.broker.sweep().await.holder_lost, 1, "lease ran out");
+    h.assert_lost_and_never_run(&a.id).await;
+    assert_eq!(h.broker.sweep().await.holder_lost, 0, "cancelled once");
+    assert!(matches!(
+        h.broker
+            .decide(
+                &a.id,
+                ApproverIdentity {
+                    email: "alice@example.com".into(),
+                    iss: None,
+                    sub: None,
+                    via: Channel::Api,
+                },
+                Decision::Approve,
+                None,
+            )
+            .await,
+        Err(DecideError::AlreadyDecided(Status::Cancelled))
+    ));
+}
+
+/// SPEC-silent, decided fail-closed: approved while held, and the holder died before it
+/// claimed the execution. Its caller got no answer, so no other replica runs it.
+#[tokio::test(start_paused = true)]
+async fn approved_but_never_claimed_by_a_dead_holder_is_cancelled_not_run() {
+    let h = harness();
+    let a = h.submit().await;
+    let holder = h.hold(&a.id);
+    // Holding (and renewing) for a while before the decision lands.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let approver = ApproverIdentity {
+        email: "carol@example.com".into(),
+        iss: None,
+        sub: None,
+        via: Channel::Api,
+    };
+    h.broker
+        .decide(&a.id, approver, Decision::Approve, None)
+        .await
+        .unwrap();
+    // The holder learns of it and dies before `execute`.
+    assert_eq!(holder.await.unwrap(), WaitOutcome::Approved);
+    assert_eq!(
+        h.broker.sweep().await.executed,
+        0,
+        "held: not the background's"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report = h.broker.sweep().await;
+    assert_eq!((report.holder_lost, report.executed), (1, 0));
+    h.assert_lost_and_never_run(&a.id).await;
+    let names = h.audit.names_for(&a.id);
+    assert_eq!(
+        names,
+        [
+            "approval.requested",
+            "vote.cast",
+            "approval.approved",
+            "approval.cancelled"
+        ]
+    );
+}
+
+/// A hold released for a 202 is never lost, however long the approval takes.
+#[tokio::test(start_paused = true)]
+async fn a_released_hold_is_never_cancelled() {
+    let h = harness();
+    let a = h.submit().await;
+    assert_eq!(
+        h.broker.wait(&a.id, Duration::ZERO).await.unwrap(),
+        WaitOutcome::StillPending
+    );
+    h.broker.release_hold(&a.id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.broker.sweep().await.holder_lost, 0);
+    assert_eq!(h.status(&a.id).await.status, Status::Pending);
+    assert!(h.audit.find(&a.id, "approval.cancelled").is_empty());
+}
+
+/// Telling approvers of a new request may take up to `notify_timeout` (10 s in `countersign
+/// run`) before the holder starts waiting and renewing: the first lease covers that, so a live
+/// caller is never cancelled as `holder_lost` because chat was slow.
+#[tokio::test(start_paused = true)]
+async fn a_slow_chat_at_submit_does_not_lose_a_live_hold() {
+    let h = Arc::new(harness_with_chat_taking(Duration::from_secs(9)));
+    let submitting = {
+        let h = h.clone();
+        tokio::spawn(async move { h.submit().await })
+    };
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let pending = h.broker.list(ListFilter::Pending, 10).await.unwrap();
+    assert_eq!(pending.len(), 1, "created, approvers still being told");
+    assert_eq!(h.broker.sweep().await.holder_lost, 0, "8 s into submit");
+    let a = submitting.await.unwrap();
+    let _holder = h.hold(&a.id);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.broker.sweep().await.holder_lost, 0);
+    }
+    assert_eq!(h.status(&a.id).await.status, Status::Pending);
+}
