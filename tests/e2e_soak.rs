@@ -60,6 +60,8 @@ struct Figures {
     hung_up: AtomicUsize,
     refused_503: AtomicUsize,
     other_status: AtomicUsize,
+    /// The statuses counted in `other_status`.
+    others: std::sync::Mutex<BTreeMap<u16, usize>>,
     votes_approve: AtomicUsize,
     votes_deny: AtomicUsize,
     kills: AtomicUsize,
@@ -134,7 +136,10 @@ impl Soak {
                 202 => f.accepted_202.fetch_add(1, Ordering::SeqCst),
                 503 => f.refused_503.fetch_add(1, Ordering::SeqCst),
                 200 | 403 | 502 => f.answered_held.fetch_add(1, Ordering::SeqCst),
-                _ => f.other_status.fetch_add(1, Ordering::SeqCst),
+                other => {
+                    *f.others.lock().unwrap().entry(other).or_default() += 1;
+                    f.other_status.fetch_add(1, Ordering::SeqCst)
+                }
             },
             // A hang-up, or the replica was killed under the caller.
             Err(_) => f.hung_up.fetch_add(1, Ordering::SeqCst),
@@ -436,7 +441,7 @@ async fn fault_soak_nothing_runs_twice_nothing_refused_runs_and_every_approval_i
     let f = &soak.figures;
     eprintln!(
         "soak figures: {} s, {} requests submitted ({} answered 202, {} answered while held, {} \
-         hung up or cut by a kill, {} refused 503, {} other); {} approvals requested, by final \
+         hung up or cut by a kill, {} refused 503, {} other {:?}); {} approvals requested, by final \
          status {:?}; {} executed, {} approved but claimed by a replica that died (at most once); \
          {} approve and {} deny votes counted; {} replicas killed and restarted; 1 Redis failover; \
          {} audit logs verified; Slack calls {} ({}% faults injected)",
@@ -447,6 +452,7 @@ async fn fault_soak_nothing_runs_twice_nothing_refused_runs_and_every_approval_i
         f.hung_up.load(Ordering::SeqCst),
         f.refused_503.load(Ordering::SeqCst),
         f.other_status.load(Ordering::SeqCst),
+        f.others.lock().unwrap(),
         requested.len(),
         by_status,
         executions.len(),
