@@ -412,6 +412,20 @@ pub struct StoredRequest {
 }
 
 impl StoredRequest {
+    /// [`request_hash`] of this request as its requester (`issuer`, `subject`) sent it, hex:
+    /// what approvers approve and what execution checks again (SPEC 8).
+    pub fn hash_hex(&self) -> String {
+        hex::encode(request_hash(
+            &self.method,
+            &self.host,
+            &self.path,
+            self.query.as_deref(),
+            &self.body,
+            &self.issuer,
+            &self.subject,
+        ))
+    }
+
     /// Builds a stored request from the caller's request, keeping only the headers that may be
     /// replayed: hop-by-hop headers (including those named in `Connection`), `Host`,
     /// `Content-Length` and every `Countersign-*` header are dropped.
