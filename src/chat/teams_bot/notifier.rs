@@ -55,6 +55,11 @@ impl Notifier for TeamsBotNotifier {
                 }
                 failures
             }
+            // A reminder or the escalation is a new card in each conversation (remembered
+            // like the first, so the decision updates it too).
+            NotifyEvent::Reminder | NotifyEvent::Escalated => {
+                self.post_everywhere(approval).await.1
+            }
             _ if current => {
                 // Noted before the copies are read: a replica still posting cards of this
                 // approval sees the note after it recorded them, or this reads them.
