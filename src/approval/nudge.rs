@@ -151,14 +151,20 @@ pub fn due(a: &Approval, now: u64) -> bool {
     reminder_due(a, now) || escalation_due(a, now)
 }
 
-/// Claims the reminder due at `now`: counts it and restarts the interval from `now` (a sweep
-/// that was late sends one reminder, not a burst). Returns whether it claimed one; the caller
+/// Claims the reminder due at `now` and counts it. The next one is due one interval after
+/// this one was *due* (sweeps run about every second, so counting from `now` would drift to
+/// the next sweep every time); a sweep later than a whole interval sends one reminder, not a
+/// burst, and the interval restarts from `now`. Returns whether it claimed one; the caller
 /// sends it only then.
 pub fn remind(a: &mut Approval, now: u64) -> bool {
+    let Some(due_at) = a.nudges.next_reminder(a.created_at) else {
+        return false;
+    };
     let due = reminder_due(a, now);
     if due {
+        let late = now.saturating_sub(due_at) >= a.nudges.remind_every;
         a.nudges.reminders = a.nudges.reminders.saturating_add(1);
-        a.nudges.reminded_at = Some(now);
+        a.nudges.reminded_at = Some(if late { now } else { due_at });
     }
     due
 }
@@ -261,17 +267,27 @@ mod tests {
         let mut a = nudged();
         assert_eq!(next_due(&a), Some(T0 + 10_000));
         assert!(!remind(&mut a, T0 + 9_999), "not due yet");
-        assert!(remind(&mut a, T0 + 10_000));
+        assert!(remind(&mut a, T0 + 10_400));
         assert!(
-            !remind(&mut a, T0 + 10_001),
+            !remind(&mut a, T0 + 10_401),
             "claimed once: a second replica declines"
         );
         assert_eq!(a.nudges.reminders, 1);
-        assert_eq!(next_due(&a), Some(T0 + 20_000));
-        // A late sweep sends one reminder and restarts the interval from then.
-        assert!(remind(&mut a, T0 + 24_000));
+        assert_eq!(
+            next_due(&a),
+            Some(T0 + 20_000),
+            "the cadence does not drift"
+        );
+        assert!(remind(&mut a, T0 + 20_900));
         assert_eq!(a.nudges.reminders, 2);
         assert_eq!(next_due(&a), Some(T0 + 25_000), "the escalation is sooner");
+        a.nudges.escalation = None;
+        assert_eq!(next_due(&a), Some(T0 + 30_000));
+        // A sweep late by more than an interval sends one reminder and restarts from then.
+        assert!(remind(&mut a, T0 + 45_000));
+        assert!(!remind(&mut a, T0 + 45_001), "no burst");
+        assert_eq!(a.nudges.reminders, 3);
+        assert_eq!(next_due(&a), Some(T0 + 55_000));
     }
 
     #[test]
