@@ -89,3 +89,7 @@ fn escalate(
         notify: notify?,
     })
 }
+
+#[cfg(test)]
+#[path = "nudge_tests.rs"]
+mod tests;
