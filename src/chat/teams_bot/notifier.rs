@@ -30,7 +30,12 @@ impl TeamsBotNotifier {
 #[async_trait]
 impl Notifier for TeamsBotNotifier {
     async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
-        if !approval.notify.contains(&NotifyTarget::Teams) {
+        let escalated_here = approval
+            .nudges
+            .escalation
+            .as_ref()
+            .is_some_and(|e| e.done && e.notify.contains(&NotifyTarget::Teams));
+        if !approval.notify.contains(&NotifyTarget::Teams) && !escalated_here {
             return Ok(());
         }
         let approval = &crate::chat::with_outcome(approval, event);
