@@ -366,3 +366,30 @@ async fn two_replicas_on_redis_send_each_reminder_once() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(env.replies(&message, "Reminder").len(), at_decision);
 }
+
+#[tokio::test]
+async fn two_replicas_on_redis_escalate_once_and_the_added_approver_decides_on_either() {
+    let extra = r#"escalate = { after = "2s", approvers = ["carol@example.com"], notify = ["slack:#esc"] }"#;
+    let env = Env::start("\"slack:#prod-approvals\"", extra, 2).await;
+    let held = env.hold();
+    let message = env.posted(PROD).await;
+    let id = message.approval_id();
+
+    let escalated = env.posted(ESC).await;
+    assert_eq!(escalated.approval_id(), id);
+    // Give both replicas' sweeps time to try again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.slack.messages_in(ESC).len(), 1, "posted once in #esc");
+    assert_eq!(
+        env.replies(&message, "Escalated").len(),
+        1,
+        "one notice in the first thread"
+    );
+    assert_eq!(env.audit("approval.escalated").len(), 1, "{}", env.stderr());
+
+    // Held on replica A, decided by carol on replica B.
+    let resp = env.approve(&id, "carol").await;
+    assert_eq!(resp.status(), 200, "{}", env.stderr());
+    assert_eq!(released(held).await, 200);
+    assert_eq!(env.echo.count(), 1);
+}
