@@ -64,6 +64,7 @@ fn approval(quorum: u32) -> Approval {
         held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
+        nudges: Default::default(),
     }
 }
 
@@ -801,4 +802,36 @@ async fn quorum_entries_are_kept_sealed_and_counted_across_instances() {
         .await
         .unwrap();
     assert!(matches!(r, VoteResult::Approved(_)), "{r:?}");
+}
+
+/// Issue 11 item 4: the due-index brings a pending approval up when its next reminder is due
+/// (not only at expiry), and a reminder claimed on one instance is not claimed again on
+/// another; after the decision it is never due for a reminder again.
+#[tokio::test]
+async fn the_due_index_wakes_for_reminders_and_a_claim_happens_once() {
+    use countersign::approval::nudge;
+    let redis = RedisServer::start();
+    let (s1, s2) = (store(&redis).await, store(&redis).await);
+    let mut a = approval(1);
+    a.held = false;
+    a.nudges.remind_every = 10_000;
+    s1.create(&a, &stored(), TTL).await.unwrap();
+    let t = a.created_at;
+    assert!(!due_ids(&s2, t + 9_999).await.contains(&a.id));
+    assert!(due_ids(&s2, t + 10_000).await.contains(&a.id));
+    let claim = |now: u64| move |x: &mut Approval| nudge::remind(x, now);
+    assert!(matches!(
+        s1.update(&a.id, t + 10_100, &mut claim(t + 10_100)).await.unwrap(),
+        Cas::Applied(x) if x.nudges.reminders == 1
+    ));
+    assert!(matches!(
+        s2.update(&a.id, t + 10_200, &mut claim(t + 10_200)).await.unwrap(),
+        Cas::Conflict(x) if x.nudges.reminders == 1
+    ));
+    assert!(!due_ids(&s2, t + 19_999).await.contains(&a.id));
+    assert!(due_ids(&s2, t + 20_000).await.contains(&a.id));
+    s1.cancel(&a.id, "dev", "withdrawn", t + 20_100)
+        .await
+        .unwrap();
+    assert!(!due_ids(&s2, t + 30_000).await.contains(&a.id));
 }

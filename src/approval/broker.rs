@@ -104,7 +104,7 @@ pub struct Broker {
     pub(super) clock: SharedClock,
     pub(super) signer: Arc<ApprovalSigner>,
     pub(super) executor: Arc<Executor>,
-    groups: Arc<BTreeMap<String, Vec<String>>>,
+    pub(super) groups: Arc<BTreeMap<String, Vec<String>>>,
     pub(super) metrics: Option<Metrics>,
     pub(super) settings: BrokerSettings,
     pub(super) instance: Arc<str>,
@@ -268,6 +268,7 @@ impl Broker {
             )),
             execution: Execution::NotStarted,
             audit_pending: false,
+            nudges: super::nudge::Nudges::plan(&spec.nudge, now),
         };
         let ttl = spec.expires.saturating_add(self.settings.retention);
         self.store.create(&approval, &stored, ttl).await?;

@@ -107,6 +107,14 @@ pub enum AuditEvent<'a> {
     /// `store.reset`: the shared store came back without its data (its epoch changed);
     /// approvals pending before are gone and fail closed.
     StoreReset,
+    /// `approval.escalated`: still pending after `escalate.after`; `added` joined the
+    /// approvers (resolved now, then fixed in the record).
+    Escalated {
+        /// The approval after the escalation.
+        approval: &'a Approval,
+        /// The emails added to the approvers (may be empty: all were approvers already).
+        added: &'a [String],
+    },
     /// `notify.sent` (no `error`) or `notify.failed`.
     Notified {
         /// The approval the notification was about.
@@ -141,6 +149,7 @@ impl AuditEvent<'_> {
             AuditEvent::Tampered { .. } => "record.tampered",
             AuditEvent::Lost { .. } => "record.lost",
             AuditEvent::StoreReset => "store.reset",
+            AuditEvent::Escalated { .. } => "approval.escalated",
             AuditEvent::Notified { error: None, .. } => "notify.sent",
             AuditEvent::Notified { error: Some(_), .. } => "notify.failed",
         }
@@ -157,6 +166,7 @@ impl AuditEvent<'_> {
             | AuditEvent::Cancelled { approval, .. }
             | AuditEvent::Forwarded { approval, .. }
             | AuditEvent::ExecutionFailed { approval, .. }
+            | AuditEvent::Escalated { approval, .. }
             | AuditEvent::Notified { approval, .. } => approval,
             AuditEvent::Tampered { .. } | AuditEvent::Lost { .. } | AuditEvent::StoreReset => {
                 return None
@@ -277,6 +287,10 @@ impl AuditEvent<'_> {
                 .field("mode", mode.as_str())
                 .field("error", error),
             AuditEvent::Tampered { .. } | AuditEvent::Lost { .. } | AuditEvent::StoreReset => e,
+            AuditEvent::Escalated { approval: a, added } => e
+                .actor("countersign")
+                .field("added_approvers", added.join(","))
+                .field("approvers", a.approvers.join(",")),
             AuditEvent::Notified { event, error, .. } => {
                 let e = opt(e, "error", error);
                 e.actor("countersign").field("notify_event", event.as_str())
@@ -320,6 +334,11 @@ pub enum NotifyEvent {
     },
     /// The stored request could not be delivered upstream (not retried).
     ExecutionFailed,
+    /// Still pending: the `remind` interval passed (`Approval::nudges` counts reminders).
+    Reminder,
+    /// Still pending after `escalate.after`: approvers were added; tell them on the
+    /// escalation's targets (`Approval::nudges.escalation`) and the rule's.
+    Escalated,
 }
 
 impl NotifyEvent {
@@ -334,6 +353,8 @@ impl NotifyEvent {
             NotifyEvent::Cancelled => "cancelled",
             NotifyEvent::Executed { .. } => "executed",
             NotifyEvent::ExecutionFailed => "execution_failed",
+            NotifyEvent::Reminder => "reminder",
+            NotifyEvent::Escalated => "escalated",
         }
     }
 }

@@ -305,6 +305,10 @@ pub struct Approval {
     /// the audit log: nobody may execute it until the broker confirms them (SPEC 8).
     #[serde(default)]
     pub audit_pending: bool,
+    /// Reminders and escalation ([`super::nudge`]): the rule's `remind` and `escalate`, and
+    /// how far they went.
+    #[serde(default)]
+    pub nudges: super::nudge::Nudges,
 }
 
 impl Approval {
@@ -634,7 +638,7 @@ mod approve_via_serde {
 }
 
 /// `NotifyTarget`s as tagged JSON (`{"slack_channel": ".."}`, `"teams"`), lossless.
-mod notify_serde {
+pub(super) mod notify_serde {
     use crate::notify::NotifyTarget;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

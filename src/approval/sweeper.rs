@@ -27,6 +27,8 @@ pub struct SweepReport {
     pub executed: usize,
     /// Held requests cancelled because their holder stopped renewing the hold lease.
     pub holder_lost: usize,
+    /// Pending approvals this replica sent a reminder or the escalation for.
+    pub nudged: usize,
     /// Store records dropped.
     pub cleaned: usize,
 }
@@ -118,6 +120,7 @@ impl Broker {
             report.expired += done.iter().filter(|a| **a == Acted::Expired).count();
             report.executed += done.iter().filter(|a| **a == Acted::Executed).count();
             report.holder_lost += done.iter().filter(|a| **a == Acted::HolderLost).count();
+            report.nudged += done.iter().filter(|a| **a == Acted::Nudged).count();
             if last {
                 break;
             }
@@ -130,8 +133,8 @@ impl Broker {
         report
     }
 
-    /// Does what a due approval needs: expire it, cancel it (its holder was lost), or execute
-    /// it in the background.
+    /// Does what a due approval needs: expire it, cancel it (its holder was lost), execute it
+    /// in the background, or send a reminder or its escalation ([`super::remind`]).
     async fn act_on_due(&self, id: &ApprovalId, now: u64) -> Acted {
         let a = match self.store.get(id).await {
             Ok(Some(a)) => a,
@@ -151,6 +154,8 @@ impl Broker {
             }
         } else if may_claim(&a, Claimant::Background) && self.background_one(id).await {
             return Acted::Executed;
+        } else if super::nudge::due(&a, now) && self.nudge_due(&a, now).await {
+            return Acted::Nudged;
         }
         Acted::Nothing
     }
@@ -162,6 +167,7 @@ enum Acted {
     Expired,
     Executed,
     HolderLost,
+    Nudged,
     Nothing,
 }
 

@@ -202,12 +202,20 @@ impl TeamsNotifier {
 #[async_trait]
 impl Notifier for TeamsNotifier {
     async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
-        if !approval.notify.contains(&NotifyTarget::Teams) {
+        let escalated_here = approval
+            .nudges
+            .escalation
+            .as_ref()
+            .is_some_and(|e| e.done && e.notify.contains(&NotifyTarget::Teams));
+        if !approval.notify.contains(&NotifyTarget::Teams) && !escalated_here {
             return Ok(());
         }
         let page = self.approval_page(approval);
         let card = match event {
-            NotifyEvent::Requested => request_card(approval, &page),
+            NotifyEvent::Requested => request_card(approval, &page, "Approval needed"),
+            // Reminders and escalation post a new card (a webhook cannot update old ones).
+            NotifyEvent::Reminder => request_card(approval, &page, "Reminder: approval needed"),
+            NotifyEvent::Escalated => request_card(approval, &page, &escalated_title(approval)),
             NotifyEvent::VoteCast => vote_card(approval, &page),
             _ => outcome_card(approval, event, &page),
         };
@@ -293,9 +301,9 @@ fn card(body: Vec<Value>, actions: Vec<Value>) -> Value {
 }
 
 /// The card that asks approvers to decide.
-fn request_card(a: &Approval, page: &str) -> Value {
+fn request_card(a: &Approval, page: &str, headline: &str) -> Value {
     let mut body = vec![
-        title(&format!("Approval needed: {}", a.rule), "Default"),
+        title(&format!("{headline}: {}", a.rule), "Default"),
         fact_set(
             &[
                 request_facts(a),
@@ -317,6 +325,15 @@ fn request_card(a: &Approval, page: &str) -> Value {
         open_url("Open", page, None),
     ];
     card(body, actions)
+}
+
+/// The headline of an escalation card: who may now approve.
+fn escalated_title(a: &Approval) -> String {
+    let added = a.nudges.escalation.as_ref().map(|e| e.added.join(", "));
+    match added.filter(|s| !s.is_empty()) {
+        Some(added) => format!("Escalated to {added}"),
+        None => "Escalated".to_owned(),
+    }
 }
 
 /// A small card saying a vote was counted and how many are still needed.
@@ -409,7 +426,10 @@ fn outcome(
             ],
         ),
         // Not final, but rendered sensibly should a caller route them here.
-        NotifyEvent::Requested | NotifyEvent::VoteCast => (
+        NotifyEvent::Requested
+        | NotifyEvent::VoteCast
+        | NotifyEvent::Reminder
+        | NotifyEvent::Escalated => (
             "Pending",
             "Default",
             vec![("Votes", votes(a)), ("Status", a.status.as_str().into())],

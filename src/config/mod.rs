@@ -5,6 +5,7 @@
 //! and a compiled [`crate::policy::PolicySet`] and never sees TOML.
 
 mod file;
+mod nudge;
 mod policy_file;
 mod quorum;
 mod test_file;

@@ -386,7 +386,8 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
     ];
     let t = ck.as_table(value, "[rule.approval]")?;
     let header = value.span();
-    ck.unknown_keys(t, "in [rule.approval]", KEYS);
+    let keys: Vec<&str> = KEYS.iter().chain(super::nudge::KEYS).copied().collect();
+    ck.unknown_keys(t, "in [rule.approval]", &keys);
     // A table `quorum` without `approvers` names the approvers by its keys (`config::quorum`).
     let listed = if super::quorum::names_approvers(t) {
         Some(None)
@@ -419,6 +420,7 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
     }
     let approve_via = approve_via(ck, t, refs);
     let redact = redact(ck, t);
+    let nudge = super::nudge::nudge(ck, t, expires_d, refs);
     let unidentified_requester = match ck.opt_str(t, "unidentified_requester") {
         None => Some(UnidentifiedRequester::Refuse),
         Some(("refuse", _)) => Some(UnidentifiedRequester::Refuse),
@@ -444,11 +446,12 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
         reason_required: ck.opt_bool(t, "reason_required").unwrap_or(false),
         redact: redact?,
         unidentified_requester: unidentified_requester?,
+        nudge: nudge?,
     })
 }
 
-/// `approvers = [...]`: emails or `group:NAME` of an existing group.
-fn approvers(
+/// `approvers = [...]`: emails or `group:NAME` of an existing group (also `escalate`'s).
+pub(super) fn approvers(
     ck: &mut FileCheck,
     t: &DeTable<'_>,
     header: &Range<usize>,
@@ -495,8 +498,12 @@ fn approvers(
     ok.then_some(out)
 }
 
-/// `notify = [...]`.
-fn notify(ck: &mut FileCheck, t: &DeTable<'_>, refs: Refs<'_>) -> Option<Vec<NotifyTarget>> {
+/// `notify = [...]` (also `escalate`'s).
+pub(super) fn notify(
+    ck: &mut FileCheck,
+    t: &DeTable<'_>,
+    refs: Refs<'_>,
+) -> Option<Vec<NotifyTarget>> {
     let Some((list, _)) = ck.opt_str_list(t, "notify") else {
         return (!t.contains_key("notify")).then(Vec::new);
     };

@@ -234,6 +234,28 @@ pub struct ApprovalSpec {
     pub redact: Vec<String>,
     /// What to do with a requester whose token names no person (SPEC 8).
     pub unidentified_requester: UnidentifiedRequester,
+    /// `remind` and `escalate` (SPEC 9); empty by default.
+    pub nudge: NudgeSpec,
+}
+
+/// `remind` and `escalate` in `[rule.approval]` (SPEC 9).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NudgeSpec {
+    /// Re-notify approvers this often while the request is pending.
+    pub remind: Option<Duration>,
+    /// Add approvers and notify them when the request is still pending after a while.
+    pub escalate: Option<EscalateSpec>,
+}
+
+/// `escalate = { after, approvers, notify }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalateSpec {
+    /// How long after creation (shorter than `expires`).
+    pub after: Duration,
+    /// Who is added, resolved when the escalation happens.
+    pub approvers: Vec<Approver>,
+    /// Where they are told (may be empty: then the rule's `notify` targets only get a notice).
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// `unidentified_requester`: a requester whose token lacks the issuer's identity claim (or has

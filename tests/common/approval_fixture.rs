@@ -28,6 +28,7 @@ pub fn spec() -> ApprovalSpec {
         reason_required: false,
         redact: vec!["/token".into()],
         unidentified_requester: Default::default(),
+        nudge: Default::default(),
     }
 }
 

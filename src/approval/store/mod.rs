@@ -182,7 +182,8 @@ pub struct Page {
 pub use super::transition::HOLD_GRACE;
 
 /// When the background must next look at `a` (unix ms), or `None` if never: a pending
-/// approval at its expiry, or sooner when its hold lease runs out (a lost holder is cancelled:
+/// approval at its expiry, or sooner when a reminder or its escalation is due or its hold
+/// lease runs out (a lost holder is cancelled:
 /// [`transition::cancel_lost_hold`]); an approved, unclaimed one when its hold lease runs out
 /// if it is held, else (once its decision is audited) at once. Backends keep a due-index by
 /// this value so a sweep reads only what is due ([`ApprovalStore::due`]), never the whole
@@ -190,7 +191,11 @@ pub use super::transition::HOLD_GRACE;
 pub fn due_at(a: &Approval) -> Option<u64> {
     let hold = transition::hold_deadline(a);
     match a.status {
-        Status::Pending => Some(hold.map_or(a.expires_at, |h| h.min(a.expires_at))),
+        Status::Pending => {
+            let soonest = hold.map_or(a.expires_at, |h| h.min(a.expires_at));
+            // A reminder or the escalation ([`super::nudge`]) may be due sooner.
+            Some(super::nudge::next_due(a).map_or(soonest, |n| n.min(soonest)))
+        }
         Status::Approved if a.execution == super::record::Execution::NotStarted => match hold {
             Some(h) => Some(h),
             None if !a.audit_pending => Some(0),

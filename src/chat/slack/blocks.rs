@@ -259,8 +259,26 @@ pub fn event_text(a: &Approval, event: &NotifyEvent) -> String {
         NotifyEvent::Cancelled => format!("Cancelled by {by}{why}"),
         NotifyEvent::Executed { status } => format!("Sent upstream; it answered {status}"),
         NotifyEvent::ExecutionFailed => "Could not be delivered upstream".to_owned(),
+        NotifyEvent::Reminder => format!(
+            "Reminder {}: still waiting for approval ({})",
+            a.nudges.reminders,
+            progress(a)
+        ),
+        NotifyEvent::Escalated => {
+            let added = a.nudges.escalation.as_ref().map(|e| e.added.join(", "));
+            match added.filter(|s| !s.is_empty()) {
+                Some(added) => format!("Escalated: still pending, so {added} may now approve"),
+                None => "Escalated: still pending (nobody new to add)".to_owned(),
+            }
+        }
     };
     cut(&escape(&text), FIELD_CHARS)
+}
+
+/// `1 of 2 approvals`, or the table quorum's per-entry summary (`DBA 1/1, Security 0/1`).
+fn progress(a: &Approval) -> String {
+    a.quorum_summary()
+        .unwrap_or_else(|| format!("{} of {} approvals", a.approved_by().len(), a.quorum))
 }
 
 /// The DM to the requester when `event` is a decision, else `None`.

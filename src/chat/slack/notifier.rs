@@ -30,17 +30,11 @@ impl SlackNotifier {
 #[async_trait]
 impl Notifier for SlackNotifier {
     async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
-        let targets: Vec<&NotifyTarget> = approval
-            .notify
-            .iter()
-            .filter(|t| {
-                matches!(
-                    t,
-                    NotifyTarget::SlackChannel(_) | NotifyTarget::SlackUser(_)
-                )
-            })
-            .collect();
-        if targets.is_empty() {
+        let targets = slack_targets(&approval.notify);
+        // An escalation's targets got copies too once it happened ([`Self::escalate`]).
+        let escalation = approval.nudges.escalation.as_ref().filter(|e| e.done);
+        let escalation_targets = escalation.map_or_else(Vec::new, |e| slack_targets(&e.notify));
+        if targets.is_empty() && escalation_targets.is_empty() {
             return Ok(());
         }
         let approval = &crate::chat::with_outcome(approval, event);
@@ -62,9 +56,14 @@ impl Notifier for SlackNotifier {
                 // Noted before the copies are read: a replica still posting copies of this
                 // approval sees the note after it recorded them, or this reads them.
                 let noted = self.app.memory().note_shown(approval).await;
-                let mut failures = self.follow_up(approval, event, current).await;
+                // A reminder changes nothing shown: only its thread reply is posted.
+                let update = current && *event != NotifyEvent::Reminder;
+                let mut failures = self.follow_up(approval, event, update).await;
                 if let Err(e) = noted {
                     failures.push(format!("cannot share the shown state: {e}"));
+                }
+                if *event == NotifyEvent::Escalated {
+                    failures.extend(self.escalate(approval, event, &escalation_targets).await);
                 }
                 failures
             }
@@ -119,6 +118,39 @@ impl SlackNotifier {
             }
         }
         (posted, failures)
+    }
+
+    /// Posts the request, as a new message, to the escalation's `targets` (so the added
+    /// approvers can vote there; each copy is remembered and kept up to date like the others)
+    /// and says in its thread why it was posted.
+    async fn escalate(
+        &self,
+        a: &Approval,
+        event: &NotifyEvent,
+        targets: &[&NotifyTarget],
+    ) -> Vec<String> {
+        let (posted, mut failures) = self.post_everywhere(a, targets).await;
+        let reply = blocks::event_text(a, event);
+        let replies = posted.iter().map(|copy| {
+            let thread = json!({
+                "channel": copy.channel,
+                "thread_ts": copy.ts,
+                "text": reply,
+            });
+            async move {
+                self.app
+                    .api()
+                    .call("chat.postMessage", Body::Json(thread))
+                    .await
+                    .map_err(|e| format!("thread reply {}: {e}", copy.channel))
+            }
+        });
+        for result in futures::future::join_all(replies).await {
+            if let Err(e) = result {
+                failures.push(e);
+            }
+        }
+        failures
     }
 
     /// After posting: when another replica showed a newer state of `a` while the copies were
@@ -271,6 +303,19 @@ impl SlackNotifier {
             .await?;
         Ok(())
     }
+}
+
+/// The `slack:` targets among `targets`.
+fn slack_targets(targets: &[NotifyTarget]) -> Vec<&NotifyTarget> {
+    targets
+        .iter()
+        .filter(|t| {
+            matches!(
+                t,
+                NotifyTarget::SlackChannel(_) | NotifyTarget::SlackUser(_)
+            )
+        })
+        .collect()
 }
 
 /// `chat.postMessage` takes a conversation id as is, or a channel name with `#`.

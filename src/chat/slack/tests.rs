@@ -558,3 +558,36 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn reminder_and_escalation_replies_say_what_happened_and_need_no_dm() {
+    let mut a = approval(ApproveVia::Button);
+    a.nudges.reminders = 2;
+    assert_eq!(
+        blocks::event_text(&a, &NotifyEvent::Reminder),
+        format!(
+            "Reminder 2: still waiting for approval (0 of {} approvals)",
+            a.quorum
+        )
+    );
+    a.nudges.escalation = Some(crate::approval::nudge::Escalation {
+        at: 0,
+        approvers: vec!["group:managers".into()],
+        notify: vec![NotifyTarget::SlackChannel("esc".into())],
+        done: true,
+        added: vec!["mia@example.com".into(), "max@example.com".into()],
+    });
+    assert_eq!(
+        blocks::event_text(&a, &NotifyEvent::Escalated),
+        "Escalated: still pending, so mia@example.com, max@example.com may now approve"
+    );
+    a.nudges.escalation.as_mut().unwrap().added.clear();
+    assert!(blocks::event_text(&a, &NotifyEvent::Escalated).contains("nobody new"));
+    for event in [NotifyEvent::Reminder, NotifyEvent::Escalated] {
+        assert_eq!(
+            blocks::requester_outcome(&a, &event, &public_url()),
+            None,
+            "the requester hears only of decisions"
+        );
+    }
+}

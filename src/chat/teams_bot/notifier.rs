@@ -30,7 +30,12 @@ impl TeamsBotNotifier {
 #[async_trait]
 impl Notifier for TeamsBotNotifier {
     async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
-        if !approval.notify.contains(&NotifyTarget::Teams) {
+        let escalated_here = approval
+            .nudges
+            .escalation
+            .as_ref()
+            .is_some_and(|e| e.done && e.notify.contains(&NotifyTarget::Teams));
+        if !approval.notify.contains(&NotifyTarget::Teams) && !escalated_here {
             return Ok(());
         }
         let approval = &crate::chat::with_outcome(approval, event);
@@ -54,6 +59,11 @@ impl Notifier for TeamsBotNotifier {
                     Err(e) => failures.push(format!("cannot read the shown state: {e}")),
                 }
                 failures
+            }
+            // A reminder or the escalation is a new card in each conversation (remembered
+            // like the first, so the decision updates it too).
+            NotifyEvent::Reminder | NotifyEvent::Escalated => {
+                self.post_everywhere(approval).await.1
             }
             _ if current => {
                 // Noted before the copies are read: a replica still posting cards of this
