@@ -105,7 +105,7 @@ pub struct Broker {
     pub(super) clock: SharedClock,
     pub(super) signer: Arc<ApprovalSigner>,
     pub(super) executor: Arc<Executor>,
-    groups: Arc<BTreeMap<String, Vec<String>>>,
+    pub(super) groups: Arc<BTreeMap<String, Vec<String>>>,
     pub(super) metrics: Option<Metrics>,
     pub(super) settings: BrokerSettings,
     pub(super) instance: Arc<str>,
@@ -276,6 +276,7 @@ impl Broker {
             )),
             execution: Execution::NotStarted,
             audit_pending: false,
+            break_glass: None,
         };
         let ttl = spec.expires.saturating_add(self.settings.retention);
         self.store.create(&approval, &stored, ttl).await?;
@@ -408,6 +409,9 @@ impl Broker {
                 by: a.decided_by.clone(),
                 reason: a.decision_reason.clone(),
             }),
+            // Break-glass is forwarded by its caller at once and never waited on: nothing to
+            // wake a holder for (a holder would end with its hold, fail closed).
+            Status::Review | Status::Acknowledged => None,
         }
     }
 

@@ -107,6 +107,21 @@ pub enum AuditEvent<'a> {
     /// `store.reset`: the shared store came back without its data (its epoch changed);
     /// approvals pending before are gone and fail closed.
     StoreReset,
+    /// `approval.break_glass`: the requester broke the glass; recorded before the request is
+    /// forwarded (SPEC 9).
+    BreakGlass {
+        /// The new approval, in review.
+        approval: &'a Approval,
+        /// The data-plane request id, when the request had one.
+        request_id: Option<&'a str>,
+    },
+    /// `approval.acknowledged`: an approver reviewed a break-glass request afterwards.
+    Acknowledged {
+        /// The approval after the acknowledgement.
+        approval: &'a Approval,
+        /// Who acknowledged, as authenticated.
+        approver: &'a ApproverIdentity,
+    },
     /// `notify.sent` (no `error`) or `notify.failed`.
     Notified {
         /// The approval the notification was about.
@@ -141,6 +156,8 @@ impl AuditEvent<'_> {
             AuditEvent::Tampered { .. } => "record.tampered",
             AuditEvent::Lost { .. } => "record.lost",
             AuditEvent::StoreReset => "store.reset",
+            AuditEvent::BreakGlass { .. } => "approval.break_glass",
+            AuditEvent::Acknowledged { .. } => "approval.acknowledged",
             AuditEvent::Notified { error: None, .. } => "notify.sent",
             AuditEvent::Notified { error: Some(_), .. } => "notify.failed",
         }
@@ -157,6 +174,8 @@ impl AuditEvent<'_> {
             | AuditEvent::Cancelled { approval, .. }
             | AuditEvent::Forwarded { approval, .. }
             | AuditEvent::ExecutionFailed { approval, .. }
+            | AuditEvent::BreakGlass { approval, .. }
+            | AuditEvent::Acknowledged { approval, .. }
             | AuditEvent::Notified { approval, .. } => approval,
             AuditEvent::Tampered { .. } | AuditEvent::Lost { .. } | AuditEvent::StoreReset => {
                 return None
@@ -277,6 +296,35 @@ impl AuditEvent<'_> {
                 .field("mode", mode.as_str())
                 .field("error", error),
             AuditEvent::Tampered { .. } | AuditEvent::Lost { .. } | AuditEvent::StoreReset => e,
+            AuditEvent::BreakGlass {
+                approval: a,
+                request_id,
+            } => {
+                let e = match request_id {
+                    Some(id) => e.request_id(id),
+                    None => e,
+                };
+                let e = e
+                    .actor(a.requester.email.as_deref().unwrap_or(&a.requester.sub))
+                    .field("requester_iss", &a.requester.iss)
+                    .field("requester_sub", &a.requester.sub)
+                    .field("method", &a.method)
+                    .field("host", &a.host)
+                    .field("path", &a.path)
+                    .field("request_hash", &a.request_hash)
+                    .field("approvers", a.approvers.join(","));
+                let reason = a.break_glass.as_ref().map(|b| b.reason.as_str());
+                opt(e, "reason", reason).field(
+                    "warning",
+                    "BREAK-GLASS: forwarded without approval; approvers must review it",
+                )
+            }
+            AuditEvent::Acknowledged { approval, approver } => {
+                let by = approval.break_glass.as_ref();
+                let e = e.actor(by.and_then(|b| b.acknowledged_by.as_deref()).unwrap_or(""));
+                let e = opt(e, "approver_iss", approver.iss.as_deref());
+                opt(e, "approver_sub", approver.sub.as_deref()).field("via", approver.via.as_str())
+            }
             AuditEvent::Notified { event, error, .. } => {
                 let e = opt(e, "error", error);
                 e.actor("countersign").field("notify_event", event.as_str())

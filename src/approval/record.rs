@@ -186,6 +186,11 @@ pub enum Status {
     Expired,
     /// The caller hung up or withdrew it.
     Cancelled,
+    /// Break-glass (SPEC 9): forwarded at once without approval; open until an approver
+    /// acknowledges it.
+    Review,
+    /// A break-glass request an approver has acknowledged.
+    Acknowledged,
 }
 
 impl Status {
@@ -197,6 +202,8 @@ impl Status {
             Status::Denied => "denied",
             Status::Expired => "expired",
             Status::Cancelled => "cancelled",
+            Status::Review => "review",
+            Status::Acknowledged => "acknowledged",
         }
     }
 }
@@ -306,6 +313,23 @@ pub struct Approval {
     /// the audit log: nobody may execute it until the broker confirms them (SPEC 8).
     #[serde(default)]
     pub audit_pending: bool,
+    /// Set when the requester broke the glass (SPEC 9): the request was forwarded without
+    /// approval and is [`Status::Review`] until acknowledged.
+    #[serde(default)]
+    pub break_glass: Option<BreakGlass>,
+}
+
+/// A break-glass use: why, and who acknowledged it afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlass {
+    /// The `Countersign-Break-Glass` reason (trimmed, non-empty).
+    pub reason: String,
+    /// The approver who acknowledged it, lowercase email.
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    /// When, unix milliseconds.
+    #[serde(default)]
+    pub acknowledged_at: Option<u64>,
 }
 
 impl Approval {

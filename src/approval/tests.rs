@@ -49,6 +49,7 @@ pub(super) fn approval(quorum: u32) -> Approval {
         held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
+        break_glass: None,
     }
 }
 

@@ -103,5 +103,6 @@ pub(crate) fn sample_approval() -> Approval {
         held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
+        break_glass: None,
     }
 }

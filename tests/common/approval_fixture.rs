@@ -28,6 +28,8 @@ pub fn spec() -> ApprovalSpec {
         reason_required: false,
         redact: vec!["/token".into()],
         unidentified_requester: Default::default(),
+        break_glass: false,
+        break_glass_cooldown: None,
     }
 }
 

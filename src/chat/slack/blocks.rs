@@ -110,6 +110,8 @@ fn headline(a: &Approval) -> &'static str {
         Status::Denied => "Denied",
         Status::Expired => "Expired",
         Status::Cancelled => "Cancelled",
+        Status::Review => "Break-glass: review needed",
+        Status::Acknowledged => "Break-glass acknowledged",
     }
 }
 
@@ -179,6 +181,13 @@ fn outcome_line(a: &Approval) -> String {
         Status::Denied => format!(":no_entry: *Denied by {by}*{why}"),
         Status::Expired => ":hourglass: *Expired* before anyone decided.".to_owned(),
         Status::Cancelled => format!(":heavy_multiplication_x: *Cancelled by {by}*{why}"),
+        Status::Review => format!(
+            ":rotating_light: *Break-glass by {by}*{why}\nForwarded without approval; an approver must acknowledge it."
+        ),
+        Status::Acknowledged => format!(
+            ":rotating_light: *Break-glass by {by}*{why}\n:white_check_mark: Acknowledged by {}",
+            escape(&acknowledged_by(a))
+        ),
     };
     match &a.execution {
         Execution::Done { status } => line.push_str(&format!("\nUpstream answered *{status}*.")),
@@ -229,6 +238,15 @@ fn pending_controls(a: &Approval, url: &str) -> Vec<Value> {
     }
 }
 
+/// Who acknowledged a break-glass request ("nobody yet" before anyone did).
+fn acknowledged_by(a: &Approval) -> String {
+    let by = a
+        .break_glass
+        .as_ref()
+        .and_then(|b| b.acknowledged_by.clone());
+    by.unwrap_or_else(|| "nobody yet".to_owned())
+}
+
 /// The thread reply for `event` (one per event, under every posted copy).
 pub fn event_text(a: &Approval, event: &NotifyEvent) -> String {
     let last_vote = a.votes.last();
@@ -239,6 +257,12 @@ pub fn event_text(a: &Approval, event: &NotifyEvent) -> String {
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
     let text = match event {
+        NotifyEvent::Requested if a.status == Status::Review => {
+            format!("break-glass by {}{why}", requester_name(a))
+        }
+        NotifyEvent::VoteCast if a.status == Status::Acknowledged => {
+            format!("Break-glass acknowledged by {}", acknowledged_by(a))
+        }
         NotifyEvent::Requested => format!("Approval requested by {}", requester_name(a)),
         NotifyEvent::VoteCast => match last_vote {
             Some(v) if v.decision == Decision::Approve => match a.quorum_summary() {
