@@ -61,6 +61,7 @@ fn approval(created_at: u64, expires_at: u64, sub: &str) -> Approval {
         held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
+        break_glass: None,
     }
 }
 

@@ -64,6 +64,7 @@ fn approval(quorum: u32) -> Approval {
         held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
+        break_glass: None,
     }
 }
 

@@ -65,6 +65,7 @@ fn approval() -> Approval {
         held_until: None,
         execution: Execution::NotStarted,
         audit_pending: false,
+        break_glass: None,
     }
 }
 
