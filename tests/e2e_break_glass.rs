@@ -132,18 +132,9 @@ impl Env {
         format!("{}{path}", self.proxy.control_url())
     }
 
-    /// A data-plane POST as `who` with `headers`, read whole (never held for long here, except
-    /// on the ordinary approval rule: see [`Env::send_held`]).
+    /// A data-plane POST as `who` with `headers`, read whole.
     async fn post(&self, who: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut req = http_client()
-            .post(format!("{}{path}", self.proxy.data_url()))
-            .timeout(Duration::from_secs(45))
-            .bearer_auth(self.person(who))
-            .body(r#"{"action":"restart"}"#);
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        Reply::read(req.send().await.expect("data-plane request")).await
+        post_to(&self.proxy.data_url(), &self.person(who), path, headers).await
     }
 
     async fn view(&self, id: &str, viewer: &str) -> Value {
@@ -496,4 +487,77 @@ break_glass_cooldown = "soonish"
         "break_glass_cooldown at line 8: {stderr}"
     );
     assert!(stderr.contains("break_glass_cooldown"), "{stderr}");
+}
+
+/// A data-plane POST to `data_url` with `token` and `headers`, read whole.
+async fn post_to(data_url: &str, token: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = http_client()
+        .post(format!("{data_url}{path}"))
+        .timeout(Duration::from_secs(45))
+        .bearer_auth(token)
+        .body("{}");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    Reply::read(req.send().await.expect("data-plane request")).await
+}
+
+#[tokio::test]
+async fn the_cooldown_holds_across_replicas_sharing_redis_and_either_replica_acknowledges() {
+    let redis = common::RedisServer::start();
+    let dir = TestDir::new();
+    let issuer = LocalIssuer::start().await;
+    let echo = EchoUpstream::start().await;
+    dir.write("policies/approvals.toml", POLICY);
+    dir.write("signing.pem", common::signing_key_pem());
+    let config = format!(
+        "{}\n[approvals]\nstore = \"{}\"\naudit_log = \"{{{{dir}}}}/audit-@NAME@.jsonl\"\n\
+         signing_key = \"file:signing.pem\"\n",
+        common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
+        redis.url(),
+    );
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let text = config.replace("@NAME@", name);
+        let mut p = Proxy::start_named(&dir, &format!("{name}.toml"), &text).await;
+        p.wait_ready().await;
+        replicas.push(p);
+    }
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let person =
+        |name: &str| issuer.token(name, AUD, json!({ "email": format!("{name}@example.com") }));
+    let bg = [("countersign-break-glass", "pager says so")];
+
+    let first = post_to(&a.data_url(), &person("carol"), "/cooled/x", &bg).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let id = first
+        .header("countersign-approval-id")
+        .expect("approval id")
+        .to_owned();
+    post_to(&b.data_url(), &person("carol"), "/cooled/y", &bg)
+        .await
+        .assert_error(429, "break_glass_cooldown");
+    post_to(&a.data_url(), &person("carol"), "/cooled/z", &bg)
+        .await
+        .assert_error(429, "break_glass_cooldown");
+    assert_eq!(
+        echo.count(),
+        1,
+        "one forward cluster-wide inside the cooldown"
+    );
+    let other = post_to(&b.data_url(), &person("dave"), "/cooled/x", &bg).await;
+    assert_eq!(other.status, 200, "another requester: {}", other.text);
+
+    // The review created on A is acknowledged through B.
+    let resp = http_client()
+        .post(format!("{}/approvals/{id}/decision", b.control_url()))
+        .bearer_auth(person("alice"))
+        .json(&json!({ "decision": "acknowledge" }))
+        .send()
+        .await
+        .expect("POST decision");
+    let ack = Reply::read(resp).await;
+    assert_eq!(ack.status, 200, "{}", ack.text);
+    assert_eq!(ack.json()["status"], "acknowledged");
+    assert_eq!(echo.count(), 2);
 }
