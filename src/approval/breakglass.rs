@@ -18,13 +18,12 @@ use super::ports::{AuditEvent, NotifyEvent};
 use super::preview::{body_preview_of, body_sha256, shown_headers};
 use super::quorum;
 use super::record::{
-    expand_approvers, request_hash, Approval, ApprovalId, ApproverIdentity, BreakGlass, Channel,
-    Execution, Requester, Status, StoredRequest,
+    expand_approvers, request_hash, Approval, ApprovalId, ApproverIdentity, BreakGlass, Execution,
+    Requester, Status, StoredRequest,
 };
 use super::store::Cas;
 use super::transition;
 use crate::identity::Principal;
-use crate::notify::ApproveVia;
 use crate::policy::Rule;
 
 /// How long a break-glass record is kept for review at least (it stays `review` until
@@ -164,9 +163,10 @@ impl Broker {
     }
 
     /// An approver acknowledges break-glass `id` (SPEC 9): `review -> acknowledged`, audited
-    /// `approval.acknowledged`. Refused for non-approvers, for the requester themself, on the
-    /// wrong channel for `approve_via = "login"`, and ([`DecideError::AlreadyDecided`] with the
-    /// current status) for anything not in review.
+    /// `approval.acknowledged`. Refused for non-approvers, for the requester themself, and
+    /// ([`DecideError::AlreadyDecided`] with the current status) for anything not in review.
+    /// Any channel may acknowledge, also on `approve_via = "login"` rules: it only records
+    /// that someone looked, it releases nothing.
     pub async fn acknowledge(
         &self,
         id: &ApprovalId,
@@ -179,9 +179,6 @@ impl Broker {
         }
         if a.status != Status::Review {
             return Err(DecideError::AlreadyDecided(a.status));
-        }
-        if a.approve_via == ApproveVia::Login && approver.via != Channel::Web {
-            return Err(DecideError::LoginRequired);
         }
         if super::vote::is_requester(&a.requester, &approver, &email) {
             return Err(DecideError::OwnRequest);

@@ -12,6 +12,8 @@ use crate::notify::ApproveVia;
 pub const ACTION_APPROVE: &str = "approve";
 /// `action_id` of the Deny button.
 pub const ACTION_DENY: &str = "deny";
+/// `action_id` of the Acknowledge button on a break-glass request under review (SPEC 9).
+pub const ACTION_ACKNOWLEDGE: &str = "acknowledge";
 /// `action_id` of link buttons (Open, and Approve/Deny under `approve_via = "login"`): Slack
 /// reports their clicks too, and they must change nothing.
 pub const ACTION_OPEN: &str = "open";
@@ -97,6 +99,14 @@ pub fn message_blocks(a: &Approval, public_url: &Url) -> Value {
     blocks.push(json!({"type": "section", "text": mrkdwn(&outcome_line(a))}));
     if a.status == Status::Pending {
         blocks.extend(pending_controls(a, &url));
+    } else if a.status == Status::Review {
+        blocks.push(
+            json!({"type": "actions", "block_id": "decision", "elements": [
+                {"type": "button", "action_id": ACTION_ACKNOWLEDGE, "style": "primary",
+                 "text": plain("Acknowledge"), "value": a.id.as_str()},
+                {"type": "button", "action_id": ACTION_OPEN, "text": plain("Open"), "url": url}
+            ]}),
+        );
     } else {
         blocks.push(json!({"type": "context", "elements": [mrkdwn(&format!("<{url}|Open in Countersign>"))]}));
     }
