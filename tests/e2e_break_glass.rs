@@ -561,3 +561,106 @@ async fn the_cooldown_holds_across_replicas_sharing_redis_and_either_replica_ack
     assert_eq!(ack.json()["status"], "acknowledged");
     assert_eq!(echo.count(), 2);
 }
+
+const SLACK_POLICY: &str = r#"
+[[rule]]
+name = "slack-emergency"
+path_prefix = "/emergency"
+action = "approve"
+[rule.approval]
+approvers = ["alice@example.com"]
+notify = ["slack:#prod-approvals"]
+hold = "30s"
+expires = "5m"
+break_glass = true
+"#;
+
+const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+#[tokio::test]
+async fn slack_is_told_who_broke_the_glass_and_why_and_its_button_acknowledges() {
+    use common::fake_slack::{Click, FakeSlack, BOT_TOKEN};
+    let dir = TestDir::new();
+    let issuer = LocalIssuer::start().await;
+    let echo = EchoUpstream::start().await;
+    let slack = FakeSlack::start().await;
+    slack.add_channel("prod-approvals", "C0PROD");
+    slack.add_user("UALICE", "alice@example.com");
+    dir.write("policies/slack.toml", SLACK_POLICY);
+    dir.write("slack-bot-token", BOT_TOKEN);
+    dir.write("slack-signing-secret", SIGNING_SECRET);
+    let config = format!(
+        "{}\n[approvals]\naudit_log = \"{{{{dir}}}}/audit.jsonl\"\n\n[slack]\n\
+         bot_token = \"file:slack-bot-token\"\nsigning_secret = \"file:slack-signing-secret\"\n\
+         api_url = \"{}\"\n",
+        common::basic_config(&echo.url(), &issuer.issuer(), &[AUD]),
+        slack.api_url(),
+    );
+    let mut proxy = Proxy::start(&dir, &config).await;
+    proxy.wait_ready().await;
+    let carol = issuer.token("carol", AUD, json!({ "email": "carol@example.com" }));
+    let bg = [("countersign-break-glass", "checkout is down INC-7")];
+    let r = post_to(&proxy.data_url(), &carol, "/emergency/restart", &bg).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = r
+        .header("countersign-approval-id")
+        .expect("approval id")
+        .to_owned();
+
+    // Told before it was forwarded: the message is there once the caller has the answer.
+    let messages = slack.messages_in("C0PROD");
+    let [message] = messages.as_slice() else {
+        panic!("one message in #prod-approvals: {messages:?}");
+    };
+    let shown = message.rendered();
+    assert!(
+        shown.contains("Break-glass by carol@example.com"),
+        "{shown}"
+    );
+    assert!(shown.contains("checkout is down INC-7"), "{shown}");
+    let buttons = message.buttons();
+    let ack = buttons
+        .iter()
+        .find(|b| b["action_id"] == "acknowledge")
+        .unwrap_or_else(|| panic!("an Acknowledge button: {buttons:?}"));
+    assert_eq!(ack["value"], id.as_str());
+    assert!(
+        !buttons.iter().any(|b| b["action_id"] == "approve"),
+        "no Approve on a break-glass: {buttons:?}"
+    );
+
+    let click = Click {
+        user: "UALICE",
+        action: "acknowledge",
+        approval: &id,
+        channel: "C0PROD",
+        ts: &message.ts,
+        trigger: "9.9.9",
+        response_url: &slack.response_url("9.9.9"),
+    };
+    assert_eq!(
+        click
+            .signed(SIGNING_SECRET)
+            .deliver(&proxy.control_url())
+            .await,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let updated = slack
+            .message("C0PROD", &message.ts)
+            .map(|m| m.rendered())
+            .unwrap_or_default();
+        if updated.contains("Acknowledged by alice@example.com") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "message never acknowledged: {updated}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let audit = dir.read("audit.jsonl");
+    assert!(audit.contains("\"approval.acknowledged\""), "{audit}");
+    assert_eq!(echo.count(), 1);
+}
