@@ -511,4 +511,5 @@ fn execution_refuses_a_stored_request_that_is_not_the_approved_one() {
         .contains("requester"));
 }
 
+mod break_glass;
 mod lease;
