@@ -455,6 +455,7 @@ pub fn print_teams_card() -> ExitCode {
         execution: crate::approval::Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),
+        break_glass: None,
     };
     let page = format!("http://127.0.0.1:9090/approvals/{}", approval.id);
     // Member ids as the Bot Connector roster gives them (made up here).

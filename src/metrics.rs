@@ -35,6 +35,8 @@ pub struct Metrics {
     /// `countersign_approval_executions_total{mode,result}`: stored requests sent upstream
     /// (mode held|background, result ok|error).
     pub approval_executions: IntCounterVec,
+    /// `countersign_break_glass_total{rule}`: requests forwarded by break-glass (SPEC 9).
+    pub break_glass: IntCounterVec,
 }
 
 impl Metrics {
@@ -145,11 +147,20 @@ impl Metrics {
             &["mode", "result"],
         )
         .expect("static metric definition");
+        let break_glass = IntCounterVec::new(
+            Opts::new(
+                "countersign_break_glass_total",
+                "Requests forwarded by break-glass (without approval, reviewed afterwards).",
+            ),
+            &["rule"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(approvals_pending.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(approval_decisions.clone()),
             Box::new(approval_decision_seconds.clone()),
             Box::new(approval_executions.clone()),
+            Box::new(break_glass.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -167,6 +178,7 @@ impl Metrics {
             approval_decisions,
             approval_decision_seconds,
             approval_executions,
+            break_glass,
         }
     }
 

@@ -56,6 +56,14 @@ pub enum Refusal<'a> {
     UpstreamUnavailable,
     /// A bug or an unexpected internal failure (details are logged by the caller).
     Internal,
+    /// `Countersign-Break-Glass` was sent empty on a `break_glass = true` rule.
+    BreakGlassReasonRequired,
+    /// A second break-glass by the same requester on the same rule inside
+    /// `break_glass_cooldown`.
+    BreakGlassCooldown {
+        /// Seconds until the cooldown ends.
+        retry_after: u64,
+    },
 
     /// No approval with this id that the caller may see.
     NotFound,
@@ -81,6 +89,10 @@ pub enum Refusal<'a> {
     AlreadyDecided,
     /// The request expired before the vote.
     VoteExpired,
+    /// Approve or deny on a break-glass request under review: it can only be acknowledged.
+    InReview,
+    /// Acknowledge on a request that is not a break-glass under review.
+    NotInReview,
     /// The decision body is not JSON of the expected shape; the text is the parser's.
     BadDecisionBody(&'a str),
     /// The decision is neither `approve` nor `deny`.
@@ -207,6 +219,19 @@ impl Refusal<'_> {
                 "the upstream service is unavailable",
             ),
             Refusal::Internal => fixed(500, "internal_error", "internal error"),
+            Refusal::BreakGlassReasonRequired => fixed(
+                400,
+                "break_glass_reason_required",
+                "Countersign-Break-Glass needs a reason: say why the request cannot wait for an approval",
+            ),
+            Refusal::BreakGlassCooldown { retry_after } => retry(
+                retry_after,
+                fixed(
+                    429,
+                    "break_glass_cooldown",
+                    "you already broke the glass on this rule recently; wait for the cooldown or ask for an approval",
+                ),
+            ),
 
             Refusal::NotFound => fixed(404, "not_found", "no such approval"),
             Refusal::NoEndpoint => fixed(404, "not_found", "no such endpoint"),
@@ -256,6 +281,16 @@ impl Refusal<'_> {
                 "approval_expired",
                 "this request expired before your vote",
             ),
+            Refusal::InReview => fixed(
+                409,
+                "in_review",
+                "this request was already forwarded by break-glass: approvers acknowledge it ({\"decision\": \"acknowledge\"}), approve and deny do not apply",
+            ),
+            Refusal::NotInReview => fixed(
+                409,
+                "not_in_review",
+                "only a break-glass request under review can be acknowledged",
+            ),
             Refusal::BadDecisionBody(why) => owned(
                 400,
                 "invalid_request",
@@ -264,7 +299,7 @@ impl Refusal<'_> {
             Refusal::BadDecision => fixed(
                 400,
                 "invalid_request",
-                "decision must be \"approve\" or \"deny\"",
+                "decision must be \"approve\", \"deny\" or \"acknowledge\"",
             ),
             Refusal::ExecutionFailed => fixed(
                 502,

@@ -62,6 +62,7 @@ fn approval(created_at: u64, expires_at: u64, sub: &str) -> Approval {
         execution: Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),
+        break_glass: None,
     }
 }
 

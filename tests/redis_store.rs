@@ -65,6 +65,7 @@ fn approval(quorum: u32) -> Approval {
         execution: Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),
+        break_glass: None,
     }
 }
 

@@ -66,6 +66,7 @@ fn approval() -> Approval {
         execution: Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),
+        break_glass: None,
     }
 }
 

@@ -269,6 +269,7 @@ impl Broker {
             execution: Execution::NotStarted,
             audit_pending: false,
             nudges: super::nudge::Nudges::plan(&spec.nudge, now),
+            break_glass: None,
         };
         let ttl = spec.expires.saturating_add(self.settings.retention);
         self.store.create(&approval, &stored, ttl).await?;
@@ -401,6 +402,9 @@ impl Broker {
                 by: a.decided_by.clone(),
                 reason: a.decision_reason.clone(),
             }),
+            // Break-glass is forwarded by its caller at once and never waited on: nothing to
+            // wake a holder for (a holder would end with its hold, fail closed).
+            Status::Review | Status::Acknowledged => None,
         }
     }
 

@@ -26,6 +26,15 @@ pub enum BrokerError {
         /// The rule's quorum.
         quorum: u32,
     },
+    /// `Countersign-Break-Glass` was empty (400).
+    #[error("Countersign-Break-Glass needs a reason")]
+    BreakGlassReasonRequired,
+    /// The requester broke the glass on this rule within `break_glass_cooldown` (429).
+    #[error("break-glass cooldown: {}s left", .left.as_secs())]
+    BreakGlassCooldown {
+        /// Time left.
+        left: std::time::Duration,
+    },
     /// The requester already has this many approvals pending (429).
     #[error("the requester already has {limit} approvals pending")]
     TooManyPending {

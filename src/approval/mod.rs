@@ -21,6 +21,7 @@
 //! [`transition`] (`renew_hold`, `hold_lost`, `cancel_lost_hold`).
 #![warn(missing_docs)]
 
+pub mod breakglass;
 pub mod broker;
 pub mod error;
 pub mod execute;
@@ -48,8 +49,8 @@ pub use ports::{
 pub use preview::{body_preview, body_preview_of, body_sha256, shown_headers};
 pub use quorum::{EntryProgress, QuorumEntry};
 pub use record::{
-    expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision, Execution, Requester,
-    ShownHeader, Status, StoredHeader, StoredRequest, Vote,
+    expand_approvers, request_hash, Approval, ApprovalId, BreakGlass, Channel, Decision, Execution,
+    Requester, ShownHeader, Status, StoredHeader, StoredRequest, Vote,
 };
 pub use signer::{ApprovalSigner, SignerError};
 pub use store::seal::RecordSeal;

@@ -107,6 +107,21 @@ pub enum AuditEvent<'a> {
     /// `store.reset`: the shared store came back without its data (its epoch changed);
     /// approvals pending before are gone and fail closed.
     StoreReset,
+    /// `approval.break_glass`: the requester broke the glass; recorded before the request is
+    /// forwarded (SPEC 9).
+    BreakGlass {
+        /// The new approval, in review.
+        approval: &'a Approval,
+        /// The data-plane request id, when the request had one.
+        request_id: Option<&'a str>,
+    },
+    /// `approval.acknowledged`: an approver reviewed a break-glass request afterwards.
+    Acknowledged {
+        /// The approval after the acknowledgement.
+        approval: &'a Approval,
+        /// Who acknowledged, as authenticated.
+        approver: &'a ApproverIdentity,
+    },
     /// `approval.escalated`: still pending after `escalate.after`; `added` joined the
     /// approvers (resolved now, then fixed in the record).
     Escalated {
@@ -150,6 +165,8 @@ impl AuditEvent<'_> {
             AuditEvent::Lost { .. } => "record.lost",
             AuditEvent::StoreReset => "store.reset",
             AuditEvent::Escalated { .. } => "approval.escalated",
+            AuditEvent::BreakGlass { .. } => "approval.break_glass",
+            AuditEvent::Acknowledged { .. } => "approval.acknowledged",
             AuditEvent::Notified { error: None, .. } => "notify.sent",
             AuditEvent::Notified { error: Some(_), .. } => "notify.failed",
         }
@@ -167,6 +184,8 @@ impl AuditEvent<'_> {
             | AuditEvent::Forwarded { approval, .. }
             | AuditEvent::ExecutionFailed { approval, .. }
             | AuditEvent::Escalated { approval, .. }
+            | AuditEvent::BreakGlass { approval, .. }
+            | AuditEvent::Acknowledged { approval, .. }
             | AuditEvent::Notified { approval, .. } => approval,
             AuditEvent::Tampered { .. } | AuditEvent::Lost { .. } | AuditEvent::StoreReset => {
                 return None
@@ -291,6 +310,35 @@ impl AuditEvent<'_> {
                 .actor("countersign")
                 .field("added_approvers", added.join(","))
                 .field("approvers", a.approvers.join(",")),
+            AuditEvent::BreakGlass {
+                approval: a,
+                request_id,
+            } => {
+                let e = match request_id {
+                    Some(id) => e.request_id(id),
+                    None => e,
+                };
+                let e = e
+                    .actor(a.requester.email.as_deref().unwrap_or(&a.requester.sub))
+                    .field("requester_iss", &a.requester.iss)
+                    .field("requester_sub", &a.requester.sub)
+                    .field("method", &a.method)
+                    .field("host", &a.host)
+                    .field("path", &a.path)
+                    .field("request_hash", &a.request_hash)
+                    .field("approvers", a.approvers.join(","));
+                let reason = a.break_glass.as_ref().map(|b| b.reason.as_str());
+                opt(e, "reason", reason).field(
+                    "warning",
+                    "BREAK-GLASS: forwarded without approval; approvers must review it",
+                )
+            }
+            AuditEvent::Acknowledged { approval, approver } => {
+                let by = approval.break_glass.as_ref();
+                let e = e.actor(by.and_then(|b| b.acknowledged_by.as_deref()).unwrap_or(""));
+                let e = opt(e, "approver_iss", approver.iss.as_deref());
+                opt(e, "approver_sub", approver.sub.as_deref()).field("via", approver.via.as_str())
+            }
             AuditEvent::Notified { event, error, .. } => {
                 let e = opt(e, "error", error);
                 e.actor("countersign").field("notify_event", event.as_str())

@@ -185,6 +185,11 @@ pub enum Status {
     Expired,
     /// The caller hung up or withdrew it.
     Cancelled,
+    /// Break-glass (SPEC 9): forwarded at once without approval; open until an approver
+    /// acknowledges it.
+    Review,
+    /// A break-glass request an approver has acknowledged.
+    Acknowledged,
 }
 
 impl Status {
@@ -196,6 +201,8 @@ impl Status {
             Status::Denied => "denied",
             Status::Expired => "expired",
             Status::Cancelled => "cancelled",
+            Status::Review => "review",
+            Status::Acknowledged => "acknowledged",
         }
     }
 }
@@ -309,6 +316,23 @@ pub struct Approval {
     /// how far they went.
     #[serde(default)]
     pub nudges: super::nudge::Nudges,
+    /// Set when the requester broke the glass (SPEC 9): the request was forwarded without
+    /// approval and is [`Status::Review`] until acknowledged.
+    #[serde(default)]
+    pub break_glass: Option<BreakGlass>,
+}
+
+/// A break-glass use: why, and who acknowledged it afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlass {
+    /// The `Countersign-Break-Glass` reason (trimmed, non-empty).
+    pub reason: String,
+    /// The approver who acknowledged it, lowercase email.
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    /// When, unix milliseconds.
+    #[serde(default)]
+    pub acknowledged_at: Option<u64>,
 }
 
 impl Approval {

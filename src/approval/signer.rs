@@ -132,8 +132,9 @@ impl ApprovalSigner {
     }
 
     /// The claims of an approval token for `approval`, issued at `now` (unix seconds).
+    /// A break-glass approval also carries `"break_glass": true` (SPEC 9).
     pub fn claims(&self, approval: &Approval, now: u64) -> serde_json::Value {
-        json!({
+        let mut claims = json!({
             "iss": self.issuer,
             "jti": approval.id.as_str(),
             "approval_id": approval.id.as_str(),
@@ -148,7 +149,11 @@ impl ApprovalSigner {
             "request_hash": approval.request_hash,
             "iat": now,
             "exp": now.saturating_add(self.ttl_secs),
-        })
+        });
+        if approval.break_glass.is_some() {
+            claims["break_glass"] = json!(true);
+        }
+        claims
     }
 
     /// A compact JWS over [`Self::claims`].

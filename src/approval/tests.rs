@@ -50,6 +50,7 @@ pub(super) fn approval(quorum: u32) -> Approval {
         execution: Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),
+        break_glass: None,
     }
 }
 
@@ -511,4 +512,5 @@ fn execution_refuses_a_stored_request_that_is_not_the_approved_one() {
         .contains("requester"));
 }
 
+mod break_glass;
 mod lease;

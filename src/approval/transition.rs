@@ -12,6 +12,9 @@
 //!    |  \--vote (deny)--> Denied
 //!    |   \--expire (now >= expires_at)--> Expired
 //!    \------cancel------> Cancelled <--cancel-- Approved (not yet claimed)
+//!
+//! (break-glass, created so) Review --claim--> Claimed --finish--> Done | Failed
+//!                             \--acknowledge--> Acknowledged
 //! ```
 //!
 //! A held request is a lease ([`renew_hold`]): one whose holder stopped renewing is cancelled
@@ -109,11 +112,12 @@ pub fn expire(a: &mut Approval, now: u64) -> bool {
     due
 }
 
-/// Whether `a` may still be cancelled: pending, or approved while execution has not started
-/// (a cancelled request is never executed).
+/// Whether `a` may still be cancelled: pending, or approved (or a break-glass under review)
+/// while execution has not started (a cancelled request is never executed).
 pub fn may_cancel(a: &Approval) -> bool {
     a.status == Status::Pending
-        || (a.status == Status::Approved && a.execution == Execution::NotStarted)
+        || (matches!(a.status, Status::Approved | Status::Review)
+            && a.execution == Execution::NotStarted)
 }
 
 /// `Pending | Approved (not started) -> Cancelled` by `actor` for `reason`.
@@ -143,13 +147,16 @@ pub fn confirm_audited(a: &mut Approval) -> bool {
     changed
 }
 
-/// Whether `who` may claim `a` now: approved with its decision audited, not started, and (for
-/// the background) not held.
+/// Whether `who` may claim `a` now: approved with its decision audited (or a break-glass
+/// under review, whose `approval.break_glass` was audited before it was created as such), not
+/// started, and (for the background) not held.
 pub fn may_claim(a: &Approval, who: Claimant) -> bool {
-    a.status == Status::Approved
-        && !a.audit_pending
-        && a.execution == Execution::NotStarted
-        && (who == Claimant::Holder || !a.held)
+    let sendable = match a.status {
+        Status::Approved => !a.audit_pending,
+        Status::Review => a.break_glass.is_some(),
+        _ => false,
+    };
+    sendable && a.execution == Execution::NotStarted && (who == Claimant::Holder || !a.held)
 }
 
 /// `Approved, NotStarted -> Claimed { owner, at: now }`; exactly one claim ever succeeds.
@@ -162,6 +169,21 @@ pub fn claim(a: &mut Approval, who: Claimant, owner: &str, now: u64) -> bool {
         };
     }
     ok
+}
+
+/// `Review -> Acknowledged` by approver `by` (lowercase email) at `now`: the break-glass was
+/// looked at afterwards. Only a break-glass under review can be acknowledged, once.
+pub fn acknowledge(a: &mut Approval, by: &str, now: u64) -> bool {
+    if a.status != Status::Review {
+        return false;
+    }
+    let Some(bg) = a.break_glass.as_mut() else {
+        return false;
+    };
+    bg.acknowledged_by = Some(by.to_owned());
+    bg.acknowledged_at = Some(now);
+    a.status = Status::Acknowledged;
+    true
 }
 
 /// Who is looking at an approval: an API caller (bearer token) or a signed-in approver.

@@ -166,7 +166,7 @@ impl Broker {
 }
 
 /// Whether the voter is the requester: same (iss, sub), or the same email.
-fn is_requester(r: &Requester, voter: &ApproverIdentity, email: &str) -> bool {
+pub(super) fn is_requester(r: &Requester, voter: &ApproverIdentity, email: &str) -> bool {
     let same_subject = matches!((&voter.iss, &voter.sub), (Some(iss), Some(sub)) if r.is(iss, sub));
     let same_email = r.email.as_deref() == Some(email);
     same_subject || same_email

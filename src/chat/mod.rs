@@ -104,5 +104,6 @@ pub(crate) fn sample_approval() -> Approval {
         execution: Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),
+        break_glass: None,
     }
 }

@@ -383,6 +383,8 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
         "reason_required",
         "redact",
         "unidentified_requester",
+        "break_glass",
+        "break_glass_cooldown",
     ];
     let t = ck.as_table(value, "[rule.approval]")?;
     let header = value.span();
@@ -447,6 +449,8 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
         redact: redact?,
         unidentified_requester: unidentified_requester?,
         nudge: nudge?,
+        break_glass: ck.opt_bool(t, "break_glass").unwrap_or(false),
+        break_glass_cooldown: ck.opt_duration(t, "break_glass_cooldown", Duration::from_secs(1)),
     })
 }
 

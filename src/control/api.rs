@@ -149,6 +149,7 @@ pub fn view(a: &Approval, public_url: &str) -> Value {
             "self_approval": v.self_approval,
         })).collect::<Vec<_>>(),
         "self_approval": a.self_approval,
+        "break_glass": a.break_glass,
         "created_at": rfc3339_ms(a.created_at),
         "expires_at": rfc3339_ms(a.expires_at),
         "decided_by": a.decided_by,
@@ -322,6 +323,7 @@ pub fn decide_refusal(e: &DecideError) -> Refusal<'static> {
         DecideError::LoginRequired => Refusal::LoginRequired,
         DecideError::OwnRequest => Refusal::OwnRequest,
         DecideError::AlreadyVoted => Refusal::AlreadyVoted,
+        DecideError::AlreadyDecided(Status::Review) => Refusal::InReview,
         DecideError::AlreadyDecided(_) => Refusal::AlreadyDecided,
         DecideError::Expired => Refusal::VoteExpired,
         DecideError::Store(_) => Refusal::ApiStoreUnavailable,
@@ -350,8 +352,11 @@ pub async fn decide_api(
         Ok(b) => b,
         Err(e) => return refuse(Refusal::BadDecisionBody(&e.to_string())),
     };
-    let Some(decision) = parse_decision(&body.decision) else {
-        return refuse(Refusal::BadDecision);
+    let acknowledge = body.decision == "acknowledge";
+    let decision = match parse_decision(&body.decision) {
+        Some(d) => d,
+        None if acknowledge => Decision::Approve,
+        None => return refuse(Refusal::BadDecision),
     };
     let Some(id) = ApprovalId::parse(id) else {
         return refuse(Refusal::NotFound);
@@ -362,6 +367,14 @@ pub async fn decide_api(
         sub: Some(who.subject.clone()),
         via: Channel::Api,
     };
+    if acknowledge {
+        // Break-glass review (SPEC 9).
+        return match state.broker.acknowledge(&id, approver).await {
+            Ok(a) => axum::Json(view(&a, &state.public_url)).into_response(),
+            Err(DecideError::AlreadyDecided(_)) => refuse(Refusal::NotInReview),
+            Err(e) => decide_error(&e),
+        };
+    }
     match state
         .broker
         .decide(&id, approver, decision, body.reason)
@@ -436,7 +449,10 @@ fn unavailable_result(a: &Approval, public_url: &str) -> Response {
         }),
         Status::Expired => refuse(Refusal::ApprovalExpired),
         Status::Cancelled => refuse(Refusal::ResultCancelled),
-        Status::Approved => refuse(Refusal::ResultUnavailable),
+        // Break-glass: the caller got the upstream's answer directly; nothing is parked.
+        Status::Approved | Status::Review | Status::Acknowledged => {
+            refuse(Refusal::ResultUnavailable)
+        }
     }
 }
 

@@ -33,6 +33,10 @@ pub enum StatusView {
     Expired,
     /// The requester hung up or cancelled.
     Cancelled,
+    /// Break-glass: forwarded without approval, waiting for an acknowledgement.
+    Review,
+    /// Break-glass, acknowledged.
+    Acknowledged,
 }
 
 impl StatusView {
@@ -43,6 +47,8 @@ impl StatusView {
             Self::Denied => "Denied",
             Self::Expired => "Expired",
             Self::Cancelled => "Cancelled",
+            Self::Review => "Break-glass: review",
+            Self::Acknowledged => "Break-glass: acknowledged",
         }
     }
 
@@ -53,6 +59,8 @@ impl StatusView {
             Self::Denied => "denied",
             Self::Expired => "expired",
             Self::Cancelled => "cancelled",
+            Self::Review => "review",
+            Self::Acknowledged => "acknowledged",
         }
     }
 }
@@ -389,6 +397,9 @@ pub fn render_result(view: &ResultView, viewer: &str) -> Response {
         StatusView::Denied => "The request is denied; the caller has been told.".to_owned(),
         StatusView::Expired => "The request expired before it was decided.".to_owned(),
         StatusView::Cancelled => "The request was cancelled by the caller.".to_owned(),
+        StatusView::Review | StatusView::Acknowledged => {
+            "The request was forwarded by break-glass.".to_owned()
+        }
     };
     let page = ResultPage {
         viewer: Some(viewer),

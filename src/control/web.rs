@@ -37,6 +37,8 @@ fn status_view(s: Status) -> StatusView {
         Status::Denied => StatusView::Denied,
         Status::Expired => StatusView::Expired,
         Status::Cancelled => StatusView::Cancelled,
+        Status::Review => StatusView::Review,
+        Status::Acknowledged => StatusView::Acknowledged,
     }
 }
 

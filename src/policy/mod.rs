@@ -234,6 +234,11 @@ pub struct ApprovalSpec {
     pub redact: Vec<String>,
     /// What to do with a requester whose token names no person (SPEC 8).
     pub unidentified_requester: UnidentifiedRequester,
+    /// `break_glass = true`: a `Countersign-Break-Glass: <reason>` request is forwarded at once
+    /// and reviewed afterwards (SPEC 9). Default false.
+    pub break_glass: bool,
+    /// `break_glass_cooldown`: at most one break-glass per requester and rule this often.
+    pub break_glass_cooldown: Option<Duration>,
     /// `remind` and `escalate` (SPEC 9); empty by default.
     pub nudge: NudgeSpec,
 }

@@ -58,6 +58,10 @@ pub enum Rejection {
     UpstreamUnavailable,
     /// A bug or an unexpected internal failure (details are logged).
     Internal,
+    /// `Countersign-Break-Glass` was sent empty on a `break_glass = true` rule.
+    BreakGlassReasonRequired,
+    /// Break-glass again inside `break_glass_cooldown`; retry after this many seconds.
+    BreakGlassCooldown(u64),
 }
 
 /// A rendered error response.
@@ -107,6 +111,10 @@ impl Rejection {
             Rejection::ShuttingDown => Refusal::ShuttingDown,
             Rejection::UpstreamUnavailable => Refusal::UpstreamUnavailable,
             Rejection::Internal => Refusal::Internal,
+            Rejection::BreakGlassReasonRequired => Refusal::BreakGlassReasonRequired,
+            Rejection::BreakGlassCooldown(retry_after) => Refusal::BreakGlassCooldown {
+                retry_after: *retry_after,
+            },
         }
     }
 
@@ -152,6 +160,8 @@ impl Rejection {
             Rejection::ShuttingDown => "shutting_down",
             Rejection::UpstreamUnavailable => "upstream_error",
             Rejection::Internal => "internal_error",
+            Rejection::BreakGlassReasonRequired => "break_glass_reason_required",
+            Rejection::BreakGlassCooldown(_) => "break_glass_cooldown",
         }
     }
 }

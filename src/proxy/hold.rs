@@ -191,6 +191,9 @@ pub async fn hold(
         .with_request_id(&ctx.request_id)
         .with_issuer(&principal.issuer)
     };
+    if let Some(reason) = ctx.break_glass.take().filter(|_| spec.break_glass) {
+        return super::break_glass::forward(plane, ctx, rule, principal, stored, &reason).await;
+    }
     let approval = plane
         .broker
         .submit(rule, principal, stored, ctx.reason.take())
@@ -260,8 +263,12 @@ pub async fn hold(
     }
 }
 
-fn submit_rejection(e: BrokerError) -> Rejection {
+pub(super) fn submit_rejection(e: BrokerError) -> Rejection {
     match e {
+        BrokerError::BreakGlassReasonRequired => Rejection::BreakGlassReasonRequired,
+        BrokerError::BreakGlassCooldown { left } => {
+            Rejection::BreakGlassCooldown(left.as_secs_f64().ceil().max(1.0) as u64)
+        }
         BrokerError::ReasonRequired => Rejection::ReasonRequired,
         BrokerError::Unsatisfiable { .. } => Rejection::ApprovalUnsatisfiable,
         BrokerError::TooManyPending { .. } => Rejection::TooManyPending,

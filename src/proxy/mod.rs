@@ -6,6 +6,7 @@
 //! `upstream_peer` picks the prepared peer; `upstream_request_filter` adds what upstream may
 //! trust; `fail_to_proxy` maps upstream failures through the same table; `logging` records.
 
+pub mod break_glass;
 pub mod error;
 pub mod hold;
 pub mod shadow;
@@ -90,6 +91,9 @@ pub struct RequestCtx {
     /// `Countersign-Reason` as the client sent it (read before client `Countersign-*`
     /// headers are stripped; it is the one the client may set).
     reason: Option<String>,
+    /// `Countersign-Break-Glass` as the client sent it, trimmed (empty when empty or not
+    /// UTF-8); used only on `break_glass = true` rules, stripped like every `Countersign-*`.
+    break_glass: Option<String>,
     approval_id: Option<String>,
     /// The canonical request (SPEC 8), once routing resolved it: what policy judged and what
     /// the upstream receives.
@@ -110,6 +114,7 @@ impl RequestCtx {
             upstream_started: None,
             span: tracing::Span::none(),
             reason: None,
+            break_glass: None,
             approval_id: None,
             canonical: None,
             trace: crate::telemetry::RequestTrace::default(),
@@ -379,6 +384,7 @@ impl ProxyHttp for Proxy {
             .get("countersign-reason")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().chars().take(1000).collect());
+        ctx.break_glass = break_glass::header(&req.headers);
         let reserved: Vec<http::HeaderName> = req
             .headers
             .keys()
@@ -426,7 +432,10 @@ impl ProxyHttp for Proxy {
                 let rule = &policy.rules[rule];
                 match hold::hold(&plane, session, ctx, rule, &principal, upstream).await {
                     Ok(hold::HoldResult::Forward { id, response }) => {
-                        ctx.outcome = "approved";
+                        // A break-glass forward already named its outcome.
+                        if ctx.outcome == "pending" {
+                            ctx.outcome = "approved";
+                        }
                         hold::write_forward(session, &ctx.request_id, &id, response).await?;
                         Ok(true)
                     }

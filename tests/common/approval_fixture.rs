@@ -29,6 +29,8 @@ pub fn spec() -> ApprovalSpec {
         redact: vec!["/token".into()],
         unidentified_requester: Default::default(),
         nudge: Default::default(),
+        break_glass: false,
+        break_glass_cooldown: None,
     }
 }
 

@@ -53,6 +53,8 @@ struct Inner {
     results: BTreeSet<Key>,
     /// Pending approvals per requester `(iss, sub)`.
     per_requester: HashMap<(String, String), usize>,
+    /// Running cooldowns ([`ApprovalStore::start_cooldown`]): key -> until (unix ms).
+    cooldowns: HashMap<String, u64>,
 }
 
 impl Inner {
@@ -177,6 +179,27 @@ impl ApprovalStore for MemoryStore {
             m.set_due(&id, due_at(approval));
             Ok(())
         })
+    }
+
+    async fn start_cooldown(
+        &self,
+        key: &str,
+        ttl: Duration,
+        now: u64,
+    ) -> Result<Option<Duration>, StoreError> {
+        Ok(self.with(|m| {
+            if m.cooldowns.len() >= 1024 {
+                m.cooldowns.retain(|_, until| *until > now);
+            }
+            match m.cooldowns.get(key) {
+                Some(until) if *until > now => Some(Duration::from_millis(until - now)),
+                _ => {
+                    m.cooldowns
+                        .insert(key.to_owned(), now.saturating_add(ms(ttl)));
+                    None
+                }
+            }
+        }))
     }
 
     async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {

@@ -318,6 +318,19 @@ pub trait ApprovalStore: Send + Sync + Debug {
         0
     }
 
+    /// Starts cooldown `key` for `ttl` unless one is running, atomically across replicas
+    /// (`break_glass_cooldown`, SPEC 9): `Ok(None)` when this call started it, `Ok(Some(left))`
+    /// with the time left while one runs. A store that keeps no cooldowns fails (closed).
+    async fn start_cooldown(
+        &self,
+        key: &str,
+        ttl: Duration,
+        now: u64,
+    ) -> Result<Option<Duration>, StoreError> {
+        let _ = (key, ttl, now);
+        Err(StoreError::unavailable("this store keeps no cooldowns"))
+    }
+
     /// The time, unix ms, for changes whose caller passes none ([`Self::set_held`],
     /// [`Self::finish_execution`]). Backends whose reads depend on time (the Redis hold lease)
     /// answer from their injected clock.

@@ -12,6 +12,8 @@ use crate::notify::ApproveVia;
 pub const ACTION_APPROVE: &str = "approve";
 /// `action_id` of the Deny button.
 pub const ACTION_DENY: &str = "deny";
+/// `action_id` of the Acknowledge button on a break-glass request under review (SPEC 9).
+pub const ACTION_ACKNOWLEDGE: &str = "acknowledge";
 /// `action_id` of link buttons (Open, and Approve/Deny under `approve_via = "login"`): Slack
 /// reports their clicks too, and they must change nothing.
 pub const ACTION_OPEN: &str = "open";
@@ -97,6 +99,14 @@ pub fn message_blocks(a: &Approval, public_url: &Url) -> Value {
     blocks.push(json!({"type": "section", "text": mrkdwn(&outcome_line(a))}));
     if a.status == Status::Pending {
         blocks.extend(pending_controls(a, &url));
+    } else if a.status == Status::Review {
+        blocks.push(
+            json!({"type": "actions", "block_id": "decision", "elements": [
+                {"type": "button", "action_id": ACTION_ACKNOWLEDGE, "style": "primary",
+                 "text": plain("Acknowledge"), "value": a.id.as_str()},
+                {"type": "button", "action_id": ACTION_OPEN, "text": plain("Open"), "url": url}
+            ]}),
+        );
     } else {
         blocks.push(json!({"type": "context", "elements": [mrkdwn(&format!("<{url}|Open in Countersign>"))]}));
     }
@@ -110,6 +120,8 @@ fn headline(a: &Approval) -> &'static str {
         Status::Denied => "Denied",
         Status::Expired => "Expired",
         Status::Cancelled => "Cancelled",
+        Status::Review => "Break-glass: review needed",
+        Status::Acknowledged => "Break-glass acknowledged",
     }
 }
 
@@ -179,6 +191,13 @@ fn outcome_line(a: &Approval) -> String {
         Status::Denied => format!(":no_entry: *Denied by {by}*{why}"),
         Status::Expired => ":hourglass: *Expired* before anyone decided.".to_owned(),
         Status::Cancelled => format!(":heavy_multiplication_x: *Cancelled by {by}*{why}"),
+        Status::Review => format!(
+            ":rotating_light: *Break-glass by {by}*{why}\nForwarded without approval; an approver must acknowledge it."
+        ),
+        Status::Acknowledged => format!(
+            ":rotating_light: *Break-glass by {by}*{why}\n:white_check_mark: Acknowledged by {}",
+            escape(&acknowledged_by(a))
+        ),
     };
     match &a.execution {
         Execution::Done { status } => line.push_str(&format!("\nUpstream answered *{status}*.")),
@@ -229,6 +248,15 @@ fn pending_controls(a: &Approval, url: &str) -> Vec<Value> {
     }
 }
 
+/// Who acknowledged a break-glass request ("nobody yet" before anyone did).
+fn acknowledged_by(a: &Approval) -> String {
+    let by = a
+        .break_glass
+        .as_ref()
+        .and_then(|b| b.acknowledged_by.clone());
+    by.unwrap_or_else(|| "nobody yet".to_owned())
+}
+
 /// The thread reply for `event` (one per event, under every posted copy).
 pub fn event_text(a: &Approval, event: &NotifyEvent) -> String {
     let last_vote = a.votes.last();
@@ -239,6 +267,12 @@ pub fn event_text(a: &Approval, event: &NotifyEvent) -> String {
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
     let text = match event {
+        NotifyEvent::Requested if a.status == Status::Review => {
+            format!("break-glass by {}{why}", requester_name(a))
+        }
+        NotifyEvent::VoteCast if a.status == Status::Acknowledged => {
+            format!("Break-glass acknowledged by {}", acknowledged_by(a))
+        }
         NotifyEvent::Requested => format!("Approval requested by {}", requester_name(a)),
         NotifyEvent::VoteCast => match last_vote {
             Some(v) if v.decision == Decision::Approve => match a.quorum_summary() {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use super::blocks::{ACTION_APPROVE, ACTION_DENY, REASON_INPUT};
+use super::blocks::{ACTION_ACKNOWLEDGE, ACTION_APPROVE, ACTION_DENY, REASON_INPUT};
 use super::SlackApp;
 use crate::approval::{ApprovalId, ApproverIdentity, Broker, Channel, Decision};
 
@@ -71,6 +71,8 @@ pub(super) struct Click {
     pub(super) user_team: Option<String>,
     pub(super) approval: Option<ApprovalId>,
     pub(super) decision: Decision,
+    /// The Acknowledge button of a break-glass request under review (`decision` unused).
+    pub(super) acknowledge: bool,
     pub(super) reason: Option<String>,
     pub(super) response_url: Option<String>,
     /// Identifies this click across Slack's retries and replays.
@@ -151,9 +153,10 @@ pub(super) fn click_of(p: Payload) -> Option<Click> {
         return None;
     }
     let action = p.actions.first()?;
-    let decision = match action.action_id.as_str() {
-        ACTION_APPROVE => Decision::Approve,
-        ACTION_DENY => Decision::Deny,
+    let (decision, acknowledge) = match action.action_id.as_str() {
+        ACTION_APPROVE => (Decision::Approve, false),
+        ACTION_DENY => (Decision::Deny, false),
+        ACTION_ACKNOWLEDGE => (Decision::Approve, true),
         _ => return None,
     };
     let occurrence = p
@@ -173,6 +176,7 @@ pub(super) fn click_of(p: Payload) -> Option<Click> {
         user: p.user.id,
         approval: action.value.as_deref().and_then(ApprovalId::parse),
         decision,
+        acknowledge,
         reason,
         response_url: p.response_url,
     })
@@ -226,9 +230,15 @@ async fn cast(slack: &SlackApp, broker: &Broker, click: Click) {
         via: Channel::Slack,
     };
     let reason = click.reason.clone();
-    match broker.decide(&id, voter, click.decision, reason).await {
+    let (done, what) = if click.acknowledge {
+        (broker.acknowledge(&id, voter).await, "acknowledge")
+    } else {
+        let done = broker.decide(&id, voter, click.decision, reason).await;
+        (done, click.decision.as_str())
+    };
+    match done {
         Ok(_) => {
-            tracing::info!(approval_id = %id, approver = %email, decision = click.decision.as_str(), "slack vote counted")
+            tracing::info!(approval_id = %id, approver = %email, decision = what, "slack vote counted")
         }
         Err(e) => {
             tracing::info!(approval_id = %id, approver = %email, error = %e, "slack vote refused");

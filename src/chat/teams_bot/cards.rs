@@ -165,6 +165,8 @@ fn headline(a: &Approval) -> Value {
         Status::Denied => ("Denied", "Attention"),
         Status::Expired => ("Expired", "Warning"),
         Status::Cancelled => ("Cancelled", "Warning"),
+        Status::Review => ("Break-glass: review needed", "Attention"),
+        Status::Acknowledged => ("Break-glass acknowledged", "Good"),
     };
     title(&format!("{word}: {}", a.rule), color)
 }
@@ -196,6 +198,19 @@ fn facts(a: &Approval) -> Vec<(&'static str, String)> {
         Status::Cancelled => {
             facts.push(("Cancelled by", by()));
             facts.push(("Outcome", "The request was not sent".into()));
+        }
+        Status::Review | Status::Acknowledged => {
+            facts.push(("Break-glass by", by()));
+            facts.push(("Break-glass reason", why()));
+            facts.push(("Outcome", execution(&a.execution)));
+            let ack = a
+                .break_glass
+                .as_ref()
+                .and_then(|b| b.acknowledged_by.clone());
+            facts.push((
+                "Acknowledged by",
+                ack.unwrap_or_else(|| "nobody yet".into()),
+            ));
         }
     }
     facts
@@ -235,6 +250,8 @@ fn summary(a: &Approval) -> String {
         Status::Denied => "Denied",
         Status::Expired => "Expired",
         Status::Cancelled => "Cancelled",
+        Status::Review => "Break-glass: review needed",
+        Status::Acknowledged => "Break-glass acknowledged",
     };
     format!("{status}: {} {} {}", a.rule, a.method, a.host)
 }

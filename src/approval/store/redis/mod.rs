@@ -20,6 +20,7 @@
 //! - `cs:chat:{scope}:{id}`: list of the posted chat copies of an approval ([`ChatState`]),
 //!   expiring with the approval (the caller's TTL; extended, never shortened);
 //! - `cs:seen:{scope}:{sha256 of key}`: an inbound chat event already handled, `SET NX PX`.
+//! - `cs:cool:{sha256 of key}`: a running break-glass cooldown, `SET NX PX` (`cooldown`).
 //!
 //! Every index is written in the same Lua script as the record it indexes (create, the
 //! compare-and-set, park), so indexes and records never disagree except for records Redis
@@ -68,6 +69,7 @@ use link::Link;
 pub use link::{SentinelUrl, SENTINEL_SCHEME};
 
 mod chat_state;
+mod cooldown;
 mod epoch;
 mod keys;
 mod link;
@@ -463,6 +465,15 @@ impl ApprovalStore for RedisStore {
 
     async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
         Ok(self.read(id).await?.map(|(a, _)| a))
+    }
+
+    async fn start_cooldown(
+        &self,
+        key: &str,
+        ttl: Duration,
+        _now: u64,
+    ) -> Result<Option<Duration>, StoreError> {
+        self.start_cooldown_here(key, ttl).await
     }
 
     async fn stored_request(&self, id: &ApprovalId) -> Result<Option<StoredRequest>, StoreError> {
