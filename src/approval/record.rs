@@ -528,10 +528,22 @@ pub fn request_hash(
 
 /// Expands `group:` entries with `groups`, lowercases, and deduplicates (first occurrence
 /// wins). Unknown groups expand to nobody (config validation reports them; at run time fewer
-/// approvers is the fail-closed choice).
+/// approvers is the fail-closed choice). `pagerduty:` entries expand to nobody here: see
+/// [`expand_approvers_with`].
 pub fn expand_approvers(
     approvers: &[crate::policy::Approver],
     groups: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    expand_approvers_with(approvers, groups, &std::collections::BTreeMap::new())
+}
+
+/// Like [`expand_approvers`], with `on_call` (schedule id -> emails of whoever is on call,
+/// resolved when the request is created) for `pagerduty:` entries. A schedule missing from
+/// `on_call` (its resolution failed) expands to nobody: fail closed.
+pub fn expand_approvers_with(
+    approvers: &[crate::policy::Approver],
+    groups: &std::collections::BTreeMap<String, Vec<String>>,
+    on_call: &std::collections::BTreeMap<String, Vec<String>>,
 ) -> Vec<String> {
     use crate::policy::Approver;
     let mut out: Vec<String> = Vec::new();
@@ -546,6 +558,11 @@ pub fn expand_approvers(
             Approver::Email(e) => add(e),
             Approver::Group(g) => {
                 for e in groups.get(g).map(Vec::as_slice).unwrap_or_default() {
+                    add(e);
+                }
+            }
+            Approver::PagerDuty(s) => {
+                for e in on_call.get(s).map(Vec::as_slice).unwrap_or_default() {
                     add(e);
                 }
             }
