@@ -26,6 +26,7 @@ pub mod error;
 pub mod execute;
 pub mod executor;
 pub mod lost;
+pub mod oncall;
 pub mod ports;
 pub mod preview;
 pub mod quorum;
@@ -43,6 +44,7 @@ pub use executor::{Evidence, Executor, ExecutorError, UpstreamResponse};
 pub use ports::{
     AuditError, AuditEvent, AuditSink, ExecMode, LogNotifier, Notifier, NotifyError, NotifyEvent,
 };
+pub use ports::{OnCallError, OnCallResolver};
 pub use preview::{body_preview, body_preview_of, body_sha256, shown_headers, ShownHeader};
 pub use quorum::{EntryProgress, QuorumEntry};
 pub use record::{
