@@ -56,8 +56,8 @@ impl PagerDutyClient {
                 .map_err(|_| "[pagerduty] api_token holds characters a header cannot carry")?;
         authorization.set_sensitive(true);
         let http = reqwest::Client::builder()
+            // One bound for the whole resolution ([`Self::fetch`]), not one per request.
             .connect_timeout(RESOLUTION_TIMEOUT)
-            .timeout(RESOLUTION_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
             .build()
