@@ -10,7 +10,9 @@
 //!   PagerDuty's error body for an unknown id.
 //! - `Authorization: Token token=...` checked on every call: 401 with PagerDuty's error body
 //!   (`{"error": {"message": "Authentication failed", "code": 2006}}`) otherwise.
-//! - Programmable faults: answer every call with a status (e.g. 500), or delay every answer.
+//! - Programmable faults: answer every call with a status (e.g. 500), answer 200 with a body
+//!   that is not PagerDuty's JSON, delay every answer, or cap the page size below the `limit`
+//!   asked for (so a client must follow `more`).
 //! - Counts calls per endpoint and remembers the `Accept` header last sent.
 #![allow(dead_code)]
 
@@ -47,6 +49,10 @@ struct Inner {
     fault: Mutex<Option<u16>>,
     /// Every answer waits this long first.
     latency: Mutex<Duration>,
+    /// Every call answers 200 with a body that is not PagerDuty's JSON.
+    garbage: std::sync::atomic::AtomicBool,
+    /// Largest page `/oncalls` returns, whatever `limit` asks.
+    page_cap: Mutex<Option<usize>>,
     oncalls_calls: AtomicUsize,
     users_calls: AtomicUsize,
     unauthorized: AtomicUsize,
@@ -113,6 +119,16 @@ impl FakePagerDuty {
         *self.inner.fault.lock().unwrap() = status;
     }
 
+    /// Every call answers 200 with `<html>` instead of JSON while `on`.
+    pub fn set_garbage(&self, on: bool) {
+        self.inner.garbage.store(on, Ordering::SeqCst);
+    }
+
+    /// `/oncalls` returns at most `cap` entries a page.
+    pub fn set_page_cap(&self, cap: Option<usize>) {
+        *self.inner.page_cap.lock().unwrap() = cap;
+    }
+
     /// Every answer waits `latency` first.
     pub fn set_latency(&self, latency: Duration) {
         *self.inner.latency.lock().unwrap() = latency;
@@ -172,6 +188,9 @@ async fn preamble(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
     if let Some(status) = *inner.fault.lock().unwrap() {
         return Some(error(status, "Internal Server Error", 2001));
     }
+    if inner.garbage.load(Ordering::SeqCst) {
+        return Some((StatusCode::OK, "<html>maintenance</html>").into_response());
+    }
     None
 }
 
@@ -207,6 +226,11 @@ async fn oncalls(
         return error(400, "Invalid Input Provided: schedule_ids[] expected", 2001);
     }
     let limit: usize = get("limit").and_then(|l| l.parse().ok()).unwrap_or(25);
+    let limit = inner
+        .page_cap
+        .lock()
+        .unwrap()
+        .map_or(limit, |cap| limit.min(cap));
     let offset: usize = get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
     let mut entries = Vec::new();
     let schedules = inner.schedules.lock().unwrap().clone();
