@@ -130,3 +130,23 @@ fn expansion_puts_on_call_people_where_the_entry_stands() {
     );
     assert_eq!(got, ["bob@example.com", "alice@example.com"]);
 }
+
+/// Refuses every event.
+#[derive(Debug)]
+struct Broken;
+
+#[async_trait]
+impl AuditSink for Broken {
+    async fn record(&self, _: AuditEvent<'_>) -> Result<(), AuditError> {
+        Err(AuditError("disk full".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_unresolved_entry_that_cannot_be_audited_fails_the_resolution() {
+    let got = resolve(Some(&Table::default()), &Broken, "r", &[pd("DOWN")], None).await;
+    assert_eq!(got, Err(AuditError("disk full".into())));
+    // Nothing to record, nothing to fail.
+    let got = resolve(Some(&Table::default()), &Broken, "r", &[pd("S1")], None).await;
+    assert_eq!(got.unwrap()["S1"], ["alice@example.com"]);
+}
