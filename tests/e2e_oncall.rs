@@ -236,6 +236,12 @@ async fn the_person_on_call_approves_and_nobody_else_may() {
     // Alice is on call at two escalation levels: her email is looked up once.
     assert_eq!(pd.users_calls(), 1);
     assert!(env.audited("approvers.unresolved").is_empty());
+    // The audit log fixes who could approve, as resolved at creation.
+    let requested = env.audited("approval.requested");
+    assert_eq!(
+        requested[0]["details"]["approvers"], "alice@example.com",
+        "{requested:?}"
+    );
     env.assert_token_kept_secret();
 }
 
