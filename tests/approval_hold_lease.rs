@@ -66,10 +66,7 @@ fn harness_with_chat_taking(slow: Duration) -> Harness {
     });
     let groups = BTreeMap::from([("sre-leads".to_owned(), vec!["alice@example.com".to_owned()])]);
     // Nothing listens there: any execution attempt would show as `request.failed`.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead: std::net::SocketAddr = common::DEAD_ADDR.parse().unwrap();
     let broker = Broker::new(
         Arc::new(MemoryStore::new()),
         told.clone(),

@@ -100,8 +100,7 @@ struct Harness {
 
 /// A loopback address nothing listens on.
 fn dead_addr() -> std::net::SocketAddr {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    dead.local_addr().unwrap()
+    common::DEAD_ADDR.parse().unwrap()
 }
 
 async fn harness() -> Harness {

@@ -7,9 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    countersign, free_port, http_client, json_body, EchoUpstream, LocalIssuer, Proxy, TestDir,
-};
+use common::{countersign, http_client, json_body, EchoUpstream, LocalIssuer, Proxy, TestDir};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1095,7 +1093,7 @@ async fn metrics_count_pending_approvals_and_decisions() {
 #[tokio::test]
 async fn an_approved_request_the_upstream_refuses_says_so_to_held_and_async_callers() {
     // Nothing listens on this port: every execution fails to connect.
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = format!("http://{}", common::DEAD_ADDR);
     let env = Env::start_with_upstream(Some(dead)).await;
 
     let held = env.send(reqwest::Method::POST, "/deploy/held", &[], "{}");

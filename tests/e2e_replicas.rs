@@ -727,7 +727,7 @@ fn check_rejects_store_password_and_store_ca_without_a_matching_store() {
     let cases = [
         (
             "store = \"memory\"\nstore_password = \"file:pw\"",
-            "\"store_password\" needs a redis:// or rediss:// \"store\"",
+            "\"store_password\" needs a redis://, rediss:// or redis+sentinel:// \"store\"",
         ),
         (
             "store = \"redis://127.0.0.1:6379/0\"\nstore_ca = \"ca.pem\"",

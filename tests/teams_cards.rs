@@ -534,8 +534,8 @@ async fn the_webhook_url_never_appears_in_logs_or_errors() {
 
     // Nothing listens on this port: every try is a network error.
     let dead = format!(
-        "http://127.0.0.1:{}/workflows/D3adPathS3cret/triggers/manual/paths/invoke?sig={SIG}",
-        common::free_port()
+        "http://{}/workflows/D3adPathS3cret/triggers/manual/paths/invoke?sig={SIG}",
+        common::DEAD_ADDR
     );
     let teams = FakeTeams::start().await;
     teams.fail_always(500);

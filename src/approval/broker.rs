@@ -19,8 +19,7 @@ use super::preview::{body_preview_of, body_sha256, shown_headers};
 use super::quorum;
 pub use super::record::ApproverIdentity;
 use super::record::{
-    expand_approvers_with, request_hash, Approval, ApprovalId, Execution, Requester, Status,
-    StoredRequest,
+    expand_approvers_with, Approval, ApprovalId, Execution, Requester, Status, StoredRequest,
 };
 use super::signer::ApprovalSigner;
 use super::store::{ApprovalStore, Cas, Cursor, ListFilter, Page, ParkedResult, StoreError};
@@ -249,15 +248,8 @@ impl Broker {
         let now = self.now_ms();
         let (body_preview, body_preview_cut) =
             body_preview_of(&stored.body, stored.content_type(), &spec.redact);
-        let hash = request_hash(
-            &stored.method,
-            &stored.host,
-            &stored.path,
-            stored.query.as_deref(),
-            &stored.body,
-            &requester.iss,
-            &requester.sub,
-        );
+        // The stored issuer and subject were set from the requester above.
+        let hash = stored.hash_hex();
         let approval = Approval {
             id: ApprovalId::generate(),
             rule: rule.name.clone(),
@@ -266,7 +258,7 @@ impl Broker {
             host: stored.host.clone(),
             path: stored.path.clone(),
             query: stored.query.clone(),
-            request_hash: hex::encode(hash),
+            request_hash: hash,
             reason,
             body_preview,
             body_len: stored.body.len() as u64,

@@ -16,7 +16,7 @@ use super::error::ExecuteError;
 use super::executor::{Evidence, UpstreamResponse};
 use super::ports::{AuditEvent, ExecMode, NotifyEvent};
 use super::preview::shown_headers;
-use super::record::{request_hash, Approval, ApprovalId, Execution, Status, StoredRequest};
+use super::record::{Approval, ApprovalId, Execution, Status, StoredRequest};
 use super::store::{Cas, Claimant, ParkedResult, StoreError};
 
 impl Broker {
@@ -211,16 +211,7 @@ pub(crate) fn verify_as_approved(a: &Approval, stored: &StoredRequest) -> Result
     if !a.requester.is(&stored.issuer, &stored.subject) {
         return Err("requester differs from the approved request".into());
     }
-    let hash = request_hash(
-        &stored.method,
-        &stored.host,
-        &stored.path,
-        stored.query.as_deref(),
-        &stored.body,
-        &stored.issuer,
-        &stored.subject,
-    );
-    if hex::encode(hash) != a.request_hash {
+    if stored.hash_hex() != a.request_hash {
         return Err("request hash differs from the approved one".into());
     }
     Ok(())

@@ -45,11 +45,11 @@ pub use ports::{
     AuditError, AuditEvent, AuditSink, ExecMode, LogNotifier, Notifier, NotifyError, NotifyEvent,
 };
 pub use ports::{OnCallError, OnCallResolver};
-pub use preview::{body_preview, body_preview_of, body_sha256, shown_headers, ShownHeader};
+pub use preview::{body_preview, body_preview_of, body_sha256, shown_headers};
 pub use quorum::{EntryProgress, QuorumEntry};
 pub use record::{
     expand_approvers, request_hash, Approval, ApprovalId, Channel, Decision, Execution, Requester,
-    Status, StoredHeader, StoredRequest, Vote,
+    ShownHeader, Status, StoredHeader, StoredRequest, Vote,
 };
 pub use signer::{ApprovalSigner, SignerError};
 pub use store::seal::RecordSeal;

@@ -3,10 +3,9 @@
 //! functions, no I/O. Owns the approver-facing rendering of request bytes; must not decide
 //! anything about the lifecycle.
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::record::StoredHeader;
+use super::record::{ShownHeader, StoredHeader};
 
 /// Largest body preview, in bytes.
 pub const PREVIEW_MAX: usize = 2048;
@@ -84,15 +83,6 @@ fn truncate(mut s: String) -> (String, bool) {
     s.truncate(cut);
     s.push_str(ELLIPSIS);
     (s, true)
-}
-
-/// A replayed header as approvers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShownHeader {
-    /// Lowercase name.
-    pub name: String,
-    /// The value, or for a credential its scheme and size only.
-    pub value: String,
 }
 
 /// Every header that will be replayed, in order, credential values masked: `Authorization`

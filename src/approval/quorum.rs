@@ -14,29 +14,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::record::Approval;
+pub use super::record::QuorumEntry;
 use crate::policy::{Approver, Quorum};
-
-/// One entry of a table quorum, resolved when the request was created: who could fill it is
-/// fixed then, so a later group or policy change does not change who counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuorumEntry {
-    /// The entry as the policy wrote it: `group:NAME` or an email.
-    pub entry: String,
-    /// Approvals it needs (at least 1).
-    pub need: u32,
-    /// Who may fill it: emails, lowercase, deduplicated (a group's members at creation).
-    pub members: Vec<String>,
-}
-
-impl QuorumEntry {
-    /// The name shown to people: the group name as given (`dba`), or the email.
-    pub fn label(&self) -> &str {
-        self.entry.strip_prefix("group:").unwrap_or(&self.entry)
-    }
-}
 
 /// How far one entry is: shown on the page, in chat and in the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

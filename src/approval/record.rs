@@ -7,7 +7,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::preview::ShownHeader;
 use crate::notify::{ApproveVia, NotifyTarget};
 
 /// RFC 4648 base32 alphabet, lowercased: ids are case-insensitive-safe and URL-safe.
@@ -270,7 +269,7 @@ pub struct Approval {
     /// The table form of `quorum`, resolved when the request was created (empty for a number):
     /// every entry must be met at once, one entry per approver ([`super::quorum`]).
     #[serde(default)]
-    pub quorum_entries: Vec<super::quorum::QuorumEntry>,
+    pub quorum_entries: Vec<QuorumEntry>,
     /// Whether the requester may count as one approver.
     pub self_approval: bool,
     /// Button or fresh login.
@@ -413,6 +412,20 @@ pub struct StoredRequest {
 }
 
 impl StoredRequest {
+    /// [`request_hash`] of this request as its requester (`issuer`, `subject`) sent it, hex:
+    /// what approvers approve and what execution checks again (SPEC 8).
+    pub fn hash_hex(&self) -> String {
+        hex::encode(request_hash(
+            &self.method,
+            &self.host,
+            &self.path,
+            self.query.as_deref(),
+            &self.body,
+            &self.issuer,
+            &self.subject,
+        ))
+    }
+
     /// Builds a stored request from the caller's request, keeping only the headers that may be
     /// replayed: hop-by-hop headers (including those named in `Connection`), `Host`,
     /// `Content-Length` and every `Countersign-*` header are dropped.
@@ -569,6 +582,34 @@ pub fn expand_approvers_with(
         }
     }
     out
+}
+
+/// A replayed header as approvers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownHeader {
+    /// Lowercase name.
+    pub name: String,
+    /// The value, or for a credential its scheme and size only.
+    pub value: String,
+}
+
+/// One entry of a table quorum, resolved when the request was created: who could fill it is
+/// fixed then, so a later group or policy change does not change who counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumEntry {
+    /// The entry as the policy wrote it: `group:NAME` or an email.
+    pub entry: String,
+    /// Approvals it needs (at least 1).
+    pub need: u32,
+    /// Who may fill it: emails, lowercase, deduplicated (a group's members at creation).
+    pub members: Vec<String>,
+}
+
+impl QuorumEntry {
+    /// The name shown to people: the group name as given (`dba`), or the email.
+    pub fn label(&self) -> &str {
+        self.entry.strip_prefix("group:").unwrap_or(&self.entry)
+    }
 }
 
 /// Base64 (standard, padded) for byte fields in JSON.

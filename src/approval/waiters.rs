@@ -48,7 +48,8 @@ impl Waiters {
     pub fn watch(&self, store: &dyn ApprovalStore, id: &ApprovalId) -> Watch {
         if !self.started.swap(true, Ordering::SeqCst) {
             let rx = store.subscribe();
-            tokio::spawn(dispatch(rx, Arc::downgrade(&self.registry)));
+            let missed = store.missed();
+            tokio::spawn(dispatch(rx, missed, Arc::downgrade(&self.registry)));
         }
         let mut map = lock(&self.registry);
         let slot = map.entry(id.clone()).or_insert_with(|| Slot {
@@ -103,9 +104,21 @@ impl Drop for Watch {
 
 /// Forwards change notifications to the waiters of each id until the store or the broker is
 /// gone.
-async fn dispatch(mut rx: broadcast::Receiver<ApprovalId>, registry: Weak<Registry>) {
+async fn dispatch(
+    mut rx: broadcast::Receiver<ApprovalId>,
+    mut missed: Option<tokio::sync::watch::Receiver<u64>>,
+    registry: Weak<Registry>,
+) {
     loop {
-        let changed = rx.recv().await;
+        let changed = tokio::select! {
+            changed = rx.recv() => changed,
+            Some(Ok(())) = async {
+                match missed.as_mut() {
+                    Some(m) => Some(m.changed().await),
+                    None => None,
+                }
+            } => Err(broadcast::error::RecvError::Lagged(0)),
+        };
         let Some(registry) = registry.upgrade() else {
             return;
         };
@@ -115,7 +128,8 @@ async fn dispatch(mut rx: broadcast::Receiver<ApprovalId>, registry: Weak<Regist
                     slot.notify.notify_waiters();
                 }
             }
-            // Some ids were lost: everyone re-reads once.
+            // Some ids were lost (a lagging receiver, or the store says it missed some):
+            // everyone re-reads once.
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 for slot in lock(&registry).values() {
                     slot.notify.notify_waiters();

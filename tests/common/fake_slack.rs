@@ -108,6 +108,8 @@ struct Inner {
     next_ts: AtomicU64,
     queued: Mutex<HashMap<String, VecDeque<Fault>>>,
     permanent: Mutex<HashMap<String, Fault>>,
+    /// Percent of calls (any method) answered 429 or 500 at random, after queued faults.
+    flaky_percent: AtomicU64,
     ephemeral: Mutex<Vec<(String, Value)>>,
 }
 
@@ -190,6 +192,14 @@ impl FakeSlack {
             .lock()
             .unwrap()
             .insert(method.to_owned(), fault);
+    }
+
+    /// From now on, `percent` of all calls answer 429 (`Retry-After: 1`) or 500 at random,
+    /// as Slack does under load (the fault soak).
+    pub fn flaky(&self, percent: u64) {
+        self.inner
+            .flaky_percent
+            .store(percent.min(100), Ordering::SeqCst);
     }
 
     /// Every recorded call.
@@ -357,6 +367,14 @@ fn next_fault(s: &Inner, method: &str) -> Option<Fault> {
         .and_then(VecDeque::pop_front)
     {
         return Some(f);
+    }
+    let percent = s.flaky_percent.load(Ordering::SeqCst);
+    if percent > 0 && rand::random::<u64>() % 100 < percent {
+        return Some(if rand::random::<bool>() {
+            Fault::RateLimited(1)
+        } else {
+            Fault::Http(500)
+        });
     }
     let permanent = s.permanent.lock().unwrap();
     permanent

@@ -53,6 +53,11 @@ pub fn signing_key_pem() -> String {
         .serialize_pem()
 }
 
+/// A loopback address that refuses every connection: port 1 is privileged, so no test server
+/// binds it and the kernel never hands it out as an ephemeral port (a port that was merely free
+/// a moment ago can be taken by a server another test starts meanwhile).
+pub const DEAD_ADDR: &str = "127.0.0.1:1";
+
 /// A port that was free a moment ago on 127.0.0.1 (the OS picks it; we release it at once).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

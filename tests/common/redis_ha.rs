@@ -12,6 +12,14 @@ use super::{free_port, TestDir};
 /// The master name the Sentinels monitor.
 pub const MASTER_NAME: &str = "cs";
 
+/// What the data nodes of [`RedisHa`] run with besides [`server_args`].
+const HA_ARGS: [&str; 4] = [
+    "--min-replicas-to-write",
+    "1",
+    "--min-replicas-max-lag",
+    "5",
+];
+
 /// One `redis-server` process that can be killed and started again with the same arguments.
 #[derive(Debug)]
 pub struct RedisNode {
@@ -111,7 +119,9 @@ fn server_args(port: u16, dir: &std::path::Path) -> Vec<String> {
     .to_vec()
 }
 
-/// A master, one replica and three Sentinels watching them (quorum 2, down after 1 s).
+/// A master, one replica and three Sentinels watching them (quorum 2, down after 1 s). Both data
+/// nodes refuse writes while no replica is connected (`min-replicas-to-write 1`), as the README
+/// asks of a Sentinel setup: a write Countersign is told failed must not be applied anyway.
 #[derive(Debug)]
 pub struct RedisHa {
     /// The first master.
@@ -130,11 +140,14 @@ impl RedisHa {
         let master_port = free_port();
         let master_dir = dir.join("master");
         std::fs::create_dir_all(&master_dir).expect("master dir");
-        let master = RedisNode::spawn("master", master_port, server_args(master_port, &master_dir));
+        let mut args = server_args(master_port, &master_dir);
+        args.extend(HA_ARGS.map(str::to_owned));
+        let master = RedisNode::spawn("master", master_port, args);
         let replica_port = free_port();
         let replica_dir = dir.join("replica");
         std::fs::create_dir_all(&replica_dir).expect("replica dir");
         let mut args = server_args(replica_port, &replica_dir);
+        args.extend(HA_ARGS.map(str::to_owned));
         args.extend(["--replicaof", "127.0.0.1", &master_port.to_string()].map(str::to_owned));
         let replica = RedisNode::spawn("replica", replica_port, args);
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -295,6 +295,13 @@ pub trait ApprovalStore: Send + Sync + Debug {
     /// now and then (the broker keeps ONE receiver and wakes only the waiters of each id).
     fn subscribe(&self) -> broadcast::Receiver<ApprovalId>;
 
+    /// Changes value each time this replica may have missed change notifications (the Redis
+    /// pub/sub connection came back after an outage, which a store reset also causes): every
+    /// waiter should re-read once. `None` for a store that never misses any.
+    fn missed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Drops entries whose TTL passed (backends with native TTLs trim their indexes). Reads only
     /// what is due for eviction, never the whole store. Returns how many.
     async fn cleanup(&self, now: u64) -> Result<usize, StoreError>;

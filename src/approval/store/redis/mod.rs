@@ -89,6 +89,8 @@ pub struct RedisStore {
     changes: broadcast::Sender<ApprovalId>,
     listening: Arc<AtomicBool>,
     epoch: Arc<Epoch>,
+    /// Bumped when pub/sub re-subscribes ([`ApprovalStore::missed`]).
+    missed: Arc<tokio::sync::watch::Sender<u64>>,
     clock: SharedClock,
     create: Script,
     cas: Script,
@@ -164,6 +166,7 @@ impl RedisStore {
             changes,
             listening: Arc::new(AtomicBool::new(false)),
             epoch: Arc::default(),
+            missed: Arc::new(tokio::sync::watch::channel(0).0),
             clock: Arc::new(SystemClock),
             create: Script::new(CREATE_LUA),
             cas: Script::new(CAS_LUA),
@@ -269,6 +272,7 @@ impl RedisStore {
                 rt.spawn(listen(
                     self.link.clone(),
                     self.epoch.clone(),
+                    self.missed.clone(),
                     self.changes.clone(),
                     self.timeout,
                     ready_tx,
@@ -363,6 +367,7 @@ impl RedisStore {
 async fn listen(
     link: Arc<Link>,
     epoch: Arc<Epoch>,
+    missed: Arc<tokio::sync::watch::Sender<u64>>,
     changes: broadcast::Sender<ApprovalId>,
     timeout: Duration,
     ready: tokio::sync::oneshot::Sender<()>,
@@ -382,8 +387,13 @@ async fn listen(
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(pubsub)) => {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
+                match ready.take() {
+                    Some(tx) => {
+                        let _ = tx.send(());
+                    }
+                    // Back after an outage: whatever was published meanwhile is lost, so
+                    // every waiter re-reads once now rather than at its next safety re-read.
+                    None => missed.send_modify(|n| *n = n.wrapping_add(1)),
                 }
                 let mut stream = pubsub.into_on_message();
                 while let Some(msg) = stream.next().await {
@@ -652,6 +662,10 @@ impl ApprovalStore for RedisStore {
 
     fn resets(&self) -> u64 {
         self.epoch.resets.load(Ordering::SeqCst)
+    }
+
+    fn missed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.missed.subscribe())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ApprovalId> {
