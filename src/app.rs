@@ -404,7 +404,7 @@ fn build_broker(
         }
     }
     .with_issuer(public_url);
-    Ok(Broker::new(
+    let broker = Broker::new(
         store,
         notifier,
         audit,
@@ -421,7 +421,17 @@ fn build_broker(
         max_pending_per_requester: config.approvals.max_pending_per_requester as usize,
         recheck_interval: config.approvals.recheck,
         ..BrokerSettings::default()
-    }))
+    });
+    with_on_call(config, broker)
+}
+
+/// `broker` resolving `pagerduty:` approvers through PagerDuty when `[pagerduty]` is set.
+fn with_on_call(config: &Config, broker: Broker) -> Result<Broker, StartError> {
+    let Some(pd) = &config.pagerduty else {
+        return Ok(broker);
+    };
+    let client = crate::oncall::PagerDutyClient::new(pd).map_err(StartError::Http)?;
+    Ok(broker.with_on_call(Arc::new(client)))
 }
 
 /// Sessions and the OIDC login for the approval pages, when `[approver_login]` is set.

@@ -493,25 +493,22 @@ fn requirements(r: &Requirements) -> String {
 
 /// Everything about who approves and how.
 fn approval_facts(out: &mut Report, config: &Config, spec: &ApprovalSpec) {
-    let written: Vec<String> = spec
-        .approvers
-        .iter()
-        .map(|a| match a {
-            Approver::Email(e) => e.clone(),
-            Approver::Group(g) => format!("group:{g}"),
-        })
-        .collect();
-    let mut emails: Vec<&str> = Vec::new();
+    let written: Vec<String> = spec.approvers.iter().map(ToString::to_string).collect();
+    let mut emails: Vec<String> = Vec::new();
     for a in &spec.approvers {
-        let members: Vec<&str> = match a {
-            Approver::Email(e) => vec![e.as_str()],
+        let members: Vec<String> = match a {
+            Approver::Email(e) => vec![e.clone()],
             Approver::Group(g) => config
                 .approver_groups
                 .get(g)
                 .into_iter()
                 .flatten()
-                .map(String::as_str)
+                .cloned()
                 .collect(),
+            // Never calls PagerDuty: who is on call is fixed when a request is created.
+            Approver::PagerDuty(s) => vec![format!(
+                "on call in PagerDuty schedule {s} (resolved when a request is created)"
+            )],
         };
         for m in members {
             if !emails.contains(&m) {
@@ -567,6 +564,7 @@ fn quorum_entry_facts(out: &mut Report, config: &Config, spec: &ApprovalSpec) {
                 .get(g)
                 .map(|m| m.join(", "))
                 .unwrap_or_default(),
+            Approver::PagerDuty(s) => format!("on call in PagerDuty schedule {s}"),
         };
         out.fact(
             "quorum entry",

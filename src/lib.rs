@@ -23,6 +23,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod oidc;
+pub mod oncall;
 pub mod policy;
 pub mod policytest;
 pub mod proxy;

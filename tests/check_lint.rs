@@ -279,3 +279,39 @@ mode = "shadow"
         "{text}"
     );
 }
+
+#[test]
+fn an_on_call_schedule_makes_no_quorum_warning_and_needs_its_section() {
+    let policy = r#"[[rule]]
+name = "payout"
+path = "/payouts"
+action = "approve"
+
+[rule.approval]
+approvers = ["pagerduty:PABC123", "bob@example.com"]
+quorum = 3
+"#;
+    // Who is on call is known only when a request is created: nothing to warn about.
+    let extra = "\n[pagerduty]\napi_token = \"file:pd-token\"\n";
+    let dir = setup("[[route]]\nupstream = \"api\"\n", extra, policy);
+    dir.write("pd-token", "u+token\n");
+    let (plain, strict, text) = check(&dir);
+    assert_eq!((plain, strict), (Some(0), Some(0)), "{text}");
+    assert!(warnings(&text).is_empty(), "{text}");
+
+    // Without `[pagerduty]`, `check` fails at the entry.
+    let dir = setup("[[route]]\nupstream = \"api\"\n", "", policy);
+    let config = dir.path().join("countersign.toml");
+    let out = common::countersign(&["check", "--config", config.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .replace(&format!("{}/", dir.path().display()), "");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("policies/p.toml:7:14: approver \"pagerduty:PABC123\" needs a [pagerduty] section in the config"),
+        "{text}"
+    );
+}

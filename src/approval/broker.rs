@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use super::error::{BrokerError, CancelError, ResultError};
 use super::executor::Executor;
-use super::ports::{AuditEvent, AuditSink, Notifier, NotifyEvent};
+use super::ports::{AuditEvent, AuditSink, Notifier, NotifyEvent, OnCallResolver};
 use super::preview::{body_preview_of, body_sha256, shown_headers};
 use super::quorum;
 pub use super::record::ApproverIdentity;
 use super::record::{
-    expand_approvers, Approval, ApprovalId, Execution, Requester, Status, StoredRequest,
+    expand_approvers_with, Approval, ApprovalId, Execution, Requester, Status, StoredRequest,
 };
 use super::signer::ApprovalSigner;
 use super::store::{ApprovalStore, Cas, Cursor, ListFilter, Page, ParkedResult, StoreError};
@@ -111,6 +111,8 @@ pub struct Broker {
     waiters: Arc<Waiters>,
     /// How many store resets were audited ([`super::lost`]).
     pub(super) resets_seen: Arc<std::sync::atomic::AtomicU64>,
+    /// Who is on call, for `pagerduty:` approvers ([`super::oncall`]); none: they count nobody.
+    on_call: Option<Arc<dyn OnCallResolver>>,
 }
 
 impl Broker {
@@ -138,7 +140,14 @@ impl Broker {
             instance: Arc::from(format!("{instance:016x}")),
             waiters: Arc::new(Waiters::default()),
             resets_seen: Arc::default(),
+            on_call: None,
         }
+    }
+
+    /// Resolves `pagerduty:` approvers through `resolver` when a request is created.
+    pub fn with_on_call(mut self, resolver: Arc<dyn OnCallResolver>) -> Self {
+        self.on_call = Some(resolver);
+        self
     }
 
     /// Records pending count, decisions and time to decision in `metrics`.
@@ -202,7 +211,16 @@ impl Broker {
         let mut stored = stored;
         stored.subject.clone_from(&requester.sub);
         stored.issuer.clone_from(&requester.iss);
-        let approvers = expand_approvers(&spec.approvers, &self.groups);
+        // On-call entries are fixed now, like group members; a failed one counts nobody.
+        let on_call = super::oncall::resolve(
+            self.on_call.as_deref(),
+            &*self.audit,
+            &rule.name,
+            &spec.approvers,
+            stored.request_id.as_deref(),
+        )
+        .await?;
+        let approvers = expand_approvers_with(&spec.approvers, &self.groups, &on_call);
         // Table quorum: entry members are fixed now, with the approvers (SPEC 9).
         let quorum_entries = quorum::resolve(&spec.quorum, &self.groups);
         let eligible: Vec<String> = approvers

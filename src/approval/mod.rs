@@ -21,6 +21,7 @@
 //! [`transition`] (`renew_hold`, `hold_lost`, `cancel_lost_hold`).
 #![warn(missing_docs)]
 
+pub mod approvers;
 pub mod breakglass;
 pub mod broker;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod execute;
 pub mod executor;
 pub mod lost;
 pub mod nudge;
+pub mod oncall;
 pub mod ports;
 pub mod preview;
 pub mod quorum;
@@ -46,6 +48,7 @@ pub use executor::{Evidence, Executor, ExecutorError, UpstreamResponse};
 pub use ports::{
     AuditError, AuditEvent, AuditSink, ExecMode, LogNotifier, Notifier, NotifyError, NotifyEvent,
 };
+pub use ports::{OnCallError, OnCallResolver};
 pub use preview::{body_preview, body_preview_of, body_sha256, shown_headers};
 pub use quorum::{EntryProgress, QuorumEntry};
 pub use record::{

@@ -98,6 +98,7 @@ fn entry_of(a: &Approver) -> String {
     match a {
         Approver::Email(e) => e.clone(),
         Approver::Group(g) => format!("group:{g}"),
+        Approver::PagerDuty(s) => format!("pagerduty:{s}"),
     }
 }
 
@@ -106,9 +107,14 @@ fn entry_of(a: &Approver) -> String {
 pub fn approvers_of(entries: &[String]) -> Vec<Approver> {
     entries
         .iter()
-        .map(|e| match e.strip_prefix("group:") {
-            Some(g) => Approver::Group(g.to_owned()),
-            None => Approver::Email(e.clone()),
+        .map(|e| {
+            if let Some(g) = e.strip_prefix("group:") {
+                Approver::Group(g.to_owned())
+            } else if let Some(s) = e.strip_prefix("pagerduty:") {
+                Approver::PagerDuty(s.to_owned())
+            } else {
+                Approver::Email(e.clone())
+            }
         })
         .collect()
 }

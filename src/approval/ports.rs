@@ -1,5 +1,6 @@
 //! The broker's ports: what it tells the world through, and nothing else. [`AuditSink`] takes
-//! a typed [`AuditEvent`] (one variant per lifecycle step); [`Notifier`] tells people.
+//! a typed [`AuditEvent`] (one variant per lifecycle step); [`Notifier`] tells people;
+//! [`OnCallResolver`] says who is on call (`pagerduty:` approvers).
 //!
 //! Owns the shape of every approval audit event (its kind and fields) in one place. Must not
 //! touch storage, HTTP or chat APIs: the hash-chained log and the chat channels plug in from
@@ -130,6 +131,19 @@ pub enum AuditEvent<'a> {
         /// The emails added to the approvers (may be empty: all were approvers already).
         added: &'a [String],
     },
+    /// `approvers.unresolved`: an on-call entry (`pagerduty:SCHEDULE_ID`) of rule `rule`
+    /// resolved to nobody when a request was created (fail closed). Comes before any approval
+    /// exists, so it carries the data-plane request id instead.
+    ApproversUnresolved {
+        /// The rule whose approvers were being fixed.
+        rule: &'a str,
+        /// The entry as written, e.g. `pagerduty:PABC123`.
+        entry: &'a str,
+        /// Why it resolved to nobody (never a credential).
+        error: &'a str,
+        /// The data-plane request id, when the request had one.
+        request_id: Option<&'a str>,
+    },
     /// `notify.sent` (no `error`) or `notify.failed`.
     Notified {
         /// The approval the notification was about.
@@ -167,6 +181,7 @@ impl AuditEvent<'_> {
             AuditEvent::Escalated { .. } => "approval.escalated",
             AuditEvent::BreakGlass { .. } => "approval.break_glass",
             AuditEvent::Acknowledged { .. } => "approval.acknowledged",
+            AuditEvent::ApproversUnresolved { .. } => "approvers.unresolved",
             AuditEvent::Notified { error: None, .. } => "notify.sent",
             AuditEvent::Notified { error: Some(_), .. } => "notify.failed",
         }
@@ -187,19 +202,32 @@ impl AuditEvent<'_> {
             | AuditEvent::BreakGlass { approval, .. }
             | AuditEvent::Acknowledged { approval, .. }
             | AuditEvent::Notified { approval, .. } => approval,
-            AuditEvent::Tampered { .. } | AuditEvent::Lost { .. } | AuditEvent::StoreReset => {
-                return None
-            }
+            AuditEvent::Tampered { .. }
+            | AuditEvent::Lost { .. }
+            | AuditEvent::StoreReset
+            | AuditEvent::ApproversUnresolved { .. } => return None,
         })
     }
 
     /// The events with no approval to show: `record.tampered` and `record.lost` (the id and
-    /// what happened), `store.reset`.
+    /// what happened), `store.reset`, `approvers.unresolved` (rule, entry, error).
     fn approval_less_event(&self) -> Event {
         let e = Event::new(self.kind()).actor("countersign");
         match *self {
             AuditEvent::Tampered { id, error } | AuditEvent::Lost { id, error } => {
                 e.approval_id(id.as_str()).field("error", error)
+            }
+            AuditEvent::ApproversUnresolved {
+                rule,
+                entry,
+                error,
+                request_id,
+            } => {
+                let e = match request_id {
+                    Some(id) => e.request_id(id),
+                    None => e,
+                };
+                e.rule(rule).field("entry", entry).field("error", error)
             }
             _ => e,
         }
@@ -305,7 +333,10 @@ impl AuditEvent<'_> {
                 .actor("countersign")
                 .field("mode", mode.as_str())
                 .field("error", error),
-            AuditEvent::Tampered { .. } | AuditEvent::Lost { .. } | AuditEvent::StoreReset => e,
+            AuditEvent::Tampered { .. }
+            | AuditEvent::Lost { .. }
+            | AuditEvent::StoreReset
+            | AuditEvent::ApproversUnresolved { .. } => e,
             AuditEvent::Escalated { approval: a, added } => e
                 .actor("countersign")
                 .field("added_approvers", added.join(","))
@@ -431,4 +462,19 @@ impl Notifier for LogNotifier {
         );
         Ok(())
     }
+}
+
+/// Who is on call could not be found out. The message never holds a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OnCallError(pub String);
+
+/// Says who is on call in a schedule (PagerDuty plugs in here, `crate::oncall`). Asked once
+/// per `pagerduty:` entry when a request is created; the answer is fixed in the approval.
+#[async_trait]
+pub trait OnCallResolver: Send + Sync + Debug {
+    /// The emails of whoever is on call in `schedule` now (possibly none). Bounded in time by
+    /// the implementation; any failure (unreachable, refused, malformed, too slow) is an error,
+    /// and the broker then counts nobody for the entry.
+    async fn on_call(&self, schedule: &str) -> Result<Vec<String>, OnCallError>;
 }

@@ -50,6 +50,8 @@ pub fn resolve(quorum: &Quorum, groups: &BTreeMap<String, Vec<String>>) -> Vec<Q
             let people: &[String] = match &e.approver {
                 Approver::Email(email) => std::slice::from_ref(email),
                 Approver::Group(g) => groups.get(g).map(Vec::as_slice).unwrap_or_default(),
+                // Config refuses on-call entries in a quorum table; were one here, nobody.
+                Approver::PagerDuty(_) => &[],
             };
             let mut members: Vec<String> = Vec::new();
             for p in people {

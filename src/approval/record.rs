@@ -2,6 +2,7 @@
 //!
 //! Everything here is serde-serializable so a shared store (Redis, issue 5) can hold it as JSON.
 
+pub use super::approvers::{expand_approvers, expand_approvers_with};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -565,34 +566,6 @@ pub fn request_hash(
     field(iss.as_bytes());
     field(sub.as_bytes());
     h.finalize().into()
-}
-
-/// Expands `group:` entries with `groups`, lowercases, and deduplicates (first occurrence
-/// wins). Unknown groups expand to nobody (config validation reports them; at run time fewer
-/// approvers is the fail-closed choice).
-pub fn expand_approvers(
-    approvers: &[crate::policy::Approver],
-    groups: &std::collections::BTreeMap<String, Vec<String>>,
-) -> Vec<String> {
-    use crate::policy::Approver;
-    let mut out: Vec<String> = Vec::new();
-    let mut add = |email: &str| {
-        let e = email.trim().to_lowercase();
-        if !e.is_empty() && !out.contains(&e) {
-            out.push(e);
-        }
-    };
-    for a in approvers {
-        match a {
-            Approver::Email(e) => add(e),
-            Approver::Group(g) => {
-                for e in groups.get(g).map(Vec::as_slice).unwrap_or_default() {
-                    add(e);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// A replayed header as approvers see it.

@@ -102,6 +102,8 @@ pub struct Config {
     pub telemetry: Option<Telemetry>,
     /// `[audit]`: delivery of audit events to a webhook (SPEC 10); `None` = no delivery.
     pub audit_webhook: Option<AuditWebhook>,
+    /// `[pagerduty]`: resolves `pagerduty:SCHEDULE_ID` approvers (SPEC 9); `None` = none.
+    pub pagerduty: Option<PagerDuty>,
 }
 
 /// `[server]`.
@@ -453,6 +455,17 @@ pub struct AuditWebhook {
     pub secret: Secret,
 }
 
+/// `[pagerduty]`: PagerDuty's REST API v2, for on-call approvers.
+#[derive(Debug, Clone)]
+pub struct PagerDuty {
+    /// REST API key (`Authorization: Token token=...`).
+    pub api_token: Secret,
+    /// API base URL (default `https://api.pagerduty.com`).
+    pub api_url: Url,
+    /// How long a schedule's on-call answer is reused (default 1 min; zero = not cached).
+    pub cache: Duration,
+}
+
 /// Loads and validates a config file and every policy file it names.
 ///
 /// Returns every problem found (syntax, unknown keys, bad values, dangling references, secrets
@@ -483,6 +496,7 @@ pub fn load(path: &Path) -> Result<(Config, PolicySet), Problems> {
         slack: parsed.present[0],
         teams: parsed.present[1],
         login: parsed.present[2],
+        pagerduty: parsed.pagerduty,
     };
     let default = parsed
         .config

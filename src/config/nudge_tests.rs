@@ -18,6 +18,7 @@ fn compile(approval: &str) -> (Option<NudgeSpec>, Vec<String>) {
         slack: true,
         teams: false,
         login: false,
+        pagerduty: false,
     };
     let (rules, problems) = parse_text(Path::new("p.toml"), &text, refs, &mut Names::new());
     let nudge = rules

@@ -27,6 +27,8 @@ pub(crate) struct Refs<'a> {
     pub teams: bool,
     /// `[approver_login]` is configured.
     pub login: bool,
+    /// `[pagerduty]` is configured (`pagerduty:` approvers need it).
+    pub pagerduty: bool,
 }
 
 impl<'a> Refs<'a> {
@@ -37,6 +39,7 @@ impl<'a> Refs<'a> {
             slack: config.slack.is_some(),
             teams: config.teams.is_some() || config.teams_bot.is_some(),
             login: config.approver_login.is_some(),
+            pagerduty: config.pagerduty.is_some(),
         }
     }
 }
@@ -454,7 +457,8 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
     })
 }
 
-/// `approvers = [...]`: emails or `group:NAME` of an existing group (also `escalate`'s).
+/// `approvers = [...]`: emails, `group:NAME` of an existing group, or `pagerduty:SCHEDULE_ID`
+/// (also `escalate`'s).
 pub(super) fn approvers(
     ck: &mut FileCheck,
     t: &DeTable<'_>,
@@ -488,13 +492,20 @@ pub(super) fn approvers(
                 m.push_str(&format!("; did you mean \"group:{best}\"?"));
             }
             ck.err(&span, m);
+        } else if let Some(schedule) = s.strip_prefix("pagerduty:") {
+            if let Some(a) = super::file::on_call_approver(ck, schedule, &span, refs.pagerduty) {
+                out.push(a);
+                continue;
+            }
         } else if let Some(e) = email(s) {
             out.push(Approver::Email(e));
             continue;
         } else {
             ck.err(
                 &span,
-                format!("approver {s:?} must be an email address or group:NAME"),
+                format!(
+                    "approver {s:?} must be an email address, group:NAME or pagerduty:SCHEDULE_ID"
+                ),
             );
         }
         ok = false;

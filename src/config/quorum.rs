@@ -119,7 +119,7 @@ fn entries(
                             Approver::Group(g) => format!(
                                 "quorum for {key:?} is {n} but group {g:?} has only {max} member(s)"
                             ),
-                            Approver::Email(_) => {
+                            Approver::Email(_) | Approver::PagerDuty(_) => {
                                 format!("quorum for {key:?} must be 1: one person approves once")
                             }
                         },
@@ -159,6 +159,13 @@ fn entry_key(
     if let Some(e) = email(key) {
         return Some(Approver::Email(e));
     }
+    if key.starts_with("pagerduty:") {
+        ck.err(
+            span,
+            format!("quorum entry {key:?}: an on-call schedule cannot be a quorum entry (who is on call is known only when a request is created); list it in \"approvers\" and use a number"),
+        );
+        return None;
+    }
     ck.err(
         span,
         format!("quorum entry {key:?} must be an email address or group:NAME"),
@@ -189,6 +196,7 @@ fn members(approver: &Approver, refs: Refs<'_>) -> Option<u32> {
     let n = match approver {
         Approver::Email(_) => 1,
         Approver::Group(g) => distinct(refs.groups.get(g)?).len(),
+        Approver::PagerDuty(_) => return None,
     };
     Some(u32::try_from(n).unwrap_or(u32::MAX))
 }
@@ -219,9 +227,10 @@ fn keys_are_approvers(
     for ((k, _), entry) in table.iter().zip(entries) {
         let key: &str = k.get_ref();
         let among = match &entry.approver {
-            Approver::Group(_) => listed.contains(&entry.approver),
+            Approver::Group(_) | Approver::PagerDuty(_) => listed.contains(&entry.approver),
             Approver::Email(e) => listed.iter().any(|a| match a {
                 Approver::Email(l) => l == e,
+                Approver::PagerDuty(_) => false,
                 Approver::Group(g) => refs
                     .groups
                     .get(g)
@@ -246,6 +255,7 @@ fn satisfiable(entries: &[QuorumEntry], refs: Refs<'_>) -> bool {
         .map(|e| match &e.approver {
             Approver::Email(m) => vec![m.clone()],
             Approver::Group(g) => refs.groups.get(g).map(|m| distinct(m)).unwrap_or_default(),
+            Approver::PagerDuty(_) => Vec::new(),
         })
         .collect();
     let needs: Vec<(u32, &[String])> = entries

@@ -29,6 +29,7 @@ fn compile(approval: &str) -> (Vec<Rule>, Vec<String>) {
         slack: false,
         teams: false,
         login: false,
+        pagerduty: false,
     };
     let (rules, problems) = parse_text(Path::new("p.toml"), &text, refs, &mut Names::new());
     (rules, problems.iter().map(ToString::to_string).collect())

@@ -647,7 +647,7 @@ mod prop {
         fn policy_loader_is_total_and_points_inside_the_file(text in text()) {
             let mut groups = BTreeMap::new();
             groups.insert("sre-leads".to_owned(), vec!["bob@example.com".to_owned()]);
-            let refs = Refs { groups: &groups, slack: true, teams: false, login: true };
+            let refs = Refs { groups: &groups, slack: true, teams: false, login: true, pagerduty: false };
             let mut names = Names::new();
             let path = Path::new("policies/p.toml");
             let (rules, problems) = parse_text(path, &text, refs, &mut names);

@@ -389,3 +389,37 @@ fn judge_names_every_outcome_explain_prints() {
         (Outcome::Approve, rule("prod-deploy"))
     );
 }
+
+#[test]
+fn an_on_call_approver_is_described_without_asking_pagerduty() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.toml"),
+        "[[rule]]\nname = \"r\"\naction = \"approve\"\n[rule.approval]\napprovers = [\"pagerduty:PABC123\", \"carol@example.com\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("pd-token"), "t\n").unwrap();
+    // Nothing listens there: explain must not call it.
+    std::fs::write(
+        dir.path().join("countersign.toml"),
+        "[server]\nlisten = \"127.0.0.1:8080\"\n[[upstream]]\nname = \"api\"\nurl = \"http://127.0.0.1:7000\"\n[[route]]\nupstream = \"api\"\n[[issuer]]\nissuer = \"https://idp.example.com\"\naudiences = [\"aud\"]\n[pagerduty]\napi_token = \"file:pd-token\"\napi_url = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let (config, policy) = load(&dir.path().join("countersign.toml")).unwrap();
+    let who = json!({"iss": "https://idp.example.com", "sub": "dan", "exp": NOW + 600});
+    let who = Principal::from_claims(who.as_object().unwrap().clone()).unwrap();
+    let got = explain(
+        &config,
+        &policy,
+        "POST",
+        "https://x.example.com/",
+        Some(&who),
+        NOW,
+    )
+    .unwrap();
+    assert!(
+        got.contains("approvers: pagerduty:PABC123, carol@example.com\napprover emails: on call in PagerDuty schedule PABC123 (resolved when a request is created), carol@example.com\n"),
+        "{got}"
+    );
+}

@@ -206,6 +206,9 @@ pub enum Approver {
     Email(String),
     /// `group:NAME` from `[approvers.groups]`.
     Group(String),
+    /// `pagerduty:SCHEDULE_ID`: whoever is on call in that PagerDuty schedule, resolved to
+    /// emails when a request is created (SPEC 9).
+    PagerDuty(String),
 }
 
 /// Defined in [`crate::notify`] (shared with approval and chat); re-exported for the policy.

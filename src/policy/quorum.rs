@@ -55,6 +55,7 @@ impl fmt::Display for Approver {
         match self {
             Approver::Email(e) => f.write_str(e),
             Approver::Group(g) => write!(f, "group:{g}"),
+            Approver::PagerDuty(s) => write!(f, "pagerduty:{s}"),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`RedisServer`]: a throwaway `redis-server` for the shared approval store.
 //! - [`Browser`]: a real headless Chromium driven through `chromedriver` (WebDriver).
 //! - [`RecordingAudit`]: an in-memory audit sink for broker-level tests.
+//! - `fake_pagerduty`: PagerDuty's REST API v2 (`/oncalls`, `/users/{id}`) for on-call approvers.
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code, unused_imports)]
@@ -23,6 +24,7 @@ pub mod audit;
 mod browser;
 mod echo;
 pub mod fake_botframework;
+pub mod fake_pagerduty;
 pub mod fake_slack;
 pub mod fake_teams;
 mod issuer;

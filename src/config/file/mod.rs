@@ -18,6 +18,7 @@ mod approvals;
 mod integrations;
 mod issuer;
 mod listen;
+mod pagerduty;
 mod teams_bot;
 mod values;
 
@@ -29,6 +30,7 @@ use values::*;
 
 pub(crate) use approvals::email;
 pub(crate) use listen::prefix;
+pub(crate) use pagerduty::on_call_approver;
 
 use super::walk::{closest, FileCheck, Val};
 use super::{
@@ -52,6 +54,7 @@ const TOP: &[&str] = &[
     "approver_login",
     "telemetry",
     "audit",
+    "pagerduty",
 ];
 
 /// The default policy glob, used when `[policy] files` is not given.
@@ -78,6 +81,8 @@ pub(crate) struct Parsed {
     pub groups: BTreeMap<String, Vec<String>>,
     /// Which of `[slack]`, `[teams]`, `[approver_login]` are present (even if broken).
     pub present: [bool; 3],
+    /// Whether `[pagerduty]` is present (even if broken).
+    pub pagerduty: bool,
 }
 
 /// Walks the whole config document.
@@ -120,6 +125,9 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
     let telemetry = doc.get("telemetry").and_then(|v| telemetry(ck, v));
     let audit_webhook = doc.get("audit").and_then(|v| audit_webhook(ck, v, &dir));
     let present = ["slack", "teams", "approver_login"].map(|k| doc.contains_key(k));
+    let pagerduty = doc
+        .get("pagerduty")
+        .and_then(|v| pagerduty::pagerduty(ck, v, &dir));
     let groups = approver_groups.clone();
     let config = server.map(|server| Config {
         path: path.to_path_buf(),
@@ -137,12 +145,14 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
         approver_login,
         telemetry,
         audit_webhook,
+        pagerduty,
     });
     Parsed {
         config,
         globs,
         groups,
         present,
+        pagerduty: doc.contains_key("pagerduty"),
     }
 }
 

@@ -15,6 +15,7 @@ fn compile(text: &str) -> (Vec<Mode>, Vec<String>) {
         slack: false,
         teams: false,
         login: false,
+        pagerduty: false,
     };
     let (rules, problems) = parse_text(Path::new("p.toml"), text, refs, &mut Names::new());
     (
