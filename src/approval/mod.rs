@@ -35,6 +35,7 @@ pub mod preview;
 pub mod quorum;
 pub mod record;
 pub mod remind;
+pub mod serde_fields;
 pub mod signer;
 pub mod store;
 pub mod sweeper;

@@ -47,7 +47,7 @@ pub struct Escalation {
     /// escalation happens, then fixed in `Approval::approvers`.
     pub approvers: Vec<String>,
     /// Where the added approvers are told.
-    #[serde(with = "super::record::notify_serde")]
+    #[serde(with = "super::serde_fields::notify_serde")]
     pub notify: Vec<NotifyTarget>,
     /// Whether it happened (it happens once).
     #[serde(default)]

@@ -281,10 +281,10 @@ pub struct Approval {
     /// Whether the requester may count as one approver.
     pub self_approval: bool,
     /// Button or fresh login.
-    #[serde(with = "approve_via_serde")]
+    #[serde(with = "super::serde_fields::approve_via_serde")]
     pub approve_via: ApproveVia,
     /// Where approvers are told (the rule's `notify`).
-    #[serde(with = "notify_serde")]
+    #[serde(with = "super::serde_fields::notify_serde")]
     pub notify: Vec<NotifyTarget>,
     /// Created, unix milliseconds.
     pub created_at: u64,
@@ -372,7 +372,7 @@ pub struct StoredHeader {
     /// Lowercase header name.
     pub name: String,
     /// Raw value.
-    #[serde(with = "b64")]
+    #[serde(with = "super::serde_fields::b64")]
     pub value: Vec<u8>,
 }
 
@@ -423,7 +423,7 @@ pub struct StoredRequest {
     /// End-to-end headers to replay (no hop-by-hop, no `Countersign-*`, no `Host`).
     pub headers: Vec<StoredHeader>,
     /// The buffered body.
-    #[serde(with = "b64")]
+    #[serde(with = "super::serde_fields::b64")]
     pub body: Vec<u8>,
     /// Name of the `[[upstream]]` to send it to. The executing replica looks the name up in
     /// its own config: a store never supplies a URL (SPEC 8).
@@ -593,76 +593,5 @@ impl QuorumEntry {
     /// The name shown to people: the group name as given (`dba`), or the email.
     pub fn label(&self) -> &str {
         self.entry.strip_prefix("group:").unwrap_or(&self.entry)
-    }
-}
-
-/// Base64 (standard, padded) for byte fields in JSON.
-pub(crate) mod b64 {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// `ApproveVia` as `"button"` / `"login"` (the policy type has no serde of its own).
-mod approve_via_serde {
-    use crate::notify::ApproveVia;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &ApproveVia, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match v {
-            ApproveVia::Button => "button",
-            ApproveVia::Login => "login",
-        })
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ApproveVia, D::Error> {
-        match String::deserialize(d)?.as_str() {
-            "button" => Ok(ApproveVia::Button),
-            "login" => Ok(ApproveVia::Login),
-            other => Err(serde::de::Error::custom(format!("approve_via {other:?}"))),
-        }
-    }
-}
-
-/// `NotifyTarget`s as tagged JSON (`{"slack_channel": ".."}`, `"teams"`), lossless.
-pub(super) mod notify_serde {
-    use crate::notify::NotifyTarget;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    #[serde(rename_all = "snake_case")]
-    enum Mirror {
-        SlackChannel(String),
-        SlackUser(String),
-        Teams,
-    }
-
-    pub fn serialize<S: Serializer>(v: &[NotifyTarget], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|t| match t {
-            NotifyTarget::SlackChannel(c) => Mirror::SlackChannel(c.clone()),
-            NotifyTarget::SlackUser(u) => Mirror::SlackUser(u.clone()),
-            NotifyTarget::Teams => Mirror::Teams,
-        }))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NotifyTarget>, D::Error> {
-        Ok(Vec::<Mirror>::deserialize(d)?
-            .into_iter()
-            .map(|m| match m {
-                Mirror::SlackChannel(c) => NotifyTarget::SlackChannel(c),
-                Mirror::SlackUser(u) => NotifyTarget::SlackUser(u),
-                Mirror::Teams => NotifyTarget::Teams,
-            })
-            .collect())
     }
 }

@@ -95,7 +95,7 @@ pub struct ParkedResult {
     /// Upstream end-to-end headers.
     pub headers: Vec<StoredHeader>,
     /// Body, cut at the parking cap.
-    #[serde(with = "crate::approval::record::b64")]
+    #[serde(with = "crate::approval::serde_fields::b64")]
     pub body: Vec<u8>,
     /// Whether the body was cut.
     pub truncated: bool,
