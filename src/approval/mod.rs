@@ -29,6 +29,7 @@ pub mod execute;
 pub mod executor;
 pub mod lost;
 pub mod nudge;
+pub mod nudges;
 pub mod oncall;
 pub mod ports;
 pub mod preview;

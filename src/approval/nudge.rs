@@ -1,6 +1,6 @@
-//! Reminders and escalation (SPEC 9): what an approval remembers about them ([`Nudges`], one
-//! field of the record) and the pure rules for when they are due and how one is claimed
-//! ([`remind`], [`escalate`]). No I/O, no clock (time comes in as `now`, unix ms), no store.
+//! Reminders and escalation (SPEC 9): the pure rules for when they are due and how one is
+//! claimed ([`remind`], [`escalate`]); the record field they work on is
+//! [`super::nudges::Nudges`]. No I/O, no clock (time comes in as `now`, unix ms), no store.
 //!
 //! Exactly once across replicas: a reminder or the escalation is *claimed* by running
 //! [`remind`] / [`escalate`] through the store's one compare-and-set
@@ -8,116 +8,12 @@
 //! the loser re-reads a record on which the step is no longer due. All of it stops at the
 //! decision: nothing is due unless the approval is pending and before `expires_at`.
 //!
-//! Owns these rules and the record field. Must not touch storage, audit, notification, chat
-//! rendering or the resolution of groups (the broker resolves the escalation's approvers and
-//! hands the result in).
+//! Owns these rules. Must not touch storage, audit, notification, chat rendering or the
+//! resolution of groups (the broker resolves the escalation's approvers and hands the result
+//! in).
 
-use serde::{Deserialize, Serialize};
-
+pub use super::nudges::{approvers_of, Escalation, Nudges};
 use super::record::{Approval, Status};
-use crate::notify::NotifyTarget;
-use crate::policy::{Approver, NudgeSpec};
-
-/// What an approval remembers about reminders and escalation. Empty (the default, also for
-/// records written before reminders existed) means neither.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Nudges {
-    /// Re-notify approvers every this many ms while pending (`remind`); 0 = never.
-    #[serde(default)]
-    pub remind_every: u64,
-    /// Reminders sent so far.
-    #[serde(default)]
-    pub reminders: u32,
-    /// When the last reminder was claimed (unix ms); `None` before the first (the clock
-    /// starts at `created_at`).
-    #[serde(default)]
-    pub reminded_at: Option<u64>,
-    /// The rule's `escalate`, copied at creation, and whether it happened.
-    #[serde(default)]
-    pub escalation: Option<Escalation>,
-}
-
-/// One approval's escalation: who is added, who is told, when, and (once it happened) who was
-/// actually added.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Escalation {
-    /// Escalate when still pending at this time (unix ms): `created_at + after`.
-    pub at: u64,
-    /// The approver entries as configured (`group:NAME` or an email), resolved when the
-    /// escalation happens, then fixed in `Approval::approvers`.
-    pub approvers: Vec<String>,
-    /// Where the added approvers are told.
-    #[serde(with = "super::serde_fields::notify_serde")]
-    pub notify: Vec<NotifyTarget>,
-    /// Whether it happened (it happens once).
-    #[serde(default)]
-    pub done: bool,
-    /// The emails it added to `approvers` (those already there are not repeated).
-    #[serde(default)]
-    pub added: Vec<String>,
-}
-
-impl Nudges {
-    /// What an approval created at `created_at` under a rule with `spec` remembers.
-    pub fn plan(spec: &NudgeSpec, created_at: u64) -> Self {
-        Self {
-            remind_every: spec.remind.map_or(0, ms),
-            reminders: 0,
-            reminded_at: None,
-            escalation: spec.escalate.as_ref().map(|e| Escalation {
-                at: created_at.saturating_add(ms(e.after)),
-                approvers: e.approvers.iter().map(entry_of).collect(),
-                notify: e.notify.clone(),
-                done: false,
-                added: Vec::new(),
-            }),
-        }
-    }
-
-    /// When the next reminder is due (unix ms), if reminders are on.
-    fn next_reminder(&self, created_at: u64) -> Option<u64> {
-        (self.remind_every > 0).then(|| {
-            self.reminded_at
-                .unwrap_or(created_at)
-                .saturating_add(self.remind_every)
-        })
-    }
-
-    /// When the escalation is due (unix ms), unless there is none or it happened.
-    fn escalation_due(&self) -> Option<u64> {
-        self.escalation.as_ref().filter(|e| !e.done).map(|e| e.at)
-    }
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// An approver entry as the record keeps it: `group:NAME` or an email.
-fn entry_of(a: &Approver) -> String {
-    match a {
-        Approver::Email(e) => e.clone(),
-        Approver::Group(g) => format!("group:{g}"),
-        Approver::PagerDuty(s) => format!("pagerduty:{s}"),
-    }
-}
-
-/// The escalation's approver entries (as kept by [`Nudges::plan`]) back as approvers, for
-/// resolution when the escalation happens.
-pub fn approvers_of(entries: &[String]) -> Vec<Approver> {
-    entries
-        .iter()
-        .map(|e| {
-            if let Some(g) = e.strip_prefix("group:") {
-                Approver::Group(g.to_owned())
-            } else if let Some(s) = e.strip_prefix("pagerduty:") {
-                Approver::PagerDuty(s.to_owned())
-            } else {
-                Approver::Email(e.clone())
-            }
-        })
-        .collect()
-}
 
 /// Whether reminders and escalation still apply to `a` at `now`: pending and not expired.
 fn live(a: &Approval, now: u64) -> bool {
@@ -203,6 +99,8 @@ mod tests {
     use crate::approval::record::Decision;
     use crate::approval::tests::approval;
     use crate::approval::transition;
+    use crate::notify::NotifyTarget;
+    use crate::policy::{Approver, NudgeSpec};
 
     const T0: u64 = 1_700_000_000_000;
 

@@ -316,7 +316,7 @@ pub struct Approval {
     /// Reminders and escalation ([`super::nudge`]): the rule's `remind` and `escalate`, and
     /// how far they went.
     #[serde(default)]
-    pub nudges: super::nudge::Nudges,
+    pub nudges: super::nudges::Nudges,
     /// Set when the requester broke the glass (SPEC 9): the request was forwarded without
     /// approval and is [`Status::Review`] until acknowledged.
     #[serde(default)]

@@ -8,6 +8,7 @@ mod file;
 mod nudge;
 mod policy_file;
 mod quorum;
+mod refs;
 mod test_file;
 #[cfg(test)]
 mod tests;
@@ -24,7 +25,7 @@ use crate::policy::{DefaultAction, HostPattern, PolicySet, RouteEntry, RouteTabl
 use crate::secret::Secret;
 
 use file::GlobAt;
-use policy_file::Refs;
+use refs::Refs;
 pub use test_file::{check_case_rules, load_test_file, parse_test_file, At, TestCase};
 use walk::FileCheck;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
-use super::policy_file::{approvers, notify, Refs};
+use super::refs::{approvers, notify, Refs};
 use super::walk::FileCheck;
 use crate::policy::{EscalateSpec, NudgeSpec};
 

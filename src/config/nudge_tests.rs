@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::super::policy_file::{parse_text, Names, Refs};
+use super::super::policy_file::{parse_text, Names};
+use super::super::refs::Refs;
 use crate::policy::{Approver, EscalateSpec, NotifyTarget, NudgeSpec};
 
 /// Compiles one rule whose `[rule.approval]` body is `approval` (starting on line 5).

@@ -13,7 +13,7 @@
 use toml::de::{DeTable, DeValue};
 
 use super::file::email;
-use super::policy_file::Refs;
+use super::refs::Refs;
 use super::walk::{closest, type_error, FileCheck, Val};
 use crate::policy::{quorum, Approver, Quorum, QuorumEntry};
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::super::policy_file::{parse_text, Names, Refs};
+use super::super::policy_file::{parse_text, Names};
+use super::super::refs::Refs;
 use crate::policy::{Approver, Quorum, QuorumEntry, Rule};
 
 /// `[approvers.groups]` for every test: dba has two members, security one.

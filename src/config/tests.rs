@@ -559,7 +559,8 @@ mod prop {
 
     use proptest::prelude::*;
 
-    use super::super::policy_file::{parse_text, Names, Refs};
+    use super::super::policy_file::{parse_text, Names};
+    use super::super::refs::Refs;
 
     /// Lines a policy file is made of, valid and not, to be shuffled and mutated.
     const LINES: &[&str] = &[

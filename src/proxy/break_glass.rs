@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::error::Rejection;
-use super::hold::{submit_rejection, ApprovalPlane, HoldResult};
+use super::plane::{submit_rejection, ApprovalPlane, HoldResult};
 use super::RequestCtx;
 use crate::approval::{ExecuteError, StoredRequest};
 use crate::identity::Principal;

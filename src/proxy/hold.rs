@@ -19,48 +19,15 @@ use pingora::proxy::Session;
 use tokio::sync::watch;
 
 use super::error::Rejection;
+use super::plane::submit_rejection;
+pub use super::plane::{ApprovalPlane, HoldResult};
 use super::RequestCtx;
-use crate::approval::{
-    ApprovalId, Broker, BrokerError, ExecuteError, StoredRequest, UpstreamResponse, WaitOutcome,
-};
+use crate::approval::{ApprovalId, ExecuteError, StoredRequest, UpstreamResponse, WaitOutcome};
 use crate::identity::Principal;
 use crate::policy::Rule;
 
 /// Largest body a held request may carry (SPEC 5.5).
 pub const MAX_HELD_BODY: usize = 1024 * 1024;
-
-/// What the data plane needs for approvals.
-#[derive(Debug)]
-pub struct ApprovalPlane {
-    /// The approval lifecycle.
-    pub broker: Broker,
-    /// `{public_url}` without a trailing slash, for status URLs.
-    pub public_url: String,
-    /// Name of each upstream, by index (a stored request names its upstream; the executor
-    /// looks it up in the local config).
-    pub upstreams: Vec<String>,
-    /// Flips to `true` on SIGTERM: held callers get 503 `shutting_down`.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-/// How a held request ended, for the caller.
-#[derive(Debug)]
-pub enum HoldResult {
-    /// Approved and executed: send this upstream response.
-    Forward {
-        /// The approval.
-        id: ApprovalId,
-        /// What upstream answered.
-        response: UpstreamResponse,
-    },
-    /// Still pending: 202 with these details.
-    Accepted {
-        /// The approval.
-        id: ApprovalId,
-        /// Unix ms.
-        expires_at: u64,
-    },
-}
 
 /// The `Prefer` header (RFC 7240): `respond-async` and `wait=N`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -259,32 +226,6 @@ pub async fn hold(
                 id,
                 expires_at: a.expires_at,
             })
-        }
-    }
-}
-
-pub(super) fn submit_rejection(e: BrokerError) -> Rejection {
-    match e {
-        BrokerError::BreakGlassReasonRequired => Rejection::BreakGlassReasonRequired,
-        BrokerError::BreakGlassCooldown { left } => {
-            Rejection::BreakGlassCooldown(left.as_secs_f64().ceil().max(1.0) as u64)
-        }
-        BrokerError::ReasonRequired => Rejection::ReasonRequired,
-        BrokerError::Unsatisfiable { .. } => Rejection::ApprovalUnsatisfiable,
-        BrokerError::TooManyPending { .. } => Rejection::TooManyPending,
-        BrokerError::Store(err) => {
-            tracing::error!(error = %err, "approval store failed");
-            Rejection::StoreUnavailable
-        }
-        BrokerError::Audit(err) => {
-            tracing::error!(error = %err, "audit log failed; not holding");
-            Rejection::ApprovalsUnavailable
-        }
-        BrokerError::NotFound => Rejection::ApprovalCancelled,
-        BrokerError::Lost => Rejection::StoreUnavailable,
-        BrokerError::NotAnApprovalRule(rule) => {
-            tracing::error!(rule, "approve rule without [rule.approval]");
-            Rejection::Internal
         }
     }
 }

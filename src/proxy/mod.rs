@@ -9,6 +9,7 @@
 pub mod break_glass;
 pub mod error;
 pub mod hold;
+pub mod plane;
 pub mod shadow;
 pub mod upstream;
 

@@ -1,0 +1,71 @@
+//! What the data plane's approval paths share ([`super::hold`] holds a caller,
+//! [`super::break_glass`] forwards at once): the handle on the approval lifecycle
+//! ([`ApprovalPlane`]), how such a request ended ([`HoldResult`]) and how a refused submit is
+//! answered ([`submit_rejection`]).
+//!
+//! Owns these shared types only. Must not hold a caller, read a body or decide anything about
+//! an approval (that is `approval::Broker`).
+
+use tokio::sync::watch;
+
+use super::error::Rejection;
+use crate::approval::{ApprovalId, Broker, BrokerError, UpstreamResponse};
+
+/// What the data plane needs for approvals.
+#[derive(Debug)]
+pub struct ApprovalPlane {
+    /// The approval lifecycle.
+    pub broker: Broker,
+    /// `{public_url}` without a trailing slash, for status URLs.
+    pub public_url: String,
+    /// Name of each upstream, by index (a stored request names its upstream; the executor
+    /// looks it up in the local config).
+    pub upstreams: Vec<String>,
+    /// Flips to `true` on SIGTERM: held callers get 503 `shutting_down`.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How a held request ended, for the caller.
+#[derive(Debug)]
+pub enum HoldResult {
+    /// Approved and executed: send this upstream response.
+    Forward {
+        /// The approval.
+        id: ApprovalId,
+        /// What upstream answered.
+        response: UpstreamResponse,
+    },
+    /// Still pending: 202 with these details.
+    Accepted {
+        /// The approval.
+        id: ApprovalId,
+        /// Unix ms.
+        expires_at: u64,
+    },
+}
+
+pub fn submit_rejection(e: BrokerError) -> Rejection {
+    match e {
+        BrokerError::BreakGlassReasonRequired => Rejection::BreakGlassReasonRequired,
+        BrokerError::BreakGlassCooldown { left } => {
+            Rejection::BreakGlassCooldown(left.as_secs_f64().ceil().max(1.0) as u64)
+        }
+        BrokerError::ReasonRequired => Rejection::ReasonRequired,
+        BrokerError::Unsatisfiable { .. } => Rejection::ApprovalUnsatisfiable,
+        BrokerError::TooManyPending { .. } => Rejection::TooManyPending,
+        BrokerError::Store(err) => {
+            tracing::error!(error = %err, "approval store failed");
+            Rejection::StoreUnavailable
+        }
+        BrokerError::Audit(err) => {
+            tracing::error!(error = %err, "audit log failed; not holding");
+            Rejection::ApprovalsUnavailable
+        }
+        BrokerError::NotFound => Rejection::ApprovalCancelled,
+        BrokerError::Lost => Rejection::StoreUnavailable,
+        BrokerError::NotAnApprovalRule(rule) => {
+            tracing::error!(rule, "approve rule without [rule.approval]");
+            Rejection::Internal
+        }
+    }
+}
