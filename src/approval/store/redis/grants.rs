@@ -37,6 +37,20 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return n
 ";
 
+/// Stores a grant. KEYS: record, index, all. ARGV: sealed record, ttl ms, id, expires_at, now.
+/// The index lives as long as its longest grant (no `PEXPIRE GT`: Redis 6 has none).
+const PUT_LUA: &str = r"
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('SADD', KEYS[2], ARGV[3])
+local left = redis.call('PTTL', KEYS[2])
+if left < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
+";
+
+static PUT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(PUT_LUA));
+
 static USE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(USE_LUA));
 
 fn record_key(id: &str) -> String {
@@ -92,34 +106,16 @@ impl RedisStore {
         let ttl = g.expires_at.saturating_sub(now).max(1);
         let raw = self.seal_grant(g)?;
         let mut c = self.conn().await?;
-        let mut p = redis::pipe();
-        p.atomic()
-            .cmd("SET")
-            .arg(record_key(&g.id))
+        let mut inv = PUT.prepare_invoke();
+        inv.key(record_key(&g.id))
+            .key(index_key(&g.key()))
+            .key(ALL)
             .arg(raw)
-            .arg("PX")
             .arg(ttl)
-            .ignore()
-            .sadd(index_key(&g.key()), &g.id)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(index_key(&g.key()))
-            .arg(ttl)
-            .arg("GT")
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(index_key(&g.key()))
-            .arg(ttl)
-            .arg("NX")
-            .ignore()
-            .zadd(ALL, &g.id, g.expires_at)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(ALL)
-            .arg("-inf")
-            .arg(now)
-            .ignore();
-        self.call("put grant", async { p.query_async::<()>(&mut c).await })
+            .arg(&g.id)
+            .arg(g.expires_at)
+            .arg(now);
+        self.call("put grant", async { inv.invoke_async::<()>(&mut c).await })
             .await?;
         self.durable(&mut c).await
     }
