@@ -27,6 +27,7 @@ pub mod broker;
 pub mod error;
 pub mod execute;
 pub mod executor;
+pub mod grant;
 pub mod lost;
 pub mod nudge;
 pub mod nudges;

@@ -513,4 +513,5 @@ fn execution_refuses_a_stored_request_that_is_not_the_approved_one() {
 }
 
 mod break_glass;
+mod grants;
 mod lease;

@@ -21,6 +21,7 @@ use super::ChatState;
 use super::{
     due_at, ApprovalStore, Cas, Change, Cursor, ListFilter, Page, ParkedResult, StoreError,
 };
+use crate::approval::grant::{self, Grant};
 use crate::approval::record::{Approval, ApprovalId, Status, StoredRequest};
 
 /// One approval in memory, with its evictions.
@@ -55,6 +56,8 @@ struct Inner {
     per_requester: HashMap<(String, String), usize>,
     /// Running cooldowns ([`ApprovalStore::start_cooldown`]): key -> until (unix ms).
     cooldowns: HashMap<String, u64>,
+    /// Grants by id ([`ApprovalStore::put_grant`]); expired ones are dropped as new ones come.
+    grants: HashMap<String, Grant>,
 }
 
 impl Inner {
@@ -179,6 +182,48 @@ impl ApprovalStore for MemoryStore {
             m.set_due(&id, due_at(approval));
             Ok(())
         })
+    }
+
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        self.with(|m| {
+            m.grants.retain(|_, g| g.expires_at > now);
+            m.grants.insert(grant.id.clone(), grant.clone());
+        });
+        Ok(())
+    }
+
+    async fn use_grant(&self, key: &str, now: u64) -> Result<Option<Grant>, StoreError> {
+        Ok(self.with(|m| {
+            let g = m
+                .grants
+                .values_mut()
+                .filter(|g| g.is_live(now) && g.key() == key)
+                .min_by_key(|g| (g.expires_at, g.id.clone()))?;
+            (grant::use_grant(g, now) == grant::UseOutcome::Used).then(|| g.clone())
+        }))
+    }
+
+    async fn grants(&self, now: u64) -> Result<Vec<Grant>, StoreError> {
+        let mut all: Vec<Grant> = self.with(|m| {
+            m.grants
+                .values()
+                .filter(|g| g.expires_at > now)
+                .cloned()
+                .collect()
+        });
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(all)
+    }
+
+    async fn revoke_grant(&self, id: &str, by: &str) -> Result<Option<Grant>, StoreError> {
+        Ok(self.with(|m| {
+            let g = m.grants.get_mut(id)?;
+            if g.revoked_by.is_none() {
+                g.revoked_by = Some(by.to_owned());
+            }
+            Some(g.clone())
+        }))
     }
 
     async fn start_cooldown(

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::grant::Grant;
 use super::record::{Approval, ApprovalId, Execution, Status, StoredHeader, StoredRequest, Vote};
 pub use super::transition::Claimant;
 use super::transition::{self, VoteResultKind};
@@ -329,6 +330,33 @@ pub trait ApprovalStore: Send + Sync + Debug {
     ) -> Result<Option<Duration>, StoreError> {
         let _ = (key, ttl, now);
         Err(StoreError::unavailable("this store keeps no cooldowns"))
+    }
+
+    /// Stores a new grant (SPEC 9) until it expires. A store that keeps no grants fails
+    /// (closed): no grant is created.
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        let _ = grant;
+        Err(StoreError::unavailable("this store keeps no grants"))
+    }
+
+    /// Takes one use, atomically across replicas, of a live grant under lookup `key`
+    /// ([`crate::approval::grant::lookup_key`]) at `now`: `Ok(Some(grant))` (uses counted
+    /// after this one) when the request may pass, `Ok(None)` when no live grant matches.
+    async fn use_grant(&self, key: &str, now: u64) -> Result<Option<Grant>, StoreError> {
+        let _ = (key, now);
+        Ok(None)
+    }
+
+    /// Every grant that has not expired at `now` (used-up and revoked ones included).
+    async fn grants(&self, now: u64) -> Result<Vec<Grant>, StoreError> {
+        let _ = now;
+        Ok(Vec::new())
+    }
+
+    /// Revokes grant `id` at once: `Ok(None)` when there is no such grant.
+    async fn revoke_grant(&self, id: &str, by: &str) -> Result<Option<Grant>, StoreError> {
+        let _ = (id, by);
+        Ok(None)
     }
 
     /// The time, unix ms, for changes whose caller passes none ([`Self::set_held`],

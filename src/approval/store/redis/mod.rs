@@ -70,12 +70,14 @@ pub use link::{SentinelUrl, SENTINEL_SCHEME};
 mod chat_state;
 mod cooldown;
 mod epoch;
+mod grants;
 mod keys;
 mod link;
 mod pubsub;
 
 use super::seal::RecordSeal;
 use super::{ApprovalStore, Cas, Change, Cursor, ListFilter, Page, ParkedResult, StoreError};
+use crate::approval::grant::Grant;
 use crate::approval::record::{Approval, ApprovalId, StoredRequest};
 use crate::clock::{SharedClock, SystemClock};
 use keys::*;
@@ -420,6 +422,22 @@ impl ApprovalStore for RedisStore {
         _now: u64,
     ) -> Result<Option<Duration>, StoreError> {
         self.start_cooldown_here(key, ttl).await
+    }
+
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        self.put_grant_here(grant, self.now_ms()).await
+    }
+
+    async fn use_grant(&self, key: &str, now: u64) -> Result<Option<Grant>, StoreError> {
+        self.use_grant_here(key, now).await
+    }
+
+    async fn grants(&self, now: u64) -> Result<Vec<Grant>, StoreError> {
+        self.grants_here(now).await
+    }
+
+    async fn revoke_grant(&self, id: &str, by: &str) -> Result<Option<Grant>, StoreError> {
+        self.revoke_grant_here(id, by, self.now_ms()).await
     }
 
     async fn stored_request(&self, id: &ApprovalId) -> Result<Option<StoredRequest>, StoreError> {
