@@ -114,6 +114,30 @@ pub fn use_grant(grant: &mut Grant, now: u64) -> UseOutcome {
     UseOutcome::Used
 }
 
+/// A grant for tests: requester `https://idp`/`alice`, rule `r`, `POST api /x`, no uses yet.
+#[cfg(test)]
+pub(crate) fn fixture(uses_max: u32, expires_at: u64) -> Grant {
+    Grant {
+        id: Grant::generate_id(),
+        rule: "r".into(),
+        requester: Requester {
+            iss: "https://idp".into(),
+            sub: "alice".into(),
+            email: None,
+        },
+        method: "POST".into(),
+        host: "api".into(),
+        path: "/x".into(),
+        approval_id: "a".into(),
+        approvers: vec!["bob@example.com".into()],
+        created_at: 0,
+        expires_at,
+        uses_max,
+        uses: 0,
+        revoked_by: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,27 +150,9 @@ mod tests {
         }
     }
 
-    fn grant() -> Grant {
-        Grant {
-            id: Grant::generate_id(),
-            rule: "r".into(),
-            requester: requester("alice"),
-            method: "POST".into(),
-            host: "api".into(),
-            path: "/x".into(),
-            approval_id: "a".into(),
-            approvers: vec!["bob@example.com".into()],
-            created_at: 0,
-            expires_at: 1000,
-            uses_max: 2,
-            uses: 0,
-            revoked_by: None,
-        }
-    }
-
     #[test]
     fn uses_are_counted_and_stop_at_the_limit() {
-        let mut g = grant();
+        let mut g = fixture(2, 1000);
         assert_eq!(use_grant(&mut g, 1), UseOutcome::Used);
         assert_eq!(use_grant(&mut g, 2), UseOutcome::Used);
         assert_eq!(use_grant(&mut g, 3), UseOutcome::NotLive);
@@ -155,9 +161,9 @@ mod tests {
 
     #[test]
     fn expired_or_revoked_grants_do_not_match() {
-        let mut g = grant();
+        let mut g = fixture(2, 1000);
         assert_eq!(use_grant(&mut g, 1000), UseOutcome::NotLive);
-        let mut g = grant();
+        let mut g = fixture(2, 1000);
         g.revoked_by = Some("bob@example.com".into());
         assert_eq!(use_grant(&mut g, 1), UseOutcome::NotLive);
         assert_eq!(g.uses, 0);
@@ -167,7 +173,7 @@ mod tests {
     fn keys_separate_requesters_rules_methods_hosts_and_paths() {
         let a = requester("alice");
         let k = lookup_key(&a, "r", "POST", "api", "/x");
-        assert_eq!(k, grant().key());
+        assert_eq!(k, fixture(2, 1000).key());
         assert_ne!(
             k,
             lookup_key(&requester("mallory"), "r", "POST", "api", "/x")

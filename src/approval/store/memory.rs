@@ -56,8 +56,9 @@ struct Inner {
     per_requester: HashMap<(String, String), usize>,
     /// Running cooldowns ([`ApprovalStore::start_cooldown`]): key -> until (unix ms).
     cooldowns: HashMap<String, u64>,
-    /// Grants by id ([`ApprovalStore::put_grant`]); expired ones are dropped as new ones come.
-    grants: HashMap<String, Grant>,
+    /// Grants by id, each with its lookup key ([`ApprovalStore::put_grant`]; the key is
+    /// hashed once, not per lookup); expired ones are dropped as new ones come.
+    grants: HashMap<String, (String, Grant)>,
 }
 
 impl Inner {
@@ -187,8 +188,9 @@ impl ApprovalStore for MemoryStore {
     async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
         let now = self.now_ms();
         self.with(|m| {
-            m.grants.retain(|_, g| g.expires_at > now);
-            m.grants.insert(grant.id.clone(), grant.clone());
+            m.grants.retain(|_, (_, g)| g.expires_at > now);
+            m.grants
+                .insert(grant.id.clone(), (grant.key(), grant.clone()));
         });
         Ok(())
     }
@@ -198,7 +200,8 @@ impl ApprovalStore for MemoryStore {
             let g = m
                 .grants
                 .values_mut()
-                .filter(|g| g.is_live(now) && g.key() == key)
+                .filter(|(k, g)| k == key && g.is_live(now))
+                .map(|(_, g)| g)
                 .min_by_key(|g| (g.expires_at, g.id.clone()))?;
             (grant::use_grant(g, now) == grant::UseOutcome::Used).then(|| g.clone())
         }))
@@ -208,8 +211,8 @@ impl ApprovalStore for MemoryStore {
         let mut all: Vec<Grant> = self.with(|m| {
             m.grants
                 .values()
-                .filter(|g| g.expires_at > now)
-                .cloned()
+                .filter(|(_, g)| g.expires_at > now)
+                .map(|(_, g)| g.clone())
                 .collect()
         });
         all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -218,7 +221,7 @@ impl ApprovalStore for MemoryStore {
 
     async fn revoke_grant(&self, id: &str, by: &str) -> Result<Option<Grant>, StoreError> {
         Ok(self.with(|m| {
-            let g = m.grants.get_mut(id)?;
+            let (_, g) = m.grants.get_mut(id)?;
             if g.revoked_by.is_none() {
                 g.revoked_by = Some(by.to_owned());
             }

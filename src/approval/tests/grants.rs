@@ -4,30 +4,11 @@
 use std::sync::Arc;
 
 use crate::approval::grant::{lookup_key, Grant};
-use crate::approval::record::Requester;
 use crate::approval::store::memory::MemoryStore;
 use crate::approval::store::ApprovalStore;
 
 fn grant(uses_max: u32, expires_at: u64) -> Grant {
-    Grant {
-        id: Grant::generate_id(),
-        rule: "r".into(),
-        requester: Requester {
-            iss: "https://idp".into(),
-            sub: "alice".into(),
-            email: None,
-        },
-        method: "POST".into(),
-        host: "api".into(),
-        path: "/x".into(),
-        approval_id: "a".into(),
-        approvers: vec!["bob@example.com".into()],
-        created_at: 0,
-        expires_at,
-        uses_max,
-        uses: 0,
-        revoked_by: None,
-    }
+    crate::approval::grant::fixture(uses_max, expires_at)
 }
 
 #[tokio::test]
