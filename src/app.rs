@@ -30,7 +30,7 @@ use crate::control::{ControlService, ControlState};
 use crate::metrics::Metrics;
 use crate::oidc::Verifier;
 use crate::policy::PolicySet;
-use crate::proxy::hold::ApprovalPlane;
+use crate::proxy::plane::ApprovalPlane;
 use crate::proxy::{DataPlane, Proxy, UpstreamPeer};
 use crate::reload::Reloader;
 use crate::telemetry::Telemetry;

@@ -286,7 +286,7 @@ impl Broker {
             )),
             execution: Execution::NotStarted,
             audit_pending: false,
-            nudges: super::nudge::Nudges::plan(&spec.nudge, now),
+            nudges: super::nudges::Nudges::plan(&spec.nudge, now),
             break_glass: None,
         };
         let ttl = spec.expires.saturating_add(self.settings.retention);

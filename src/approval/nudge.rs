@@ -12,7 +12,6 @@
 //! resolution of groups (the broker resolves the escalation's approvers and hands the result
 //! in).
 
-pub use super::nudges::{approvers_of, Escalation, Nudges};
 use super::record::{Approval, Status};
 
 /// Whether reminders and escalation still apply to `a` at `now`: pending and not expired.
@@ -96,6 +95,7 @@ pub fn escalate(a: &mut Approval, resolved: &[String], now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::approval::nudges::{approvers_of, Escalation, Nudges};
     use crate::approval::record::Decision;
     use crate::approval::tests::approval;
     use crate::approval::transition;

@@ -33,7 +33,7 @@ impl Broker {
         let Some(esc) = &a.nudges.escalation else {
             return false;
         };
-        let resolved = expand_approvers(&nudge::approvers_of(&esc.approvers), &self.groups);
+        let resolved = expand_approvers(&super::nudges::approvers_of(&esc.approvers), &self.groups);
         let claimed = self
             .store
             .update(&a.id, now, &mut |a| nudge::escalate(a, &resolved, now))

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::error::Rejection;
 use super::plane::submit_rejection;
-pub use super::plane::{ApprovalPlane, HoldResult};
+use super::plane::{ApprovalPlane, HoldResult};
 use super::RequestCtx;
 use crate::approval::{ApprovalId, ExecuteError, StoredRequest, UpstreamResponse, WaitOutcome};
 use crate::identity::Principal;

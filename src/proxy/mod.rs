@@ -35,6 +35,7 @@ use crate::policy::{
 
 use error::ChallengeContext;
 pub use error::Rejection;
+use plane::HoldResult;
 pub use upstream::UpstreamPeer;
 
 /// Shared, read-mostly state of the data plane.
@@ -57,7 +58,7 @@ pub struct DataPlane {
     /// Whether the listener is TLS (scheme of the resource identifier).
     pub tls: bool,
     /// Approvals (holding, deciding, executing once).
-    pub approvals: Arc<hold::ApprovalPlane>,
+    pub approvals: Arc<plane::ApprovalPlane>,
     /// OpenTelemetry spans (disabled without `[telemetry]`).
     pub telemetry: crate::telemetry::Telemetry,
     /// Where matches of `mode = "shadow"` rules are recorded.
@@ -432,7 +433,7 @@ impl ProxyHttp for Proxy {
                 let plane = self.state.approvals.clone();
                 let rule = &policy.rules[rule];
                 match hold::hold(&plane, session, ctx, rule, &principal, upstream).await {
-                    Ok(hold::HoldResult::Forward { id, response }) => {
+                    Ok(HoldResult::Forward { id, response }) => {
                         // A break-glass forward already named its outcome.
                         if ctx.outcome == "pending" {
                             ctx.outcome = "approved";
@@ -440,7 +441,7 @@ impl ProxyHttp for Proxy {
                         hold::write_forward(session, &ctx.request_id, &id, response).await?;
                         Ok(true)
                     }
-                    Ok(hold::HoldResult::Accepted { id, expires_at }) => {
+                    Ok(HoldResult::Accepted { id, expires_at }) => {
                         ctx.outcome = "accepted";
                         hold::write_accepted(
                             session,

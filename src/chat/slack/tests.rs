@@ -570,7 +570,7 @@ fn reminder_and_escalation_replies_say_what_happened_and_need_no_dm() {
             a.quorum
         )
     );
-    a.nudges.escalation = Some(crate::approval::nudge::Escalation {
+    a.nudges.escalation = Some(crate::approval::nudges::Escalation {
         at: 0,
         approvers: vec!["group:managers".into()],
         notify: vec![NotifyTarget::SlackChannel("esc".into())],
