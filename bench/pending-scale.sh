@@ -7,7 +7,7 @@
 #
 #   bench/pending-scale.sh                                    # N=10000, release build
 #   N=1000 IDLE=30 bench/pending-scale.sh
-#   COUNTERSIGN_BIN=/work/cs-bin/countersign bench/pending-scale.sh   # no build
+#   COUNTERSIGN_BIN=$PWD/target/debug/countersign bench/pending-scale.sh   # no build
 #
 # Starts redis-server, a python upstream/JWKS server and 3 replicas on 127.0.0.1, stops them by
 # PID on exit and removes its temp dir. Needs redis-server, redis-cli, openssl, curl, python3
