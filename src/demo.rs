@@ -456,6 +456,8 @@ pub fn print_teams_card() -> ExitCode {
         audit_pending: false,
         nudges: Default::default(),
         break_glass: None,
+        grant_offer: None,
+        granted: None,
     };
     let page = format!("http://127.0.0.1:9090/approvals/{}", approval.id);
     // Member ids as the Bot Connector roster gives them (made up here).

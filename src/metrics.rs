@@ -37,6 +37,8 @@ pub struct Metrics {
     pub approval_executions: IntCounterVec,
     /// `countersign_break_glass_total{rule}`: requests forwarded by break-glass (SPEC 9).
     pub break_glass: IntCounterVec,
+    /// `countersign_grant_uses_total{rule}`: requests passed under a grant (SPEC 9).
+    pub grant_uses: IntCounterVec,
 }
 
 impl Metrics {
@@ -155,8 +157,17 @@ impl Metrics {
             &["rule"],
         )
         .expect("static metric definition");
+        let grant_uses = IntCounterVec::new(
+            Opts::new(
+                "countersign_grant_uses_total",
+                "Requests passed without a new approval under a grant an approver gave.",
+            ),
+            &["rule"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(approvals_pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(grant_uses.clone()),
             Box::new(approval_decisions.clone()),
             Box::new(approval_decision_seconds.clone()),
             Box::new(approval_executions.clone()),
@@ -179,6 +190,7 @@ impl Metrics {
             approval_decision_seconds,
             approval_executions,
             break_glass,
+            grant_uses,
         }
     }
 

@@ -93,6 +93,10 @@ pub enum Refusal<'a> {
     InReview,
     /// Acknowledge on a request that is not a break-glass under review.
     NotInReview,
+    /// `"grant": true` on a deny, or on a rule without `grant` (SPEC 9).
+    GrantNotAllowed,
+    /// No such grant, or not one the caller may see.
+    GrantNotFound,
     /// The decision body is not JSON of the expected shape; the text is the parser's.
     BadDecisionBody(&'a str),
     /// The decision is neither `approve` nor `deny`.
@@ -291,6 +295,12 @@ impl Refusal<'_> {
                 "not_in_review",
                 "only a break-glass request under review can be acknowledged",
             ),
+            Refusal::GrantNotAllowed => fixed(
+                400,
+                "grant_not_allowed",
+                "\"grant\": true goes only with an approval on a rule that sets \"grant\" in [rule.approval]",
+            ),
+            Refusal::GrantNotFound => fixed(404, "not_found", "no such grant"),
             Refusal::BadDecisionBody(why) => owned(
                 400,
                 "invalid_request",

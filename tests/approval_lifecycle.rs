@@ -1133,6 +1133,7 @@ async fn the_holder_answers_what_the_store_decided_not_a_stale_expiry() {
         at: a.expires_at - 1,
         via: Channel::Api,
         self_approval: false,
+        grant: false,
     });
     let outcome = h.broker.wait(&a.id, Duration::from_secs(1)).await.unwrap();
     assert_eq!(outcome, WaitOutcome::Approved, "told expired, yet approved");

@@ -63,6 +63,8 @@ fn approval(created_at: u64, expires_at: u64, sub: &str) -> Approval {
         audit_pending: false,
         nudges: Default::default(),
         break_glass: None,
+        grant_offer: None,
+        granted: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn breaking_rule(cooldown: Option<Duration>) -> Rule {
     rule(countersign::policy::ApprovalSpec {
         break_glass: true,
         break_glass_cooldown: cooldown,
+        grant: None,
         ..spec()
     })
 }

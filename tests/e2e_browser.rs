@@ -26,6 +26,9 @@ hold = "60s"
 expires = "5m"
 # The caller is a machine (client credentials): its token names no person.
 unidentified_requester = "hold"
+# Approvers may let the same request pass again for a while (SPEC 9).
+grant = "15m"
+grant_uses = 2
 "#;
 
 /// Where the IdP puts the approver's `email` claim.
@@ -37,18 +40,33 @@ enum EmailClaim {
     UserInfoOnly,
 }
 
+/// Which approve button the approver presses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Press {
+    /// "Approve once": this request only.
+    Once,
+    /// "Approve for 15 min": also a grant for the same request (SPEC 9).
+    ForAWhile,
+}
+
 #[tokio::test]
 async fn approver_logs_in_and_approves_a_held_request_in_chromium() {
-    approve_in_browser(EmailClaim::InIdToken).await;
+    approve_in_browser(EmailClaim::InIdToken, Press::Once).await;
 }
 
 /// An IdP that follows OIDC Core 5.4 serves `email` only at UserInfo: the login falls back to it.
 #[tokio::test]
 async fn approver_login_works_when_email_is_only_at_userinfo() {
-    approve_in_browser(EmailClaim::UserInfoOnly).await;
+    approve_in_browser(EmailClaim::UserInfoOnly, Press::Once).await;
 }
 
-async fn approve_in_browser(email_claim: EmailClaim) {
+/// "Approve for 15 min" on the page: the same caller's next identical request passes at once.
+#[tokio::test]
+async fn approve_for_15_min_on_the_page_lets_the_same_request_pass_again() {
+    approve_in_browser(EmailClaim::InIdToken, Press::ForAWhile).await;
+}
+
+async fn approve_in_browser(email_claim: EmailClaim, press: Press) {
     let dir = TestDir::new();
     let echo = EchoUpstream::start().await;
     // The IdP must know the redirect URI before the proxy starts: fix the control port first.
@@ -76,6 +94,7 @@ async fn approve_in_browser(email_claim: EmailClaim) {
     // The caller: a service with a client-credentials token, held for up to 60 s.
     let token = idp.client_credentials_token(AUD, "deploy:write").await;
     let url = format!("{}/v1/deployments/production", proxy.data_url());
+    let (again_token, again_url) = (token.clone(), url.clone());
     let held = tokio::spawn(async move {
         let resp = http_client()
             .post(url)
@@ -149,10 +168,20 @@ async fn approve_in_browser(email_claim: EmailClaim) {
     }
     let shot = dir.join("approval-page.png");
     browser.screenshot(&shot).await;
-    keep_screenshot(&shot, email_claim);
+    keep_screenshot(&shot, &format!("{email_claim:?}-{press:?}"));
     assert_eq!(echo.count(), 0, "nothing forwarded before the click");
 
-    let approve = browser.find("button[name=decision][value=approve]").await;
+    assert!(
+        text.contains("Approve once") && text.contains("Approve for 15 min"),
+        "a rule with grant offers both buttons:\n{text}"
+    );
+    let value = match press {
+        Press::Once => "approve",
+        Press::ForAWhile => "approve_grant",
+    };
+    let approve = browser
+        .find(&format!("button[name=decision][value={value}]"))
+        .await;
     browser.click(&approve).await;
 
     let (status, approval_id, body) = tokio::time::timeout(Duration::from_secs(30), held)
@@ -178,6 +207,40 @@ async fn approve_in_browser(email_claim: EmailClaim) {
     assert_eq!(got.uri, "/v1/deployments/production");
     assert_eq!(&got.body[..], br#"{"version":"2.7.1"}"#);
     assert!(got.header("countersign-approval").is_some());
+
+    // The same caller sends the same request again (answer at once if it is held).
+    let again = http_client()
+        .post(again_url)
+        .bearer_auth(again_token)
+        .header("content-type", "application/json")
+        .header("prefer", "respond-async")
+        .body(r#"{"version":"2.7.2"}"#)
+        .send()
+        .await
+        .expect("second request");
+    let (again_status, grant_id) = (
+        again.status().as_u16(),
+        again
+            .headers()
+            .get("countersign-grant-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    );
+    match press {
+        Press::Once => {
+            assert_eq!(again_status, 202, "approved once: the next one is held");
+            assert_eq!(echo.count(), 1);
+        }
+        Press::ForAWhile => {
+            assert_eq!(again_status, 200, "passes under the grant");
+            assert!(grant_id.is_some_and(|g| g.starts_with("gr_")));
+            assert_eq!(echo.count(), 2);
+            assert_eq!(
+                &echo.last().expect("forwarded").body[..],
+                br#"{"version":"2.7.2"}"#
+            );
+        }
+    }
 }
 
 /// The id of the held request, read from the audit log (the browser test has no API token for
@@ -205,11 +268,11 @@ async fn wait_for_held(proxy: &Proxy, dir: &TestDir) -> String {
 
 /// The screenshot lives in the test's temp folder and goes with it; set
 /// `COUNTERSIGN_SCREENSHOT_DIR` to keep a copy (to look at the page as an approver sees it).
-fn keep_screenshot(shot: &std::path::Path, email_claim: EmailClaim) {
+fn keep_screenshot(shot: &std::path::Path, label: &str) {
     if let Some(keep) = std::env::var_os("COUNTERSIGN_SCREENSHOT_DIR") {
         let keep = std::path::PathBuf::from(keep);
         std::fs::create_dir_all(&keep).expect("create COUNTERSIGN_SCREENSHOT_DIR");
-        let name = format!("approval-page-{email_claim:?}.png");
+        let name = format!("approval-page-{label}.png");
         std::fs::copy(shot, keep.join(name)).expect("copy screenshot");
     }
 }

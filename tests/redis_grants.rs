@@ -48,6 +48,7 @@ fn grant(uses_max: u32) -> Grant {
         path: "/v1/deployments/production".into(),
         approval_id: ApprovalId::generate().to_string(),
         approvers: vec!["lead@example.com".into()],
+        approvers_of_rule: vec!["lead@example.com".into()],
         created_at: now,
         expires_at: now + 60_000,
         uses_max,

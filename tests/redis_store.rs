@@ -66,6 +66,8 @@ fn approval(quorum: u32) -> Approval {
         audit_pending: false,
         nudges: Default::default(),
         break_glass: None,
+        grant_offer: None,
+        granted: None,
     }
 }
 
@@ -93,6 +95,7 @@ fn vote(who: &str, decision: Decision) -> Vote {
         at: now_ms(),
         via: Channel::Api,
         self_approval: false,
+        grant: false,
     }
 }
 

@@ -67,6 +67,8 @@ fn approval() -> Approval {
         audit_pending: false,
         nudges: Default::default(),
         break_glass: None,
+        grant_offer: None,
+        granted: None,
     }
 }
 
@@ -78,6 +80,7 @@ fn vote(who: &str, decision: Decision, reason: Option<&str>) -> Vote {
         at: EXPIRES_MS - 60_000,
         via: Channel::Teams,
         self_approval: false,
+        grant: false,
     }
 }
 

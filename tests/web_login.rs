@@ -132,6 +132,7 @@ async fn approval_page(
         fresh_login_required: false,
         acr_values: vec![],
         self_approval_flag: false,
+        grant_label: None,
     };
     pages::render_detail(&view, &session.email, SystemTime::now())
 }
@@ -150,11 +151,11 @@ async fn decide(
         id,
         decision: form.decision,
         status: match form.decision {
-            DecisionView::Approve => StatusView::Approved,
+            DecisionView::Approve | DecisionView::ApproveGrant => StatusView::Approved,
             DecisionView::Deny => StatusView::Denied,
         },
         quorum: 1,
-        approvals_so_far: u32::from(form.decision == DecisionView::Approve),
+        approvals_so_far: u32::from(form.decision != DecisionView::Deny),
         quorum_progress: None,
     };
     pages::render_result(&view, &session.email).into_response()

@@ -15,11 +15,8 @@ use std::time::Duration;
 use super::broker::Broker;
 use super::error::{BrokerError, DecideError};
 use super::ports::{AuditEvent, NotifyEvent};
-use super::preview::{body_preview_of, body_sha256, shown_headers};
-use super::quorum;
 use super::record::{
-    expand_approvers, request_hash, Approval, ApprovalId, ApproverIdentity, BreakGlass, Execution,
-    Requester, Status, StoredRequest,
+    Approval, ApprovalId, ApproverIdentity, BreakGlass, Requester, Status, StoredRequest,
 };
 use super::store::Cas;
 use super::transition;
@@ -77,17 +74,6 @@ impl Broker {
         let mut stored = stored;
         stored.subject.clone_from(&requester.sub);
         stored.issuer.clone_from(&requester.iss);
-        let (body_preview, body_preview_cut) =
-            body_preview_of(&stored.body, stored.content_type(), &spec.redact);
-        let hash = request_hash(
-            &stored.method,
-            &stored.host,
-            &stored.path,
-            stored.query.as_deref(),
-            &stored.body,
-            &requester.iss,
-            &requester.sub,
-        );
         let who = requester
             .email
             .clone()
@@ -95,46 +81,18 @@ impl Broker {
         let caller_reason = caller_reason
             .map(|r| r.trim().to_owned())
             .filter(|r| !r.is_empty());
-        let approval = Approval {
-            id: ApprovalId::generate(),
-            rule: rule.name.clone(),
-            requester,
-            method: stored.method.clone(),
-            host: stored.host.clone(),
-            path: stored.path.clone(),
-            query: stored.query.clone(),
-            request_hash: hex::encode(hash),
-            reason: caller_reason.or_else(|| Some(reason.clone())),
-            body_preview,
-            body_len: stored.body.len() as u64,
-            body_preview_cut,
-            body_sha256: body_sha256(&stored.body),
-            headers: shown_headers(&stored.headers),
-            approvers: expand_approvers(&spec.approvers, &self.groups),
-            quorum: spec.quorum.total(),
-            quorum_entries: quorum::resolve(&spec.quorum, &self.groups),
-            self_approval: spec.self_approval,
-            approve_via: spec.approve_via,
-            notify: spec.notify.clone(),
-            created_at: now,
-            expires_at: now.saturating_add(ms(spec.expires)),
-            votes: Vec::new(),
-            status: Status::Review,
-            decided_by: Some(who),
-            decision_reason: Some(reason.clone()),
-            decided_at: Some(now),
-            // Held: only this caller's proxy may execute it, never the background.
-            held: true,
-            held_until: Some(transition::hold_lease_from(now)),
-            execution: Execution::NotStarted,
-            audit_pending: false,
-            nudges: Default::default(),
-            break_glass: Some(BreakGlass {
-                reason,
-                acknowledged_by: None,
-                acknowledged_at: None,
-            }),
-        };
+        let reason_shown = caller_reason.or_else(|| Some(reason.clone()));
+        let mut approval = self.draft(&rule.name, spec, requester, &stored, reason_shown, now);
+        approval.status = Status::Review;
+        approval.decided_by = Some(who);
+        approval.decision_reason = Some(reason.clone());
+        approval.decided_at = Some(now);
+        // Held (by `draft`): only this caller's proxy may execute it, never the background.
+        approval.break_glass = Some(BreakGlass {
+            reason,
+            acknowledged_by: None,
+            acknowledged_at: None,
+        });
         let ttl = spec
             .expires
             .max(REVIEW_KEPT)
@@ -206,8 +164,4 @@ impl Broker {
         self.notify(&a, NotifyEvent::VoteCast).await;
         Ok(a)
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

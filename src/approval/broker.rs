@@ -15,11 +15,10 @@ use std::time::Duration;
 use super::error::{BrokerError, CancelError, ResultError};
 use super::executor::Executor;
 use super::ports::{AuditEvent, AuditSink, Notifier, NotifyEvent, OnCallResolver};
-use super::preview::{body_preview_of, body_sha256, shown_headers};
 use super::quorum;
 pub use super::record::ApproverIdentity;
 use super::record::{
-    expand_approvers_with, Approval, ApprovalId, Execution, Requester, Status, StoredRequest,
+    expand_approvers_with, Approval, ApprovalId, Requester, Status, StoredRequest,
 };
 use super::signer::ApprovalSigner;
 use super::store::{ApprovalStore, Cas, Cursor, ListFilter, Page, ParkedResult, StoreError};
@@ -182,6 +181,11 @@ impl Broker {
         self.clock.unix_ms()
     }
 
+    /// The broker's clock now, unix ms (for views that say whether something is still live).
+    pub fn now(&self) -> u64 {
+        self.now_ms()
+    }
+
     // ----- submit ------------------------------------------------------------------------
 
     /// Creates an approval request for `stored`, made by `requester` under `rule`, audits
@@ -246,49 +250,15 @@ impl Broker {
             });
         }
         let now = self.now_ms();
-        let (body_preview, body_preview_cut) =
-            body_preview_of(&stored.body, stored.content_type(), &spec.redact);
-        // The stored issuer and subject were set from the requester above.
-        let hash = stored.hash_hex();
-        let approval = Approval {
-            id: ApprovalId::generate(),
-            rule: rule.name.clone(),
-            requester,
-            method: stored.method.clone(),
-            host: stored.host.clone(),
-            path: stored.path.clone(),
-            query: stored.query.clone(),
-            request_hash: hash,
-            reason,
-            body_preview,
-            body_len: stored.body.len() as u64,
-            body_preview_cut,
-            body_sha256: body_sha256(&stored.body),
-            headers: shown_headers(&stored.headers),
-            approvers,
-            quorum: spec.quorum.total(),
-            quorum_entries,
-            self_approval: spec.self_approval,
-            approve_via: spec.approve_via,
-            notify: spec.notify.clone(),
-            created_at: now,
-            expires_at: now.saturating_add(duration_ms(spec.expires)),
-            votes: Vec::new(),
-            status: Status::Pending,
-            decided_by: None,
-            decision_reason: None,
-            decided_at: None,
-            held: true,
-            // The holder starts renewing only once this returns, after approvers were told
-            // (bounded by `notify_timeout`): the first lease covers that.
-            held_until: Some(transition::hold_lease_from(
-                now.saturating_add(duration_ms(self.settings.notify_timeout)),
-            )),
-            execution: Execution::NotStarted,
-            audit_pending: false,
-            nudges: super::nudges::Nudges::plan(&spec.nudge, now),
-            break_glass: None,
-        };
+        let mut approval = self.draft(&rule.name, spec, requester, &stored, reason, now);
+        approval.approvers = approvers;
+        approval.quorum_entries = quorum_entries;
+        // The holder starts renewing only once this returns, after approvers were told
+        // (bounded by `notify_timeout`): the first lease covers that.
+        approval.held_until = Some(transition::hold_lease_from(
+            now.saturating_add(duration_ms(self.settings.notify_timeout)),
+        ));
+        approval.nudges = super::nudges::Nudges::plan(&spec.nudge, now);
         let ttl = spec.expires.saturating_add(self.settings.retention);
         self.store.create(&approval, &stored, ttl).await?;
         let requested = AuditEvent::Requested {
@@ -596,6 +566,11 @@ impl Broker {
     // ----- helpers -----------------------------------------------------------------------
 
     pub(super) async fn notify(&self, a: &Approval, event: NotifyEvent) {
+        // A request passed under a grant has no message of its own: approvers were told when
+        // they gave the grant, and each use is audited (`grant.used`, `request.forwarded`).
+        if a.granted.is_some() {
+            return;
+        }
         let sent = tokio::time::timeout(
             self.settings.notify_timeout,
             self.notifier.notify(a, &event),
@@ -653,6 +628,4 @@ fn jittered(base: Duration) -> Duration {
     base.mul_f64(0.75 + rand::random::<f64>() / 2.0)
 }
 
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+use super::draft::ms as duration_ms;

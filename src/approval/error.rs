@@ -80,10 +80,27 @@ pub enum DecideError {
     /// The approval expired (now recorded as such).
     #[error("the approval expired")]
     Expired,
+    /// `"grant": true` on a deny, or on a rule without `grant` (SPEC 9).
+    #[error("this rule makes no grants (grant is only for an approval on a rule with \"grant\")")]
+    GrantNotAllowed,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The audit log failed; the decision is not acknowledged (an approval is cancelled).
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// Why a grant was not revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// No such grant, or not one the caller may see (404 either way).
+    #[error("no such grant")]
+    NotFound,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Revoked, but the audit log failed.
     #[error(transparent)]
     Audit(#[from] AuditError),
 }

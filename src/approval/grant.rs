@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::record::Requester;
+use super::record::{Approval, Decision, Requester, Status};
 
 /// Default `grant_uses` when a rule sets `grant` without it: one reuse only (conservative).
 pub const DEFAULT_USES: u32 = 1;
@@ -33,6 +33,10 @@ pub struct Grant {
     pub approval_id: String,
     /// Who approved it (lowercase emails).
     pub approvers: Vec<String>,
+    /// Who may see and revoke it besides the requester: every approver of the approval that
+    /// made it (fixed then, like the approval's own approvers).
+    #[serde(default)]
+    pub approvers_of_rule: Vec<String>,
     /// Created, unix ms.
     pub created_at: u64,
     /// Stops matching at, unix ms.
@@ -51,6 +55,23 @@ impl Grant {
     pub fn generate_id() -> String {
         let bytes: [u8; 16] = rand::random();
         format!("gr_{}", hex::encode(bytes))
+    }
+
+    /// The id of the grant made by approval `approval_id`: derived, so the approval's page and
+    /// API name it without a second write, and making it twice (a retry) makes one grant.
+    pub fn id_for(approval_id: &str) -> String {
+        let digest = sha2::Sha256::digest(format!("countersign grant:{approval_id}").as_bytes());
+        format!("gr_{}", hex::encode(&digest[..16]))
+    }
+
+    /// Whether `email` (lowercase) or the caller `iss`/`sub` may see and revoke this grant:
+    /// its requester, and the approvers of the approval that made it.
+    pub fn visible_to(&self, email: Option<&str>, iss: &str, sub: &str) -> bool {
+        self.requester.is(iss, sub)
+            || email.is_some_and(|e| {
+                self.approvers_of_rule.iter().any(|a| a == e)
+                    || self.approvers.iter().any(|a| a == e)
+            })
     }
 
     /// Whether the grant still lets requests through at `now`.
@@ -95,6 +116,42 @@ pub fn lookup_key(
     hex::encode(h.finalize())
 }
 
+/// Whether approval `a` makes a grant: its rule offers grants, it is approved (by votes, not
+/// itself under a grant), and every approving vote asked for one ("Approve for 15 min"). With
+/// a quorum above one, one approver cannot widen what the others approved once.
+pub fn offered_by(a: &Approval) -> bool {
+    let mut approving = a.votes.iter().filter(|v| v.decision == Decision::Approve);
+    a.grant_offer.is_some()
+        && a.granted.is_none()
+        && a.status == Status::Approved
+        && approving.clone().next().is_some()
+        && approving.all(|v| v.grant)
+}
+
+/// The grant approval `a` makes at `now` ([`offered_by`]), or `None`.
+pub fn from_approval(a: &Approval, now: u64) -> Option<Grant> {
+    if !offered_by(a) {
+        return None;
+    }
+    let offer = a.grant_offer?;
+    Some(Grant {
+        id: Grant::id_for(a.id.as_str()),
+        rule: a.rule.clone(),
+        requester: a.requester.clone(),
+        method: a.method.clone(),
+        host: a.host.clone(),
+        path: a.path.clone(),
+        approval_id: a.id.to_string(),
+        approvers: a.approved_by(),
+        approvers_of_rule: a.approvers.clone(),
+        created_at: now,
+        expires_at: now.saturating_add(offer.ttl_ms),
+        uses_max: offer.uses,
+        uses: 0,
+        revoked_by: None,
+    })
+}
+
 /// What trying to use a grant found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UseOutcome {
@@ -130,6 +187,7 @@ pub(crate) fn fixture(uses_max: u32, expires_at: u64) -> Grant {
         path: "/x".into(),
         approval_id: "a".into(),
         approvers: vec!["bob@example.com".into()],
+        approvers_of_rule: vec!["bob@example.com".into(), "carol@example.com".into()],
         created_at: 0,
         expires_at,
         uses_max,

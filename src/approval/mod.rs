@@ -24,10 +24,12 @@
 pub mod approvers;
 pub mod breakglass;
 pub mod broker;
+pub mod draft;
 pub mod error;
 pub mod execute;
 pub mod executor;
 pub mod grant;
+pub mod granting;
 pub mod lost;
 pub mod nudge;
 pub mod nudges;
@@ -46,8 +48,10 @@ pub mod vote;
 pub mod waiters;
 
 pub use broker::{ApproverIdentity, Broker, BrokerSettings, WaitOutcome};
-pub use error::{BrokerError, CancelError, DecideError, ExecuteError, ResultError};
+pub use error::{BrokerError, CancelError, DecideError, ExecuteError, ResultError, RevokeError};
 pub use executor::{Evidence, Executor, ExecutorError, UpstreamResponse};
+pub use grant::Grant;
+pub use granting::GrantViewer;
 pub use ports::{
     AuditError, AuditEvent, AuditSink, ExecMode, LogNotifier, Notifier, NotifyError, NotifyEvent,
 };
@@ -56,7 +60,7 @@ pub use preview::{body_preview, body_preview_of, body_sha256, shown_headers};
 pub use quorum::{EntryProgress, QuorumEntry};
 pub use record::{
     expand_approvers, request_hash, Approval, ApprovalId, BreakGlass, Channel, Decision, Execution,
-    Requester, ShownHeader, Status, StoredHeader, StoredRequest, Vote,
+    GrantOffer, Granted, Requester, ShownHeader, Status, StoredHeader, StoredRequest, Vote,
 };
 pub use signer::{ApprovalSigner, SignerError};
 pub use store::seal::RecordSeal;

@@ -130,6 +130,7 @@ mod tests {
             at: now,
             via: crate::approval::record::Channel::Api,
             self_approval: false,
+            grant: false,
         };
         transition::vote(a, v, now);
     }

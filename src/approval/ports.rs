@@ -10,6 +10,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+use super::grant::Grant;
 use super::record::{Approval, ApprovalId, ApproverIdentity, Vote};
 use crate::audit::Event;
 
@@ -144,6 +145,30 @@ pub enum AuditEvent<'a> {
         /// The data-plane request id, when the request had one.
         request_id: Option<&'a str>,
     },
+    /// `grant.created`: approval `approval` made `grant` (SPEC 9).
+    GrantCreated {
+        /// The approval whose approvers asked for the grant.
+        approval: &'a Approval,
+        /// The new grant.
+        grant: &'a Grant,
+    },
+    /// `grant.used`: request `approval` passed under `grant` without votes; recorded before
+    /// it is forwarded. `grant.uses` counts this use.
+    GrantUsed {
+        /// The approval recorded for this request (approved under the grant).
+        approval: &'a Approval,
+        /// The grant after this use.
+        grant: &'a Grant,
+        /// The data-plane request id, when the request had one.
+        request_id: Option<&'a str>,
+    },
+    /// `grant.revoked` by `by`: no request passes under `grant` from now on.
+    GrantRevoked {
+        /// The grant, revoked.
+        grant: &'a Grant,
+        /// Who revoked it (lowercase email, or subject).
+        by: &'a str,
+    },
     /// `notify.sent` (no `error`) or `notify.failed`.
     Notified {
         /// The approval the notification was about.
@@ -182,6 +207,9 @@ impl AuditEvent<'_> {
             AuditEvent::BreakGlass { .. } => "approval.break_glass",
             AuditEvent::Acknowledged { .. } => "approval.acknowledged",
             AuditEvent::ApproversUnresolved { .. } => "approvers.unresolved",
+            AuditEvent::GrantCreated { .. } => "grant.created",
+            AuditEvent::GrantUsed { .. } => "grant.used",
+            AuditEvent::GrantRevoked { .. } => "grant.revoked",
             AuditEvent::Notified { error: None, .. } => "notify.sent",
             AuditEvent::Notified { error: Some(_), .. } => "notify.failed",
         }
@@ -201,10 +229,13 @@ impl AuditEvent<'_> {
             | AuditEvent::Escalated { approval, .. }
             | AuditEvent::BreakGlass { approval, .. }
             | AuditEvent::Acknowledged { approval, .. }
+            | AuditEvent::GrantCreated { approval, .. }
+            | AuditEvent::GrantUsed { approval, .. }
             | AuditEvent::Notified { approval, .. } => approval,
             AuditEvent::Tampered { .. }
             | AuditEvent::Lost { .. }
             | AuditEvent::StoreReset
+            | AuditEvent::GrantRevoked { .. }
             | AuditEvent::ApproversUnresolved { .. } => return None,
         })
     }
@@ -229,6 +260,13 @@ impl AuditEvent<'_> {
                 };
                 e.rule(rule).field("entry", entry).field("error", error)
             }
+            AuditEvent::GrantRevoked { grant, by } => Event::new(self.kind())
+                .approval_id(&grant.approval_id)
+                .rule(&grant.rule)
+                .actor(by)
+                .field("grant_id", &grant.id)
+                .field("uses", grant.uses)
+                .field("uses_max", grant.uses_max),
             _ => e,
         }
     }
@@ -290,6 +328,7 @@ impl AuditEvent<'_> {
                 let e = opt(e, "reason", vote.reason.as_deref())
                     .field("via", vote.via.as_str())
                     .field("self_approval", vote.self_approval)
+                    .field("grant", vote.grant)
                     .field("approvals", a.approved_by().len())
                     .field("quorum", a.quorum);
                 let e = opt(e, "quorum_progress", a.quorum_summary().as_deref());
@@ -336,7 +375,28 @@ impl AuditEvent<'_> {
             AuditEvent::Tampered { .. }
             | AuditEvent::Lost { .. }
             | AuditEvent::StoreReset
+            | AuditEvent::GrantRevoked { .. }
             | AuditEvent::ApproversUnresolved { .. } => e,
+            AuditEvent::GrantCreated { grant, .. } => {
+                grant_fields(e.actor(grant.approvers.join(",")), grant)
+            }
+            AuditEvent::GrantUsed {
+                approval: a,
+                grant,
+                request_id,
+            } => {
+                let e = match request_id {
+                    Some(id) => e.request_id(id),
+                    None => e,
+                };
+                let e = e
+                    .actor(a.requester.email.as_deref().unwrap_or(&a.requester.sub))
+                    .field("requester_iss", &a.requester.iss)
+                    .field("requester_sub", &a.requester.sub)
+                    .field("request_hash", &a.request_hash)
+                    .field("from_approval_id", &grant.approval_id);
+                grant_fields(e, grant)
+            }
             AuditEvent::Escalated { approval: a, added } => e
                 .actor("countersign")
                 .field("added_approvers", added.join(","))
@@ -376,6 +436,18 @@ impl AuditEvent<'_> {
             }
         }
     }
+}
+
+/// What every grant event says about the grant.
+fn grant_fields(e: Event, g: &Grant) -> Event {
+    e.field("grant_id", &g.id)
+        .field("method", &g.method)
+        .field("host", &g.host)
+        .field("path", &g.path)
+        .field("approvers", g.approvers.join(","))
+        .field("uses", g.uses)
+        .field("uses_max", g.uses_max)
+        .field("grant_expires_at", g.expires_at)
 }
 
 /// Where the broker records what happened (the real hash-chained log plugs in here).

@@ -170,6 +170,9 @@ pub struct Vote {
     /// The requester approving their own request under `self_approval = true` (break-glass).
     #[serde(default)]
     pub self_approval: bool,
+    /// An approval that also asks for a grant (SPEC 9, "Approve for 15 min").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grant: bool,
 }
 
 /// Where an approval is in its life.
@@ -321,6 +324,42 @@ pub struct Approval {
     /// approval and is [`Status::Review`] until acknowledged.
     #[serde(default)]
     pub break_glass: Option<BreakGlass>,
+    /// The rule's grant terms (SPEC 9), fixed when the request was created: approvers may
+    /// then approve with a grant. `None`: the rule makes no grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_offer: Option<GrantOffer>,
+    /// Set when this request passed under a grant instead of votes (SPEC 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted: Option<Granted>,
+}
+
+/// `grant` / `grant_uses` of the rule, as fixed on an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantOffer {
+    /// How long a grant lasts, milliseconds.
+    pub ttl_ms: u64,
+    /// Later requests it lets pass.
+    pub uses: u32,
+}
+
+impl From<crate::policy::GrantSpec> for GrantOffer {
+    fn from(g: crate::policy::GrantSpec) -> Self {
+        GrantOffer {
+            ttl_ms: u64::try_from(g.ttl.as_millis()).unwrap_or(u64::MAX),
+            uses: g.uses,
+        }
+    }
+}
+
+/// The grant a request passed under, and who approved the grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    /// The grant's id (`gr_...`).
+    pub grant_id: String,
+    /// The approval that made the grant.
+    pub from_approval: String,
+    /// Who approved it (lowercase emails).
+    pub approvers: Vec<String>,
 }
 
 /// A break-glass use: why, and who acknowledged it afterwards.
@@ -339,6 +378,9 @@ pub struct BreakGlass {
 impl Approval {
     /// Emails that approved, in vote order.
     pub fn approved_by(&self) -> Vec<String> {
+        if let Some(g) = &self.granted {
+            return g.approvers.clone();
+        }
         self.votes
             .iter()
             .filter(|v| v.decision == Decision::Approve)

@@ -132,7 +132,8 @@ impl ApprovalSigner {
     }
 
     /// The claims of an approval token for `approval`, issued at `now` (unix seconds).
-    /// A break-glass approval also carries `"break_glass": true` (SPEC 9).
+    /// A break-glass approval also carries `"break_glass": true`, a request passed under a
+    /// grant `grant_id` (SPEC 9).
     pub fn claims(&self, approval: &Approval, now: u64) -> serde_json::Value {
         let mut claims = json!({
             "iss": self.issuer,
@@ -152,6 +153,11 @@ impl ApprovalSigner {
         });
         if approval.break_glass.is_some() {
             claims["break_glass"] = json!(true);
+        }
+        // Passed under a grant (SPEC 9): which grant, and the approval that made it.
+        if let Some(g) = &approval.granted {
+            claims["grant_id"] = json!(g.grant_id);
+            claims["granted_by_approval"] = json!(g.from_approval);
         }
         claims
     }

@@ -51,6 +51,8 @@ pub(super) fn approval(quorum: u32) -> Approval {
         audit_pending: false,
         nudges: Default::default(),
         break_glass: None,
+        grant_offer: None,
+        granted: None,
     }
 }
 
@@ -62,6 +64,7 @@ pub(super) fn vote(who: &str, decision: Decision) -> Vote {
         at: 2_000,
         via: Channel::Api,
         self_approval: false,
+        grant: false,
     }
 }
 

@@ -56,8 +56,27 @@ impl Broker {
         decision: Decision,
         reason: Option<String>,
     ) -> Result<Approval, DecideError> {
+        self.decide_granting(id, approver, decision, reason, false)
+            .await
+    }
+
+    /// [`Self::decide`], where `grant` asks for a grant with an approval (SPEC 9, "Approve
+    /// for 15 min"): refused with [`DecideError::GrantNotAllowed`] on a deny or when the rule
+    /// makes no grants. When the approval completes and every approving vote asked for one,
+    /// the grant is made ([`super::grant::from_approval`]) and audited `grant.created`.
+    pub async fn decide_granting(
+        &self,
+        id: &ApprovalId,
+        approver: ApproverIdentity,
+        decision: Decision,
+        reason: Option<String>,
+        grant: bool,
+    ) -> Result<Approval, DecideError> {
         let approval = self.store.get(id).await?.ok_or(DecideError::NotFound)?;
         let now = self.now_ms();
+        if grant && (decision != Decision::Approve || approval.grant_offer.is_none()) {
+            return Err(DecideError::GrantNotAllowed);
+        }
         let own = match self.check_voter(&approval, &approver, decision) {
             Err(DecideError::Expired) => {
                 self.expire_one(id).await;
@@ -75,6 +94,7 @@ impl Broker {
             at: now,
             via: approver.via,
             self_approval: own,
+            grant,
         };
         if vote.self_approval {
             tracing::warn!(approval_id = %id, approver = %vote.approver,
@@ -142,6 +162,10 @@ impl Broker {
             Cas::Conflict(current) => current,
             Cas::NotFound => a,
         };
+        // The grant is made before the holder is woken, so the approved request's own answer
+        // and the next request see it. Failing to make it loses only the reuse: the approval
+        // stands, and later requests are held as usual (fail closed).
+        self.make_grant(&a).await;
         self.store.publish(&a.id).await?;
         self.record_decision_metrics(&a);
         self.refresh_pending_gauge().await;

@@ -38,6 +38,9 @@ pub(crate) fn refusal(e: &DecideError, page: &str) -> String {
             )
         }
         DecideError::Expired => "This request expired; nothing changed.".to_owned(),
+        DecideError::GrantNotAllowed => {
+            "This rule makes no grants; nothing changed. Use Approve instead.".to_owned()
+        }
         DecideError::Store(_) | DecideError::Audit(_) => NOT_RECORDED.to_owned(),
     }
 }
@@ -105,5 +108,7 @@ pub(crate) fn sample_approval() -> Approval {
         audit_pending: false,
         nudges: Default::default(),
         break_glass: None,
+        grant_offer: None,
+        granted: None,
     }
 }

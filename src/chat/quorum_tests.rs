@@ -16,6 +16,7 @@ fn approve(a: &mut Approval, who: &str) {
         at: a.created_at + 1,
         via: Channel::Api,
         self_approval: false,
+        grant: false,
     };
     transition::vote(a, v, a.created_at + 1);
 }

@@ -12,8 +12,8 @@ use super::file::prefix;
 use super::refs::{approvers, notify, Refs};
 use super::walk::{closest, FileCheck, Val};
 use crate::policy::{
-    Action, ApprovalSpec, ApproveVia, HostPattern, Mode, Origin, PathMatch, PathTemplate,
-    Requirements, Rule, UnidentifiedRequester,
+    Action, ApprovalSpec, ApproveVia, GrantSpec, HostPattern, Mode, Origin, PathMatch,
+    PathTemplate, Requirements, Rule, UnidentifiedRequester,
 };
 
 /// Rule names seen so far (across files), with where each was defined.
@@ -360,6 +360,8 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
         "unidentified_requester",
         "break_glass",
         "break_glass_cooldown",
+        "grant",
+        "grant_uses",
     ];
     let t = ck.as_table(value, "[rule.approval]")?;
     let header = value.span();
@@ -396,6 +398,7 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
         );
     }
     let approve_via = approve_via(ck, t, refs);
+    let grant = grant(ck, t);
     let redact = redact(ck, t);
     let nudge = super::nudge::nudge(ck, t, expires_d, refs);
     let unidentified_requester = match ck.opt_str(t, "unidentified_requester") {
@@ -426,7 +429,52 @@ fn approval(ck: &mut FileCheck, value: &Val<'_>, refs: Refs<'_>) -> Option<Appro
         nudge: nudge?,
         break_glass: ck.opt_bool(t, "break_glass").unwrap_or(false),
         break_glass_cooldown: ck.opt_duration(t, "break_glass_cooldown", Duration::from_secs(1)),
+        grant: grant?,
     })
+}
+
+/// The longest `grant` accepted (24h): a grant is a short reuse of one decision, not standing
+/// access.
+pub const MAX_GRANT: Duration = Duration::from_secs(24 * 3600);
+
+/// `grant = "15m"` and `grant_uses = N` (default [`crate::approval::grant::DEFAULT_USES`]).
+/// `Some(None)`: no grants on this rule; `None`: an error was reported.
+fn grant(ck: &mut FileCheck, t: &DeTable<'_>) -> Option<Option<GrantSpec>> {
+    let ttl = ck.opt_duration(t, "grant", Duration::from_secs(1));
+    let uses = ck.opt_int(t, "grant_uses", 1);
+    if (ttl.is_none() && t.contains_key("grant"))
+        || (uses.is_none() && t.contains_key("grant_uses"))
+    {
+        return None; // reported
+    }
+    match (ttl, uses) {
+        (None, None) => Some(None),
+        (None, Some(_)) => {
+            let span = t.get("grant_uses").map(|v| v.span()).unwrap_or_default();
+            ck.err(
+                &span,
+                "\"grant_uses\" needs \"grant\" (how long a grant lasts)",
+            );
+            None
+        }
+        (Some(ttl), _) if ttl > MAX_GRANT => {
+            let span = t.get("grant").map(|v| v.span()).unwrap_or_default();
+            ck.err(
+                &span,
+                format!(
+                    "\"grant\" ({}) must be at most 24h (a grant reuses one decision briefly)",
+                    humantime::format_duration(ttl),
+                ),
+            );
+            None
+        }
+        (Some(ttl), uses) => Some(Some(GrantSpec {
+            ttl,
+            uses: uses.map_or(crate::approval::grant::DEFAULT_USES, |n| {
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }),
+        })),
+    }
 }
 
 /// `approve_via = "button" | "login"` (login needs `[approver_login]`).

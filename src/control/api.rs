@@ -147,7 +147,20 @@ pub fn view(a: &Approval, public_url: &str) -> Value {
             "at": rfc3339_ms(v.at),
             "via": v.via.as_str(),
             "self_approval": v.self_approval,
+            "grant": v.grant,
         })).collect::<Vec<_>>(),
+        // Grants (SPEC 9): what the rule offers, the grant this approval made, or the grant
+        // this request passed under.
+        "grant_offer": a.grant_offer.map(|g| json!({
+            "seconds": g.ttl_ms / 1000,
+            "uses": g.uses,
+        })),
+        "grant_id": crate::approval::grant::offered_by(a)
+            .then(|| crate::approval::Grant::id_for(a.id.as_str())),
+        "granted": a.granted.as_ref().map(|g| json!({
+            "grant_id": g.grant_id,
+            "from_approval_id": g.from_approval,
+        })),
         "self_approval": a.self_approval,
         "break_glass": a.break_glass,
         "created_at": rfc3339_ms(a.created_at),
@@ -298,6 +311,10 @@ pub struct DecisionBody {
     /// Optional reason (shown to the requester when denying).
     #[serde(default)]
     pub reason: Option<String>,
+    /// With `approve`: also let the requester's matching requests pass for the rule's `grant`
+    /// time and `grant_uses` uses (SPEC 9).
+    #[serde(default)]
+    pub grant: bool,
 }
 
 /// Parses `approve` / `deny`.
@@ -326,6 +343,7 @@ pub fn decide_refusal(e: &DecideError) -> Refusal<'static> {
         DecideError::AlreadyDecided(Status::Review) => Refusal::InReview,
         DecideError::AlreadyDecided(_) => Refusal::AlreadyDecided,
         DecideError::Expired => Refusal::VoteExpired,
+        DecideError::GrantNotAllowed => Refusal::GrantNotAllowed,
         DecideError::Store(_) => Refusal::ApiStoreUnavailable,
         DecideError::Audit(_) => Refusal::AuditUnavailable,
     }
@@ -377,7 +395,7 @@ pub async fn decide_api(
     }
     match state
         .broker
-        .decide(&id, approver, decision, body.reason)
+        .decide_granting(&id, approver, decision, body.reason, body.grant)
         .await
     {
         Ok(a) => axum::Json(view(&a, &state.public_url)).into_response(),

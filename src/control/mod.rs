@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::oidc::Verifier;
 
 pub mod api;
+pub mod grants;
 pub mod html;
 pub mod login;
 pub mod pages;
@@ -103,6 +104,8 @@ pub fn router(state: ControlState) -> Router {
         )
         .route("/approvals/{id}/decision", axum::routing::post(decision))
         .route("/approvals/{id}/result", get(api::result_handler))
+        .route("/grants", get(grants_list))
+        .route("/grants/{id}", axum::routing::delete(grant_revoke))
         .fallback(not_found)
         .with_state(Arc::new(state));
     let router = match login {
@@ -154,6 +157,18 @@ async fn decision(
     } else {
         api::decide_api(&s, &headers, &id, &body).await
     }
+}
+
+async fn grants_list(State(s): State<Arc<ControlState>>, headers: HeaderMap) -> Response {
+    grants::list(&s, &headers).await
+}
+
+async fn grant_revoke(
+    State(s): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    grants::revoke(&s, &headers, &id).await
 }
 
 async fn healthz() -> Response {

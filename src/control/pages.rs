@@ -71,6 +71,9 @@ impl StatusView {
 pub enum DecisionView {
     /// Approve.
     Approve,
+    /// Approve, and let the same request pass again for the rule's `grant` (SPEC 9).
+    #[serde(rename = "approve_grant")]
+    ApproveGrant,
     /// Deny.
     Deny,
 }
@@ -78,14 +81,14 @@ pub enum DecisionView {
 impl DecisionView {
     fn label(self) -> &'static str {
         match self {
-            Self::Approve => "Approved",
+            Self::Approve | Self::ApproveGrant => "Approved",
             Self::Deny => "Denied",
         }
     }
 
     fn class(self) -> &'static str {
         match self {
-            Self::Approve => "approved",
+            Self::Approve | Self::ApproveGrant => "approved",
             Self::Deny => "denied",
         }
     }
@@ -167,6 +170,8 @@ pub struct ApprovalView {
     pub acr_values: Vec<String>,
     /// `self_approval = true` (break-glass): shown as a loud banner.
     pub self_approval_flag: bool,
+    /// The rule offers grants (SPEC 9): "15 min" for an "Approve for 15 min" button.
+    pub grant_label: Option<String>,
 }
 
 /// One line of the list page.
@@ -380,6 +385,7 @@ fn list_row(s: &ApprovalSummary, now: SystemTime) -> ListRow<'_> {
 pub fn render_result(view: &ResultView, viewer: &str) -> Response {
     let headline = match view.decision {
         DecisionView::Approve => "You approved",
+        DecisionView::ApproveGrant => "You approved, with a grant",
         DecisionView::Deny => "You denied",
     };
     let message = match view.status {
@@ -490,6 +496,7 @@ mod tests {
             fresh_login_required: false,
             acr_values: vec![],
             self_approval_flag: false,
+            grant_label: None,
         }
     }
 

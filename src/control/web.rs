@@ -157,6 +157,9 @@ fn detail_view(
         fresh_login_required: needs_fresh_login(a, s, now),
         acr_values: Vec::new(),
         self_approval_flag: a.self_approval,
+        grant_label: a
+            .grant_offer
+            .map(|g| crate::approval::granting::ttl_label(g.ttl_ms)),
     }
 }
 
@@ -282,18 +285,15 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
             "Sign in again",
         );
     }
-    let decision = match form.decision {
-        DecisionView::Approve => Decision::Approve,
-        DecisionView::Deny => Decision::Deny,
+    let (decision, grant) = match form.decision {
+        DecisionView::Approve => (Decision::Approve, false),
+        DecisionView::ApproveGrant => (Decision::Approve, true),
+        DecisionView::Deny => (Decision::Deny, false),
     };
+    let reason = form.reason().map(str::to_owned);
     match state
         .broker
-        .decide(
-            &a.id,
-            identity(&s),
-            decision,
-            form.reason().map(str::to_owned),
-        )
+        .decide_granting(&a.id, identity(&s), decision, reason, grant)
         .await
     {
         Ok(after) => pages::render_result(

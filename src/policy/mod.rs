@@ -244,6 +244,19 @@ pub struct ApprovalSpec {
     pub break_glass_cooldown: Option<Duration>,
     /// `remind` and `escalate` (SPEC 9); empty by default.
     pub nudge: NudgeSpec,
+    /// `grant = "15m"`, `grant_uses = 5` (SPEC 9): approvers may let the same requester's
+    /// later requests for the same rule, method, host and path pass this long, this often.
+    /// `None` (the default): every request needs its own approval.
+    pub grant: Option<GrantSpec>,
+}
+
+/// `grant` and `grant_uses` in `[rule.approval]` (SPEC 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantSpec {
+    /// How long a grant lets requests pass after the approval that made it.
+    pub ttl: Duration,
+    /// How many later requests it lets pass (the approved request itself is not one of them).
+    pub uses: u32,
 }
 
 /// `remind` and `escalate` in `[rule.approval]` (SPEC 9).

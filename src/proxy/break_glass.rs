@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use super::error::Rejection;
-use super::plane::{submit_rejection, ApprovalPlane, HoldResult};
+use super::plane::{execute_now, submit_rejection, ApprovalPlane, HoldResult};
 use super::RequestCtx;
-use crate::approval::{ExecuteError, StoredRequest};
+use crate::approval::StoredRequest;
 use crate::identity::Principal;
 use crate::policy::Rule;
 
@@ -48,15 +48,10 @@ pub async fn forward(
     ctx.outcome = "break_glass";
     tracing::warn!(request_id = %ctx.request_id, approval_id = %id, rule = %rule.name,
         "break-glass: forwarding without approval");
-    match plane.broker.execute(&id).await {
-        Ok(response) => Ok(HoldResult::Forward { id, response }),
-        Err(ExecuteError::Upstream(e)) => {
-            tracing::warn!(request_id = %ctx.request_id, error = %e, "break-glass request could not reach upstream");
-            Err(Rejection::UpstreamUnavailable)
-        }
-        Err(e) => {
-            tracing::error!(request_id = %ctx.request_id, error = %e, "break-glass request not executed");
-            Err(Rejection::ApprovalsUnavailable)
-        }
-    }
+    let response = execute_now(plane, &ctx.request_id, &id, "break-glass").await?;
+    Ok(HoldResult::Forward {
+        id,
+        response,
+        grant_id: None,
+    })
 }

@@ -19,7 +19,7 @@ use pingora::proxy::Session;
 use tokio::sync::watch;
 
 use super::error::Rejection;
-use super::plane::submit_rejection;
+use super::plane::{execute_now, submit_rejection};
 use super::plane::{ApprovalPlane, HoldResult};
 use super::RequestCtx;
 use crate::approval::{ApprovalId, ExecuteError, StoredRequest, UpstreamResponse, WaitOutcome};
@@ -141,7 +141,7 @@ pub async fn hold(
             .map(|v| v.as_bytes()),
     );
     let upstream = plane.upstreams.get(upstream).ok_or(Rejection::Internal)?;
-    let stored = {
+    let mut stored = {
         // The canonical request (SPEC 8) is what is bound, shown and replayed.
         let canonical = ctx.canonical.as_ref().ok_or(Rejection::Internal)?;
         StoredRequest::new(
@@ -160,6 +160,22 @@ pub async fn hold(
     };
     if let Some(reason) = ctx.break_glass.take().filter(|_| spec.break_glass) {
         return super::break_glass::forward(plane, ctx, rule, principal, stored, &reason).await;
+    }
+    // A grant the approvers gave this requester for this request (SPEC 9) lets it pass now.
+    let used = plane
+        .broker
+        .pass_under_grant(rule, principal, &mut stored, ctx.reason.clone())
+        .await
+        .map_err(submit_rejection)?;
+    if let Some((approval, grant)) = used {
+        ctx.approval_id = Some(approval.id.to_string());
+        ctx.outcome = "granted";
+        let response = execute_now(plane, &ctx.request_id, &approval.id, "granted").await?;
+        return Ok(HoldResult::Forward {
+            id: approval.id,
+            response,
+            grant_id: Some(grant.id),
+        });
     }
     let approval = plane
         .broker
@@ -189,7 +205,11 @@ pub async fn hold(
     };
     match outcome {
         WaitOutcome::Approved => match plane.broker.execute(&id).await {
-            Ok(response) => Ok(HoldResult::Forward { id, response }),
+            Ok(response) => Ok(HoldResult::Forward {
+                id,
+                response,
+                grant_id: None,
+            }),
             // The background took it (the hold was released in a race): the result will be
             // parked; tell the caller where.
             Err(ExecuteError::AlreadyClaimed) => Ok(HoldResult::Accepted {
@@ -235,10 +255,11 @@ pub async fn write_forward(
     session: &mut Session,
     request_id: &str,
     id: &ApprovalId,
+    grant_id: Option<&str>,
     response: UpstreamResponse,
 ) -> Result<()> {
     let mut header =
-        ResponseHeader::build(response.status.as_u16(), Some(response.headers.len() + 3))?;
+        ResponseHeader::build(response.status.as_u16(), Some(response.headers.len() + 4))?;
     for (name, value) in response.headers.iter() {
         header.append_header(name.clone(), value.clone())?;
     }
@@ -248,6 +269,9 @@ pub async fn write_forward(
     )?;
     header.insert_header("countersign-approval-id", id.as_str())?;
     header.insert_header("countersign-request-id", request_id)?;
+    if let Some(grant_id) = grant_id {
+        header.insert_header("countersign-grant-id", grant_id)?;
+    }
     session
         .write_response_header(Box::new(header), false)
         .await?;

@@ -433,12 +433,18 @@ impl ProxyHttp for Proxy {
                 let plane = self.state.approvals.clone();
                 let rule = &policy.rules[rule];
                 match hold::hold(&plane, session, ctx, rule, &principal, upstream).await {
-                    Ok(HoldResult::Forward { id, response }) => {
-                        // A break-glass forward already named its outcome.
+                    Ok(HoldResult::Forward {
+                        id,
+                        response,
+                        grant_id,
+                    }) => {
+                        // A break-glass or grant forward already named its outcome.
                         if ctx.outcome == "pending" {
                             ctx.outcome = "approved";
                         }
-                        hold::write_forward(session, &ctx.request_id, &id, response).await?;
+                        let grant_id = grant_id.as_deref();
+                        hold::write_forward(session, &ctx.request_id, &id, grant_id, response)
+                            .await?;
                         Ok(true)
                     }
                     Ok(HoldResult::Accepted { id, expires_at }) => {

@@ -9,7 +9,7 @@
 use tokio::sync::watch;
 
 use super::error::Rejection;
-use crate::approval::{ApprovalId, Broker, BrokerError, UpstreamResponse};
+use crate::approval::{ApprovalId, Broker, BrokerError, ExecuteError, UpstreamResponse};
 
 /// What the data plane needs for approvals.
 #[derive(Debug)]
@@ -34,6 +34,8 @@ pub enum HoldResult {
         id: ApprovalId,
         /// What upstream answered.
         response: UpstreamResponse,
+        /// The grant it passed under, if it did (SPEC 9; sent as `Countersign-Grant-Id`).
+        grant_id: Option<String>,
     },
     /// Still pending: 202 with these details.
     Accepted {
@@ -44,6 +46,28 @@ pub enum HoldResult {
     },
 }
 
+/// Sends approval `id`, recorded as approved for this caller at once (break-glass, grant),
+/// upstream through the broker's one execution path; `what` names the path in logs.
+pub async fn execute_now(
+    plane: &ApprovalPlane,
+    request_id: &str,
+    id: &ApprovalId,
+    what: &str,
+) -> Result<UpstreamResponse, Rejection> {
+    match plane.broker.execute(id).await {
+        Ok(response) => Ok(response),
+        Err(ExecuteError::Upstream(e)) => {
+            tracing::warn!(request_id, error = %e, "{what} request could not reach upstream");
+            Err(Rejection::UpstreamUnavailable)
+        }
+        Err(e) => {
+            tracing::error!(request_id, error = %e, "{what} request not executed");
+            Err(Rejection::ApprovalsUnavailable)
+        }
+    }
+}
+
+/// How a refused submit (hold, break-glass, grant use) is answered.
 pub fn submit_rejection(e: BrokerError) -> Rejection {
     match e {
         BrokerError::BreakGlassReasonRequired => Rejection::BreakGlassReasonRequired,

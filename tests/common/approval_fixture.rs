@@ -31,6 +31,7 @@ pub fn spec() -> ApprovalSpec {
         nudge: Default::default(),
         break_glass: false,
         break_glass_cooldown: None,
+        grant: None,
     }
 }
 

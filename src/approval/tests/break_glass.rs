@@ -39,6 +39,7 @@ fn acknowledge_moves_review_to_acknowledged_once_and_votes_do_not_count() {
         at: 1,
         via: Channel::Api,
         self_approval: false,
+        grant: false,
     };
     assert_eq!(vote(&mut a, v, 1), VoteResultKind::NotPending);
     assert!(acknowledge(&mut a, "alice@example.com", 5));

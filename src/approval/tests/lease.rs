@@ -207,6 +207,7 @@ async fn memory_store_renews_wakes_at_the_lease_and_cancels_a_lost_hold() {
         at: T0,
         via: Channel::Api,
         self_approval: false,
+        grant: false,
     };
     store.record_vote(&b.id, vote, T0).await.unwrap();
     store.confirm_audited(&b.id, T0).await.unwrap();

@@ -10,6 +10,8 @@ use crate::notify::ApproveVia;
 
 /// `action_id` of the Approve button (one click in chat).
 pub const ACTION_APPROVE: &str = "approve";
+/// `action_id` of the "Approve for 15 min" button on rules with `grant` (SPEC 9).
+pub const ACTION_APPROVE_GRANT: &str = "approve_grant";
 /// `action_id` of the Deny button.
 pub const ACTION_DENY: &str = "deny";
 /// `action_id` of the Acknowledge button on a break-glass request under review (SPEC 9).
@@ -208,6 +210,24 @@ fn outcome_line(a: &Approval) -> String {
     line
 }
 
+/// "Approve", or on a rule with `grant` "Approve once" and "Approve for 15 min" (SPEC 9).
+fn approve_buttons(a: &Approval) -> Vec<Value> {
+    let id = a.id.as_str();
+    match a.grant_offer {
+        None => vec![
+            json!({"type": "button", "action_id": ACTION_APPROVE, "style": "primary",
+                            "text": plain("Approve"), "value": id}),
+        ],
+        Some(g) => vec![
+            json!({"type": "button", "action_id": ACTION_APPROVE, "style": "primary",
+                   "text": plain("Approve once"), "value": id}),
+            json!({"type": "button", "action_id": ACTION_APPROVE_GRANT,
+                   "text": plain(&format!("Approve for {}", crate::approval::granting::ttl_label(g.ttl_ms))),
+                   "value": id}),
+        ],
+    }
+}
+
 fn pending_controls(a: &Approval, url: &str) -> Vec<Value> {
     let open =
         json!({"type": "button", "action_id": ACTION_OPEN, "text": plain("Open"), "url": url});
@@ -220,10 +240,8 @@ fn pending_controls(a: &Approval, url: &str) -> Vec<Value> {
                 "label": plain("Reason (optional; shown to the requester)"),
                 "element": {"type": "plain_text_input", "action_id": REASON_INPUT}
             }),
-            json!({"type": "actions", "block_id": "decision", "elements": [
-                {"type": "button", "action_id": ACTION_APPROVE, "style": "primary",
-                 "text": plain("Approve"), "value": a.id.as_str()},
-                {"type": "button", "action_id": ACTION_DENY, "style": "danger",
+            json!({"type": "actions", "block_id": "decision", "elements": approve_buttons(a).into_iter().chain([
+                json!({"type": "button", "action_id": ACTION_DENY, "style": "danger",
                  "text": plain("Deny"), "value": a.id.as_str(),
                  "confirm": {
                      "title": plain("Deny this request?"),
@@ -231,9 +249,9 @@ fn pending_controls(a: &Approval, url: &str) -> Vec<Value> {
                      "confirm": plain("Deny"),
                      "deny": plain("Cancel"),
                      "style": "danger"
-                 }},
+                 }}),
                 open
-            ]}),
+            ]).collect::<Vec<_>>()}),
         ],
         ApproveVia::Login => vec![
             json!({"type": "context", "elements": [mrkdwn("This rule needs a fresh login: decide on the approval page.")]}),

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use super::blocks::{ACTION_ACKNOWLEDGE, ACTION_APPROVE, ACTION_DENY, REASON_INPUT};
+use super::blocks::{
+    ACTION_ACKNOWLEDGE, ACTION_APPROVE, ACTION_APPROVE_GRANT, ACTION_DENY, REASON_INPUT,
+};
 use super::SlackApp;
 use crate::approval::{ApprovalId, ApproverIdentity, Broker, Channel, Decision};
 
@@ -73,6 +75,8 @@ pub(super) struct Click {
     pub(super) decision: Decision,
     /// The Acknowledge button of a break-glass request under review (`decision` unused).
     pub(super) acknowledge: bool,
+    /// "Approve for 15 min": an approval that also asks for a grant (SPEC 9).
+    pub(super) grant: bool,
     pub(super) reason: Option<String>,
     pub(super) response_url: Option<String>,
     /// Identifies this click across Slack's retries and replays.
@@ -153,10 +157,11 @@ pub(super) fn click_of(p: Payload) -> Option<Click> {
         return None;
     }
     let action = p.actions.first()?;
-    let (decision, acknowledge) = match action.action_id.as_str() {
-        ACTION_APPROVE => (Decision::Approve, false),
-        ACTION_DENY => (Decision::Deny, false),
-        ACTION_ACKNOWLEDGE => (Decision::Approve, true),
+    let (decision, acknowledge, grant) = match action.action_id.as_str() {
+        ACTION_APPROVE => (Decision::Approve, false, false),
+        ACTION_APPROVE_GRANT => (Decision::Approve, false, true),
+        ACTION_DENY => (Decision::Deny, false, false),
+        ACTION_ACKNOWLEDGE => (Decision::Approve, true, false),
         _ => return None,
     };
     let occurrence = p
@@ -177,6 +182,7 @@ pub(super) fn click_of(p: Payload) -> Option<Click> {
         approval: action.value.as_deref().and_then(ApprovalId::parse),
         decision,
         acknowledge,
+        grant,
         reason,
         response_url: p.response_url,
     })
@@ -233,7 +239,9 @@ async fn cast(slack: &SlackApp, broker: &Broker, click: Click) {
     let (done, what) = if click.acknowledge {
         (broker.acknowledge(&id, voter).await, "acknowledge")
     } else {
-        let done = broker.decide(&id, voter, click.decision, reason).await;
+        let done = broker
+            .decide_granting(&id, voter, click.decision, reason, click.grant)
+            .await;
         (done, click.decision.as_str())
     };
     match done {

@@ -173,6 +173,7 @@ fn final_messages_have_no_buttons_and_say_who_decided() {
         at: 1_700_000_100_000,
         via: Channel::Slack,
         self_approval: false,
+        grant: false,
     });
     let blocks = blocks::message_blocks(&a, &public_url());
     assert!(elements(&blocks).is_empty());

@@ -347,6 +347,7 @@ fn view_for(broker: &Broker, a: &Approval, voter: &ApproverIdentity) -> (ViewKin
             | DecideError::NotAnApprover
             | DecideError::AlreadyDecided(_)
             | DecideError::Expired
+            | DecideError::GrantNotAllowed
             | DecideError::Store(_)
             | DecideError::Audit(_),
         ) => (ViewKind::Status, None),

@@ -116,6 +116,7 @@ fn a_decided_card_has_no_refresh_and_no_buttons_for_anyone() {
         at: 1,
         via: Channel::Teams,
         self_approval: false,
+        grant: false,
     });
     let card = cards::card(
         &a,
