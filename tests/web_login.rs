@@ -133,6 +133,7 @@ async fn approval_page(
         acr_values: vec![],
         self_approval_flag: false,
         grant_label: None,
+        can_acknowledge: false,
     };
     pages::render_detail(&view, &session.email, SystemTime::now())
 }
@@ -153,9 +154,13 @@ async fn decide(
         status: match form.decision {
             DecisionView::Approve | DecisionView::ApproveGrant => StatusView::Approved,
             DecisionView::Deny => StatusView::Denied,
+            DecisionView::Acknowledge => StatusView::Acknowledged,
         },
         quorum: 1,
-        approvals_so_far: u32::from(form.decision != DecisionView::Deny),
+        approvals_so_far: u32::from(matches!(
+            form.decision,
+            DecisionView::Approve | DecisionView::ApproveGrant
+        )),
         quorum_progress: None,
     };
     pages::render_result(&view, &session.email).into_response()

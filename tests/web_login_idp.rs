@@ -31,6 +31,7 @@ hold = "60s"
 expires = "5m"
 # The caller is a machine (client credentials): its token names no person.
 unidentified_requester = "hold"
+break_glass = true
 "#
     )
 }
@@ -385,4 +386,69 @@ async fn a_login_the_idp_did_not_make_fresh_is_refused_on_a_login_only_request()
         !log.contains("\"vote.cast\""),
         "a vote was recorded from a stale sign-in:\n{log}"
     );
+}
+
+/// Break-glass (SPEC 9): the request is forwarded at once; an approver acknowledges it on the
+/// page with its Acknowledge button (CSRF-protected like a vote), and that is audited.
+#[tokio::test]
+async fn a_break_glass_request_is_acknowledged_on_the_approval_page() {
+    let s = setup("button").await;
+    let token = s.idp.client_credentials_token(AUD, "deploy:write").await;
+    let resp = http_client()
+        .post(format!("{}/v1/deployments/production", s.proxy.data_url()))
+        .bearer_auth(token)
+        .header("countersign-break-glass", "rollback, checkout down")
+        .body(r#"{"version":"2.7.0"}"#)
+        .send()
+        .await
+        .expect("break-glass request");
+    assert_eq!(resp.status(), 200, "forwarded at once");
+    let id = resp
+        .headers()
+        .get("countersign-approval-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("approval id")
+        .to_owned();
+    assert_eq!(s.echo.count(), 1);
+
+    let b = browser();
+    let page = format!("{}/approvals/{id}", s.public_url);
+    let (_, html, _) = sign_in(&s, &b, &page, "alice@example.com").await;
+    assert!(
+        html.contains("value=\"acknowledge\""),
+        "an Acknowledge button: {html}"
+    );
+    assert!(
+        !html.contains("value=\"approve\""),
+        "no Approve on a review: {html}"
+    );
+    let csrf = input_value(&html, "csrf").expect("csrf field on the page");
+    let forged = b
+        .post(format!("{}/approvals/{id}/decision", s.public_url))
+        .form(&[("decision", "acknowledge"), ("csrf", "forged")])
+        .send()
+        .await
+        .expect("forged acknowledge");
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let r = b
+        .post(format!("{}/approvals/{id}/decision", s.public_url))
+        .form(&[("decision", "acknowledge"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("acknowledge");
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap_or_default();
+    assert!(body.contains("You acknowledged the break-glass"), "{body}");
+    let (_, html, _) = sign_in(&s, &b, &page, "alice@example.com").await;
+    assert!(
+        !html.contains("value=\"acknowledge\""),
+        "acknowledged once: {html}"
+    );
+    let audit = s.dir.read("audit.jsonl");
+    assert_eq!(
+        audit.matches("\"approval.acknowledged\"").count(),
+        1,
+        "{audit}"
+    );
+    assert_eq!(s.echo.count(), 1, "acknowledging forwards nothing");
 }

@@ -121,6 +121,26 @@ impl Broker {
         Ok(approval)
     }
 
+    /// Whether `approver` may acknowledge `a` now, by the rules of [`Self::acknowledge`] (for
+    /// pages offering an Acknowledge button).
+    pub fn check_acknowledger(
+        &self,
+        a: &Approval,
+        approver: &ApproverIdentity,
+    ) -> Result<(), DecideError> {
+        let email = approver.email.trim().to_lowercase();
+        if !a.approvers.contains(&email) {
+            return Err(DecideError::NotAnApprover);
+        }
+        if a.status != Status::Review {
+            return Err(DecideError::AlreadyDecided(a.status));
+        }
+        if super::vote::is_requester(&a.requester, approver, &email) {
+            return Err(DecideError::OwnRequest);
+        }
+        Ok(())
+    }
+
     /// An approver acknowledges break-glass `id` (SPEC 9): `review -> acknowledged`, audited
     /// `approval.acknowledged`. Refused for non-approvers, for the requester themself, and
     /// ([`DecideError::AlreadyDecided`] with the current status) for anything not in review.
@@ -132,16 +152,8 @@ impl Broker {
         approver: ApproverIdentity,
     ) -> Result<Approval, DecideError> {
         let a = self.store.get(id).await?.ok_or(DecideError::NotFound)?;
+        self.check_acknowledger(&a, &approver)?;
         let email = approver.email.trim().to_lowercase();
-        if !a.approvers.contains(&email) {
-            return Err(DecideError::NotAnApprover);
-        }
-        if a.status != Status::Review {
-            return Err(DecideError::AlreadyDecided(a.status));
-        }
-        if super::vote::is_requester(&a.requester, &approver, &email) {
-            return Err(DecideError::OwnRequest);
-        }
         let now = self.now_ms();
         let changed = self
             .store

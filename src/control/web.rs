@@ -160,6 +160,7 @@ fn detail_view(
         grant_label: a
             .grant_offer
             .map(|g| crate::approval::granting::ttl_label(g.ttl_ms)),
+        can_acknowledge: state.broker.check_acknowledger(a, &identity(s)).is_ok(),
     }
 }
 
@@ -285,17 +286,24 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
             "Sign in again",
         );
     }
-    let (decision, grant) = match form.decision {
-        DecisionView::Approve => (Decision::Approve, false),
-        DecisionView::ApproveGrant => (Decision::Approve, true),
-        DecisionView::Deny => (Decision::Deny, false),
-    };
     let reason = form.reason().map(str::to_owned);
-    match state
-        .broker
-        .decide_granting(&a.id, identity(&s), decision, reason, grant)
-        .await
-    {
+    let broker = &state.broker;
+    let done = match form.decision {
+        DecisionView::Approve | DecisionView::ApproveGrant => {
+            let grant = form.decision == DecisionView::ApproveGrant;
+            broker
+                .decide_granting(&a.id, identity(&s), Decision::Approve, reason, grant)
+                .await
+        }
+        DecisionView::Deny => {
+            broker
+                .decide(&a.id, identity(&s), Decision::Deny, reason)
+                .await
+        }
+        // Break-glass review (SPEC 9): records that an approver looked; releases nothing.
+        DecisionView::Acknowledge => broker.acknowledge(&a.id, identity(&s)).await,
+    };
+    match done {
         Ok(after) => pages::render_result(
             &ResultView {
                 id: after.id.to_string(),
