@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CI check of the README's first command: runs scripts/demo.sh (which reuses the dev binary
-# the tests built), waits for the tour, pastes its `export TOKEN_...` lines and its first curl
-# command (an allowed read) and expects 200 from the demo upstream, then stops the demo.
+# the tests built), waits for the tour, pastes its `export TOKEN_...` lines and runs printed
+# commands as a person would: the allowed read (200), the denied delete (403), the grant step
+# (hold, approve with a grant through the API, the same deploy passes naming the grant) and
+# break-glass (200, then 429 inside the cooldown); then stops the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,4 +49,33 @@ if [[ $status != 403 ]]; then
   echo "demo-check: the printed denied call answered $status, not 403" >&2
   exit 1
 fi
-echo "demo-check: demo up; printed allowed call 200, denied call 403"
+
+# Step 6, the grant: hold a deploy (202), approve it with a grant through the API, and the
+# same deploy then passes at once (200) naming the grant.
+eval "$(grep -m1 '^ID=\$(curl' "$out")"
+if [[ -z ${ID:-} ]]; then
+  echo "demo-check: the printed grant step did not hold a request" >&2
+  exit 1
+fi
+vote=$(grep -m1 '^curl -s -X POST .*/approvals/\$ID/decision' "$out")
+status=$(eval "${vote/curl -s/$probe}")
+if [[ $status != 200 ]]; then
+  echo "demo-check: the printed grant vote answered $status, not 200" >&2
+  exit 1
+fi
+reuse=$(grep -m1 "^curl -i -X POST .*TOKEN_DEPLOYER\" -d '{\"version\":\"1.4.3\"}'" "$out")
+grant=$(eval "${reuse/curl -i/curl -s -o /dev/null -D -}" | tr -d '\r' | sed -n 's/^countersign-grant-id: //Ip')
+if [[ $grant != gr_* ]]; then
+  echo "demo-check: the deploy after the grant did not pass under it: $reuse" >&2
+  exit 1
+fi
+
+# Step 7, break-glass: forwarded at once (200), and again inside the cooldown 429.
+glass=$(grep -m1 "^curl -i .*Countersign-Break-Glass" "$out")
+status=$(eval "${glass/curl -i/$probe}")
+again=$(eval "${glass/curl -i/$probe}")
+if [[ $status != 200 || $again != 429 ]]; then
+  echo "demo-check: break-glass answered $status then $again, not 200 then 429" >&2
+  exit 1
+fi
+echo "demo-check: demo up; allowed 200, denied 403, grant $grant reused, break-glass 200 then 429"

@@ -53,6 +53,12 @@ quorum = 1
 hold = "120s"
 expires = "15m"
 redact = ["/token"]
+# An approver may "Approve for 15 min": the same deploy passes again 3 times without a vote.
+grant = "15m"
+grant_uses = 3
+# In an emergency: `Countersign-Break-Glass: <reason>` forwards at once, reviewed afterwards.
+break_glass = true
+break_glass_cooldown = "1m"
 
 [[rule]]
 name = "read-deployments"
@@ -136,14 +142,30 @@ struct PrintNotifier {
 impl Notifier for PrintNotifier {
     async fn notify(&self, a: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
         match event {
+            NotifyEvent::Requested if a.break_glass.is_some() => println!(
+                "\n>>> BREAK-GLASS by {}: {} {}{} was forwarded at once (rule {}), reason: {}.\n>>> It stays in review until an approver acknowledges it: http://{}/approvals/{}\n",
+                a.decided_by.as_deref().unwrap_or("?"),
+                a.method,
+                a.host,
+                a.path_and_query(),
+                a.rule,
+                a.break_glass.as_ref().map_or("", |b| b.reason.as_str()),
+                self.control,
+                a.id
+            ),
             NotifyEvent::Requested => println!(
-                "\n>>> {} {}{} is held for approval (rule {}).\n>>> Open http://{}/approvals/{} , sign in as alice@example.com or bob@example.com, and click Approve or Deny.\n",
+                "\n>>> {} {}{} is held for approval (rule {}).\n>>> Open http://{}/approvals/{} , sign in as alice@example.com or bob@example.com, and click Approve once, Approve for 15 min, or Deny.\n",
                 a.method,
                 a.host,
                 a.path_and_query(),
                 a.rule,
                 self.control,
                 a.id
+            ),
+            NotifyEvent::Approved if crate::approval::grant::offered_by(a) => println!(
+                ">>> approval {}: approved, with grant {} (the same request passes again without a vote)",
+                a.id,
+                crate::approval::Grant::id_for(a.id.as_str())
             ),
             other => println!(">>> approval {}: {}", a.id, other.as_str()),
         }
@@ -246,6 +268,8 @@ upstream = "demo-api"
 [[issuer]]
 issuer = "{issuer}"
 audiences = ["https://api.demo.test"]
+# Tokens from this issuer may also vote through the API (the demo's TOKEN_APPROVER).
+approvers = true
 
 [policy]
 files = ["policies/*.toml"]
@@ -344,6 +368,9 @@ fn print_tour(idp: &DevIdp, data: SocketAddr, control: SocketAddr, config: &Path
     let deployer = idp.mint(serde_json::json!({
         "sub": "carol@example.com", "email": "carol@example.com", "aud": aud, "scope": "deploy:write",
     }));
+    let approver = idp.mint(serde_json::json!({
+        "sub": "alice@example.com", "email": "alice@example.com", "aud": aud,
+    }));
     let base = format!("http://{data}");
     println!(
         r#"
@@ -359,6 +386,7 @@ export TOKEN_READER='{reader}'
 export TOKEN_ADMIN_PASSWORD='{admin_weak}'
 export TOKEN_ADMIN_MFA='{admin_mfa}'
 export TOKEN_DEPLOYER='{deployer}'
+export TOKEN_APPROVER='{approver}'
 
 # 1. Allowed: a valid token with scope deploy:read reads deployments (200, upstream answers)
 curl -i {base}/v1/deployments -H "Authorization: Bearer $TOKEN_READER"
@@ -385,7 +413,20 @@ curl -i -X POST {base}/v1/deployments/production -H "Authorization: Bearer $TOKE
 #    Approval list: http://{control}/approvals    Audit log: {audit}
 #    countersign audit verify {audit}
 
-# 6. Why? Ask the policy engine:
+# 6. Grant: approve for 15 minutes from the shell (alice, through the API); the same deploy
+#    then passes at once, 3 times, with a Countersign-Grant-Id header. (On the page the button
+#    is "Approve for 15 min".)
+ID=$(curl -s -X POST {base}/v1/deployments/production -H "Authorization: Bearer $TOKEN_DEPLOYER" -H 'Prefer: respond-async' -d '{{"version":"1.4.3"}}' | sed -n 's/.*"approval_id":"\([^"]*\)".*/\1/p')
+curl -s -X POST http://{control}/approvals/$ID/decision -H "Authorization: Bearer $TOKEN_APPROVER" -H 'Content-Type: application/json' -d '{{"decision":"approve","grant":true}}'
+curl -i -X POST {base}/v1/deployments/production -H "Authorization: Bearer $TOKEN_DEPLOYER" -d '{{"version":"1.4.3"}}'
+curl -s http://{control}/grants -H "Authorization: Bearer $TOKEN_APPROVER"
+#    Revoke it: curl -X DELETE http://{control}/grants/GRANT_ID -H "Authorization: Bearer $TOKEN_APPROVER"
+
+# 7. Break-glass: forwarded at once with a reason (200), announced, audited, and left in
+#    review until an approver acknowledges it on its page; again within a minute is 429.
+curl -i -X POST {base}/v1/deployments/production -H "Authorization: Bearer $TOKEN_DEPLOYER" -H 'Countersign-Break-Glass: site down, rolling back' -d '{{"version":"1.4.1"}}'
+
+# 8. Why? Ask the policy engine:
 countersign explain --config {config} POST {base}/v1/deployments/production --token "$TOKEN_DEPLOYER"
 "#,
         issuer = idp.issuer(),
