@@ -52,6 +52,11 @@ impl Env {
     /// The proxy with `[teams]` in bot mode posting to the channel (and the chat when
     /// `with_chat`), and the fake Bot Framework with the team's members.
     async fn start(quorum: u32, with_chat: bool) -> Env {
+        Env::start_with(&policy(quorum), with_chat).await
+    }
+
+    /// Like [`Env::start`], with its own policy text.
+    async fn start_with(policy_text: &str, with_chat: bool) -> Env {
         let dir = TestDir::new();
         let issuer = LocalIssuer::start().await;
         let echo = EchoUpstream::start().await;
@@ -62,7 +67,7 @@ impl Env {
         let mallory = User::new("mallory", "mallory@example.com");
         bf.add_team(TEAM, CHANNEL, &[&alice, &bob, &dev, &mallory]);
         bf.add_chat(CHAT, &[&alice, &bob]);
-        dir.write("policies/teams.toml", policy(quorum));
+        dir.write("policies/teams.toml", policy_text);
         dir.write("teams-app-password", APP_PASSWORD);
         let mut conversations = format!(
             "{{ service_url = \"{}\", id = \"{CHANNEL}\" }}",
@@ -821,4 +826,56 @@ async fn refused_app_credentials_are_audited_and_the_request_can_still_be_decide
     assert_eq!(resp.status(), 200);
     assert_eq!(held.await.expect("held").status(), 403);
     assert_eq!(env.echo.count(), 0);
+}
+
+/// "Approve for 15 min" on a rule with `grant` (SPEC 9): the card offers it beside "Approve
+/// once", the click makes a grant, and the requester's same request then passes at once.
+#[tokio::test]
+async fn approve_for_15_min_in_teams_makes_a_grant() {
+    let text = policy(1).replace("expires = \"10m\"", "expires = \"10m\"\ngrant = \"15m\"");
+    let env = Env::start_with(&text, false).await;
+    let held = env.hold();
+    let id = env.card_in(CHANNEL).await;
+    let view = env.bf.view(&env.endpoint(), &env.alice, channel(&id)).await;
+    assert_eq!(verbs(&view), ["approve", "approve_grant", "deny"]);
+    let titles = view.to_string();
+    assert!(
+        titles.contains("Approve once") && titles.contains("Approve for 15 min"),
+        "{titles}"
+    );
+    let (ok, output) = parse_with_adaptivecards(&view);
+    assert!(
+        ok,
+        "adaptivecards rejected the grant view: {view}\n{output}"
+    );
+    let answer = invoke_answer(
+        env.bf
+            .click(
+                &env.endpoint(),
+                &env.alice,
+                channel(&id),
+                &view,
+                "approve_grant",
+                &[],
+            )
+            .await,
+    )
+    .await;
+    assert!(
+        card(&answer).to_string().contains("You approved"),
+        "{answer}"
+    );
+    assert_eq!(held.await.expect("held task").status(), 200);
+
+    let again = env.hold().await.expect("second request");
+    assert_eq!(again.status(), 200, "passes under the grant");
+    assert!(again
+        .headers()
+        .get("countersign-grant-id")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|g| g.starts_with("gr_")));
+    assert_eq!(env.echo.count(), 2);
+    let votes = env.audit("vote.cast");
+    assert_eq!(votes[0]["details"]["grant"], true);
+    assert_eq!(env.audit("grant.created").len(), 1);
 }

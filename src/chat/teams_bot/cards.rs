@@ -23,6 +23,8 @@ use crate::policy::ApproveVia;
 pub const CARD_VERSION: &str = "1.5";
 /// `Action.Execute` verb of the Approve button.
 pub const VERB_APPROVE: &str = "approve";
+/// `Action.Execute` verb of the "Approve for 15 min" button on rules with `grant` (SPEC 9).
+pub const VERB_APPROVE_GRANT: &str = "approve_grant";
 /// `Action.Execute` verb of the Deny button.
 pub const VERB_DENY: &str = "deny";
 /// `Action.Execute` verb of the automatic refresh.
@@ -97,8 +99,17 @@ pub fn card(a: &Approval, page: &str, user_ids: &[String], view: View<'_>) -> Va
                 "isMultiline": true,
                 "maxLength": REASON_MAX_CHARS,
             }));
-            if approve {
-                actions.push(execute("Approve", VERB_APPROVE, a, Some("positive")));
+            match (approve, a.grant_offer) {
+                (false, _) => {}
+                (true, None) => actions.push(execute("Approve", VERB_APPROVE, a, Some("positive"))),
+                (true, Some(g)) => {
+                    actions.push(execute("Approve once", VERB_APPROVE, a, Some("positive")));
+                    let label = format!(
+                        "Approve for {}",
+                        crate::approval::granting::ttl_label(g.ttl_ms)
+                    );
+                    actions.push(execute(&label, VERB_APPROVE_GRANT, a, None));
+                }
             }
             actions.push(execute("Deny", VERB_DENY, a, Some("destructive")));
         }

@@ -204,8 +204,9 @@ async fn action(bot: &TeamsBot, broker: &Broker, activity: &Activity) -> Value {
         return cards::invoke_error(400, "BadRequest", "Only Action.Execute is supported.");
     }
     let verb = action["verb"].as_str().unwrap_or("");
+    let grant = verb == cards::VERB_APPROVE_GRANT;
     let decision = match verb {
-        cards::VERB_APPROVE => Some(Decision::Approve),
+        cards::VERB_APPROVE | cards::VERB_APPROVE_GRANT => Some(Decision::Approve),
         cards::VERB_DENY => Some(Decision::Deny),
         cards::VERB_REFRESH => None,
         _ => return cards::invoke_error(400, "BadRequest", "Unknown action."),
@@ -258,7 +259,12 @@ async fn action(bot: &TeamsBot, broker: &Broker, activity: &Activity) -> Value {
                 .as_str()
                 .map(|r| r.trim().chars().take(REASON_MAX_CHARS).collect::<String>())
                 .filter(|r| !r.is_empty());
-            vote(bot, broker, &approval, voter, decision, reason, &voters).await
+            let ballot = Ballot {
+                decision,
+                grant,
+                reason,
+            };
+            vote(bot, broker, &approval, voter, ballot, &voters).await
         }
     }
 }
@@ -368,6 +374,14 @@ fn your_vote(a: &Approval, email: &str) -> String {
     }
 }
 
+/// What a clicking approver chose on the card.
+struct Ballot {
+    decision: Decision,
+    /// "Approve for 15 min" (SPEC 9).
+    grant: bool,
+    reason: Option<String>,
+}
+
 /// Casts the vote through the broker and answers with the clicking user's refreshed card, or
 /// tells them alone why nothing changed.
 async fn vote(
@@ -375,16 +389,24 @@ async fn vote(
     broker: &Broker,
     approval: &Approval,
     voter: ApproverIdentity,
-    decision: Decision,
-    reason: Option<String>,
+    ballot: Ballot,
     voters: &[String],
 ) -> Value {
+    let Ballot {
+        decision,
+        grant,
+        reason,
+    } = ballot;
     let id = approval.id.clone();
     let email = voter.email.clone();
     let page = bot.page(&id);
     let task = {
         let (broker, id) = (broker.clone(), id.clone());
-        tokio::spawn(async move { broker.decide(&id, voter, decision, reason).await })
+        tokio::spawn(async move {
+            broker
+                .decide_granting(&id, voter, decision, reason, grant)
+                .await
+        })
     };
     let decided = match tokio::time::timeout(INVOKE_BUDGET, task).await {
         Ok(Ok(decided)) => decided,
