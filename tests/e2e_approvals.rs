@@ -7,8 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{countersign, http_client, json_body, EchoUpstream, LocalIssuer, Proxy, TestDir};
-use reqwest::header::HeaderMap;
+use common::{
+    countersign, http_client, json_body, verified_claims, EchoUpstream, LocalIssuer, Proxy, Reply,
+    TestDir,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -312,79 +314,11 @@ impl Env {
     }
 }
 
-/// A response, read whole.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    async fn read(resp: reqwest::Response) -> Reply {
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("read body");
-        Reply {
-            status,
-            headers,
-            text,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("{} body is not JSON ({e}): {:?}", self.status, self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts a SPEC error: `status`, JSON `error` = `code`; returns the description.
-    fn assert_error(&self, status: u16, code: &str) -> String {
-        assert_eq!(
-            self.status, status,
-            "expected {status} {code}: {}",
-            self.text
-        );
-        let body = self.json();
-        assert_eq!(body["error"], code, "error code in {body}");
-        body["error_description"]
-            .as_str()
-            .unwrap_or_else(|| panic!("error_description missing in {body}"))
-            .to_owned()
-    }
-}
-
 async fn joined(task: tokio::task::JoinHandle<Reply>) -> Reply {
     tokio::time::timeout(Duration::from_secs(30), task)
         .await
         .expect("held request did not finish within 30 s")
         .expect("request task")
-}
-
-/// Verifies `Countersign-Approval` against the control plane's JWKS; returns its claims.
-async fn verify_approval_token(env: &Env, jws: &str) -> Value {
-    let jwks: jsonwebtoken::jwk::JwkSet = http_client()
-        .get(env.control("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("GET jwks")
-        .json()
-        .await
-        .expect("JWKS JSON");
-    let header = jsonwebtoken::decode_header(jws).expect("JWS header");
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
-    let kid = header.kid.expect("kid in the JWS header");
-    let jwk = jwks.find(&kid).expect("JWKS has the JWS's kid");
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("decoding key from JWK");
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    validation.validate_aud = false;
-    validation.set_issuer(&[env.proxy.control_url()]);
-    jsonwebtoken::decode::<Value>(jws, &key, &validation)
-        .expect("Countersign-Approval verifies with the published JWKS")
-        .claims
 }
 
 #[tokio::test]
@@ -451,7 +385,7 @@ async fn approved_while_held_forwards_the_exact_request_once_with_signed_evidenc
     let evidence = got.header_all("countersign-approval");
     assert_eq!(evidence.len(), 1, "one approval token: {evidence:?}");
     assert_ne!(evidence[0], "forged.by.caller");
-    let claims = verify_approval_token(&env, evidence[0]).await;
+    let claims = verified_claims(&env.proxy.control_url(), evidence[0]).await;
     assert_eq!(claims["approval_id"], id.as_str());
     assert_eq!(claims["rule"], "deploy");
     assert_eq!(claims["requester"]["sub"], REQUESTER);

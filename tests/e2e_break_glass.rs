@@ -8,8 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{countersign, http_client, EchoUpstream, LocalIssuer, Proxy, TestDir};
-use reqwest::header::HeaderMap;
+use common::{
+    countersign, http_client, verified_claims, EchoUpstream, LocalIssuer, Proxy, Reply, TestDir,
+};
 use serde_json::{json, Value};
 
 const AUD: &str = "https://deploy.example.com";
@@ -62,44 +63,6 @@ struct Env {
     issuer: LocalIssuer,
     echo: EchoUpstream,
     proxy: Proxy,
-}
-
-/// A response, read whole.
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    async fn read(resp: reqwest::Response) -> Reply {
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("read body");
-        Reply {
-            status,
-            headers,
-            text,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("{} body is not JSON ({e}): {:?}", self.status, self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(
-            self.status, status,
-            "expected {status} {code}: {}",
-            self.text
-        );
-        assert_eq!(self.json()["error"], code, "error code in {}", self.text);
-    }
 }
 
 impl Env {
@@ -183,29 +146,6 @@ impl Env {
     }
 }
 
-/// The claims of a compact JWS, verified against the control plane's JWKS.
-async fn verified_claims(env: &Env, jws: &str) -> Value {
-    let jwks: jsonwebtoken::jwk::JwkSet = http_client()
-        .get(env.control("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("GET jwks")
-        .json()
-        .await
-        .expect("JWKS JSON");
-    let header = jsonwebtoken::decode_header(jws).expect("JWS header");
-    let jwk = jwks
-        .find(&header.kid.expect("kid"))
-        .expect("JWKS has the kid");
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("decoding key");
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    validation.validate_aud = false;
-    validation.set_issuer(&[env.proxy.control_url()]);
-    jsonwebtoken::decode::<Value>(jws, &key, &validation)
-        .expect("Countersign-Approval verifies with the published JWKS")
-        .claims
-}
-
 fn kinds(events: &[Value]) -> Vec<String> {
     events
         .iter()
@@ -240,7 +180,7 @@ async fn break_glass_is_forwarded_at_once_audited_first_and_stays_in_review_unti
     let sent = env.echo.last().expect("forwarded");
     assert_eq!(sent.header("countersign-break-glass"), None);
     let jws = sent.header("countersign-approval").expect("evidence");
-    let claims = verified_claims(&env, jws).await;
+    let claims = verified_claims(&env.proxy.control_url(), jws).await;
     assert_eq!(claims["break_glass"], true, "{claims}");
     assert_eq!(claims["approval_id"], id.as_str());
     assert_eq!(claims["rule"], "emergency");
@@ -440,8 +380,11 @@ async fn without_break_glass_the_header_is_stripped_and_the_request_is_held_as_u
     assert_eq!(r.status, 200, "{}", r.text);
     let sent = env.echo.last().expect("forwarded after approval");
     assert_eq!(sent.header("countersign-break-glass"), None, "stripped");
-    let claims =
-        verified_claims(&env, sent.header("countersign-approval").expect("evidence")).await;
+    let claims = verified_claims(
+        &env.proxy.control_url(),
+        sent.header("countersign-approval").expect("evidence"),
+    )
+    .await;
     assert!(claims.get("break_glass").is_none(), "{claims}");
     let names = kinds(&env.audit_for(&id));
     assert!(

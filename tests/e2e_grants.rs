@@ -9,7 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{countersign, http_client, EchoUpstream, LocalIssuer, Proxy, TestDir};
+use common::{
+    countersign, http_client, verified_claims, EchoUpstream, LocalIssuer, Proxy, Reply, TestDir,
+};
 use serde_json::{json, Value};
 
 const AUD: &str = "https://deploy.example.com";
@@ -54,44 +56,6 @@ struct Env {
     issuer: LocalIssuer,
     echo: EchoUpstream,
     proxies: Vec<Proxy>,
-}
-
-/// A response, read whole.
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    async fn read(resp: reqwest::Response) -> Reply {
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("read body");
-        Reply {
-            status,
-            headers,
-            text,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("{} body is not JSON ({e}): {:?}", self.status, self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(
-            self.status, status,
-            "expected {status} {code}: {}",
-            self.text
-        );
-        assert_eq!(self.json()["error"], code, "error code in {}", self.text);
-    }
 }
 
 impl Env {
@@ -270,29 +234,6 @@ impl Env {
     }
 }
 
-/// The claims of a compact JWS, verified against the control plane's JWKS.
-async fn verified_claims(env: &Env, jws: &str) -> Value {
-    let jwks: jsonwebtoken::jwk::JwkSet = http_client()
-        .get(env.control(0, "/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("GET jwks")
-        .json()
-        .await
-        .expect("JWKS JSON");
-    let header = jsonwebtoken::decode_header(jws).expect("JWS header");
-    let jwk = jwks
-        .find(&header.kid.expect("kid"))
-        .expect("JWKS has the kid");
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("decoding key");
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    validation.validate_aud = false;
-    validation.set_issuer(&[env.proxies[0].control_url()]);
-    jsonwebtoken::decode::<Value>(jws, &key, &validation)
-        .expect("Countersign-Approval verifies with the published JWKS")
-        .claims
-}
-
 /// The approval id of a 202.
 fn held(r: &Reply) -> String {
     assert_eq!(r.status, 202, "expected the request to be held: {}", r.text);
@@ -349,8 +290,11 @@ async fn a_grant_lets_the_same_request_pass_for_its_uses_and_nothing_else() {
         assert!(started.elapsed() < Duration::from_secs(10), "not held");
         assert_eq!(r.header("countersign-grant-id"), Some(grant_id.as_str()));
         let sent = env.echo.last().expect("forwarded");
-        let claims =
-            verified_claims(&env, sent.header("countersign-approval").expect("evidence")).await;
+        let claims = verified_claims(
+            &env.proxies[0].control_url(),
+            sent.header("countersign-approval").expect("evidence"),
+        )
+        .await;
         assert_eq!(claims["grant_id"], grant_id.as_str(), "{claims}");
         assert_eq!(claims["approvers"], json!(["alice@example.com"]));
         assert_eq!(claims["requester"]["email"], "carol@example.com");
@@ -512,7 +456,7 @@ async fn with_a_quorum_of_two_a_grant_is_made_only_when_both_approvers_ask_for_i
     let r = env.send(0, "carol", "POST", "/two-keys/b").await;
     assert_eq!(r.status, 200, "{}", r.text);
     let claims = verified_claims(
-        &env,
+        &env.proxies[0].control_url(),
         env.echo
             .last()
             .expect("forwarded")

@@ -284,15 +284,7 @@ impl AuditEvent<'_> {
                 approval: a,
                 request_id,
             } => {
-                let actor = a.requester.email.as_deref().unwrap_or(&a.requester.sub);
-                let e = match request_id {
-                    Some(id) => e.request_id(id),
-                    None => e,
-                };
-                let e = e
-                    .actor(actor)
-                    .field("requester_iss", &a.requester.iss)
-                    .field("requester_sub", &a.requester.sub);
+                let e = by_requester(e, a, request_id);
                 let e = opt(e, "requester_email", a.requester.email.as_deref())
                     .field("method", &a.method)
                     .field("host", &a.host)
@@ -385,14 +377,7 @@ impl AuditEvent<'_> {
                 grant,
                 request_id,
             } => {
-                let e = match request_id {
-                    Some(id) => e.request_id(id),
-                    None => e,
-                };
-                let e = e
-                    .actor(a.requester.email.as_deref().unwrap_or(&a.requester.sub))
-                    .field("requester_iss", &a.requester.iss)
-                    .field("requester_sub", &a.requester.sub)
+                let e = by_requester(e, a, request_id)
                     .field("request_hash", &a.request_hash)
                     .field("from_approval_id", &grant.approval_id);
                 grant_fields(e, grant)
@@ -405,14 +390,7 @@ impl AuditEvent<'_> {
                 approval: a,
                 request_id,
             } => {
-                let e = match request_id {
-                    Some(id) => e.request_id(id),
-                    None => e,
-                };
-                let e = e
-                    .actor(a.requester.email.as_deref().unwrap_or(&a.requester.sub))
-                    .field("requester_iss", &a.requester.iss)
-                    .field("requester_sub", &a.requester.sub)
+                let e = by_requester(e, a, request_id)
                     .field("method", &a.method)
                     .field("host", &a.host)
                     .field("path", &a.path)
@@ -436,6 +414,18 @@ impl AuditEvent<'_> {
             }
         }
     }
+}
+
+/// The requester as actor (email, else subject), their issuer and subject, and the data-plane
+/// request id when there is one: what every event a requester's request causes starts with.
+fn by_requester(e: Event, a: &Approval, request_id: Option<&str>) -> Event {
+    let e = match request_id {
+        Some(id) => e.request_id(id),
+        None => e,
+    };
+    e.actor(a.requester.email.as_deref().unwrap_or(&a.requester.sub))
+        .field("requester_iss", &a.requester.iss)
+        .field("requester_sub", &a.requester.sub)
 }
 
 /// What every grant event says about the grant.

@@ -14,6 +14,7 @@ use super::api::{bearer, refuse};
 use super::ControlState;
 use crate::approval::{BrokerError, Grant, GrantViewer, RevokeError};
 use crate::clock::rfc3339_ms;
+use crate::identity::Principal;
 use crate::respond::Refusal;
 
 /// A grant as JSON. `state`: `active`, `used_up`, `revoked` or `expired` at `now`.
@@ -49,17 +50,22 @@ pub fn grant_view(g: &Grant, now: u64) -> Value {
     })
 }
 
+/// Who is asking, as the broker judges grant visibility: the token's person and subject.
+fn viewer(who: &Principal) -> GrantViewer<'_> {
+    GrantViewer {
+        email: who.email.as_deref(),
+        iss: &who.issuer,
+        sub: &who.subject,
+    }
+}
+
 /// `GET /grants`: `{"grants": [...]}`, newest first.
 pub async fn list(state: &ControlState, headers: &HeaderMap) -> Response {
     let who = match bearer(state, headers).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let viewer = GrantViewer {
-        email: who.email.as_deref(),
-        iss: &who.issuer,
-        sub: &who.subject,
-    };
+    let viewer = viewer(&who);
     match state.broker.grants_for(&viewer).await {
         Ok(grants) => {
             let now = state.broker.now();
@@ -83,11 +89,7 @@ pub async fn revoke(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
         Ok(p) => p,
         Err(r) => return r,
     };
-    let viewer = GrantViewer {
-        email: who.email.as_deref(),
-        iss: &who.issuer,
-        sub: &who.subject,
-    };
+    let viewer = viewer(&who);
     match state.broker.revoke_grant(id, &viewer).await {
         Ok(g) => axum::Json(grant_view(&g, state.broker.now())).into_response(),
         Err(RevokeError::NotFound) => refuse(Refusal::GrantNotFound),

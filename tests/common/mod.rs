@@ -14,6 +14,8 @@
 //! - [`RedisServer`]: a throwaway `redis-server` for the shared approval store.
 //! - [`Browser`]: a real headless Chromium driven through `chromedriver` (WebDriver).
 //! - [`RecordingAudit`]: an in-memory audit sink for broker-level tests.
+//! - [`Reply`], [`verified_claims`]: an answer read whole; `Countersign-Approval` checked
+//!   against the published JWKS.
 //! - `fake_pagerduty`: PagerDuty's REST API v2 (`/oncalls`, `/users/{id}`) for on-call approvers.
 //!
 //! Not every test file uses every helper.
@@ -32,6 +34,7 @@ mod oidc_provider;
 mod proxy;
 mod redis;
 pub mod redis_ha;
+pub mod reply;
 mod tls;
 
 use std::net::TcpListener;
@@ -44,6 +47,7 @@ pub use issuer::{KeyKind, LocalIssuer};
 pub use oidc_provider::OidcProvider;
 pub use proxy::{basic_config, Proxy};
 pub use redis::RedisServer;
+pub use reply::{verified_claims, Reply};
 pub use tls::TlsFixture;
 
 /// A fresh P-256 PKCS#8 PEM: an `[approvals] signing_key` (replicas of one cluster share it).
