@@ -29,6 +29,8 @@ unidentified_requester = "hold"
 # Approvers may let the same request pass again for a while (SPEC 9).
 grant = "15m"
 grant_uses = 2
+# A caller may go first with `Countersign-Break-Glass: <reason>`, reviewed afterwards.
+break_glass = true
 "#;
 
 /// Where the IdP puts the approver's `email` claim.
@@ -66,30 +68,95 @@ async fn approve_for_15_min_on_the_page_lets_the_same_request_pass_again() {
     approve_in_browser(EmailClaim::InIdToken, Press::ForAWhile).await;
 }
 
-async fn approve_in_browser(email_claim: EmailClaim, press: Press) {
-    let dir = TestDir::new();
-    let echo = EchoUpstream::start().await;
-    // The IdP must know the redirect URI before the proxy starts: fix the control port first.
-    let control_listen = format!("127.0.0.1:{}", free_port());
-    let public_url = format!("http://{control_listen}");
-    let env: &[(&str, &str)] = match email_claim {
-        EmailClaim::InIdToken => &[("ID_TOKEN_CLAIMS", "1")],
-        EmailClaim::UserInfoOnly => &[],
-    };
-    let idp = OidcProvider::start_with_env(&[&format!("{public_url}/oidc/callback")], "RS256", env);
+/// The proxy with `[approver_login]` at a real OpenID Provider, and the upstream.
+struct Stage {
+    dir: TestDir,
+    echo: EchoUpstream,
+    idp: OidcProvider,
+    proxy: Proxy,
+    public_url: String,
+}
 
-    dir.write("policies/approvals.toml", POLICY);
-    dir.write("login-client-secret", "countersign-secret\n");
-    let config = format!(
-        "{}\n[approver_login]\nissuer = \"{}\"\nclient_id = \"countersign\"\n\
-         client_secret = \"file:login-client-secret\"\n\n[approvals]\n\
-         audit_log = \"{{{{dir}}}}/audit.jsonl\"\n",
-        common::basic_config(&echo.url(), idp.issuer(), &[AUD]),
-        idp.issuer()
-    );
-    let mut proxy =
-        Proxy::start_with_control(&dir, "countersign.toml", &config, &control_listen).await;
-    proxy.wait_ready().await;
+impl Stage {
+    async fn start(email_claim: EmailClaim) -> Stage {
+        let dir = TestDir::new();
+        let echo = EchoUpstream::start().await;
+        // The IdP must know the redirect URI before the proxy starts: fix the control port.
+        let control_listen = format!("127.0.0.1:{}", free_port());
+        let public_url = format!("http://{control_listen}");
+        let env: &[(&str, &str)] = match email_claim {
+            EmailClaim::InIdToken => &[("ID_TOKEN_CLAIMS", "1")],
+            EmailClaim::UserInfoOnly => &[],
+        };
+        let idp =
+            OidcProvider::start_with_env(&[&format!("{public_url}/oidc/callback")], "RS256", env);
+        dir.write("policies/approvals.toml", POLICY);
+        dir.write("login-client-secret", "countersign-secret\n");
+        let config = format!(
+            "{}\n[approver_login]\nissuer = \"{}\"\nclient_id = \"countersign\"\n\
+             client_secret = \"file:login-client-secret\"\n\n[approvals]\n\
+             audit_log = \"{{{{dir}}}}/audit.jsonl\"\n",
+            common::basic_config(&echo.url(), idp.issuer(), &[AUD]),
+            idp.issuer()
+        );
+        let mut proxy =
+            Proxy::start_with_control(&dir, "countersign.toml", &config, &control_listen).await;
+        proxy.wait_ready().await;
+        Stage {
+            dir,
+            echo,
+            idp,
+            proxy,
+            public_url,
+        }
+    }
+
+    /// Opens `page` in `browser`, signs in at the IdP as alice (login form, then consent
+    /// unless the IdP skips it) and waits until the browser is back on `page`.
+    async fn sign_in(&self, browser: &Browser, page: &str) {
+        browser.goto(page).await;
+        // Not logged in: the page sends us to the IdP's login form.
+        browser
+            .wait_url_prefix(self.idp.issuer(), Duration::from_secs(20))
+            .await;
+        let login = browser.find("input[name=login]").await;
+        browser.type_into(&login, "alice@example.com").await;
+        // The development login form accepts any password.
+        let password = browser.find("input[name=password]").await;
+        browser.type_into(&password, "any password").await;
+        let sign_in = browser.find("button[type=submit]").await;
+        browser.click(&sign_in).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !browser.url().await.starts_with(&self.public_url) {
+            let body = browser.source().await;
+            if body.contains("name=\"prompt\" value=\"consent\"") {
+                let cont = browser.find("button[type=submit]").await;
+                browser.click(&cont).await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never came back to Countersign; at {}:\n{}\nproxy stderr:\n{}\nidp stderr:\n{}",
+                browser.url().await,
+                browser.source().await,
+                self.proxy.stderr(),
+                self.idp.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let landed = browser.wait_url_prefix(page, Duration::from_secs(20)).await;
+        assert_eq!(landed, page, "login returns to the approval page");
+    }
+}
+
+async fn approve_in_browser(email_claim: EmailClaim, press: Press) {
+    let stage = Stage::start(email_claim).await;
+    let Stage {
+        dir,
+        echo,
+        idp,
+        proxy,
+        public_url,
+    } = &stage;
 
     // The caller: a service with a client-credentials token, held for up to 60 s.
     let token = idp.client_credentials_token(AUD, "deploy:write").await;
@@ -113,46 +180,12 @@ async fn approve_in_browser(email_claim: EmailClaim, press: Press) {
             .map(str::to_owned);
         (status, approval_id, resp.text().await.unwrap_or_default())
     });
-    let id = wait_for_held(&proxy, &dir).await;
+    let id = wait_for_held(proxy, dir).await;
 
     // With JavaScript off: the login, consent and approval pages must work as plain HTML.
     let browser = Browser::start_with(dir.path(), false).await;
     let page = format!("{public_url}/approvals/{id}");
-    browser.goto(&page).await;
-
-    // Not logged in: the page sends us to the IdP's login form.
-    browser
-        .wait_url_prefix(idp.issuer(), Duration::from_secs(20))
-        .await;
-    let login = browser.find("input[name=login]").await;
-    browser.type_into(&login, "alice@example.com").await;
-    // The development login form accepts any password.
-    let password = browser.find("input[name=password]").await;
-    browser.type_into(&password, "any password").await;
-    let sign_in = browser.find("button[type=submit]").await;
-    browser.click(&sign_in).await;
-    // Consent form ("Continue"), unless the IdP skips it; then back to Countersign.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !browser.url().await.starts_with(&public_url) {
-        let body = browser.source().await;
-        if body.contains("name=\"prompt\" value=\"consent\"") {
-            let cont = browser.find("button[type=submit]").await;
-            browser.click(&cont).await;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never came back to Countersign; at {}:\n{}\nproxy stderr:\n{}\nidp stderr:\n{}",
-            browser.url().await,
-            browser.source().await,
-            proxy.stderr(),
-            idp.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let landed = browser
-        .wait_url_prefix(&page, Duration::from_secs(20))
-        .await;
-    assert_eq!(landed, page, "login returns to the approval page");
+    stage.sign_in(&browser, &page).await;
 
     let text = browser.body_text().await;
     for want in [
@@ -275,4 +308,64 @@ fn keep_screenshot(shot: &std::path::Path, label: &str) {
         let name = format!("approval-page-{label}.png");
         std::fs::copy(shot, keep.join(name)).expect("copy screenshot");
     }
+}
+
+/// Break-glass (SPEC 9): the request went through at once; an approver signs in, sees the
+/// review, and presses Acknowledge on the page.
+#[tokio::test]
+async fn a_break_glass_request_is_acknowledged_on_the_page_in_chromium() {
+    let stage = Stage::start(EmailClaim::InIdToken).await;
+    let token = stage
+        .idp
+        .client_credentials_token(AUD, "deploy:write")
+        .await;
+    let resp = http_client()
+        .post(format!(
+            "{}/v1/deployments/production",
+            stage.proxy.data_url()
+        ))
+        .bearer_auth(token)
+        .header("countersign-break-glass", "checkout is down, rolling back")
+        .body(r#"{"version":"2.6.9"}"#)
+        .send()
+        .await
+        .expect("break-glass request");
+    assert_eq!(resp.status(), 200, "forwarded at once");
+    let id = resp
+        .headers()
+        .get("countersign-approval-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("approval id")
+        .to_owned();
+
+    let browser = Browser::start_with(stage.dir.path(), false).await;
+    let page = format!("{}/approvals/{id}", stage.public_url);
+    stage.sign_in(&browser, &page).await;
+    let text = browser.body_text().await;
+    assert!(text.contains("Break-glass: review"), "{text}");
+    assert!(text.contains("checkout is down, rolling back"), "{text}");
+    let ack = browser
+        .find("button[name=decision][value=acknowledge]")
+        .await;
+    browser.click(&ack).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !browser
+        .body_text()
+        .await
+        .contains("You acknowledged the break-glass")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no confirmation: {}",
+            browser.body_text().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let audit = stage.dir.read("audit.jsonl");
+    assert!(audit.contains("\"approval.acknowledged\""), "{audit}");
+    assert_eq!(
+        stage.echo.count(),
+        1,
+        "forwarded once, acknowledging sends nothing"
+    );
 }

@@ -241,9 +241,10 @@ async fn a_master_killed_under_load_loses_no_approval_and_runs_none_twice() {
 
     ha.master.kill();
     ha.wait_master(ha.replica.port(), Duration::from_secs(30));
-    // The old master comes back empty; the Sentinels make it a replica of the new master, and
-    // writes (which wait for a replica) go through again.
-    ha.master.start();
+    // The old master comes back empty, as a replica of the new master (a node without
+    // persistence must not restart as a master), and writes (which wait for a replica) go
+    // through again.
+    ha.master.start_replica_of(ha.replica.port());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ha
         .master

@@ -329,7 +329,7 @@ async fn fault_soak_nothing_runs_twice_nothing_refused_runs_and_every_approval_i
     let old_master = ha.master.port();
     ha.master.kill();
     ha.wait_master(ha.replica.port(), Duration::from_secs(30));
-    ha.master.start();
+    ha.master.start_replica_of(ha.replica.port());
     eprintln!(
         "soak: Redis failed over from port {old_master} to {:?} at {:?}",
         ha.current_master_port(),

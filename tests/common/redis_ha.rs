@@ -43,9 +43,22 @@ impl RedisNode {
 
     /// Starts the process (again) and waits until it answers `PING`.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts a node that lost its data (no persistence) again as a replica of `master`, the
+    /// way Redis asks for it: a data node without persistence must not come back as a master
+    /// by itself, or a Sentinel that has not finished a failover can resync the promoted
+    /// replica from the empty node and every record is gone.
+    pub fn start_replica_of(&mut self, master: u16) {
+        self.start_with(&["--replicaof", "127.0.0.1", &master.to_string()]);
+    }
+
+    fn start_with(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "{} is already running", self.label);
         let child = Command::new("redis-server")
             .args(&self.args)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -224,14 +237,26 @@ impl RedisHa {
         })
     }
 
-    /// Waits until the Sentinels name `port` as the master.
+    /// The master port each Sentinel names now (`None` for one that does not answer).
+    fn master_ports(&self) -> Vec<Option<u16>> {
+        self.sentinels
+            .iter()
+            .map(|s| {
+                let out = s.cli(&["SENTINEL", "get-master-addr-by-name", MASTER_NAME]);
+                out.lines().nth(1)?.trim().parse().ok()
+            })
+            .collect()
+    }
+
+    /// Waits until every Sentinel names `port` as the master (one that lags behind could
+    /// still undo the failover).
     pub fn wait_master(&self, port: u16, within: Duration) {
         let deadline = Instant::now() + within;
-        while self.current_master_port() != Some(port) {
+        while !self.master_ports().iter().all(|p| *p == Some(port)) {
             assert!(
                 Instant::now() < deadline,
                 "the Sentinels did not promote port {port} within {within:?} (they name {:?})",
-                self.current_master_port()
+                self.master_ports()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
