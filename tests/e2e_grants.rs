@@ -38,6 +38,17 @@ hold = "30s"
 expires = "5m"
 
 [[rule]]
+name = "brief"
+path_prefix = "/brief"
+action = "approve"
+[rule.approval]
+approvers = ["alice@example.com", "bob@example.com"]
+hold = "30s"
+expires = "5m"
+grant = "2s"
+grant_uses = 10
+
+[[rule]]
 name = "two-keys"
 path_prefix = "/two-keys"
 action = "approve"
@@ -352,6 +363,24 @@ async fn a_grant_lets_the_same_request_pass_for_its_uses_and_nothing_else() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn a_grant_stops_when_its_time_is_up_however_many_uses_are_left() {
+    let env = Env::start().await;
+    let id = held(&env.send(0, "carol", "POST", "/brief/x").await);
+    let grant = json!({"decision": "approve", "grant": true});
+    let vote = env.decide(0, &id, "alice", grant).await;
+    assert_eq!(vote.status, 200, "{}", vote.text);
+    env.upstream_saw(1).await;
+    let approved_at = Instant::now();
+    assert_eq!(env.send(0, "carol", "POST", "/brief/x").await.status, 200);
+    // `grant = "2s"`: past it the grant lets nothing through, with 9 uses left.
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(approved_at.elapsed())).await;
+    held(&env.send(0, "carol", "POST", "/brief/x").await);
+    assert_eq!(env.echo.count(), 2);
+    // Expired grants are no longer listed.
+    assert!(env.grants(0, "alice").await.is_empty());
 }
 
 #[tokio::test]
