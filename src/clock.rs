@@ -70,6 +70,11 @@ impl Clock for ManualClock {
     }
 }
 
+/// `d` in whole milliseconds, saturating at `u64::MAX` (durations added to unix-ms times).
+pub fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Unix milliseconds as RFC 3339 UTC, to the second: how every answer, page and card shows a
 /// time.
 pub fn rfc3339_ms(ms: u64) -> String {

@@ -97,19 +97,12 @@ impl Broker {
             .expires
             .max(REVIEW_KEPT)
             .saturating_add(self.settings.retention);
-        self.store.create(&approval, &stored, ttl).await?;
         let event = AuditEvent::BreakGlass {
             approval: &approval,
             request_id: stored.request_id.as_deref(),
         };
-        if let Err(e) = self.audit.record(event).await {
-            // Unrecorded, so never forwarded: withdraw it, then fail.
-            let _ = self
-                .store
-                .cancel(&approval.id, "countersign", "audit log unavailable", now)
-                .await;
-            return Err(e.into());
-        }
+        // Unrecorded, so never forwarded.
+        self.create_audited(&approval, &stored, ttl, event).await?;
         if let Some(m) = &self.metrics {
             m.break_glass.with_label_values(&[&rule.name]).inc();
         }

@@ -24,6 +24,7 @@ use super::signer::ApprovalSigner;
 use super::store::{ApprovalStore, Cas, Cursor, ListFilter, Page, ParkedResult, StoreError};
 use super::transition;
 use super::waiters::Waiters;
+use crate::clock::duration_ms;
 use crate::clock::SharedClock;
 use crate::identity::Principal;
 use crate::metrics::Metrics;
@@ -260,19 +261,12 @@ impl Broker {
         ));
         approval.nudges = super::nudges::Nudges::plan(&spec.nudge, now);
         let ttl = spec.expires.saturating_add(self.settings.retention);
-        self.store.create(&approval, &stored, ttl).await?;
         let requested = AuditEvent::Requested {
             approval: &approval,
             request_id: stored.request_id.as_deref(),
         };
-        if let Err(e) = self.audit.record(requested).await {
-            // Unrecorded requests must not live on: withdraw it, then fail.
-            let _ = self
-                .store
-                .cancel(&approval.id, "countersign", "audit log unavailable", now)
-                .await;
-            return Err(e.into());
-        }
+        self.create_audited(&approval, &stored, ttl, requested)
+            .await?;
         self.refresh_pending_gauge().await;
         self.notify(&approval, NotifyEvent::Requested).await;
         Ok(approval)
@@ -627,5 +621,3 @@ impl Broker {
 fn jittered(base: Duration) -> Duration {
     base.mul_f64(0.75 + rand::random::<f64>() / 2.0)
 }
-
-use super::draft::ms as duration_ms;

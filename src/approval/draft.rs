@@ -9,15 +9,40 @@
 use std::time::Duration;
 
 use super::broker::Broker;
+use super::error::BrokerError;
+use super::ports::AuditEvent;
 use super::preview::{body_preview_of, body_sha256, shown_headers};
 use super::quorum;
 use super::record::{
     expand_approvers, Approval, ApprovalId, Execution, GrantOffer, Requester, Status, StoredRequest,
 };
 use super::transition;
+use crate::clock::duration_ms as ms;
 use crate::policy::ApprovalSpec;
 
 impl Broker {
+    /// Stores new approval `a` with its request for `ttl`, then writes `event` (which records
+    /// it) to the audit log. An approval the audit log does not have must not live on: it is
+    /// withdrawn (cancelled) and the audit error returned, so nobody acts on it.
+    pub(super) async fn create_audited(
+        &self,
+        a: &Approval,
+        stored: &StoredRequest,
+        ttl: Duration,
+        event: AuditEvent<'_>,
+    ) -> Result<(), BrokerError> {
+        self.store.create(a, stored, ttl).await?;
+        if let Err(e) = self.audit.record(event).await {
+            let now = self.now_ms();
+            let _ = self
+                .store
+                .cancel(&a.id, "countersign", "audit log unavailable", now)
+                .await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// A new `Pending`, held approval of `stored` by `requester` under rule `rule` at `now`:
     /// approvers are the rule's with groups expanded (no on-call lookup: [`Self::submit`]
     /// replaces them), expiring after the rule's `expires`, no votes, no nudges planned.
@@ -73,9 +98,4 @@ impl Broker {
             granted: None,
         }
     }
-}
-
-/// `d` in milliseconds, saturating.
-pub(super) fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -89,20 +89,13 @@ impl Broker {
             approvers: g.approvers.clone(),
         });
         let ttl = spec.expires.saturating_add(self.settings.retention);
-        self.store.create(&a, stored, ttl).await?;
         let used = AuditEvent::GrantUsed {
             approval: &a,
             grant: &g,
             request_id: stored.request_id.as_deref(),
         };
-        if let Err(e) = self.audit.record(used).await {
-            // Unrecorded, so never forwarded.
-            let _ = self
-                .store
-                .cancel(&a.id, "countersign", "audit log unavailable", now)
-                .await;
-            return Err(e.into());
-        }
+        // Unrecorded, so never forwarded.
+        self.create_audited(&a, stored, ttl, used).await?;
         if let Some(m) = &self.metrics {
             m.grant_uses.with_label_values(&[&rule.name]).inc();
         }

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::duration_ms as ms;
 use crate::notify::NotifyTarget;
 use crate::policy::{Approver, NudgeSpec};
 
@@ -79,10 +80,6 @@ impl Nudges {
     pub(super) fn escalation_due(&self) -> Option<u64> {
         self.escalation.as_ref().filter(|e| !e.done).map(|e| e.at)
     }
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// An approver entry as the record keeps it: `group:NAME` or an email.

@@ -21,6 +21,7 @@
 //! with reason [`HOLDER_LOST`] ([`cancel_lost_hold`]), pending or approved, never executed.
 
 use super::record::{Approval, Decision, Execution, Status, Vote};
+use crate::clock::duration_ms as ms;
 
 /// Who is claiming the execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,10 +243,6 @@ pub const HOLDER_LOST: &str = "holder_lost";
 
 /// Who cancels a request whose holder was lost.
 pub const HOLDER_LOST_ACTOR: &str = "countersign";
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// A lease taken or renewed at `now` runs until this (unix ms).
 pub fn hold_lease_from(now: u64) -> u64 {

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::approval::grant::{self, Grant};
 use crate::approval::record::{Approval, ApprovalId, Status, StoredRequest};
+use crate::clock::duration_ms as ms;
 
 /// One approval in memory, with its evictions.
 #[derive(Debug)]
@@ -139,10 +140,6 @@ impl MemoryStore {
         };
         f(&mut guard)
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[async_trait]

@@ -139,8 +139,9 @@ pub(super) fn tampered(kind: &str, id: &ApprovalId, why: impl std::fmt::Display)
     }
 }
 
+/// A TTL in milliseconds for Redis: at least 1 (0 would mean "no expiry" to some commands).
 pub(super) fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    crate::clock::duration_ms(d).max(1)
 }
 
 pub(super) fn apr_key(id: &ApprovalId) -> String {
