@@ -8,6 +8,11 @@
 #   bench/pending-scale.sh                                    # N=10000, release build
 #   N=1000 IDLE=30 bench/pending-scale.sh
 #   COUNTERSIGN_BIN=$PWD/target/debug/countersign bench/pending-scale.sh   # no build
+#   HELD=1000 N=100 IDLE=20 bench/pending-scale.sh   # also: HELD callers held open at once
+#
+# With HELD > 0 it last holds HELD callers open (rule hold = 10 min, spread over the 3
+# replicas) and measures the same idle window while they wait: what the per-caller hold lease
+# (one compare-and-set per held caller per second, issue 13) costs the replicas and Redis.
 #
 # Starts redis-server, a python upstream/JWKS server and 3 replicas on 127.0.0.1, stops them by
 # PID on exit and removes its temp dir. Needs redis-server, redis-cli, openssl, curl, python3
@@ -17,6 +22,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 N=${N:-10000}
+HELD=${HELD:-0}               # callers held open at once in the last phase (0: skip)
 SOON=${SOON:-100}              # approvals that expire after SOON_EXPIRES (sweep proof)
 SOON_EXPIRES=${SOON_EXPIRES:-20}
 IDLE=${IDLE:-60}               # seconds of each idle CPU window
@@ -91,6 +97,17 @@ path_prefix = "/pending/"
 action = "approve"
 [rule.approval]
 approvers = ["nobody@example.com"]
+expires = "2h"
+unidentified_requester = "hold"
+
+[[rule]]
+name = "held-long"
+methods = ["POST"]
+path_prefix = "/held/"
+action = "approve"
+[rule.approval]
+approvers = ["nobody@example.com"]
+hold = "10m"
 expires = "2h"
 unidentified_requester = "hold"
 
@@ -249,6 +266,37 @@ echo "creating $N: ${create_secs}s over 3 replicas ($THREADS client threads, Pre
 echo "GET /approvals?status=pending&limit=500: first page $(wj "$walk" first_page_ms) ms; all $(wj "$walk" pages) pages $(wj "$walk" walk_ms) ms; $(wj "$walk" unique) ids, each once"
 echo "GET /approvals?limit=100 (default): first page $(wj "$walk100" first_page_ms) ms; all $(wj "$walk100" pages) pages $(wj "$walk100" walk_ms) ms; $(wj "$walk100" unique) ids, each once"
 echo "sweep: $SOON approvals with expires=${SOON_EXPIRES}s all left pending ${expired_at}s after creation, with $N pending beside them; statuses now $(wj "$final" by_status); audit lines naming \"expired\": $expired_audit"
+if [ "$HELD" -gt 0 ]; then
+  say "holding $HELD callers open over 3 replicas"
+  pending_before=$(rcli zcard cs:pending)
+  "$VENV/bin/python" "$HERE/lib/pending_clients.py" hold "$DATA_PORTS" /held/x "$TOKEN" "$HELD" \
+    $((IDLE + 60)) >"$WORK/hold.out" 2>&1 &
+  HOLD_PID=$!
+  PIDS+=($HOLD_PID)
+  for _ in $(seq 120); do
+    [ "$(( $(rcli zcard cs:pending) - pending_before ))" -ge "$HELD" ] && break
+    sleep 0.5
+  done
+  held_now=$(( $(rcli zcard cs:pending) - pending_before ))
+  [ "$held_now" -ge "$HELD" ] || die "only $held_now of $HELD callers are held: $(cat "$WORK/hold.out")"
+  sleep 3
+  say "idle window with $HELD held callers (${IDLE}s)"
+  read -r c1_h c2_h c3_h r_h q_h <<<"$(idle_window)"
+  rss=""
+  for p in "${CS_PIDS[@]}"; do rss+="$(awk '/^VmRSS/ {print $2}' "/proc/$p/status") "; done
+  kill "$HOLD_PID" 2>/dev/null || true
+  echo
+  echo "$HELD callers held open at once (hold = 10 min), spread over the 3 replicas:"
+  echo "| measure | $N pending, none held | + $HELD held |"
+  echo "|---|---:|---:|"
+  printf '| replica 1 / 2 / 3 CPU (ms per s) | %s / %s / %s | %s / %s / %s |\n' \
+    "$c1_n" "$c2_n" "$c3_n" "$c1_h" "$c2_h" "$c3_h"
+  printf '| Redis CPU (ms per s) | %s | %s |\n' "$r_n" "$r_h"
+  printf '| Redis commands/s (3 replicas) | %s | %s |\n' "$q_n" "$q_h"
+  printf '| **Redis commands/s per held caller** | | **%s** |\n' \
+    "$(awk -v a="$q_n" -v b="$q_h" -v h="$HELD" 'BEGIN {printf "%.2f", (b - a) / h}')"
+  echo "replica RSS with $HELD held (KiB): $rss"
+fi
 if [ -n "$sample_key" ]; then
   echo
   echo "one approval's keys (MEMORY USAGE, bytes):"

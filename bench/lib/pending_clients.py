@@ -7,7 +7,12 @@
   walk HOSTPORT TOKEN [STATUS] [LIMIT]        GET /approvals pages with the cursor; prints
                                               JSON {pages, ids, unique, first_page_ms, walk_ms,
                                               by_status}
+  hold HOSTPORTS PREFIX TOKEN N SECS          opens N connections (round-robin), sends one
+                                              POST on each and keeps it open, unanswered, for
+                                              SECS (held callers); prints "opened N answered A"
+                                              once all are sent, and again at the end
 """
+import asyncio
 import http.client
 import json
 import sys
@@ -96,6 +101,32 @@ def walk(hostport, token, status="all", limit=500):
                       "by_status": by_status}))
 
 
+async def _hold(hostports, prefix, token, n, secs):
+    hps = hostports.split(",")
+    conns = []
+    answered = 0
+
+    async def one(i):
+        h, p = hps[i % len(hps)].rsplit(":", 1)
+        r, w = await asyncio.open_connection(h, int(p))
+        body = b'{"i":%d}' % i
+        w.write((f"POST {prefix}{i} HTTP/1.1\r\nHost: {h}:{p}\r\n"
+                 f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        await w.drain()
+        conns.append((r, w))
+
+    for start in range(0, n, 200):
+        await asyncio.gather(*(one(i) for i in range(start, min(n, start + 200))))
+    print(f"opened {len(conns)} answered 0", flush=True)
+    await asyncio.sleep(secs)
+    for r, w in conns:
+        if r.at_eof() or len(r._buffer):  # an answer came back: not held any more
+            answered += 1
+        w.close()
+    print(f"opened {len(conns)} answered {answered}", flush=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "create":
@@ -104,5 +135,8 @@ if __name__ == "__main__":
     elif cmd == "walk":
         walk(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "all",
              int(sys.argv[5]) if len(sys.argv) > 5 else 500)
+    elif cmd == "hold":
+        asyncio.run(_hold(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),
+                          float(sys.argv[6])))
     else:
         sys.exit(__doc__)
