@@ -71,4 +71,4 @@ pub use store::{
 pub use sweeper::SweepReport;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,30 +8,18 @@ use super::transition::{vote as apply_vote, VoteResultKind};
 use super::*;
 use crate::policy::{ApproveVia, Approver, NotifyTarget};
 
+/// The rule tests' approval: `sample_approval` with two approvers `a@`/`b@example.com`,
+/// `quorum`, login-only, three notify targets, short times.
 pub(super) fn approval(quorum: u32) -> Approval {
     Approval {
-        id: ApprovalId::generate(),
-        rule: "prod-deploy".into(),
         requester: Requester {
             iss: "https://idp".into(),
             sub: "u1".into(),
             email: Some("dev@example.com".into()),
         },
-        method: "POST".into(),
-        host: "deploy.example.com".into(),
-        path: "/v1/deployments/production".into(),
         query: Some("dry=0".into()),
-        request_hash: "00".into(),
-        reason: None,
-        body_preview: String::new(),
-        body_len: 0,
-        body_preview_cut: false,
-        body_sha256: String::new(),
-        headers: Vec::new(),
         approvers: vec!["a@example.com".into(), "b@example.com".into()],
         quorum,
-        quorum_entries: Vec::new(),
-        self_approval: false,
         approve_via: ApproveVia::Login,
         notify: vec![
             NotifyTarget::SlackChannel("#prod".into()),
@@ -40,6 +28,40 @@ pub(super) fn approval(quorum: u32) -> Approval {
         ],
         created_at: 1_000,
         expires_at: 10_000,
+        ..sample_approval()
+    }
+}
+
+/// A pending, held approval of `POST deploy.example.com/v1/deployments/production` by
+/// dev@example.com for alice and bob (quorum 2), for the rendering tests of both chats.
+pub(crate) fn sample_approval() -> Approval {
+    Approval {
+        id: ApprovalId::generate(),
+        rule: "prod-deploy".into(),
+        requester: Requester {
+            iss: "https://idp.example.com".into(),
+            sub: "user-dev".into(),
+            email: Some("dev@example.com".into()),
+        },
+        method: "POST".into(),
+        host: "deploy.example.com".into(),
+        path: "/v1/deployments/production".into(),
+        query: None,
+        request_hash: "00".into(),
+        reason: None,
+        body_preview: String::new(),
+        body_len: 0,
+        body_preview_cut: false,
+        body_sha256: String::new(),
+        headers: Vec::new(),
+        approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
+        quorum: 2,
+        quorum_entries: Vec::new(),
+        self_approval: false,
+        approve_via: ApproveVia::Button,
+        notify: vec![],
+        created_at: 1_700_000_000_000,
+        expires_at: 1_700_003_600_000,
         votes: vec![],
         status: Status::Pending,
         decided_by: None,

@@ -9,6 +9,8 @@ pub mod adaptive;
 pub mod fanout;
 #[cfg(test)]
 mod quorum_tests;
+#[cfg(test)]
+pub(crate) use crate::approval::tests::sample_approval;
 pub mod slack;
 pub mod state;
 pub mod teams;
@@ -63,52 +65,4 @@ pub(crate) fn with_outcome(a: &Approval, event: &NotifyEvent) -> Approval {
         _ => {}
     }
     a
-}
-
-/// A pending, held approval of `POST deploy.example.com/v1/deployments/production` by
-/// dev@example.com for alice and bob (quorum 2), for the rendering tests of both chats.
-#[cfg(test)]
-pub(crate) fn sample_approval() -> Approval {
-    use crate::approval::{ApprovalId, Requester, Status};
-    Approval {
-        id: ApprovalId::generate(),
-        rule: "prod-deploy".into(),
-        requester: Requester {
-            iss: "https://idp.example.com".into(),
-            sub: "user-dev".into(),
-            email: Some("dev@example.com".into()),
-        },
-        method: "POST".into(),
-        host: "deploy.example.com".into(),
-        path: "/v1/deployments/production".into(),
-        query: None,
-        request_hash: "00".into(),
-        reason: None,
-        body_preview: String::new(),
-        body_len: 0,
-        body_preview_cut: false,
-        body_sha256: String::new(),
-        headers: Vec::new(),
-        approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
-        quorum: 2,
-        quorum_entries: Vec::new(),
-        self_approval: false,
-        approve_via: crate::policy::ApproveVia::Button,
-        notify: vec![],
-        created_at: 1_700_000_000_000,
-        expires_at: 1_700_003_600_000,
-        votes: vec![],
-        status: Status::Pending,
-        decided_by: None,
-        decision_reason: None,
-        decided_at: None,
-        held: true,
-        held_until: None,
-        execution: Execution::NotStarted,
-        audit_pending: false,
-        nudges: Default::default(),
-        break_glass: None,
-        grant_offer: None,
-        granted: None,
-    }
 }

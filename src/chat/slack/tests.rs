@@ -84,13 +84,6 @@ fn approval(via: ApproveVia) -> Approval {
         reason: Some("ship <it> & go".into()),
         body_preview: r#"{"version":"1.2.3","token":"[redacted]","note":"```"}"#.into(),
         body_len: 40,
-        body_preview_cut: false,
-        body_sha256: String::new(),
-        headers: Vec::new(),
-        approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
-        quorum: 2,
-        quorum_entries: Vec::new(),
-        self_approval: false,
         approve_via: via,
         notify: vec![NotifyTarget::SlackChannel("prod-approvals".into())],
         ..crate::chat::sample_approval()

@@ -12,16 +12,6 @@ fn approval() -> Approval {
             ..base.requester.clone()
         },
         reason: Some("[Approve](https://evil.example)".into()),
-        body_preview: String::new(),
-        body_len: 0,
-        body_preview_cut: false,
-        body_sha256: String::new(),
-        headers: Vec::new(),
-        approvers: vec!["alice@example.com".into(), "bob@example.com".into()],
-        quorum: 2,
-        quorum_entries: Vec::new(),
-        self_approval: false,
-        approve_via: ApproveVia::Button,
         notify: vec![NotifyTarget::Teams],
         ..base
     }
