@@ -429,6 +429,15 @@ async fn a_grant_is_refused_where_the_rule_makes_none_or_on_a_deny_and_a_plain_a
     )
     .await
     .assert_error(400, "grant_not_allowed");
+    // Someone who may not vote learns nothing about the rule's grants.
+    env.decide(
+        0,
+        &payout,
+        "erin",
+        json!({"decision": "approve", "grant": true}),
+    )
+    .await
+    .assert_error(403, "not_an_approver");
     let deploy = held(&env.send(0, "carol", "POST", "/deploy/prod").await);
     env.decide(
         0,

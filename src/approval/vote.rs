@@ -74,9 +74,6 @@ impl Broker {
     ) -> Result<Approval, DecideError> {
         let approval = self.store.get(id).await?.ok_or(DecideError::NotFound)?;
         let now = self.now_ms();
-        if grant && (decision != Decision::Approve || approval.grant_offer.is_none()) {
-            return Err(DecideError::GrantNotAllowed);
-        }
         let own = match self.check_voter(&approval, &approver, decision) {
             Err(DecideError::Expired) => {
                 self.expire_one(id).await;
@@ -84,6 +81,10 @@ impl Broker {
             }
             checked => checked?,
         };
+        // Only someone who may vote learns whether the rule makes grants.
+        if grant && (decision != Decision::Approve || approval.grant_offer.is_none()) {
+            return Err(DecideError::GrantNotAllowed);
+        }
         let email = approver.email.trim().to_lowercase();
         let vote = Vote {
             approver: email,
