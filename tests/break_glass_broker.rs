@@ -1,6 +1,8 @@
-//! Break-glass at the broker (SPEC 9), with an injected clock and an audit log that can fail:
-//! nothing is forwarded unless `approval.break_glass` was recorded (fail closed), the cooldown
-//! ends with the clock, and only the holder ever executes a break-glass record.
+//! Break-glass and grants at the broker (SPEC 9), with an injected clock and an audit log that
+//! can fail: nothing is forwarded unless `approval.break_glass` was recorded (fail closed), the
+//! cooldown ends with the clock, and only the holder ever executes a break-glass record; a grant
+//! the audit log does not have is never made, and a grant use that was not audited is never
+//! forwarded.
 
 mod common;
 
@@ -230,4 +232,94 @@ async fn acknowledge_moves_review_to_acknowledged_once_and_only_by_an_approver()
     let acks = h.audit.find(&a.id, "approval.acknowledged");
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0]["actor"], "alice@example.com");
+}
+
+fn granting_rule() -> Rule {
+    rule(countersign::policy::ApprovalSpec {
+        grant: Some(countersign::policy::GrantSpec {
+            ttl: Duration::from_secs(900),
+            uses: 2,
+        }),
+        ..spec()
+    })
+}
+
+fn alice() -> ApproverIdentity {
+    ApproverIdentity {
+        email: "alice@example.com".into(),
+        iss: Some("https://idp.example.com".into()),
+        sub: Some("alice".into()),
+        via: Channel::Api,
+    }
+}
+
+/// Alice approves a held request of `requester()` on `r`, asking for a grant.
+async fn approve_with_grant(h: &Harness, r: &Rule) -> Approval {
+    let a = h
+        .broker
+        .submit(r, &requester(), stored(), None)
+        .await
+        .expect("submit");
+    h.broker
+        .decide_granting(&a.id, alice(), Decision::Approve, None, true)
+        .await
+        .expect("approved")
+}
+
+fn viewer() -> GrantViewer<'static> {
+    GrantViewer {
+        email: Some("alice@example.com"),
+        iss: "https://idp.example.com",
+        sub: "alice",
+    }
+}
+
+#[tokio::test]
+async fn a_grant_the_audit_log_does_not_have_is_never_made() {
+    let h = harness().await;
+    *h.audit.stall_at.lock().unwrap() = Some(("grant.created".into(), Duration::ZERO, true));
+    let r = granting_rule();
+    let approved = approve_with_grant(&h, &r).await;
+    assert_eq!(
+        approved.status,
+        Status::Approved,
+        "the approval itself stands"
+    );
+    assert!(h
+        .broker
+        .grants_for(&viewer())
+        .await
+        .expect("grants")
+        .is_empty());
+    let mut again = stored();
+    let used = h
+        .broker
+        .pass_under_grant(&r, &requester(), &mut again, None)
+        .await
+        .expect("no error");
+    assert!(used.is_none(), "nothing passes under an unaudited grant");
+}
+
+#[tokio::test]
+async fn a_grant_use_that_was_not_audited_is_never_forwarded() {
+    let h = harness().await;
+    let r = granting_rule();
+    approve_with_grant(&h, &r).await;
+    assert_eq!(
+        h.broker.grants_for(&viewer()).await.expect("grants").len(),
+        1
+    );
+    *h.audit.stall_at.lock().unwrap() = Some(("grant.used".into(), Duration::ZERO, true));
+    let mut again = stored();
+    let refused = h
+        .broker
+        .pass_under_grant(&r, &requester(), &mut again, None)
+        .await;
+    assert!(matches!(refused, Err(BrokerError::Audit(_))), "{refused:?}");
+    let all = h.broker.list(ListFilter::All, 10).await.expect("list");
+    let under_grant: Vec<_> = all.iter().filter(|a| a.granted.is_some()).collect();
+    assert_eq!(under_grant.len(), 1);
+    assert_eq!(under_grant[0].status, Status::Cancelled, "withdrawn");
+    assert!(h.broker.execute(&under_grant[0].id).await.is_err());
+    assert_eq!(h.echo.count(), 0, "nothing went upstream");
 }

@@ -3,8 +3,9 @@
 //! requests ([`Broker::pass_under_grant`]), listed and revoked by approvers
 //! ([`Broker::grants_for`], [`Broker::revoke_grant`]).
 //!
-//! Owns the order of each: store -> audit (a grant nobody can prove is withdrawn; a use that
-//! was not audited is never forwarded). Must not decide whether a grant matches or is live
+//! Owns the order of each: a grant is audited before it is stored (nothing passes under a grant
+//! the audit log does not have); a use is stored, then audited, and forwarded only once audited;
+//! a revocation is stored (it takes effect at once), then audited. Must not decide whether a grant matches or is live
 //! (that is [`super::grant`]) nor touch pingora, axum or HTML.
 
 use super::broker::Broker;
@@ -28,24 +29,25 @@ pub struct GrantViewer<'a> {
 }
 
 impl Broker {
-    /// Makes the grant approval `a` asked for, if it did ([`grant::from_approval`]), and audits
-    /// `grant.created`. Never fails the approval: a grant that cannot be stored or audited is
-    /// not made (or is withdrawn), so later requests are held as usual.
+    /// Makes the grant approval `a` asked for, if it did ([`grant::from_approval`]): audits
+    /// `grant.created` first, then stores it, so no request can pass under a grant the audit
+    /// log does not have. Never fails the approval: a grant that cannot be audited or stored is
+    /// not made (a stored-after-audit failure is logged), and later requests are held as usual.
     pub(super) async fn make_grant(&self, a: &Approval) {
         let Some(g) = grant::from_approval(a, self.now_ms()) else {
             return;
         };
-        if let Err(e) = self.store.put_grant(&g).await {
-            tracing::error!(approval_id = %a.id, error = %e, "grant not made: store failed");
-            return;
-        }
         let created = AuditEvent::GrantCreated {
             approval: a,
             grant: &g,
         };
         if let Err(e) = self.audit.record(created).await {
-            tracing::error!(approval_id = %a.id, error = %e, "grant withdrawn: audit failed");
-            let _ = self.store.revoke_grant(&g.id, "countersign").await;
+            tracing::error!(approval_id = %a.id, error = %e, "grant not made: audit failed");
+            return;
+        }
+        if let Err(e) = self.store.put_grant(&g).await {
+            tracing::error!(approval_id = %a.id, grant_id = %g.id, error = %e,
+                "grant audited but not made: store failed; no request will pass under it");
         }
     }
 
