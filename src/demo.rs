@@ -410,7 +410,7 @@ curl -i -X POST {base}/v1/deployments/production -H "Authorization: Bearer $TOKE
      -H 'Content-Type: application/json' -H 'Countersign-Reason: ship 1.4.2' -d '{{"version":"1.4.2","token":"hidden-from-approvers"}}'
 #    Or answer 202 at once and fetch the result later from the status URL it returns:
 curl -i -X POST {base}/v1/deployments/production -H "Authorization: Bearer $TOKEN_DEPLOYER" -H 'Prefer: respond-async' -d '{{}}'
-#    Approval list: http://{control}/approvals    Audit log: {audit}
+#    Approval list: http://{control}/approvals    Grants: http://{control}/grants    Audit log: {audit}
 #    countersign audit verify {audit}
 
 # 6. Grant: approve for 15 minutes from the shell (alice, through the API); the same deploy

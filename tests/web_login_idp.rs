@@ -32,6 +32,8 @@ expires = "5m"
 # The caller is a machine (client credentials): its token names no person.
 unidentified_requester = "hold"
 break_glass = true
+grant = "15m"
+grant_uses = 3
 "#
     )
 }
@@ -451,4 +453,98 @@ async fn a_break_glass_request_is_acknowledged_on_the_approval_page() {
         "{audit}"
     );
     assert_eq!(s.echo.count(), 1, "acknowledging forwards nothing");
+}
+
+/// Grants in the browser (SPEC 9): "Approve for 15 min" on the approval page makes a grant; the
+/// approver's grants page lists it with a Revoke button (CSRF-protected like a vote); revoking
+/// it there holds the caller's next identical request again.
+#[tokio::test]
+async fn a_grant_made_on_the_page_is_listed_and_revoked_on_the_grants_page() {
+    let s = setup("button").await;
+    let (held, id) = hold(&s).await;
+    let b = browser();
+    let page = format!("{}/approvals/{id}", s.public_url);
+    let (_, html, _) = sign_in(&s, &b, &page, "alice@example.com").await;
+    assert!(html.contains("Approve for 15 min"), "{html}");
+    let csrf = input_value(&html, "csrf").expect("csrf field on the page");
+    let r = b
+        .post(format!("{}/approvals/{id}/decision", s.public_url))
+        .form(&[
+            ("decision", "approve_grant"),
+            ("reason", ""),
+            ("csrf", &csrf),
+        ])
+        .send()
+        .await
+        .expect("vote");
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap_or_default();
+    assert!(body.contains("You approved, with a grant"), "{body}");
+    let (status, body) = finish(held).await;
+    assert_eq!(status, 200, "{body}");
+
+    let grants = format!("{}/grants", s.public_url);
+    let html = b
+        .get(&grants)
+        .send()
+        .await
+        .expect("grants page")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("Active") && html.contains("/v1/deployments/production"),
+        "{html}"
+    );
+    assert!(html.contains("0 of 3 uses"), "{html}");
+    let grant_id = html
+        .split("action=\"/grants/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("a revoke form")
+        .to_owned();
+    assert!(grant_id.starts_with("gr_"), "{grant_id}");
+    let csrf = input_value(&html, "csrf").expect("csrf on the revoke form");
+
+    // A forged form revokes nothing.
+    let forged = b
+        .post(format!("{grants}/{grant_id}/revoke"))
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .expect("forged revoke");
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let r = b
+        .post(format!("{grants}/{grant_id}/revoke"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "redirected back to the grants page"
+    );
+    let html = r.text().await.unwrap_or_default();
+    assert!(html.contains("Revoked"), "{html}");
+    assert!(
+        !html.contains("action=\"/grants/"),
+        "no Revoke button left: {html}"
+    );
+    let audit = s.dir.read("audit.jsonl");
+    assert_eq!(audit.matches("\"grant.revoked\"").count(), 1, "{audit}");
+
+    // The caller's next identical request is held again.
+    let token = s.idp.client_credentials_token(AUD, "deploy:write").await;
+    let again = http_client()
+        .post(format!("{}/v1/deployments/production", s.proxy.data_url()))
+        .bearer_auth(token)
+        .header("prefer", "respond-async")
+        .header("content-type", "application/json")
+        .body(r#"{"version":"2.7.1"}"#)
+        .send()
+        .await
+        .expect("second request");
+    assert_eq!(again.status(), 202, "held after the revocation");
+    assert_eq!(s.echo.count(), 1);
 }

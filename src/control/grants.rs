@@ -1,13 +1,17 @@
 //! Grants on the control plane (SPEC 9): `GET /grants` lists the grants the caller may see
 //! (their own as requester; those made by approvals they were an approver of), `DELETE
 //! /grants/{id}` revokes one at once on every replica. JSON with a bearer token validated
-//! exactly like data-plane tokens, as for the approval API.
+//! exactly like data-plane tokens, as for the approval API; for a signed-in approver in a
+//! browser, `GET /grants` is a page with a Revoke button per live grant
+//! (`POST /grants/{id}/revoke`, CSRF-protected like a vote).
 //!
-//! Owns the two handlers and the JSON shape of a grant. Must not decide visibility or
-//! liveness (that is `approval::grant`) nor touch the store directly.
+//! Owns these handlers, the JSON shape of a grant and the grants page. Must not decide
+//! visibility or liveness (that is `approval::grant`) nor touch the store directly.
 
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use askama::Template;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{bearer, refuse};
@@ -15,7 +19,7 @@ use super::ControlState;
 use crate::approval::{BrokerError, Grant, GrantViewer, RevokeError};
 use crate::clock::rfc3339_ms;
 use crate::identity::Principal;
-use crate::respond::Refusal;
+use crate::respond::{PageRefusal, Refusal};
 
 /// A grant as JSON. `state`: `active`, `used_up`, `revoked` or `expired` at `now`.
 pub fn grant_view(g: &Grant, now: u64) -> Value {
@@ -100,6 +104,144 @@ pub async fn revoke(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
         Err(RevokeError::Audit(e)) => {
             tracing::error!(error = %e, grant_id = id, "grant revoked, but the audit log failed");
             refuse(Refusal::AuditUnavailable)
+        }
+    }
+}
+
+/// One grant on the grants page.
+struct GrantRow {
+    id: String,
+    state: &'static str,
+    state_label: &'static str,
+    active: bool,
+    rule: String,
+    method: String,
+    host: String,
+    path: String,
+    requester: String,
+    approvers: String,
+    uses: u32,
+    uses_max: u32,
+    until: String,
+    csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "grants.html")]
+struct GrantsPage<'a> {
+    viewer: Option<&'a str>,
+    items: Vec<GrantRow>,
+}
+
+/// `GET /grants` as HTML, for the signed-in approver (or requester).
+pub async fn page(state: &ControlState, headers: &HeaderMap) -> Response {
+    let s = match super::web::session_or_login(state, headers, "/grants") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(sessions) = &state.sessions else {
+        return super::html::refusal_page(PageRefusal::LoginNotConfigured);
+    };
+    let viewer = GrantViewer {
+        email: Some(&s.email),
+        iss: &s.iss,
+        sub: &s.sub,
+    };
+    let grants = match state.broker.grants_for(&viewer).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "grants page: store failed");
+            return super::html::refusal_page(PageRefusal::StoreUnavailable);
+        }
+    };
+    let now = state.broker.now();
+    let items = grants
+        .iter()
+        .map(|g| {
+            // CSS class (the approval pages' colours) and label.
+            let (state, state_label) = if g.revoked_by.is_some() {
+                ("denied", "Revoked")
+            } else if g.uses >= g.uses_max {
+                ("expired", "Used up")
+            } else {
+                ("approved", "Active")
+            };
+            GrantRow {
+                id: g.id.clone(),
+                state,
+                state_label,
+                active: g.is_live(now),
+                rule: g.rule.clone(),
+                method: g.method.clone(),
+                host: g.host.clone(),
+                path: g.path.clone(),
+                requester: g
+                    .requester
+                    .email
+                    .clone()
+                    .unwrap_or_else(|| format!("{} at {}", g.requester.sub, g.requester.iss)),
+                approvers: g.approvers.join(", "),
+                uses: g.uses,
+                uses_max: g.uses_max,
+                until: rfc3339_ms(g.expires_at),
+                csrf: sessions.csrf_token(&s, &g.id),
+            }
+        })
+        .collect();
+    let page = GrantsPage {
+        viewer: Some(&s.email),
+        items,
+    };
+    super::html::html(StatusCode::OK, page.render())
+}
+
+/// The revoke form as posted by the grants page.
+#[derive(Debug, Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /grants/{id}/revoke` from the grants page: revokes it and goes back to the page.
+pub async fn revoke_form(
+    state: &ControlState,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+) -> Response {
+    use super::html::{refusal_page, refusal_page_with_link};
+    let Some(sessions) = &state.sessions else {
+        return refusal_page(PageRefusal::VoteWithoutLogin);
+    };
+    let Some(s) = sessions.from_headers(headers) else {
+        let login = super::urls::login_url("/grants", false, &[]);
+        return refusal_page_with_link(PageRefusal::SessionEnded, &login, "Sign in");
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<RevokeForm>(body) else {
+        return refusal_page(PageRefusal::BadForm);
+    };
+    if !sessions.verify_csrf(&s, id, &form.csrf) {
+        return refusal_page(PageRefusal::StaleForm);
+    }
+    let viewer = GrantViewer {
+        email: Some(&s.email),
+        iss: &s.iss,
+        sub: &s.sub,
+    };
+    match state.broker.revoke_grant(id, &viewer).await {
+        Ok(_) => Redirect::to("/grants").into_response(),
+        Err(RevokeError::NotFound) => refusal_page(PageRefusal::NotFound),
+        Err(RevokeError::Store(e)) => {
+            tracing::error!(error = %e, "approval store failed revoking a grant");
+            refusal_page(PageRefusal::StoreUnavailable)
+        }
+        Err(RevokeError::Audit(e)) => {
+            tracing::error!(error = %e, grant_id = id, "grant revoked, but the audit log failed");
+            super::html::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Revoked, not recorded",
+                "The grant is revoked, but the audit log could not record it. Tell an operator.",
+            )
         }
     }
 }

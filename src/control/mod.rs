@@ -106,6 +106,10 @@ pub fn router(state: ControlState) -> Router {
         .route("/approvals/{id}/result", get(api::result_handler))
         .route("/grants", get(grants_list))
         .route("/grants/{id}", axum::routing::delete(grant_revoke))
+        .route(
+            "/grants/{id}/revoke",
+            axum::routing::post(grant_revoke_form),
+        )
         .fallback(not_found)
         .with_state(Arc::new(state));
     let router = match login {
@@ -160,7 +164,20 @@ async fn decision(
 }
 
 async fn grants_list(State(s): State<Arc<ControlState>>, headers: HeaderMap) -> Response {
-    grants::list(&s, &headers).await
+    if api::wants_json(&headers) {
+        grants::list(&s, &headers).await
+    } else {
+        grants::page(&s, &headers).await
+    }
+}
+
+async fn grant_revoke_form(
+    State(s): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    grants::revoke_form(&s, &headers, &id, &body).await
 }
 
 async fn grant_revoke(

@@ -66,7 +66,7 @@ fn identity(s: &ApproverSession) -> ApproverIdentity {
 }
 
 /// The session, or the answer that sends the person to log in.
-fn session_or_login(
+pub(super) fn session_or_login(
     state: &ControlState,
     headers: &HeaderMap,
     next: &str,
