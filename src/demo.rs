@@ -493,6 +493,7 @@ pub fn print_teams_card() -> ExitCode {
         decided_at: None,
         held: true,
         held_until: None,
+        holder: None,
         execution: crate::approval::Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),

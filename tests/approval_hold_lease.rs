@@ -1,8 +1,9 @@
-//! The hold lease through the broker (issue 13), on the memory store, with tokio's paused
-//! time driving both the renewals and the injected clock: a caller still waiting keeps its
-//! hold however long it waits; a holder that stops renewing (its task is gone, as when its
-//! replica dies) is noticed by the sweep, which cancels the request with reason
-//! `holder_lost`, audits and notifies it, and never executes it, approved or not.
+//! The hold lease through the broker (issue 13): two replicas (brokers) on one memory store,
+//! with tokio's paused time driving both the heartbeats and the injected clock. A caller still
+//! waiting on the holding replica keeps its hold however long it waits; when the holding
+//! replica dies (its wait and its background, which beats, are gone), the surviving
+//! replica's sweep cancels the request with reason `holder_lost`, audits and notifies it,
+//! and never executes it, approved or not.
 
 mod common;
 
@@ -48,7 +49,12 @@ impl Notifier for Told {
 }
 
 struct Harness {
+    /// The surviving replica: its sweeps are the ones the tests run and count.
     broker: Broker,
+    /// The replica that takes and holds the callers.
+    holder: Broker,
+    /// The holding replica's background (its heartbeat, and its own sweeps).
+    holder_background: tokio::task::JoinHandle<()>,
     audit: Arc<RecordingAudit>,
     told: Arc<Told>,
 }
@@ -67,26 +73,35 @@ fn harness_with_chat_taking(slow: Duration) -> Harness {
     let groups = BTreeMap::from([("sre-leads".to_owned(), vec!["alice@example.com".to_owned()])]);
     // Nothing listens there: any execution attempt would show as `request.failed`.
     let dead: std::net::SocketAddr = common::DEAD_ADDR.parse().unwrap();
-    let broker = Broker::new(
-        Arc::new(MemoryStore::new()),
-        told.clone(),
-        audit.clone(),
-        clock as SharedClock,
-        Arc::new(ApprovalSigner::generate().unwrap()),
-        Arc::new(Executor::new(Duration::from_secs(1)).with_upstream(
-            "echo",
-            &format!("http://{dead}"),
-            None,
-        )),
-        groups,
-    )
-    .with_settings(BrokerSettings {
-        // As in `countersign run`: chat APIs get time to retry before a delivery counts as failed.
-        notify_timeout: Duration::from_secs(10),
-        ..BrokerSettings::default()
-    });
+    let store = Arc::new(MemoryStore::new());
+    let signer = Arc::new(ApprovalSigner::generate().unwrap());
+    let replica = || {
+        Broker::new(
+            store.clone(),
+            told.clone(),
+            audit.clone(),
+            clock.clone() as SharedClock,
+            signer.clone(),
+            Arc::new(Executor::new(Duration::from_secs(1)).with_upstream(
+                "echo",
+                &format!("http://{dead}"),
+                None,
+            )),
+            groups.clone(),
+        )
+        .with_settings(BrokerSettings {
+            // As in `countersign run`: chat APIs get time to retry before a delivery counts
+            // as failed.
+            notify_timeout: Duration::from_secs(10),
+            ..BrokerSettings::default()
+        })
+    };
+    let holder = replica();
+    let holder_background = holder.spawn_background();
     Harness {
-        broker,
+        broker: replica(),
+        holder,
+        holder_background,
         audit,
         told,
     }
@@ -114,16 +129,22 @@ impl Harness {
             "echo",
             "user-dev",
         );
-        self.broker
+        self.holder
             .submit(&rule(spec()), &requester(), stored, None)
             .await
             .unwrap()
     }
 
-    /// The holding replica: waits (and so renews) until its task is aborted.
+    /// The holding replica holds the caller: waits until its task ends or is aborted.
     fn hold(&self, id: &ApprovalId) -> tokio::task::JoinHandle<WaitOutcome> {
-        let (broker, id) = (self.broker.clone(), id.clone());
+        let (broker, id) = (self.holder.clone(), id.clone());
         tokio::spawn(async move { broker.wait(&id, Duration::from_secs(55)).await.unwrap() })
+    }
+
+    /// The holding replica dies without a word: no cancel, no release, no more heartbeats.
+    fn kill_holder(&self, waiting: &tokio::task::JoinHandle<WaitOutcome>) {
+        waiting.abort();
+        self.holder_background.abort();
     }
 
     async fn status(&self, id: &ApprovalId) -> Approval {
@@ -166,18 +187,29 @@ async fn a_waiting_holder_keeps_its_hold_and_a_gone_one_is_cancelled_holder_lost
     let a = h.submit().await;
     let holder = h.hold(&a.id);
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert_eq!(h.broker.sweep().await.holder_lost, 0, "renewed all along");
+    assert_eq!(h.broker.sweep().await.holder_lost, 0, "beating all along");
     let live = h.status(&a.id).await;
     assert_eq!(live.status, Status::Pending);
-    assert!(live.held_until > a.held_until, "renewed: {live:?}");
+    assert!(
+        live.holder.is_some(),
+        "the holding replica is named: {live:?}"
+    );
+    assert!(
+        live.held_until > a.held_until,
+        "backstop at the end of the hold: {live:?}"
+    );
 
-    // The holder is gone without a word (its replica died): no cancel, no release.
-    // Its last renewal was at 19 s or 20 s: the lease runs until 22 s or 23 s.
-    holder.abort();
+    // The holding replica is gone without a word: no cancel, no release, no heartbeat.
+    // Its last beat was at 19 s or 20 s: it counts as dead from 22 s or 23 s.
+    h.kill_holder(&holder);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(h.broker.sweep().await.holder_lost, 0, "lease still running");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(h.broker.sweep().await.holder_lost, 1, "lease ran out");
+    assert_eq!(
+        h.broker.sweep().await.holder_lost,
+        1,
+        "holder silent past the lease"
+    );
     h.assert_lost_and_never_run(&a.id).await;
     assert_eq!(h.broker.sweep().await.holder_lost, 0, "cancelled once");
     assert!(matches!(
@@ -204,8 +236,8 @@ async fn a_waiting_holder_keeps_its_hold_and_a_gone_one_is_cancelled_holder_lost
 async fn approved_but_never_claimed_by_a_dead_holder_is_cancelled_not_run() {
     let h = harness();
     let a = h.submit().await;
-    let holder = h.hold(&a.id);
-    // Holding (and renewing) for a while before the decision lands.
+    let mut holder = h.hold(&a.id);
+    // Holding (and beating) for a while before the decision lands.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let approver = ApproverIdentity {
         email: "carol@example.com".into(),
@@ -218,7 +250,8 @@ async fn approved_but_never_claimed_by_a_dead_holder_is_cancelled_not_run() {
         .await
         .unwrap();
     // The holder learns of it and dies before `execute`.
-    assert_eq!(holder.await.unwrap(), WaitOutcome::Approved);
+    assert_eq!((&mut holder).await.unwrap(), WaitOutcome::Approved);
+    h.kill_holder(&holder);
     assert_eq!(
         h.broker.sweep().await.executed,
         0,
@@ -257,7 +290,7 @@ async fn a_released_hold_is_never_cancelled() {
 }
 
 /// Telling approvers of a new request may take up to `notify_timeout` (10 s in `countersign
-/// run`) before the holder starts waiting and renewing: the first lease covers that, so a live
+/// run`) before the holder starts waiting and takes the hold: the first backstop covers that, so a live
 /// caller is never cancelled as `holder_lost` because chat was slow.
 #[tokio::test(start_paused = true)]
 async fn a_slow_chat_at_submit_does_not_lose_a_live_hold() {

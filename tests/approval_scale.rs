@@ -59,6 +59,7 @@ fn approval(created_at: u64, expires_at: u64, sub: &str) -> Approval {
         decided_at: None,
         held: false,
         held_until: None,
+        holder: None,
         execution: Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),

@@ -62,6 +62,7 @@ fn approval(quorum: u32) -> Approval {
         decided_at: None,
         held: false,
         held_until: None,
+        holder: None,
         execution: Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),
@@ -417,19 +418,20 @@ async fn due_ids(s: &RedisStore, at: u64) -> Vec<ApprovalId> {
     s.due(at, 100, Duration::from_millis(1)).await.unwrap()
 }
 
-/// Issue 13: `held` is a lease the holder renews. Seen from a second instance (another
-/// replica): a held request is never executed in the background, a renewed lease keeps it,
-/// the due-index brings it up exactly when the lease runs out, and a lapsed lease cancels it
-/// (`holder_lost`), approved or not, after which nobody can claim it.
+/// Issue 13: `held` is a lease with a backstop the holder sets when it takes the hold. Seen
+/// from a second instance (another replica): a held request is never executed in the
+/// background, a later take moves the backstop, the due-index brings it up exactly when the
+/// backstop passes, and a passed backstop cancels it (`holder_lost`), approved or not, after
+/// which nobody can claim it.
 #[tokio::test]
-async fn a_hold_is_a_lease_the_holder_renews_and_a_lapsed_one_cancels() {
+async fn a_hold_is_a_lease_with_a_backstop_and_a_passed_one_cancels() {
     let redis = RedisServer::start();
     let (holder, other) = (store(&redis).await, store(&redis).await);
     let a = created(&holder, 1).await;
     let t0 = now_ms();
     holder.set_held(&a.id, true).await.unwrap();
     assert!(matches!(
-        holder.renew_hold(&a.id, t0).await.unwrap(),
+        holder.take_hold(&a.id, "replica-1", t0 + 3_000).await.unwrap(),
         Cas::Applied(x) if x.held_until == Some(t0 + 3_000)
     ));
     holder
@@ -455,27 +457,31 @@ async fn a_hold_is_a_lease_the_holder_renews_and_a_lapsed_one_cancels() {
         "a held request is never the background's, however late"
     );
 
-    // Renewed at t0 + 2 s: good until t0 + 5 s, and quietly (nobody is woken by a renewal).
+    // Taken again at t0 + 2 s: good until t0 + 5 s, and quietly (nobody is woken by it).
     let mut changes = other.subscribe();
     let probe = ApprovalId::generate();
     holder.publish(&probe).await.unwrap();
     let listening = tokio::time::timeout(Duration::from_secs(2), changes.recv()).await;
     assert_eq!(listening.unwrap().unwrap(), probe, "the subscriber listens");
     assert!(matches!(
-        holder.renew_hold(&a.id, t0 + 2_000).await.unwrap(),
+        holder.take_hold(&a.id, "replica-1", t0 + 2_000 + 3_000).await.unwrap(),
         Cas::Applied(x) if x.held_until == Some(t0 + 5_000)
     ));
     let woken = tokio::time::timeout(Duration::from_millis(300), changes.recv()).await;
-    assert!(woken.is_err(), "a renewal is not announced: {woken:?}");
+    assert!(woken.is_err(), "taking a hold is not announced: {woken:?}");
     assert!(!due_ids(&other, t0 + 4_000).await.contains(&a.id));
     assert!(matches!(
-        other.cancel_lost_hold(&a.id, t0 + 4_000).await.unwrap(),
+        other.cancel_lost_hold(&a.id, t0 + 4_000, None).await.unwrap(),
         Cas::Conflict(x) if x.status == Status::Approved
     ));
 
-    // The holder stopped renewing: due at t0 + 5 s, and cancelled, never claimable.
+    // The backstop passed: due at t0 + 5 s, and cancelled, never claimable.
     assert!(due_ids(&other, t0 + 5_000).await.contains(&a.id));
-    match other.cancel_lost_hold(&a.id, t0 + 5_000).await.unwrap() {
+    match other
+        .cancel_lost_hold(&a.id, t0 + 5_000, None)
+        .await
+        .unwrap()
+    {
         Cas::Applied(x) => {
             assert_eq!(x.status, Status::Cancelled);
             assert_eq!(x.decision_reason.as_deref(), Some("holder_lost"));
@@ -500,7 +506,10 @@ async fn a_hold_is_a_lease_the_holder_renews_and_a_lapsed_one_cancels() {
     }
     assert!(
         matches!(
-            holder.renew_hold(&a.id, t0 + 5_001).await.unwrap(),
+            holder
+                .take_hold(&a.id, "replica-1", t0 + 5_001 + 3_000)
+                .await
+                .unwrap(),
             Cas::Conflict(_)
         ),
         "a cancelled hold is not taken back"
@@ -510,7 +519,10 @@ async fn a_hold_is_a_lease_the_holder_renews_and_a_lapsed_one_cancels() {
     // A live holder claims while held.
     let b = created(&holder, 1).await;
     holder.set_held(&b.id, true).await.unwrap();
-    holder.renew_hold(&b.id, now_ms()).await.unwrap();
+    holder
+        .take_hold(&b.id, "replica-1", now_ms() + 3_000)
+        .await
+        .unwrap();
     holder
         .record_vote(&b.id, vote("a1@example.com", Decision::Approve), now_ms())
         .await
@@ -525,7 +537,10 @@ async fn a_hold_is_a_lease_the_holder_renews_and_a_lapsed_one_cancels() {
     ));
     assert!(
         matches!(
-            other.cancel_lost_hold(&b.id, much_later).await.unwrap(),
+            other
+                .cancel_lost_hold(&b.id, much_later, None)
+                .await
+                .unwrap(),
             Cas::Conflict(_)
         ),
         "once claimed, a hold is never lost"
@@ -541,19 +556,22 @@ async fn a_released_hold_is_never_cancelled_and_runs_in_the_background() {
     let a = created(&holder, 1).await;
     let t0 = now_ms();
     holder.set_held(&a.id, true).await.unwrap();
-    holder.renew_hold(&a.id, t0).await.unwrap();
+    holder
+        .take_hold(&a.id, "replica-1", t0 + 3_000)
+        .await
+        .unwrap();
     holder.set_held(&a.id, false).await.unwrap();
     let much_later = a.expires_at - 1;
     assert!(matches!(
-        other.cancel_lost_hold(&a.id, much_later).await.unwrap(),
+        other.cancel_lost_hold(&a.id, much_later, None).await.unwrap(),
         Cas::Conflict(x) if x.status == Status::Pending
     ));
     assert!(
         matches!(
-            holder.renew_hold(&a.id, t0 + 1_000).await.unwrap(),
+            holder.take_hold(&a.id, "replica-1", t0 + 1_000 + 3_000).await.unwrap(),
             Cas::Conflict(x) if !x.held
         ),
-        "a renewal racing the release does not take the hold back"
+        "taking the hold racing the release does not take it back"
     );
     other
         .record_vote(
@@ -838,4 +856,95 @@ async fn the_due_index_wakes_for_reminders_and_a_claim_happens_once() {
         .await
         .unwrap();
     assert!(!due_ids(&s2, t + 30_000).await.contains(&a.id));
+}
+
+/// Issue 13: the heartbeat. A replica notes each hold it takes and beats once a second for all
+/// of them; another replica finds a silent one, cancels what it held (only what it still
+/// holds), and forgets it, unless it beat again meanwhile (it was only stalled).
+#[tokio::test]
+async fn a_silent_holder_is_found_by_another_replica_and_its_holds_cancelled() {
+    let redis = RedisServer::start();
+    let (holder, other) = (store(&redis).await, store(&redis).await);
+    let t0 = now_ms();
+    let (a, b) = (created(&holder, 1).await, created(&holder, 1).await);
+    for x in [&a, &b] {
+        holder.set_held(&x.id, true).await.unwrap();
+        holder.add_hold("r1", &x.id, t0 + 60_000, t0).await.unwrap();
+        holder.take_hold(&x.id, "r1", t0 + 60_000).await.unwrap();
+    }
+    // b was answered 202 before r1 died: not r1's to lose any more.
+    holder.set_held(&b.id, false).await.unwrap();
+    other.beat("r2", t0 + 100_000).await.unwrap();
+    assert!(other.dead_holders(t0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        other.dead_holders(t0 + 3_000, 10).await.unwrap(),
+        vec![("r1".to_owned(), t0)]
+    );
+    let mut held = other.holds_of("r1", 10).await.unwrap();
+    held.sort();
+    let mut both = vec![a.id.clone(), b.id.clone()];
+    both.sort();
+    assert_eq!(held, both);
+    assert_eq!(other.holds_of("r1", 1).await.unwrap().len(), 1, "limited");
+    assert!(
+        matches!(
+            other.cancel_lost_hold(&a.id, t0 + 3_000, Some("r2")).await.unwrap(),
+            Cas::Conflict(x) if x.status == Status::Pending
+        ),
+        "only the dead holder's holds"
+    );
+    match other
+        .cancel_lost_hold(&a.id, t0 + 3_000, Some("r1"))
+        .await
+        .unwrap()
+    {
+        Cas::Applied(x) => {
+            assert_eq!(x.status, Status::Cancelled);
+            assert_eq!(x.decision_reason.as_deref(), Some("holder_lost"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(
+            other.cancel_lost_hold(&b.id, t0 + 3_000, Some("r1")).await.unwrap(),
+            Cas::Conflict(x) if x.status == Status::Pending && !x.held
+        ),
+        "released: never lost"
+    );
+
+    // r1 beats again before the sweep forgets it (it was stalled): it stays.
+    holder.beat("r1", t0 + 3_500).await.unwrap();
+    other
+        .forget_holds("r1", t0, &[a.id.clone(), b.id.clone()])
+        .await
+        .unwrap();
+    assert!(other.holds_of("r1", 10).await.unwrap().is_empty());
+    assert_eq!(
+        other.dead_holders(t0 + 10_000, 10).await.unwrap(),
+        vec![("r1".to_owned(), t0 + 3_500)]
+    );
+    // A hold it takes now is kept by a forget that does not name it.
+    let c = created(&holder, 1).await;
+    holder
+        .add_hold("r1", &c.id, t0 + 60_000, t0 + 3_500)
+        .await
+        .unwrap();
+    other.forget_holds("r1", t0 + 3_500, &[]).await.unwrap();
+    assert_eq!(other.holds_of("r1", 10).await.unwrap(), vec![c.id.clone()]);
+    assert_eq!(other.dead_holders(t0 + 10_000, 10).await.unwrap().len(), 1);
+    // Dealt with everything: forgotten.
+    other
+        .forget_holds("r1", t0 + 3_500, std::slice::from_ref(&c.id))
+        .await
+        .unwrap();
+    assert!(other
+        .dead_holders(t0 + 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A beat drops holds whose backstop passed.
+    holder.add_hold("r3", &c.id, t0 + 1_000, t0).await.unwrap();
+    holder.beat("r3", t0 + 2_000).await.unwrap();
+    assert!(other.holds_of("r3", 10).await.unwrap().is_empty());
 }

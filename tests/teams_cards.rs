@@ -63,6 +63,7 @@ fn approval() -> Approval {
         decided_at: None,
         held: true,
         held_until: None,
+        holder: None,
         execution: Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),

@@ -191,7 +191,7 @@ impl Broker {
 
     /// Creates an approval request for `stored`, made by `requester` under `rule`, audits
     /// `approval.requested` and notifies approvers. The new approval is `held` (the caller's
-    /// connection waits) under a hold lease that [`Self::wait`] renews; call
+    /// connection waits) under a hold lease that [`Self::wait`] takes; call
     /// [`Self::release_hold`] when answering 202.
     pub async fn submit(
         &self,
@@ -254,8 +254,8 @@ impl Broker {
         let mut approval = self.draft(&rule.name, spec, requester, &stored, reason, now);
         approval.approvers = approvers;
         approval.quorum_entries = quorum_entries;
-        // The holder starts renewing only once this returns, after approvers were told
-        // (bounded by `notify_timeout`): the first lease covers that.
+        // The holder takes the hold ([`Self::wait`]) only once this returns, after approvers
+        // were told (bounded by `notify_timeout`): this first backstop covers that.
         approval.held_until = Some(transition::hold_lease_from(
             now.saturating_add(duration_ms(self.settings.notify_timeout)),
         ));
@@ -281,48 +281,45 @@ impl Broker {
     /// ([`BrokerSettings::recheck_interval`]). So a held caller costs no work while nothing
     /// happens to its approval, and a change wakes only its own holders.
     ///
-    /// While it waits it renews the hold lease every [`transition::HOLD_RENEW_EVERY`]: a
-    /// replica that dies holding a caller stops renewing, and a surviving replica's sweep
-    /// cancels the request ([`transition::cancel_lost_hold`]). Whoever calls `wait` must answer
-    /// the caller (or [`Self::release_hold`]) promptly after it returns: the lease then has
-    /// at least [`transition::HOLD_LEASE`] minus one renewal period left.
+    /// Before it waits it takes the hold for this replica ([`Self::take_hold`]): a replica
+    /// that dies holding a caller stops beating ([`transition::HEARTBEAT_EVERY`]), and a
+    /// surviving replica's sweep cancels the request ([`transition::cancel_lost_hold`]).
+    /// Whoever calls `wait` must answer the caller (or [`Self::release_hold`]) promptly after
+    /// it returns: the hold outlasts its end by [`transition::HOLD_LEASE`], no more.
     ///
     /// Cancel-safe: the proxy can race it against the client hanging up and drop it (the
-    /// waiter unregisters on drop; a renewal in flight is a compare-and-set that changes only
-    /// the lease of a still-held request).
+    /// waiter unregisters on drop; taking the hold is a compare-and-set that changes only a
+    /// still-held request).
     pub async fn wait(&self, id: &ApprovalId, hold: Duration) -> Result<WaitOutcome, BrokerError> {
-        if hold.is_zero() {
-            // `Prefer: respond-async`: answered at once, nothing to renew.
-            return self.wait_for_decision(id, hold).await;
+        if !hold.is_zero() {
+            self.take_hold(id, hold).await;
         }
-        tokio::select! {
-            outcome = self.wait_for_decision(id, hold) => outcome,
-            never = self.keep_hold(id) => match never {},
+        self.wait_for_decision(id, hold).await
+    }
+
+    /// Takes the hold on `id` for this replica until the end of `hold` plus
+    /// [`transition::HOLD_LEASE`]: first notes it among this replica's holds (so a sweep
+    /// finds it if this replica dies), then names this replica in the record. One store write
+    /// per held caller; from then on the replica's heartbeat keeps it. A failure only warns:
+    /// the hold then ends at the backstop `submit` wrote (the notification time plus the
+    /// lease), and the request is cancelled then, never run for a caller who left.
+    async fn take_hold(&self, id: &ApprovalId, hold: Duration) {
+        let now = self.now_ms();
+        let backstop = transition::hold_lease_from(now.saturating_add(duration_ms(hold)));
+        let taken = match self.store.add_hold(&self.instance, id, backstop, now).await {
+            Ok(()) => self
+                .store
+                .take_hold(id, &self.instance, backstop)
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = taken {
+            tracing::warn!(approval_id = %id, error = %e, "could not take the hold lease");
         }
     }
 
-    /// Renews the hold lease on `id` at once (the first lease also covered `submit`'s
-    /// notification time; from now on a dead holder is noticed within the lease) and then every
-    /// [`transition::HOLD_RENEW_EVERY`], until there is no live hold left to renew (released,
-    /// decided, claimed, cancelled or gone); then waits forever ([`Self::wait`] drops it). A
-    /// failed renewal is retried at the next period: the lease outlasts two of them.
-    async fn keep_hold(&self, id: &ApprovalId) -> std::convert::Infallible {
-        let mut tick = tokio::time::interval(transition::HOLD_RENEW_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match self.store.renew_hold(id, self.now_ms()).await {
-                Ok(Cas::Applied(_)) => {}
-                Ok(Cas::Conflict(_) | Cas::NotFound) => break,
-                Err(e) => {
-                    tracing::warn!(approval_id = %id, error = %e, "could not renew the hold lease");
-                }
-            }
-        }
-        std::future::pending().await
-    }
-
-    /// [`Self::wait`] without the lease renewal.
+    /// [`Self::wait`] once the hold is taken.
     async fn wait_for_decision(
         &self,
         id: &ApprovalId,
@@ -473,11 +470,17 @@ impl Broker {
     }
 
     /// Cancels `id` if its holder was lost at `now` ([`transition::cancel_lost_hold`]: held,
-    /// lease run out, nothing sent upstream), then audits `approval.cancelled` with reason
+    /// nothing sent upstream, and its backstop passed or it is held by `dead_holder`), then
+    /// audits `approval.cancelled` with reason
     /// [`transition::HOLDER_LOST`] and updates approvers' messages like any cancellation.
     /// Returns whether this call cancelled it.
-    pub async fn cancel_lost_hold(&self, id: &ApprovalId, now: u64) -> bool {
-        let lost = self.store.cancel_lost_hold(id, now).await;
+    pub async fn cancel_lost_hold(
+        &self,
+        id: &ApprovalId,
+        now: u64,
+        dead_holder: Option<&str>,
+    ) -> bool {
+        let lost = self.store.cancel_lost_hold(id, now, dead_holder).await;
         let a = match self.refuse_tampered(id, lost).await {
             Ok(Cas::Applied(a)) => a,
             Ok(_) => return false,
@@ -487,7 +490,7 @@ impl Broker {
             }
         };
         tracing::warn!(approval_id = %id,
-            "the replica holding this request stopped renewing its hold: cancelled, never executed");
+            "the replica holding this request died or never answered: cancelled, never executed");
         let actor = transition::HOLDER_LOST_ACTOR;
         if let Err(e) = self
             .after_cancelled(&a, actor, transition::HOLDER_LOST)

@@ -90,6 +90,7 @@ impl Broker {
             decided_at: None,
             held: true,
             held_until: Some(transition::hold_lease_from(now)),
+            holder: None,
             execution: Execution::NotStarted,
             audit_pending: false,
             nudges: Default::default(),

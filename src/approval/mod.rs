@@ -14,11 +14,12 @@
 //! ([`Broker::spawn_background_until`], in [`sweeper`]) executes it once ([`execute`]) and parks
 //! the response for [`Broker::result`]. Audit and notification go through [`ports`].
 //!
-//! Replicas (issue 13): a held caller is a lease that [`Broker::wait`] renews every second. If
-//! the holding replica dies, another replica's sweep cancels the request (`holder_lost`), even
-//! when it was approved but not yet sent: it is never executed. A request whose caller was
+//! Replicas (issue 13): a held caller is a lease. [`Broker::wait`] names this replica as its
+//! holder once, and each replica beats once a second for everything it holds. If the holding
+//! replica dies (stops beating), another replica's sweep cancels the request (`holder_lost`),
+//! even when it was approved but not yet sent: it is never executed. A request whose caller was
 //! answered 202 is not held, so any replica executes it once approved. The rules are in
-//! [`transition`] (`renew_hold`, `hold_lost`, `cancel_lost_hold`).
+//! [`transition`] (`take_hold`, `hold_lost`, `cancel_lost_hold`).
 #![warn(missing_docs)]
 
 pub mod approvers;

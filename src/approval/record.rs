@@ -305,11 +305,16 @@ pub struct Approval {
     pub decided_at: Option<u64>,
     /// A caller connection is waiting for the decision (so the background must not execute).
     pub held: bool,
-    /// While `held`: when the hold lease runs out (unix ms) unless the holder renews it
-    /// ([`super::transition::renew_hold`]). `None` in records written before leases were
-    /// renewed: those are believed until `expires_at` + [`super::transition::HOLD_GRACE`].
+    /// While `held`: when the hold runs out whoever holds it (unix ms): the end of the hold
+    /// plus [`super::transition::HOLD_LEASE`] ([`super::transition::take_hold`]). `None` in
+    /// records written before leases: those are believed until `expires_at` +
+    /// [`super::transition::HOLD_GRACE`].
     #[serde(default)]
     pub held_until: Option<u64>,
+    /// While `held`: the instance id of the replica holding the caller, which beats for it
+    /// ([`super::store::ApprovalStore::beat`]); `None` until the hold is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
     /// Upstream execution state.
     pub execution: Execution,
     /// Approved, but the deciding `vote.cast` and `approval.approved` are not yet durable in

@@ -69,6 +69,7 @@ pub(crate) fn sample_approval() -> Approval {
         decided_at: None,
         held: true,
         held_until: None,
+        holder: None,
         execution: Execution::NotStarted,
         audit_pending: false,
         nudges: Default::default(),

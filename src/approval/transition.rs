@@ -17,7 +17,7 @@
 //!                             \--acknowledge--> Acknowledged
 //! ```
 //!
-//! A held request is a lease ([`renew_hold`]): one whose holder stopped renewing is cancelled
+//! A held request is a lease ([`take_hold`]): one whose holder stopped beating is cancelled
 //! with reason [`HOLDER_LOST`] ([`cancel_lost_hold`]), pending or approved, never executed.
 
 use super::record::{Approval, Decision, Execution, Status, Vote};
@@ -218,38 +218,45 @@ pub fn finish(a: &mut Approval, outcome: &Execution) -> bool {
 
 // ----- the hold lease ----------------------------------------------------------------------
 //
-// A caller held on a replica is a lease in the record, not a plain flag: the holding replica
-// renews `held_until` every [`HOLD_RENEW_EVERY`] for [`HOLD_LEASE`]; a replica that dies stops
-// renewing, and any replica's sweep then cancels the request ([`cancel_lost_hold`]) rather
-// than executing it: its caller saw a connection error and may retry, so running it too could
-// run the action twice. A released hold (the caller was answered 202) is never lost: the
-// background of any replica executes it once approved.
+// A caller held on a replica is a lease, not a plain flag. Each held record names its holder
+// (the replica's instance id) and carries a backstop (`held_until`: the end of the hold plus
+// [`HOLD_LEASE`]); each replica beats once every [`HEARTBEAT_EVERY`] for all the callers it
+// holds ([`super::store::ApprovalStore::beat`]). A replica that dies stops beating, and any
+// replica's sweep then cancels every request it held ([`cancel_lost_hold`] with the dead
+// holder) rather than executing it: its caller saw a connection error and may retry, so running
+// it too could run the action twice. A hold whose backstop passed is lost too, whoever holds
+// it (a holder that never answered its caller). A released hold (the caller was answered 202)
+// is never lost: the background of any replica executes it once approved.
+//
+// So a held caller costs the store one write when its hold starts, not one per second: the
+// heartbeat is one per replica.
 
-/// How often the holding replica renews its hold lease.
-pub const HOLD_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often each replica tells the store it is alive (and still holds its callers).
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How long a hold lease lasts after its last renewal: three renewals, so one slow or failed
-/// store write (or up to ~1.5 s of clock skew between replicas) does not lose a live hold,
-/// and a dead holder is noticed by a 1 s sweep within [`HOLD_LEASE`] + 1 s.
+/// How long after its last heartbeat a holder counts as dead, and how long a hold outlasts its
+/// end: three heartbeats, so one slow or failed store write (or up to ~1.5 s of clock skew
+/// between replicas) does not lose a live hold, and a dead holder is noticed by a 1 s sweep
+/// within [`HOLD_LEASE`] + 1 s.
 pub const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long after `expires_at` the hold of a record without `held_until` (written before
-/// leases were renewed) is believed.
+/// leases) is believed.
 pub const HOLD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The `decision_reason` (and audited `reason`) of a request cancelled because its holder
-/// stopped renewing the hold.
+/// died or never answered its caller.
 pub const HOLDER_LOST: &str = "holder_lost";
 
 /// Who cancels a request whose holder was lost.
 pub const HOLDER_LOST_ACTOR: &str = "countersign";
 
-/// A lease taken or renewed at `now` runs until this (unix ms).
-pub fn hold_lease_from(now: u64) -> u64 {
-    now.saturating_add(ms(HOLD_LEASE))
+/// A hold taken at `now` for at most `until` (unix ms) is believed until this.
+pub fn hold_lease_from(until: u64) -> u64 {
+    until.saturating_add(ms(HOLD_LEASE))
 }
 
-/// When the hold on `a` runs out unless renewed (unix ms); `None` when nobody holds it.
+/// When the hold on `a` runs out whoever holds it (unix ms); `None` when nobody holds it.
 pub fn hold_deadline(a: &Approval) -> Option<u64> {
     a.held.then(|| {
         a.held_until
@@ -257,30 +264,33 @@ pub fn hold_deadline(a: &Approval) -> Option<u64> {
     })
 }
 
-/// Renews the hold lease at `now`: only a live hold (held, and pending or approved but not
-/// started) is renewed, so a renewal racing the release of the hold (202) or a decision
-/// never takes the hold back. A lapsed lease that nobody cancelled yet is renewed too: its
-/// holder is alive after all. Returns whether it changed anything.
-pub fn renew_hold(a: &mut Approval, now: u64) -> bool {
+/// Takes the hold on `a` for `holder` (a replica's instance id) until `backstop` (unix ms):
+/// only a live hold (held, and pending or approved but not started) is taken, so a write
+/// racing the release of the hold (202) or a decision never takes the hold back. Returns
+/// whether it changed anything.
+pub fn take_hold(a: &mut Approval, holder: &str, backstop: u64) -> bool {
     let live = a.held && may_cancel(a);
     if live {
-        a.held_until = Some(hold_lease_from(now));
+        a.holder = Some(holder.to_owned());
+        a.held_until = Some(backstop);
     }
     live
 }
 
-/// Whether the holder of `a` is lost at `now`: held, its lease ran out, and nothing was sent
-/// upstream yet. A pending approval past `expires_at` expires instead (the expiry wins: it is
-/// what the holder would have answered).
-pub fn hold_lost(a: &Approval, now: u64) -> bool {
+/// Whether the holder of `a` is lost at `now`: held, nothing sent upstream yet, and either its
+/// backstop passed or it is held by `dead_holder` (a replica that stopped beating). A pending
+/// approval past `expires_at` expires instead (the expiry wins: it is what the holder would
+/// have answered).
+pub fn hold_lost(a: &Approval, now: u64, dead_holder: Option<&str>) -> bool {
     let expiring = a.status == Status::Pending && now >= a.expires_at;
-    may_cancel(a) && !expiring && hold_deadline(a).is_some_and(|until| now >= until)
+    let dead = a.held && dead_holder.is_some_and(|d| a.holder.as_deref() == Some(d));
+    may_cancel(a) && !expiring && (dead || hold_deadline(a).is_some_and(|until| now >= until))
 }
 
 /// `Pending | Approved (not started) -> Cancelled` by [`HOLDER_LOST_ACTOR`] for
 /// [`HOLDER_LOST`], when [`hold_lost`]. Fail closed: an approved request whose holder died
 /// before claiming it is cancelled, never executed by another replica, because its caller got
 /// no answer and may have retried.
-pub fn cancel_lost_hold(a: &mut Approval, now: u64) -> bool {
-    hold_lost(a, now) && cancel(a, HOLDER_LOST_ACTOR, HOLDER_LOST, now)
+pub fn cancel_lost_hold(a: &mut Approval, now: u64, dead_holder: Option<&str>) -> bool {
+    hold_lost(a, now, dead_holder) && cancel(a, HOLDER_LOST_ACTOR, HOLDER_LOST, now)
 }

@@ -2,9 +2,9 @@
 //! hold the caller's connection until a decision, the hold time, a hang-up or shutdown, then
 //! answer with the upstream's response (executed once by the broker), a 403, or a 202.
 //!
-//! While the caller is held, `Broker::wait` renews the hold lease every second: if this
-//! replica dies, a surviving replica cancels the request (`holder_lost`) instead of running it
-//! for a caller who saw a connection error. Once the caller is answered 202 the hold is
+//! While the caller is held, this replica is its holder (`Broker::wait` takes the hold; the
+//! replica's heartbeat keeps it): if this replica dies, a surviving replica cancels the request
+//! (`holder_lost`) instead of running it for a caller who saw a connection error. Once the caller is answered 202 the hold is
 //! released and any replica executes the request once it is approved.
 //!
 //! Decisions belong to `approval::Broker`; this file only moves bytes and maps outcomes.
@@ -216,8 +216,8 @@ pub async fn hold(
                 id,
                 expires_at: approval.expires_at,
             }),
-            // Cancelled between the decision and the claim (this replica could not renew its
-            // hold in time and another cancelled it): never executed.
+            // Cancelled between the decision and the claim (this replica could not beat in time
+            // and another cancelled its hold): never executed.
             Err(ExecuteError::NotApproved(crate::approval::Status::Cancelled)) => {
                 Err(Rejection::ApprovalCancelled)
             }

@@ -60,6 +60,10 @@ struct Inner {
     /// Grants by id, each with its lookup key ([`ApprovalStore::put_grant`]; the key is
     /// hashed once, not per lookup); expired ones are dropped as new ones come.
     grants: HashMap<String, (String, Grant)>,
+    /// Holders ([`ApprovalStore::beat`]): instance id -> last beat (unix ms).
+    holders: HashMap<String, u64>,
+    /// What each holder holds ([`ApprovalStore::add_hold`]): id -> backstop (unix ms).
+    holds: HashMap<String, HashMap<ApprovalId, u64>>,
 }
 
 impl Inner {
@@ -224,6 +228,83 @@ impl ApprovalStore for MemoryStore {
             }
             Some(g.clone())
         }))
+    }
+
+    async fn beat(&self, holder: &str, now: u64) -> Result<(), StoreError> {
+        self.with(|m| {
+            m.holders.insert(holder.to_owned(), now);
+            if let Some(held) = m.holds.get_mut(holder) {
+                held.retain(|_, backstop| *backstop >= now);
+            }
+        });
+        Ok(())
+    }
+
+    async fn add_hold(
+        &self,
+        holder: &str,
+        id: &ApprovalId,
+        backstop: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            m.holders.insert(holder.to_owned(), now);
+            m.holds
+                .entry(holder.to_owned())
+                .or_default()
+                .insert(id.clone(), backstop);
+        });
+        Ok(())
+    }
+
+    async fn dead_holders(
+        &self,
+        silent_since: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut dead: Vec<(String, u64)> = self.with(|m| {
+            m.holders
+                .iter()
+                .filter(|(_, beat)| **beat < silent_since)
+                .map(|(h, beat)| (h.clone(), *beat))
+                .collect()
+        });
+        dead.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        dead.truncate(limit);
+        Ok(dead)
+    }
+
+    async fn holds_of(&self, holder: &str, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
+        let mut ids: Vec<ApprovalId> = self.with(|m| {
+            m.holds
+                .get(holder)
+                .map(|held| held.keys().cloned().collect())
+                .unwrap_or_default()
+        });
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    async fn forget_holds(
+        &self,
+        holder: &str,
+        last_beat: u64,
+        ids: &[ApprovalId],
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            let empty = m.holds.get_mut(holder).is_none_or(|held| {
+                for id in ids {
+                    held.remove(id);
+                }
+                held.is_empty()
+            });
+            if empty && m.holders.get(holder) == Some(&last_beat) {
+                m.holders.remove(holder);
+                m.holds.remove(holder);
+            }
+        });
+        Ok(())
     }
 
     async fn start_cooldown(

@@ -179,16 +179,16 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// How long after `expires_at` the hold of a record without a renewed lease is believed.
+/// How long after `expires_at` the hold of a record without a lease is believed.
 pub use super::transition::HOLD_GRACE;
 
 /// When the background must next look at `a` (unix ms), or `None` if never: a pending
-/// approval at its expiry, or sooner when a reminder or its escalation is due or its hold
-/// lease runs out (a lost holder is cancelled:
-/// [`transition::cancel_lost_hold`]); an approved, unclaimed one when its hold lease runs out
-/// if it is held, else (once its decision is audited) at once. Backends keep a due-index by
-/// this value so a sweep reads only what is due ([`ApprovalStore::due`]), never the whole
-/// store; a renewed lease moves the entry forward, so live holds are never read.
+/// approval at its expiry, or sooner when a reminder or its escalation is due or its hold's
+/// backstop passes (a lost hold is cancelled: [`transition::cancel_lost_hold`]); an approved,
+/// unclaimed one at its hold's backstop if it is held, else (once its decision is audited) at
+/// once. Backends keep a due-index by this value so a sweep reads only what is due
+/// ([`ApprovalStore::due`]), never the whole store. A holder that dies is found through the
+/// heartbeat instead ([`ApprovalStore::dead_holders`]), so live holds are never read.
 pub fn due_at(a: &Approval) -> Option<u64> {
     let hold = transition::hold_deadline(a);
     match a.status {
@@ -359,6 +359,58 @@ pub trait ApprovalStore: Send + Sync + Debug {
         Ok(None)
     }
 
+    // ----- holders (the hold lease, [`transition::HEARTBEAT_EVERY`]) -----------------------
+
+    /// `holder` (a replica's instance id) is alive at `now`; also forgets its holds whose
+    /// backstop passed. Every replica calls it once per [`transition::HEARTBEAT_EVERY`]. A
+    /// store without holders keeps nothing: holds there end only at their backstop.
+    async fn beat(&self, holder: &str, now: u64) -> Result<(), StoreError> {
+        let _ = (holder, now);
+        Ok(())
+    }
+
+    /// Notes that `holder` holds `id` until `backstop` (so a sweep finds it if `holder` dies),
+    /// and beats for `holder` at `now`. Called before the record names its holder.
+    async fn add_hold(
+        &self,
+        holder: &str,
+        id: &ApprovalId,
+        backstop: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let _ = (holder, id, backstop, now);
+        Ok(())
+    }
+
+    /// Up to `limit` holders whose last beat is before `silent_since`, with that beat.
+    async fn dead_holders(
+        &self,
+        silent_since: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let _ = (silent_since, limit);
+        Ok(Vec::new())
+    }
+
+    /// Up to `limit` of the approvals [`Self::add_hold`] noted for `holder`.
+    async fn holds_of(&self, holder: &str, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
+        let _ = (holder, limit);
+        Ok(Vec::new())
+    }
+
+    /// Forgets `ids` of dead `holder` (a sweep dealt with them), then `holder` itself if it
+    /// holds nothing more and has not beaten since `last_beat` (a replica that was only
+    /// stalled comes back with a new beat, and keeps any hold it took meanwhile).
+    async fn forget_holds(
+        &self,
+        holder: &str,
+        last_beat: u64,
+        ids: &[ApprovalId],
+    ) -> Result<(), StoreError> {
+        let _ = (holder, last_beat, ids);
+        Ok(())
+    }
+
     /// The time, unix ms, for changes whose caller passes none ([`Self::set_held`],
     /// [`Self::finish_execution`]). Backends whose reads depend on time (the Redis hold lease)
     /// answer from their injected clock.
@@ -429,7 +481,7 @@ pub trait ApprovalStore: Send + Sync + Debug {
     }
 
     /// Like [`Self::update`], but the change is not announced to subscribers: for writes that
-    /// are news to nobody (a hold renewal), so they do not wake every replica and holder. The
+    /// are news to nobody (who holds a caller), so they do not wake every replica and holder. The
     /// due-index still follows. Backends that announce on write override it; by default it is
     /// [`Self::update`].
     async fn update_quietly(
@@ -441,18 +493,33 @@ pub trait ApprovalStore: Send + Sync + Debug {
         self.update(id, now, change).await
     }
 
-    /// [`transition::renew_hold`] at `now`, quietly ([`Self::update_quietly`]): the holder's
-    /// renewal every [`transition::HOLD_RENEW_EVERY`]. [`Cas::Conflict`] when there is no live
-    /// hold to renew (released, decided, claimed or cancelled).
-    async fn renew_hold(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
-        self.update_quietly(id, now, &mut |a| transition::renew_hold(a, now))
-            .await
+    /// [`transition::take_hold`] for `holder` until `backstop`, quietly
+    /// ([`Self::update_quietly`]): nobody is woken by who holds a caller. [`Cas::Conflict`]
+    /// when there is no live hold to take (released, decided, claimed or cancelled).
+    async fn take_hold(
+        &self,
+        id: &ApprovalId,
+        holder: &str,
+        backstop: u64,
+    ) -> Result<Cas, StoreError> {
+        self.update_quietly(id, self.now_ms(), &mut |a| {
+            transition::take_hold(a, holder, backstop)
+        })
+        .await
     }
 
-    /// [`transition::cancel_lost_hold`]: cancels a held request whose lease ran out.
-    async fn cancel_lost_hold(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
-        self.update(id, now, &mut |a| transition::cancel_lost_hold(a, now))
-            .await
+    /// [`transition::cancel_lost_hold`]: cancels a held request whose backstop passed, or whose
+    /// holder is `dead_holder` (a replica that stopped beating).
+    async fn cancel_lost_hold(
+        &self,
+        id: &ApprovalId,
+        now: u64,
+        dead_holder: Option<&str>,
+    ) -> Result<Cas, StoreError> {
+        self.update(id, now, &mut |a| {
+            transition::cancel_lost_hold(a, now, dead_holder)
+        })
+        .await
     }
 
     /// [`transition::claim`]: exactly one claim ever succeeds per approval.

@@ -43,11 +43,11 @@
 //! Time: operations without a caller's `now` (`set_held`, `finish_execution`, the per-requester
 //! count) ask the injected clock ([`RedisStore::with_clock`]), never the wall.
 //!
-//! Held requests: `held` is a lease (`held_until`, inside the sealed record) that the holding
-//! replica renews every second with a quiet compare-and-set (no publish: a renewal is news to
-//! nobody); each renewal moves the id in `cs:due` to the new deadline. Reads report the record
-//! as stored: what a lapsed lease means is [`crate::approval::transition::cancel_lost_hold`]'s
-//! call, which a sweep makes when `cs:due` brings the id up.
+//! Held requests: `held` is a lease. The record (sealed) names its holder, a replica's instance
+//! id, and a backstop (`held_until`); the holder beats once a second for all it holds
+//! (`cs:holders`, `cs:held:{instance}`: [`holders`]). Reads report the record as stored: what a
+//! passed backstop or a silent holder means is
+//! [`crate::approval::transition::cancel_lost_hold`]'s call, which a sweep makes.
 //!
 //! Faults: every Redis call is bounded by a timeout (1 s by default; 2 s for a new connection)
 //! and then returns [`StoreError`]; the connection manager reconnects on its own, and the pub/sub task
@@ -71,8 +71,10 @@ mod chat_state;
 mod cooldown;
 mod epoch;
 mod grants;
+mod holders;
 mod keys;
 mod link;
+mod list;
 mod pubsub;
 
 use super::seal::RecordSeal;
@@ -82,7 +84,7 @@ use crate::approval::record::{Approval, ApprovalId, StoredRequest};
 use crate::clock::{SharedClock, SystemClock};
 use keys::*;
 
-/// How long after `expires_at` the hold of a record without a renewed lease is believed.
+/// How long after `expires_at` the hold of a record without a lease is believed.
 pub use super::HOLD_GRACE;
 
 /// The Redis-backed [`ApprovalStore`]. Cheap to share behind an `Arc`; connects lazily so a
@@ -415,6 +417,41 @@ impl ApprovalStore for RedisStore {
         Ok(self.read(id).await?.map(|(a, _)| a))
     }
 
+    async fn beat(&self, holder: &str, now: u64) -> Result<(), StoreError> {
+        self.beat_here(holder, now).await
+    }
+
+    async fn add_hold(
+        &self,
+        holder: &str,
+        id: &ApprovalId,
+        backstop: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.add_hold_here(holder, id, backstop, now).await
+    }
+
+    async fn dead_holders(
+        &self,
+        silent_since: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.dead_holders_here(silent_since, limit).await
+    }
+
+    async fn holds_of(&self, holder: &str, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
+        self.holds_of_here(holder, limit).await
+    }
+
+    async fn forget_holds(
+        &self,
+        holder: &str,
+        last_beat: u64,
+        ids: &[ApprovalId],
+    ) -> Result<(), StoreError> {
+        self.forget_holds_here(holder, last_beat, ids).await
+    }
+
     async fn start_cooldown(
         &self,
         key: &str,
@@ -516,81 +553,7 @@ impl ApprovalStore for RedisStore {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        if limit == 0 {
-            return Ok(Page::default());
-        }
-        let index = match filter {
-            ListFilter::Pending => PENDING,
-            ListFilter::All | ListFilter::AwaitingExecution => INDEX,
-        };
-        let mut c = self.conn().await?;
-        // Entries with the cursor's own score come first in a reverse range: fetch enough to
-        // skip those at or above the cursor's id (ties are ordered by id, highest first).
-        let (max, skip_ties) = match after {
-            None => ("+inf".to_owned(), 0),
-            Some(cur) => {
-                let at = cur.created_at;
-                let ties: usize = self
-                    .call("list", async { c.zcount(index, at, at).await })
-                    .await?;
-                (at.to_string(), ties)
-            }
-        };
-        let fetch = limit.saturating_add(skip_ties);
-        let raw: Vec<(String, f64)> = self
-            .call("list", async {
-                c.zrevrangebyscore_limit_withscores(index, &max, "-inf", 0, fetch as isize)
-                    .await
-            })
-            .await?;
-        let exhausted = raw.len() < fetch;
-        let keys: Vec<(u64, String)> = raw
-            .into_iter()
-            .map(|(id, score)| (score as u64, id))
-            .filter(|(at, id)| match after {
-                Some(cur) => *at < cur.created_at || id.as_str() < cur.id.as_str(),
-                None => true,
-            })
-            .take(limit)
-            .collect();
-        let mut page = Page::default();
-        if !exhausted || keys.len() == limit {
-            page.next = keys.last().and_then(|(at, id)| {
-                ApprovalId::parse(id).map(|id| Cursor {
-                    created_at: *at,
-                    id,
-                })
-            });
-        }
-        if keys.is_empty() {
-            page.next = None;
-            return Ok(page);
-        }
-        let mut pipe = redis::pipe();
-        for (_, id) in &keys {
-            pipe.cmd("HGET").arg(format!("cs:apr:{id}")).arg("json");
-        }
-        let jsons: Vec<Option<String>> = self
-            .call("list", async { pipe.query_async(&mut c).await })
-            .await?;
-        for ((_, id), json) in keys.iter().zip(jsons) {
-            let (Some(id), Some(json)) = (ApprovalId::parse(id), json) else {
-                continue;
-            };
-            // One tampered record must not hide every other approval: it is skipped here and
-            // refused (and audited) wherever it is read by id.
-            let a = match self.open::<Approval>(APPROVAL, &id, &json) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(error = %e, "approval store: listing skips a record");
-                    continue;
-                }
-            };
-            if filter.matches(&a) {
-                page.items.push(a);
-            }
-        }
-        Ok(page)
+        self.list_page_here(filter, after, limit).await
     }
 
     async fn due(
