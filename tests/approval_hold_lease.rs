@@ -7,178 +7,28 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
-use common::approval_fixture::{rule, spec};
-use common::RecordingAudit;
+use common::replicas::{harness, harness_with_chat_taking, Harness};
 use countersign::approval::*;
-use countersign::clock::{Clock, SharedClock};
-use countersign::identity::Principal;
 
-/// Wall time that follows tokio's clock (paused in these tests), so the lease the broker
-/// writes and the renewals its timer drives agree.
-#[derive(Debug)]
-struct TokioClock {
-    base: SystemTime,
-    start: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> SystemTime {
-        self.base + self.start.elapsed()
-    }
-}
-
-/// Records what approvers were told; telling them of a new request takes `slow` (a chat API
-/// answering 429 with Retry-After).
-#[derive(Debug, Default)]
-struct Told(Mutex<Vec<(ApprovalId, NotifyEvent)>>, Duration);
-
-#[async_trait]
-impl Notifier for Told {
-    async fn notify(&self, a: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
-        if *event == NotifyEvent::Requested {
-            tokio::time::sleep(self.1).await;
-        }
-        self.0.lock().unwrap().push((a.id.clone(), event.clone()));
-        Ok(())
-    }
-}
-
-struct Harness {
-    /// The surviving replica: its sweeps are the ones the tests run and count.
-    broker: Broker,
-    /// The replica that takes and holds the callers.
-    holder: Broker,
-    /// The holding replica's background (its heartbeat, and its own sweeps).
-    holder_background: tokio::task::JoinHandle<()>,
-    audit: Arc<RecordingAudit>,
-    told: Arc<Told>,
-}
-
-fn harness() -> Harness {
-    harness_with_chat_taking(Duration::ZERO)
-}
-
-fn harness_with_chat_taking(slow: Duration) -> Harness {
-    let audit = Arc::new(RecordingAudit::default());
-    let told = Arc::new(Told(Mutex::default(), slow));
-    let clock = Arc::new(TokioClock {
-        base: SystemTime::now(),
-        start: tokio::time::Instant::now(),
-    });
-    let groups = BTreeMap::from([("sre-leads".to_owned(), vec!["alice@example.com".to_owned()])]);
-    // Nothing listens there: any execution attempt would show as `request.failed`.
-    let dead: std::net::SocketAddr = common::DEAD_ADDR.parse().unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let signer = Arc::new(ApprovalSigner::generate().unwrap());
-    let replica = || {
-        Broker::new(
-            store.clone(),
-            told.clone(),
-            audit.clone(),
-            clock.clone() as SharedClock,
-            signer.clone(),
-            Arc::new(Executor::new(Duration::from_secs(1)).with_upstream(
-                "echo",
-                &format!("http://{dead}"),
-                None,
-            )),
-            groups.clone(),
-        )
-        .with_settings(BrokerSettings {
-            // As in `countersign run`: chat APIs get time to retry before a delivery counts
-            // as failed.
-            notify_timeout: Duration::from_secs(10),
-            ..BrokerSettings::default()
-        })
-    };
-    let holder = replica();
-    let holder_background = holder.spawn_background();
-    Harness {
-        broker: replica(),
-        holder,
-        holder_background,
-        audit,
-        told,
-    }
-}
-
-fn requester() -> Principal {
-    let claims = serde_json::json!({
-        "iss": "https://idp.example.com",
-        "sub": "user-dev",
-        "email": "dev@example.com",
-        "exp": 4_000_000_000u64,
-    });
-    Principal::from_claims(claims.as_object().unwrap().clone()).unwrap()
-}
-
-impl Harness {
-    async fn submit(&self) -> Approval {
-        let stored = StoredRequest::new(
-            &http::Method::POST,
-            "deploy.example.com",
-            "/v1/deployments/production",
-            None,
-            &http::HeaderMap::new(),
-            b"{}".to_vec(),
-            "echo",
-            "user-dev",
-        );
-        self.holder
-            .submit(&rule(spec()), &requester(), stored, None)
-            .await
-            .unwrap()
-    }
-
-    /// The holding replica holds the caller: waits until its task ends or is aborted.
-    fn hold(&self, id: &ApprovalId) -> tokio::task::JoinHandle<WaitOutcome> {
-        let (broker, id) = (self.holder.clone(), id.clone());
-        tokio::spawn(async move { broker.wait(&id, Duration::from_secs(55)).await.unwrap() })
-    }
-
-    /// The holding replica dies without a word: no cancel, no release, no more heartbeats.
-    fn kill_holder(&self, waiting: &tokio::task::JoinHandle<WaitOutcome>) {
-        waiting.abort();
-        self.holder_background.abort();
-    }
-
-    async fn status(&self, id: &ApprovalId) -> Approval {
-        self.broker.get(id).await.unwrap().unwrap()
-    }
-
-    fn cancelled_for(&self, id: &ApprovalId) -> Vec<NotifyEvent> {
-        self.told
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(i, e)| i == id && *e == NotifyEvent::Cancelled)
-            .map(|(_, e)| e.clone())
-            .collect()
-    }
-
-    /// Asserts `id` was cancelled `holder_lost` once, audited and notified, never executed.
-    async fn assert_lost_and_never_run(&self, id: &ApprovalId) {
-        let a = self.status(id).await;
-        assert_eq!(a.status, Status::Cancelled);
-        assert_eq!(a.execution, Execution::NotStarted);
-        let cancelled = self.audit.find(id, "approval.cancelled");
-        assert_eq!(cancelled.len(), 1, "{cancelled:?}");
-        assert_eq!(cancelled[0]["reason"], "holder_lost", "{cancelled:?}");
-        assert_eq!(cancelled[0]["actor"], "countersign", "{cancelled:?}");
-        assert_eq!(self.cancelled_for(id).len(), 1, "approvers told once");
-        assert_eq!(self.broker.execute_in_background(id).await.unwrap(), None);
-        let names = self.audit.names_for(id);
-        assert!(
-            !names.iter().any(|n| n.starts_with("request.")),
-            "never executed: {names:?}"
-        );
-    }
+/// Asserts `id` was cancelled `holder_lost` once, audited and notified, never executed.
+async fn assert_lost_and_never_run(h: &Harness, id: &ApprovalId) {
+    let a = h.status(id).await;
+    assert_eq!(a.status, Status::Cancelled);
+    assert_eq!(a.execution, Execution::NotStarted);
+    let cancelled = h.audit.find(id, "approval.cancelled");
+    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
+    assert_eq!(cancelled[0]["reason"], "holder_lost", "{cancelled:?}");
+    assert_eq!(cancelled[0]["actor"], "countersign", "{cancelled:?}");
+    assert_eq!(h.cancelled_for(id).len(), 1, "approvers told once");
+    assert_eq!(h.broker.execute_in_background(id).await.unwrap(), None);
+    let names = h.audit.names_for(id);
+    assert!(
+        !names.iter().any(|n| n.starts_with("request.")),
+        "never executed: {names:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -210,7 +60,7 @@ async fn a_waiting_holder_keeps_its_hold_and_a_gone_one_is_cancelled_holder_lost
         1,
         "holder silent past the lease"
     );
-    h.assert_lost_and_never_run(&a.id).await;
+    assert_lost_and_never_run(&h, &a.id).await;
     assert_eq!(h.broker.sweep().await.holder_lost, 0, "cancelled once");
     assert!(matches!(
         h.broker
@@ -260,7 +110,7 @@ async fn approved_but_never_claimed_by_a_dead_holder_is_cancelled_not_run() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let report = h.broker.sweep().await;
     assert_eq!((report.holder_lost, report.executed), (1, 0));
-    h.assert_lost_and_never_run(&a.id).await;
+    assert_lost_and_never_run(&h, &a.id).await;
     let names = h.audit.names_for(&a.id);
     assert_eq!(
         names,

@@ -514,6 +514,12 @@ async fn a_hold_is_a_lease_with_a_backstop_and_a_passed_one_cancels() {
         ),
         "a cancelled hold is not taken back"
     );
+    // Due only while its audit line is owed: the canceller notes it written.
+    assert!(due_ids(&other, much_later).await.contains(&a.id));
+    other
+        .confirm_audited_end(&a.id, Status::Cancelled, t0 + 5_001)
+        .await
+        .unwrap();
     assert!(!due_ids(&other, much_later).await.contains(&a.id));
 
     // A live holder claims while held.

@@ -418,8 +418,11 @@ impl Broker {
     }
 
     pub(super) async fn after_expired(&self, a: &Approval) {
-        if let Err(e) = self.audit.record(AuditEvent::Expired(a)).await {
-            tracing::error!(approval_id = %a.id, error = %e, "audit failed for approval.expired");
+        match self.audit.record(AuditEvent::Expired(a)).await {
+            Ok(()) => self.confirm_end(a).await,
+            Err(e) => {
+                tracing::error!(approval_id = %a.id, error = %e, "audit failed for approval.expired");
+            }
         }
         let _ = self.store.publish(&a.id).await;
         self.record_decision_metrics(a);
@@ -461,12 +464,26 @@ impl Broker {
             reason: why,
         };
         let recorded = self.audit.record(cancelled).await;
+        if recorded.is_ok() {
+            self.confirm_end(a).await;
+        }
         self.store.publish(&a.id).await?;
         self.record_decision_metrics(a);
         self.refresh_pending_gauge().await;
         recorded?;
         self.notify(a, NotifyEvent::Cancelled).await;
         Ok(())
+    }
+
+    /// Clears the audit line owed for `a`'s end, now that it is written
+    /// ([`transition::confirm_audited`]). A failure only means a sweep writes the line again
+    /// later, marked `recorded_late`.
+    pub(super) async fn confirm_end(&self, a: &Approval) {
+        let now = self.now_ms();
+        if let Err(e) = self.store.confirm_audited_end(&a.id, a.status, now).await {
+            tracing::warn!(approval_id = %a.id, error = %e,
+                "audit line written, but the store could not note it: a sweep writes it again");
+        }
     }
 
     /// Cancels `id` if its holder was lost at `now` ([`transition::cancel_lost_hold`]: held,

@@ -35,6 +35,7 @@ pub mod lost;
 pub mod nudge;
 pub mod nudges;
 pub mod oncall;
+pub mod owed;
 pub mod ports;
 pub mod preview;
 pub mod quorum;

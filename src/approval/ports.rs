@@ -178,6 +178,10 @@ pub enum AuditEvent<'a> {
         /// Why delivery failed, if it did.
         error: Option<&'a str>,
     },
+    /// An end's line (`approval.approved`, `.denied`, `.expired` or `.cancelled`) written by a
+    /// sweep because the replica that made the end never wrote it (it died, or its store
+    /// write timed out although it applied): the same event with `recorded_late: true`.
+    Late(&'a AuditEvent<'a>),
 }
 
 /// Adds `value` under `name` when there is one.
@@ -212,11 +216,15 @@ impl AuditEvent<'_> {
             AuditEvent::GrantRevoked { .. } => "grant.revoked",
             AuditEvent::Notified { error: None, .. } => "notify.sent",
             AuditEvent::Notified { error: Some(_), .. } => "notify.failed",
+            AuditEvent::Late(event) => event.kind(),
         }
     }
 
     /// The approval the event is about (none for a record that cannot be believed).
     pub fn approval(&self) -> Option<&Approval> {
+        if let AuditEvent::Late(event) = self {
+            return event.approval();
+        }
         Some(match self {
             AuditEvent::Requested { approval, .. }
             | AuditEvent::VoteCast { approval, .. }
@@ -236,7 +244,8 @@ impl AuditEvent<'_> {
             | AuditEvent::Lost { .. }
             | AuditEvent::StoreReset
             | AuditEvent::GrantRevoked { .. }
-            | AuditEvent::ApproversUnresolved { .. } => return None,
+            | AuditEvent::ApproversUnresolved { .. }
+            | AuditEvent::Late(_) => return None,
         })
     }
 
@@ -273,6 +282,9 @@ impl AuditEvent<'_> {
 
     /// The audit-log event: `approval_id` and `rule` always, `actor` and the details per kind.
     pub fn to_event(&self) -> Event {
+        if let AuditEvent::Late(event) = self {
+            return event.to_event().field("recorded_late", true);
+        }
         let Some(a) = self.approval() else {
             return self.approval_less_event();
         };
@@ -368,7 +380,8 @@ impl AuditEvent<'_> {
             | AuditEvent::Lost { .. }
             | AuditEvent::StoreReset
             | AuditEvent::GrantRevoked { .. }
-            | AuditEvent::ApproversUnresolved { .. } => e,
+            | AuditEvent::ApproversUnresolved { .. }
+            | AuditEvent::Late(_) => e,
             AuditEvent::GrantCreated { grant, .. } => {
                 grant_fields(e.actor(grant.approvers.join(",")), grant)
             }

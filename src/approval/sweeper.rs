@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::broker::Broker;
 use super::record::{ApprovalId, Status};
-use super::transition::{hold_lost, may_claim, Claimant, HEARTBEAT_EVERY, HOLD_LEASE};
+use super::transition::{audit_owed, hold_lost, may_claim, Claimant, HEARTBEAT_EVERY, HOLD_LEASE};
 use crate::clock::duration_ms;
 use crate::shutdown::{stopped, Shutdown};
 
@@ -31,6 +31,8 @@ pub struct SweepReport {
     pub holder_lost: usize,
     /// Pending approvals this replica sent a reminder or the escalation for.
     pub nudged: usize,
+    /// Ends whose audit line its replica never wrote, written late by this sweep.
+    pub recorded_late: usize,
     /// Store records dropped.
     pub cleaned: usize,
 }
@@ -142,6 +144,7 @@ impl Broker {
             report.executed += done.iter().filter(|a| **a == Acted::Executed).count();
             report.holder_lost += done.iter().filter(|a| **a == Acted::HolderLost).count();
             report.nudged += done.iter().filter(|a| **a == Acted::Nudged).count();
+            report.recorded_late += done.iter().filter(|a| **a == Acted::RecordedLate).count();
             if last {
                 break;
             }
@@ -228,7 +231,8 @@ impl Broker {
         (id, done.then_some(true))
     }
 
-    /// Does what a due approval needs: expire it, cancel it (its holder was lost), execute it
+    /// Does what a due approval needs: write the audit line its end is owed
+    /// ([`super::owed`]), expire it, cancel it (its holder was lost), execute it
     /// in the background, or send a reminder or its escalation ([`super::remind`]).
     async fn act_on_due(&self, id: &ApprovalId, now: u64) -> Acted {
         let a = match self.store.get(id).await {
@@ -239,7 +243,11 @@ impl Broker {
                 return Acted::Nothing;
             }
         };
-        if a.status == Status::Pending && now >= a.expires_at {
+        if audit_owed(&a, now) {
+            if self.write_owed_audit(&a).await {
+                return Acted::RecordedLate;
+            }
+        } else if a.status == Status::Pending && now >= a.expires_at {
             if self.expire_one(id).await {
                 return Acted::Expired;
             }
@@ -263,6 +271,7 @@ enum Acted {
     Executed,
     HolderLost,
     Nudged,
+    RecordedLate,
     Nothing,
 }
 

@@ -86,6 +86,7 @@ pub fn vote(a: &mut Approval, vote: Vote, now: u64) -> VoteResultKind {
             a.decided_by = Some(approver);
             a.decision_reason = reason;
             a.decided_at = Some(now);
+            a.audit_pending = true;
             VoteResultKind::Denied
         }
         Decision::Approve => {
@@ -109,6 +110,7 @@ pub fn expire(a: &mut Approval, now: u64) -> bool {
     if due {
         a.status = Status::Expired;
         a.decided_at = Some(now);
+        a.audit_pending = true;
     }
     due
 }
@@ -129,6 +131,7 @@ pub fn cancel(a: &mut Approval, actor: &str, reason: &str, now: u64) -> bool {
         a.decided_by = Some(actor.to_owned());
         a.decision_reason = Some(reason.to_owned());
         a.decided_at = Some(now);
+        a.audit_pending = true;
     }
     ok
 }
@@ -140,12 +143,45 @@ pub fn set_held(a: &mut Approval, held: bool) -> bool {
     changed
 }
 
-/// `audit_pending -> false`: the deciding vote and the approval are durable in the audit log,
-/// so the approved request may now be executed. Returns whether that changed anything.
-pub fn confirm_audited(a: &mut Approval) -> bool {
-    let changed = a.status == Status::Approved && a.audit_pending;
-    a.audit_pending = false;
+/// `audit_pending -> false` for an approval that ended as `status`: its end (for an approval,
+/// the deciding vote too) is durable in the audit log, so an approved request may now be
+/// executed, and no sweep writes the end's line again ([`audit_owed`]). Confirming another
+/// status than the current one changes nothing (a cancel that overtook an approval still owes
+/// its own line). Returns whether it changed anything.
+pub fn confirm_audited(a: &mut Approval, status: Status) -> bool {
+    let changed = a.status == status && a.audit_pending;
+    if changed {
+        a.audit_pending = false;
+    }
     changed
+}
+
+// ----- audit lines owed ---------------------------------------------------------------------
+//
+// Every end (approved, denied, expired, cancelled) is written to the store with
+// `audit_pending` set, in the same write; the replica that made it then writes the audit line
+// and clears the flag ([`confirm_audited`]). If that replica dies in between, or its store
+// write timed out although Redis applied it (no line was written for a change that stands),
+// any replica's sweep writes the line itself once [`AUDIT_GRACE`] has passed, marked
+// `recorded_late`. So the audit log accounts for every end the store has.
+
+/// How long after an end its audit line may take before a sweep writes it instead.
+pub const AUDIT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When a sweep should write the audit line owed for `a`'s end (unix ms), if one is owed.
+pub fn audit_owed_at(a: &Approval) -> Option<u64> {
+    let ended = matches!(
+        a.status,
+        Status::Approved | Status::Denied | Status::Expired | Status::Cancelled
+    );
+    (a.audit_pending && ended)
+        .then(|| a.decided_at.unwrap_or(a.created_at))
+        .map(|at| at.saturating_add(ms(AUDIT_GRACE)))
+}
+
+/// Whether the audit line of `a`'s end is owed at `now`.
+pub fn audit_owed(a: &Approval, now: u64) -> bool {
+    audit_owed_at(a).is_some_and(|at| now >= at)
 }
 
 /// Whether `who` may claim `a` now: approved with its decision audited (or a break-glass

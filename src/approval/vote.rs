@@ -122,6 +122,9 @@ impl Broker {
                     Ok(()) => self.audit.record(AuditEvent::Denied(&a)).await,
                     Err(e) => Err(e),
                 };
+                if recorded.is_ok() {
+                    self.confirm_end(&a).await;
+                }
                 // Denied is already the fail-closed state: wake the holder either way.
                 self.store.publish(id).await?;
                 self.record_decision_metrics(&a);

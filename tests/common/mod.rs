@@ -34,6 +34,7 @@ mod oidc_provider;
 mod proxy;
 mod redis;
 pub mod redis_ha;
+pub mod replicas;
 pub mod reply;
 mod tls;
 

@@ -186,23 +186,29 @@ pub use super::transition::HOLD_GRACE;
 /// approval at its expiry, or sooner when a reminder or its escalation is due or its hold's
 /// backstop passes (a lost hold is cancelled: [`transition::cancel_lost_hold`]); an approved,
 /// unclaimed one at its hold's backstop if it is held, else (once its decision is audited) at
-/// once. Backends keep a due-index by this value so a sweep reads only what is due
+/// once; any end whose audit line is still owed, once [`transition::AUDIT_GRACE`] passed.
+/// Backends keep a due-index by this value so a sweep reads only what is due
 /// ([`ApprovalStore::due`]), never the whole store. A holder that dies is found through the
 /// heartbeat instead ([`ApprovalStore::dead_holders`]), so live holds are never read.
 pub fn due_at(a: &Approval) -> Option<u64> {
     let hold = transition::hold_deadline(a);
+    // An end whose audit line is still owed ([`transition::audit_owed`]).
+    let owed = transition::audit_owed_at(a);
     match a.status {
         Status::Pending => {
             let soonest = hold.map_or(a.expires_at, |h| h.min(a.expires_at));
             // A reminder or the escalation ([`super::nudge`]) may be due sooner.
             Some(super::nudge::next_due(a).map_or(soonest, |n| n.min(soonest)))
         }
-        Status::Approved if a.execution == super::record::Execution::NotStarted => match hold {
-            Some(h) => Some(h),
-            None if !a.audit_pending => Some(0),
-            None => None,
-        },
-        _ => None,
+        Status::Approved if a.execution == super::record::Execution::NotStarted => {
+            match (hold, owed) {
+                (Some(h), Some(o)) => Some(h.min(o)),
+                (Some(h), None) => Some(h),
+                (None, Some(o)) => Some(o),
+                (None, None) => Some(0),
+            }
+        }
+        _ => owed,
     }
 }
 
@@ -534,10 +540,28 @@ pub trait ApprovalStore: Send + Sync + Debug {
             .await
     }
 
-    /// [`transition::confirm_audited`]: the decision is durable in the audit log, so the
-    /// approved request may be executed.
+    /// [`transition::confirm_audited`] of an approval: the deciding vote and
+    /// `approval.approved` are durable in the audit log, so the approved request may be
+    /// executed.
     async fn confirm_audited(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
-        self.update(id, now, &mut transition::confirm_audited).await
+        self.confirm_audited_end(id, Status::Approved, now).await
+    }
+
+    /// [`transition::confirm_audited`]: the line of the end `status` is durable in the audit
+    /// log, so no sweep writes it again. Announced only for an approval (its holder may now
+    /// execute it); any other end was announced when it happened.
+    async fn confirm_audited_end(
+        &self,
+        id: &ApprovalId,
+        status: Status,
+        now: u64,
+    ) -> Result<Cas, StoreError> {
+        let change = &mut |a: &mut Approval| transition::confirm_audited(a, status);
+        if status == Status::Approved {
+            self.update(id, now, change).await
+        } else {
+            self.update_quietly(id, now, change).await
+        }
     }
 
     /// [`transition::finish`]: records how the claimed execution ended.

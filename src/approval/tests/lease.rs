@@ -198,6 +198,15 @@ async fn memory_store_moves_the_backstop_wakes_at_it_and_cancels_a_lost_hold() {
         Cas::Applied(x) if x.status == Status::Cancelled
     ));
     assert_eq!(store.count_pending(None).await.unwrap(), 0);
+    // Its audit line is owed until the canceller notes it written; then nothing is due.
+    assert_eq!(
+        store.due(u64::MAX, 10, retry).await.unwrap(),
+        vec![a.id.clone()]
+    );
+    store
+        .confirm_audited_end(&a.id, Status::Cancelled, T0 + 1_000 + lease)
+        .await
+        .unwrap();
     assert!(store.due(u64::MAX, 10, retry).await.unwrap().is_empty());
     assert!(matches!(
         store
