@@ -253,18 +253,21 @@ impl Browser {
             .to_owned()
     }
 
-    /// The visible text of the page's `<body>`.
+    /// The visible text of the page's `<body>`. A page that navigates (a form post) can replace
+    /// `<body>` between finding it and reading it ("stale element", or "Node ... does not
+    /// belong to the document"): then the new one is read, for up to 5 s.
     pub async fn body_text(&self) -> String {
-        let body = self.find("body").await;
-        self.session_command(
-            reqwest::Method::GET,
-            &format!("/element/{}/text", body.0),
-            Value::Null,
-        )
-        .await
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+        let mut last = String::new();
+        for _ in 0..50 {
+            let body = self.find("body").await;
+            let path = format!("/session/{}/element/{}/text", self.session, body.0);
+            match self.command(reqwest::Method::GET, &path, None).await {
+                Ok(text) => return text.as_str().unwrap_or_default().to_owned(),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("WebDriver: {last}")
     }
 
     /// The first element matching the CSS `selector`, waiting up to 15 s for it to appear.
