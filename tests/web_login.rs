@@ -10,10 +10,13 @@ use axum::http::StatusCode as AxumStatus;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Form, Json, Router};
+use countersign::approval::Status;
 use countersign::clock::SystemClock;
 use countersign::config::ApproverLogin;
 use countersign::control::login::{self, Login};
-use countersign::control::pages::{self, ApprovalView, DecisionForm, DecisionView, StatusView};
+use countersign::control::pages::{
+    self, ApprovalSummary, ApprovalView, DecisionForm, DecisionView,
+};
 use countersign::control::session::{ApproverSession, SessionKey, Sessions};
 use countersign::devlogin::DevLogin;
 use countersign::secret::Secret;
@@ -110,21 +113,23 @@ async fn approval_page(
     session: ApproverSession,
 ) -> Response {
     let view = ApprovalView {
-        id: id.clone(),
-        rule: "prod-deploy".into(),
-        requester: "ci@example.com".into(),
-        method: "POST".into(),
-        host: "deploy.example.com".into(),
-        path: "/v1/deployments/production".into(),
+        summary: ApprovalSummary {
+            id: id.clone(),
+            rule: "prod-deploy".into(),
+            requester: "ci@example.com".into(),
+            method: "POST".into(),
+            host: "deploy.example.com".into(),
+            path: "/v1/deployments/production".into(),
+            created_at: s.created_at,
+            expires_at: s.created_at + Duration::from_secs(3600),
+            status: Status::Pending,
+            quorum: 1,
+            approvals_so_far: 0,
+        },
         reason: Some("release 1.2.3".into()),
         body_preview: Some("{\"image\":\"v1.2.3\"}".into()),
         replay: Default::default(),
-        created_at: s.created_at,
-        expires_at: s.created_at + Duration::from_secs(3600),
-        status: StatusView::Pending,
         votes: vec![],
-        quorum: 1,
-        approvals_so_far: 0,
         quorum_progress: None,
         can_vote: true,
         why_not: None,
@@ -152,9 +157,9 @@ async fn decide(
         id,
         decision: form.decision,
         status: match form.decision {
-            DecisionView::Approve | DecisionView::ApproveGrant => StatusView::Approved,
-            DecisionView::Deny => StatusView::Denied,
-            DecisionView::Acknowledge => StatusView::Acknowledged,
+            DecisionView::Approve | DecisionView::ApproveGrant => Status::Approved,
+            DecisionView::Deny => Status::Denied,
+            DecisionView::Acknowledge => Status::Acknowledged,
         },
         quorum: 1,
         approvals_so_far: u32::from(matches!(

@@ -79,6 +79,20 @@ pub(crate) fn sample_approval() -> Approval {
     }
 }
 
+/// `POST deploy.example.com/x` with `headers` and `body`, for upstream `echo`.
+pub(super) fn stored(headers: &http::HeaderMap, body: Vec<u8>) -> StoredRequest {
+    StoredRequest::new(
+        &http::Method::POST,
+        "deploy.example.com",
+        "/x",
+        None,
+        headers,
+        body,
+        "echo",
+        "u1",
+    )
+}
+
 pub(super) fn vote(who: &str, decision: Decision) -> Vote {
     Vote {
         approver: who.into(),
@@ -194,16 +208,7 @@ fn stored_request_drops_hop_by_hop_and_countersign_headers() {
     h.insert("authorization", "Bearer secret-token".parse().unwrap());
     h.append("x-multi", "a".parse().unwrap());
     h.append("x-multi", "b".parse().unwrap());
-    let s = StoredRequest::new(
-        &http::Method::POST,
-        "deploy.example.com",
-        "/x",
-        None,
-        &h,
-        b"{}".to_vec(),
-        "echo",
-        "u1",
-    );
+    let s = stored(&h, b"{}".to_vec());
     let names: Vec<&str> = s.headers.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(
         names,
@@ -295,16 +300,7 @@ async fn memory_store_claims_once_and_respects_hold() {
     let store = MemoryStore::new();
     let mut a = approval(1);
     a.status = Status::Approved;
-    let req = StoredRequest::new(
-        &http::Method::GET,
-        "h",
-        "/",
-        None,
-        &http::HeaderMap::new(),
-        vec![],
-        "echo",
-        "u1",
-    );
+    let req = stored(&http::HeaderMap::new(), vec![]);
     store
         .create(&a, &req, Duration::from_secs(60))
         .await
@@ -487,17 +483,7 @@ fn execution_refuses_a_stored_request_that_is_not_the_approved_one() {
     use crate::approval::record::request_hash;
     let mut h = http::HeaderMap::new();
     h.insert("content-type", "application/json".parse().unwrap());
-    let stored = StoredRequest::new(
-        &http::Method::POST,
-        "deploy.example.com",
-        "/x",
-        None,
-        &h,
-        b"{}".to_vec(),
-        "echo",
-        "u1",
-    )
-    .with_issuer("https://idp");
+    let stored = stored(&h, b"{}".to_vec()).with_issuer("https://idp");
     let mut a = approval(1);
     a.method = "POST".into();
     a.host = "deploy.example.com".into();

@@ -16,52 +16,21 @@ use serde::Deserialize;
 use super::html::html;
 /// The error pages live in [`super::html`]; re-exported for the page handlers.
 pub use super::html::{error_page, error_page_with_link};
+use crate::approval::Status;
 
 /// Bodies longer than this (in characters) are cut on the page; the page says so.
 const BODY_PREVIEW_MAX_CHARS: usize = 4096;
 
-/// Where an approval request stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusView {
-    /// Waiting for votes.
-    Pending,
-    /// Quorum reached.
-    Approved,
-    /// Someone denied it.
-    Denied,
-    /// Nobody decided in time.
-    Expired,
-    /// The requester hung up or cancelled.
-    Cancelled,
-    /// Break-glass: forwarded without approval, waiting for an acknowledgement.
-    Review,
-    /// Break-glass, acknowledged.
-    Acknowledged,
-}
-
-impl StatusView {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Pending => "Pending",
-            Self::Approved => "Approved",
-            Self::Denied => "Denied",
-            Self::Expired => "Expired",
-            Self::Cancelled => "Cancelled",
-            Self::Review => "Break-glass: review",
-            Self::Acknowledged => "Break-glass: acknowledged",
-        }
-    }
-
-    fn class(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Approved => "approved",
-            Self::Denied => "denied",
-            Self::Expired => "expired",
-            Self::Cancelled => "cancelled",
-            Self::Review => "review",
-            Self::Acknowledged => "acknowledged",
-        }
+/// How a status reads on a page; its CSS class is [`Status::as_str`].
+fn status_label(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "Pending",
+        Status::Approved => "Approved",
+        Status::Denied => "Denied",
+        Status::Expired => "Expired",
+        Status::Cancelled => "Cancelled",
+        Status::Review => "Break-glass: review",
+        Status::Acknowledged => "Break-glass: acknowledged",
     }
 }
 
@@ -129,36 +98,16 @@ pub struct ReplayView {
 /// decided `can_vote` / `why_not` / `fresh_login_required` for the viewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalView {
-    /// Approval id.
-    pub id: String,
-    /// Name of the rule that asked for approval.
-    pub rule: String,
-    /// Who sent the request: email, or `sub` at issuer.
-    pub requester: String,
-    /// HTTP method.
-    pub method: String,
-    /// Host the request was sent to.
-    pub host: String,
-    /// Path with query.
-    pub path: String,
+    /// What the list page shows of it too.
+    pub summary: ApprovalSummary,
     /// The requester's `Countersign-Reason`, if any.
     pub reason: Option<String>,
     /// Body as text with `redact` pointers already hidden; `None` when there was no body.
     pub body_preview: Option<String>,
     /// What will be replayed besides the body preview (SPEC 8).
     pub replay: ReplayView,
-    /// When the request was held.
-    pub created_at: SystemTime,
-    /// When it stops being approvable.
-    pub expires_at: SystemTime,
-    /// Where it stands.
-    pub status: StatusView,
     /// Votes so far, in order.
     pub votes: Vec<VoteView>,
-    /// Distinct approvals needed.
-    pub quorum: u32,
-    /// Distinct approvals so far.
-    pub approvals_so_far: u32,
     /// Per-entry progress of a table quorum (`dba 1/1, security 0/1`); `None` for a number.
     pub quorum_progress: Option<String>,
     /// Whether the viewer may vote (listed approver, not the requester, not voted yet).
@@ -200,7 +149,7 @@ pub struct ApprovalSummary {
     /// When it expires.
     pub expires_at: SystemTime,
     /// Where it stands.
-    pub status: StatusView,
+    pub status: Status,
     /// Distinct approvals needed.
     pub quorum: u32,
     /// Distinct approvals so far.
@@ -215,7 +164,7 @@ pub struct ResultView {
     /// What the viewer chose.
     pub decision: DecisionView,
     /// Where the request stands now.
-    pub status: StatusView,
+    pub status: Status,
     /// Distinct approvals needed.
     pub quorum: u32,
     /// Distinct approvals so far (including the viewer's).
@@ -258,6 +207,7 @@ struct VoteRow<'a> {
 struct DetailPage<'a> {
     viewer: Option<&'a str>,
     v: &'a ApprovalView,
+    s: &'a ApprovalSummary,
     pending: bool,
     status_label: &'static str,
     status_class: &'static str,
@@ -313,21 +263,23 @@ pub fn render_detail(view: &ApprovalView, viewer: &str, now: SystemTime) -> Resp
         }
         None => (None, false),
     };
+    let summary = &view.summary;
     let page = DetailPage {
         viewer: Some(viewer),
         v: view,
-        pending: view.status == StatusView::Pending,
-        status_label: view.status.label(),
-        status_class: view.status.class(),
-        created_abs: absolute(view.created_at),
-        created_rel: relative(view.created_at, now),
-        expires_abs: absolute(view.expires_at),
-        expires_rel: relative(view.expires_at, now),
+        s: summary,
+        pending: summary.status == Status::Pending,
+        status_label: status_label(summary.status),
+        status_class: summary.status.as_str(),
+        created_abs: absolute(summary.created_at),
+        created_rel: relative(summary.created_at, now),
+        expires_abs: absolute(summary.expires_at),
+        expires_rel: relative(summary.expires_at, now),
         body,
         body_truncated,
         votes: view.votes.iter().map(vote_row).collect(),
         fresh_login_href: super::urls::login_url(
-            &format!("/approvals/{}", path_segment(&view.id)),
+            &format!("/approvals/{}", path_segment(&summary.id)),
             true,
             &view.acr_values,
         ),
@@ -349,8 +301,8 @@ fn vote_row(v: &VoteView) -> VoteRow<'_> {
 pub fn render_list(items: &[ApprovalSummary], viewer: &str, now: SystemTime) -> Response {
     let mut sorted: Vec<&ApprovalSummary> = items.iter().collect();
     sorted.sort_by(|a, b| {
-        let a_done = a.status != StatusView::Pending;
-        let b_done = b.status != StatusView::Pending;
+        let a_done = a.status != Status::Pending;
+        let b_done = b.status != Status::Pending;
         a_done.cmp(&b_done).then_with(|| {
             if a_done {
                 b.created_at.cmp(&a.created_at)
@@ -367,7 +319,7 @@ pub fn render_list(items: &[ApprovalSummary], viewer: &str, now: SystemTime) -> 
 }
 
 fn list_row(s: &ApprovalSummary, now: SystemTime) -> ListRow<'_> {
-    let when = if s.status == StatusView::Pending {
+    let when = if s.status == Status::Pending {
         format!("expires {}", relative(s.expires_at, now))
     } else {
         format!("requested {}", relative(s.created_at, now))
@@ -379,8 +331,8 @@ fn list_row(s: &ApprovalSummary, now: SystemTime) -> ListRow<'_> {
         method: &s.method,
         host: &s.host,
         path: &s.path,
-        status_label: s.status.label(),
-        status_class: s.status.class(),
+        status_label: status_label(s.status),
+        status_class: s.status.as_str(),
         approvals_so_far: s.approvals_so_far,
         quorum: s.quorum,
         when,
@@ -396,7 +348,7 @@ pub fn render_result(view: &ResultView, viewer: &str) -> Response {
         DecisionView::Acknowledge => "You acknowledged the break-glass",
     };
     let message = match view.status {
-        StatusView::Pending => {
+        Status::Pending => {
             let missing = view.quorum.saturating_sub(view.approvals_so_far);
             match &view.quorum_progress {
                 Some(p) => format!("Approvals so far: {p}; waiting for {missing} more."),
@@ -406,14 +358,12 @@ pub fn render_result(view: &ResultView, viewer: &str) -> Response {
                 ),
             }
         }
-        StatusView::Approved => "The request is approved and will be sent on.".to_owned(),
-        StatusView::Denied => "The request is denied; the caller has been told.".to_owned(),
-        StatusView::Expired => "The request expired before it was decided.".to_owned(),
-        StatusView::Cancelled => "The request was cancelled by the caller.".to_owned(),
-        StatusView::Review => {
-            "The request was forwarded by break-glass; it awaits review.".to_owned()
-        }
-        StatusView::Acknowledged => {
+        Status::Approved => "The request is approved and will be sent on.".to_owned(),
+        Status::Denied => "The request is denied; the caller has been told.".to_owned(),
+        Status::Expired => "The request expired before it was decided.".to_owned(),
+        Status::Cancelled => "The request was cancelled by the caller.".to_owned(),
+        Status::Review => "The request was forwarded by break-glass; it awaits review.".to_owned(),
+        Status::Acknowledged => {
             "The request was forwarded by break-glass and has been reviewed.".to_owned()
         }
     };
@@ -421,8 +371,8 @@ pub fn render_result(view: &ResultView, viewer: &str) -> Response {
         viewer: Some(viewer),
         id: &view.id,
         headline,
-        status_label: view.status.label(),
-        status_class: view.status.class(),
+        status_label: status_label(view.status),
+        status_class: view.status.as_str(),
         message,
     };
     html(StatusCode::OK, page.render())

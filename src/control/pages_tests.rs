@@ -11,21 +11,23 @@ fn t(secs: u64) -> SystemTime {
 
 fn view() -> ApprovalView {
     ApprovalView {
-        id: "apr_123".into(),
-        rule: "prod-deploy".into(),
-        requester: "ci@example.com".into(),
-        method: "POST".into(),
-        host: "deploy.example.com".into(),
-        path: "/v1/deployments/production?force=1".into(),
+        summary: ApprovalSummary {
+            id: "apr_123".into(),
+            rule: "prod-deploy".into(),
+            requester: "ci@example.com".into(),
+            method: "POST".into(),
+            host: "deploy.example.com".into(),
+            path: "/v1/deployments/production?force=1".into(),
+            created_at: t(1_800_000_000),
+            expires_at: t(1_800_000_000 + 3600),
+            status: Status::Pending,
+            quorum: 2,
+            approvals_so_far: 0,
+        },
         reason: Some("hotfix for INC-42".into()),
         body_preview: Some("{\"image\":\"v1.2.3\",\"password\":\"[redacted]\"}".into()),
         replay: ReplayView::default(),
-        created_at: t(1_800_000_000),
-        expires_at: t(1_800_000_000 + 3600),
-        status: StatusView::Pending,
         votes: vec![],
-        quorum: 2,
-        approvals_so_far: 0,
         quorum_progress: None,
         can_vote: true,
         why_not: None,
@@ -84,25 +86,25 @@ async fn detail_shows_what_an_approver_needs_and_a_no_js_form() {
 #[tokio::test]
 async fn everything_is_escaped() {
     let mut v = view();
-    v.path = format!("/x?q={EVIL}");
+    v.summary.path = format!("/x?q={EVIL}");
     v.reason = Some(EVIL.into());
     v.body_preview = Some(format!("{{\"a\":\"{EVIL}\"}}"));
-    v.requester = EVIL.into();
-    v.rule = EVIL.into();
-    v.host = EVIL.into();
+    v.summary.requester = EVIL.into();
+    v.summary.rule = EVIL.into();
+    v.summary.host = EVIL.into();
     v.votes = vec![VoteView {
         approver: EVIL.into(),
         decision: DecisionView::Deny,
         reason: Some(EVIL.into()),
         at: t(1_800_000_100),
     }];
-    v.id = "\"><script>x</script>".into();
+    v.summary.id = "\"><script>x</script>".into();
     let (_, _, html) = body_of(render_detail(&v, EVIL, t(1_800_000_000))).await;
     assert!(!html.contains("<script"), "unescaped script in:\n{html}");
     assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
 
     let summary = ApprovalSummary {
-        id: v.id.clone(),
+        id: v.summary.id.clone(),
         rule: EVIL.into(),
         requester: EVIL.into(),
         method: EVIL.into(),
@@ -110,7 +112,7 @@ async fn everything_is_escaped() {
         path: EVIL.into(),
         created_at: t(0),
         expires_at: t(10),
-        status: StatusView::Pending,
+        status: Status::Pending,
         quorum: 1,
         approvals_so_far: 0,
     };
@@ -151,7 +153,7 @@ async fn fresh_login_replaces_buttons_with_a_sign_in_link() {
 #[tokio::test]
 async fn decided_requests_show_votes_and_no_form() {
     let mut v = view();
-    v.status = StatusView::Denied;
+    v.summary.status = Status::Denied;
     v.votes = vec![VoteView {
         approver: "bob@example.com".into(),
         decision: DecisionView::Deny,
@@ -183,9 +185,9 @@ async fn list_puts_pending_first() {
         approvals_so_far: 0,
     };
     let items = [
-        mk("apr_done", StatusView::Approved, 300),
-        mk("apr_late", StatusView::Pending, 200),
-        mk("apr_soon", StatusView::Pending, 100),
+        mk("apr_done", Status::Approved, 300),
+        mk("apr_late", Status::Pending, 200),
+        mk("apr_soon", Status::Pending, 100),
     ];
     let (_, _, html) = body_of(render_list(&items, "a@example.com", t(400))).await;
     let pos = |id: &str| html.find(&format!("/approvals/{id}\"")).unwrap();
@@ -198,7 +200,7 @@ async fn result_page_says_what_happens_next() {
     let r = ResultView {
         id: "apr_1".into(),
         decision: DecisionView::Approve,
-        status: StatusView::Pending,
+        status: Status::Pending,
         quorum: 2,
         approvals_so_far: 1,
         quorum_progress: None,

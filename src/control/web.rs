@@ -12,14 +12,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::html::{refusal_page, refusal_page_with_link, status};
 use super::pages::{
     self, ApprovalSummary, ApprovalView, DecisionForm, DecisionView, ReplayView, ResultView,
-    StatusView, VoteView,
+    VoteView,
 };
 use super::session::ApproverSession;
 use super::ControlState;
 use crate::approval::transition::{visible_to, Viewer};
-use crate::approval::{
-    Approval, ApprovalId, ApproverIdentity, Channel, Decision, ListFilter, Status,
-};
+use crate::approval::{Approval, ApprovalId, ApproverIdentity, Channel, Decision, ListFilter};
 use crate::policy::ApproveVia;
 use crate::respond::{PageRefusal, VOTE_NOT_COUNTED};
 
@@ -28,18 +26,6 @@ const FRESH_LOGIN: Duration = Duration::from_secs(5 * 60);
 
 fn ms(t: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(t)
-}
-
-fn status_view(s: Status) -> StatusView {
-    match s {
-        Status::Pending => StatusView::Pending,
-        Status::Approved => StatusView::Approved,
-        Status::Denied => StatusView::Denied,
-        Status::Expired => StatusView::Expired,
-        Status::Cancelled => StatusView::Cancelled,
-        Status::Review => StatusView::Review,
-        Status::Acknowledged => StatusView::Acknowledged,
-    }
 }
 
 fn decision_view(d: Decision) -> DecisionView {
@@ -104,6 +90,23 @@ fn needs_fresh_login(a: &Approval, s: &ApproverSession, now: SystemTime) -> bool
     a.approve_via == ApproveVia::Login && !s.is_fresh_for(ms(a.created_at), FRESH_LOGIN, now)
 }
 
+/// What the list shows of `a` (and the request page, above its details).
+fn summary(a: &Approval) -> ApprovalSummary {
+    ApprovalSummary {
+        id: a.id.to_string(),
+        rule: a.rule.clone(),
+        requester: requester_label(a),
+        method: a.method.clone(),
+        host: a.host.clone(),
+        path: a.path_and_query(),
+        created_at: ms(a.created_at),
+        expires_at: ms(a.expires_at),
+        status: a.status,
+        quorum: a.quorum,
+        approvals_so_far: approvals_counted(a),
+    }
+}
+
 fn detail_view(
     state: &ControlState,
     a: &Approval,
@@ -117,12 +120,7 @@ fn detail_view(
         .map(|ss| ss.csrf_token(s, a.id.as_str()))
         .unwrap_or_default();
     ApprovalView {
-        id: a.id.to_string(),
-        rule: a.rule.clone(),
-        requester: requester_label(a),
-        method: a.method.clone(),
-        host: a.host.clone(),
-        path: a.path_and_query(),
+        summary: summary(a),
         reason: a.reason.clone(),
         body_preview: (a.body_len > 0).then(|| a.body_preview.clone()),
         replay: ReplayView {
@@ -135,9 +133,6 @@ fn detail_view(
             body_sha256: a.body_sha256.clone(),
             body_cut: a.body_preview_cut,
         },
-        created_at: ms(a.created_at),
-        expires_at: ms(a.expires_at),
-        status: status_view(a.status),
         votes: a
             .votes
             .iter()
@@ -148,8 +143,6 @@ fn detail_view(
                 at: ms(v.at),
             })
             .collect(),
-        quorum: a.quorum,
-        approvals_so_far: approvals_counted(a),
         quorum_progress: a.quorum_summary(),
         can_vote: why_not.is_none(),
         why_not,
@@ -179,22 +172,7 @@ pub async fn list(state: &ControlState, headers: &HeaderMap) -> Response {
         Err(e) => return store_unavailable(&e),
     };
     all.retain(|a| visible_to(a, &viewer(&s)));
-    let items: Vec<ApprovalSummary> = all
-        .iter()
-        .map(|a| ApprovalSummary {
-            id: a.id.to_string(),
-            rule: a.rule.clone(),
-            requester: requester_label(a),
-            method: a.method.clone(),
-            host: a.host.clone(),
-            path: a.path_and_query(),
-            created_at: ms(a.created_at),
-            expires_at: ms(a.expires_at),
-            status: status_view(a.status),
-            quorum: a.quorum,
-            approvals_so_far: approvals_counted(a),
-        })
-        .collect();
+    let items: Vec<ApprovalSummary> = all.iter().map(summary).collect();
     pages::render_list(&items, &s.email, now)
 }
 
@@ -308,7 +286,7 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
             &ResultView {
                 id: after.id.to_string(),
                 decision: form.decision,
-                status: status_view(after.status),
+                status: after.status,
                 quorum: after.quorum,
                 approvals_so_far: approvals_counted(&after),
                 quorum_progress: after.quorum_summary(),

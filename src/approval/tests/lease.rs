@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::approval;
+use super::{approval, stored};
 use crate::approval::store::due_at;
 use crate::approval::transition::{
     cancel_lost_hold, hold_deadline, hold_lost, take_hold, HEARTBEAT_EVERY, HOLDER_LOST,
@@ -149,25 +149,16 @@ fn the_due_index_wakes_at_the_lease_deadline() {
     assert_eq!(due_at(&p), Some(T0 + 1_000), "expiry first when sooner");
 }
 
-fn request() -> StoredRequest {
-    StoredRequest::new(
-        &http::Method::POST,
-        "h",
-        "/",
-        None,
-        &http::HeaderMap::new(),
-        vec![],
-        "echo",
-        "u1",
-    )
-}
-
 #[tokio::test]
 async fn memory_store_moves_the_backstop_wakes_at_it_and_cancels_a_lost_hold() {
     let store = MemoryStore::new();
     let a = held_at_t0();
     store
-        .create(&a, &request(), Duration::from_secs(60))
+        .create(
+            &a,
+            &stored(&http::HeaderMap::new(), vec![]),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     let lease = ms(HOLD_LEASE);
@@ -219,7 +210,11 @@ async fn memory_store_moves_the_backstop_wakes_at_it_and_cancels_a_lost_hold() {
     // Released (answered 202), then approved: never lost, the background's at once.
     let b = held_at_t0();
     store
-        .create(&b, &request(), Duration::from_secs(60))
+        .create(
+            &b,
+            &stored(&http::HeaderMap::new(), vec![]),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     store.set_held(&b.id, false).await.unwrap();
