@@ -1038,6 +1038,9 @@ struct StaleRead {
     vote_behind_the_read: Mutex<Option<Vote>>,
 }
 
+/// No holder registry: holds end at their backstop.
+impl Holders for StaleRead {}
+
 #[async_trait]
 impl ApprovalStore for StaleRead {
     async fn create(
@@ -1410,6 +1413,9 @@ async fn pending_gauge_follows_create_approve_cancel_and_expire() {
 struct Deaf {
     inner: MemoryStore,
 }
+
+/// No holder registry: holds end at their backstop.
+impl Holders for Deaf {}
 
 #[async_trait]
 impl ApprovalStore for Deaf {

@@ -88,6 +88,23 @@ fn stored() -> StoredRequest {
     )
 }
 
+/// `holder` holds `id` until `backstop`.
+fn hold<'a>(holder: &'a str, id: &'a ApprovalId, backstop: u64) -> Hold<'a> {
+    Hold {
+        holder,
+        id,
+        backstop,
+    }
+}
+
+/// `holder`, silent since `last_beat`.
+fn silent(holder: &str, last_beat: u64) -> Silent {
+    Silent {
+        holder: holder.to_owned(),
+        last_beat,
+    }
+}
+
 fn vote(who: &str, decision: Decision) -> Vote {
     Vote {
         approver: who.into(),
@@ -431,7 +448,7 @@ async fn a_hold_is_a_lease_with_a_backstop_and_a_passed_one_cancels() {
     let t0 = now_ms();
     holder.set_held(&a.id, true).await.unwrap();
     assert!(matches!(
-        holder.take_hold(&a.id, "replica-1", t0 + 3_000).await.unwrap(),
+        holder.take_hold(&hold("replica-1", &a.id, t0 + 3_000)).await.unwrap(),
         Cas::Applied(x) if x.held_until == Some(t0 + 3_000)
     ));
     holder
@@ -464,7 +481,7 @@ async fn a_hold_is_a_lease_with_a_backstop_and_a_passed_one_cancels() {
     let listening = tokio::time::timeout(Duration::from_secs(2), changes.recv()).await;
     assert_eq!(listening.unwrap().unwrap(), probe, "the subscriber listens");
     assert!(matches!(
-        holder.take_hold(&a.id, "replica-1", t0 + 2_000 + 3_000).await.unwrap(),
+        holder.take_hold(&hold("replica-1", &a.id, t0 + 2_000 + 3_000)).await.unwrap(),
         Cas::Applied(x) if x.held_until == Some(t0 + 5_000)
     ));
     let woken = tokio::time::timeout(Duration::from_millis(300), changes.recv()).await;
@@ -507,7 +524,7 @@ async fn a_hold_is_a_lease_with_a_backstop_and_a_passed_one_cancels() {
     assert!(
         matches!(
             holder
-                .take_hold(&a.id, "replica-1", t0 + 5_001 + 3_000)
+                .take_hold(&hold("replica-1", &a.id, t0 + 5_001 + 3_000))
                 .await
                 .unwrap(),
             Cas::Conflict(_)
@@ -526,7 +543,7 @@ async fn a_hold_is_a_lease_with_a_backstop_and_a_passed_one_cancels() {
     let b = created(&holder, 1).await;
     holder.set_held(&b.id, true).await.unwrap();
     holder
-        .take_hold(&b.id, "replica-1", now_ms() + 3_000)
+        .take_hold(&hold("replica-1", &b.id, now_ms() + 3_000))
         .await
         .unwrap();
     holder
@@ -563,7 +580,7 @@ async fn a_released_hold_is_never_cancelled_and_runs_in_the_background() {
     let t0 = now_ms();
     holder.set_held(&a.id, true).await.unwrap();
     holder
-        .take_hold(&a.id, "replica-1", t0 + 3_000)
+        .take_hold(&hold("replica-1", &a.id, t0 + 3_000))
         .await
         .unwrap();
     holder.set_held(&a.id, false).await.unwrap();
@@ -574,7 +591,7 @@ async fn a_released_hold_is_never_cancelled_and_runs_in_the_background() {
     ));
     assert!(
         matches!(
-            holder.take_hold(&a.id, "replica-1", t0 + 1_000 + 3_000).await.unwrap(),
+            holder.take_hold(&hold("replica-1", &a.id, t0 + 1_000 + 3_000)).await.unwrap(),
             Cas::Conflict(x) if !x.held
         ),
         "taking the hold racing the release does not take it back"
@@ -875,16 +892,22 @@ async fn a_silent_holder_is_found_by_another_replica_and_its_holds_cancelled() {
     let (a, b) = (created(&holder, 1).await, created(&holder, 1).await);
     for x in [&a, &b] {
         holder.set_held(&x.id, true).await.unwrap();
-        holder.add_hold("r1", &x.id, t0 + 60_000, t0).await.unwrap();
-        holder.take_hold(&x.id, "r1", t0 + 60_000).await.unwrap();
+        holder
+            .add_hold(&hold("r1", &x.id, t0 + 60_000), t0)
+            .await
+            .unwrap();
+        holder
+            .take_hold(&hold("r1", &x.id, t0 + 60_000))
+            .await
+            .unwrap();
     }
     // b was answered 202 before r1 died: not r1's to lose any more.
     holder.set_held(&b.id, false).await.unwrap();
     other.beat("r2", t0 + 100_000).await.unwrap();
-    assert!(other.dead_holders(t0, 10).await.unwrap().is_empty());
+    assert!(other.silent_holders(t0, 10).await.unwrap().is_empty());
     assert_eq!(
-        other.dead_holders(t0 + 3_000, 10).await.unwrap(),
-        vec![("r1".to_owned(), t0)]
+        other.silent_holders(t0 + 3_000, 10).await.unwrap(),
+        vec![silent("r1", t0)]
     );
     let mut held = other.holds_of("r1", 10).await.unwrap();
     held.sort();
@@ -921,36 +944,45 @@ async fn a_silent_holder_is_found_by_another_replica_and_its_holds_cancelled() {
     // r1 beats again before the sweep forgets it (it was stalled): it stays.
     holder.beat("r1", t0 + 3_500).await.unwrap();
     other
-        .forget_holds("r1", t0, &[a.id.clone(), b.id.clone()])
+        .forget_holds(&silent("r1", t0), &[a.id.clone(), b.id.clone()])
         .await
         .unwrap();
     assert!(other.holds_of("r1", 10).await.unwrap().is_empty());
     assert_eq!(
-        other.dead_holders(t0 + 10_000, 10).await.unwrap(),
-        vec![("r1".to_owned(), t0 + 3_500)]
+        other.silent_holders(t0 + 10_000, 10).await.unwrap(),
+        vec![silent("r1", t0 + 3_500)]
     );
     // A hold it takes now is kept by a forget that does not name it.
     let c = created(&holder, 1).await;
     holder
-        .add_hold("r1", &c.id, t0 + 60_000, t0 + 3_500)
+        .add_hold(&hold("r1", &c.id, t0 + 60_000), t0 + 3_500)
         .await
         .unwrap();
-    other.forget_holds("r1", t0 + 3_500, &[]).await.unwrap();
+    other
+        .forget_holds(&silent("r1", t0 + 3_500), &[])
+        .await
+        .unwrap();
     assert_eq!(other.holds_of("r1", 10).await.unwrap(), vec![c.id.clone()]);
-    assert_eq!(other.dead_holders(t0 + 10_000, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        other.silent_holders(t0 + 10_000, 10).await.unwrap().len(),
+        1
+    );
     // Dealt with everything: forgotten.
     other
-        .forget_holds("r1", t0 + 3_500, std::slice::from_ref(&c.id))
+        .forget_holds(&silent("r1", t0 + 3_500), std::slice::from_ref(&c.id))
         .await
         .unwrap();
     assert!(other
-        .dead_holders(t0 + 10_000, 10)
+        .silent_holders(t0 + 10_000, 10)
         .await
         .unwrap()
         .is_empty());
 
     // A beat drops holds whose backstop passed.
-    holder.add_hold("r3", &c.id, t0 + 1_000, t0).await.unwrap();
+    holder
+        .add_hold(&hold("r3", &c.id, t0 + 1_000), t0)
+        .await
+        .unwrap();
     holder.beat("r3", t0 + 2_000).await.unwrap();
     assert!(other.holds_of("r3", 10).await.unwrap().is_empty());
 }

@@ -21,7 +21,7 @@ use super::record::{
     expand_approvers_with, Approval, ApprovalId, Requester, Status, StoredRequest,
 };
 use super::signer::ApprovalSigner;
-use super::store::{ApprovalStore, Cas, Cursor, ListFilter, Page, ParkedResult, StoreError};
+use super::store::{ApprovalStore, Cas, Cursor, Hold, ListFilter, Page, ParkedResult, StoreError};
 use super::transition;
 use super::waiters::Waiters;
 use crate::clock::duration_ms;
@@ -306,12 +306,13 @@ impl Broker {
     async fn take_hold(&self, id: &ApprovalId, hold: Duration) {
         let now = self.now_ms();
         let backstop = transition::hold_lease_from(now.saturating_add(duration_ms(hold)));
-        let taken = match self.store.add_hold(&self.instance, id, backstop, now).await {
-            Ok(()) => self
-                .store
-                .take_hold(id, &self.instance, backstop)
-                .await
-                .map(drop),
+        let hold = Hold {
+            holder: &self.instance,
+            id,
+            backstop,
+        };
+        let taken = match self.store.add_hold(&hold, now).await {
+            Ok(()) => self.store.take_hold(&hold).await.map(drop),
             Err(e) => Err(e),
         };
         if let Err(e) = taken {

@@ -67,8 +67,8 @@ pub use record::{
 pub use signer::{ApprovalSigner, SignerError};
 pub use store::seal::RecordSeal;
 pub use store::{
-    ApprovalStore, Cas, Claimant, ListFilter, MemoryStore, ParkedResult, RedisStore, StoreError,
-    VoteResult,
+    ApprovalStore, Cas, Claimant, Hold, Holders, ListFilter, MemoryStore, ParkedResult, RedisStore,
+    Silent, StoreError, VoteResult,
 };
 pub use sweeper::SweepReport;
 

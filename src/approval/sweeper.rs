@@ -163,7 +163,7 @@ impl Broker {
     /// how many requests it cancelled.
     async fn cancel_holds_of_dead_holders(&self, now: u64) -> usize {
         let silent_since = now.saturating_sub(duration_ms(HOLD_LEASE));
-        let dead = match self.store.dead_holders(silent_since, DEAD_HOLDERS).await {
+        let dead = match self.store.silent_holders(silent_since, DEAD_HOLDERS).await {
             Ok(dead) => dead,
             Err(e) => {
                 tracing::warn!(error = %e, "sweep: cannot read the holders");
@@ -171,12 +171,13 @@ impl Broker {
             }
         };
         let mut cancelled = 0;
-        for (holder, last_beat) in dead {
-            if *holder == *self.instance {
+        for silent in dead {
+            let holder = silent.holder.as_str();
+            if holder == &*self.instance {
                 continue;
             }
             for _ in 0..SWEEP_BATCHES {
-                let ids = match self.store.holds_of(&holder, SWEEP_BATCH).await {
+                let ids = match self.store.holds_of(holder, SWEEP_BATCH).await {
                     Ok(ids) => ids,
                     Err(e) => {
                         tracing::warn!(holder, error = %e, "sweep: cannot read a dead holder's holds");
@@ -185,7 +186,7 @@ impl Broker {
                 };
                 let last = ids.len() < SWEEP_BATCH;
                 let done: Vec<(ApprovalId, Option<bool>)> = futures::stream::iter(ids)
-                    .map(|id| self.cancel_orphan(id, &holder, now))
+                    .map(|id| self.cancel_orphan(id, holder, now))
                     .buffer_unordered(SWEEP_CONCURRENCY)
                     .collect()
                     .await;
@@ -196,7 +197,7 @@ impl Broker {
                     .filter_map(|(id, c)| c.is_some().then_some(id))
                     .collect();
                 let stuck = dealt.is_empty() && !last;
-                if let Err(e) = self.store.forget_holds(&holder, last_beat, &dealt).await {
+                if let Err(e) = self.store.forget_holds(&silent, &dealt).await {
                     tracing::warn!(holder, error = %e, "sweep: cannot forget a dead holder's holds");
                     break;
                 }

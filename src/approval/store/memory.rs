@@ -19,7 +19,8 @@ use tokio::sync::broadcast;
 
 use super::ChatState;
 use super::{
-    due_at, ApprovalStore, Cas, Change, Cursor, ListFilter, Page, ParkedResult, StoreError,
+    due_at, ApprovalStore, Cas, Change, Cursor, Hold, Holders, ListFilter, Page, ParkedResult,
+    Silent, StoreError,
 };
 use crate::approval::grant::{self, Grant};
 use crate::approval::record::{Approval, ApprovalId, Status, StoredRequest};
@@ -147,6 +148,75 @@ impl MemoryStore {
 }
 
 #[async_trait]
+impl Holders for MemoryStore {
+    async fn beat(&self, holder: &str, now: u64) -> Result<(), StoreError> {
+        self.with(|m| {
+            m.holders.insert(holder.to_owned(), now);
+            if let Some(held) = m.holds.get_mut(holder) {
+                held.retain(|_, backstop| *backstop >= now);
+            }
+        });
+        Ok(())
+    }
+
+    async fn add_hold(&self, hold: &Hold<'_>, now: u64) -> Result<(), StoreError> {
+        self.with(|m| {
+            m.holders.insert(hold.holder.to_owned(), now);
+            m.holds
+                .entry(hold.holder.to_owned())
+                .or_default()
+                .insert(hold.id.clone(), hold.backstop);
+        });
+        Ok(())
+    }
+
+    async fn silent_holders(&self, since: u64, limit: usize) -> Result<Vec<Silent>, StoreError> {
+        let mut silent: Vec<Silent> = self.with(|m| {
+            m.holders
+                .iter()
+                .filter(|(_, beat)| **beat < since)
+                .map(|(h, beat)| Silent {
+                    holder: h.clone(),
+                    last_beat: *beat,
+                })
+                .collect()
+        });
+        silent.sort_by(|a, b| (a.last_beat, &a.holder).cmp(&(b.last_beat, &b.holder)));
+        silent.truncate(limit);
+        Ok(silent)
+    }
+
+    async fn holds_of(&self, holder: &str, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
+        let mut ids: Vec<ApprovalId> = self.with(|m| {
+            m.holds
+                .get(holder)
+                .map(|held| held.keys().cloned().collect())
+                .unwrap_or_default()
+        });
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    async fn forget_holds(&self, silent: &Silent, ids: &[ApprovalId]) -> Result<(), StoreError> {
+        let holder = silent.holder.as_str();
+        self.with(|m| {
+            let empty = m.holds.get_mut(holder).is_none_or(|held| {
+                for id in ids {
+                    held.remove(id);
+                }
+                held.is_empty()
+            });
+            if empty && m.holders.get(holder) == Some(&silent.last_beat) {
+                m.holders.remove(holder);
+                m.holds.remove(holder);
+            }
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl ApprovalStore for MemoryStore {
     async fn create(
         &self,
@@ -228,83 +298,6 @@ impl ApprovalStore for MemoryStore {
             }
             Some(g.clone())
         }))
-    }
-
-    async fn beat(&self, holder: &str, now: u64) -> Result<(), StoreError> {
-        self.with(|m| {
-            m.holders.insert(holder.to_owned(), now);
-            if let Some(held) = m.holds.get_mut(holder) {
-                held.retain(|_, backstop| *backstop >= now);
-            }
-        });
-        Ok(())
-    }
-
-    async fn add_hold(
-        &self,
-        holder: &str,
-        id: &ApprovalId,
-        backstop: u64,
-        now: u64,
-    ) -> Result<(), StoreError> {
-        self.with(|m| {
-            m.holders.insert(holder.to_owned(), now);
-            m.holds
-                .entry(holder.to_owned())
-                .or_default()
-                .insert(id.clone(), backstop);
-        });
-        Ok(())
-    }
-
-    async fn dead_holders(
-        &self,
-        silent_since: u64,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut dead: Vec<(String, u64)> = self.with(|m| {
-            m.holders
-                .iter()
-                .filter(|(_, beat)| **beat < silent_since)
-                .map(|(h, beat)| (h.clone(), *beat))
-                .collect()
-        });
-        dead.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-        dead.truncate(limit);
-        Ok(dead)
-    }
-
-    async fn holds_of(&self, holder: &str, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
-        let mut ids: Vec<ApprovalId> = self.with(|m| {
-            m.holds
-                .get(holder)
-                .map(|held| held.keys().cloned().collect())
-                .unwrap_or_default()
-        });
-        ids.sort();
-        ids.truncate(limit);
-        Ok(ids)
-    }
-
-    async fn forget_holds(
-        &self,
-        holder: &str,
-        last_beat: u64,
-        ids: &[ApprovalId],
-    ) -> Result<(), StoreError> {
-        self.with(|m| {
-            let empty = m.holds.get_mut(holder).is_none_or(|held| {
-                for id in ids {
-                    held.remove(id);
-                }
-                held.is_empty()
-            });
-            if empty && m.holders.get(holder) == Some(&last_beat) {
-                m.holders.remove(holder);
-                m.holds.remove(holder);
-            }
-        });
-        Ok(())
     }
 
     async fn start_cooldown(

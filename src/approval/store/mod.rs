@@ -26,10 +26,12 @@ use super::record::{Approval, ApprovalId, Execution, Status, StoredHeader, Store
 pub use super::transition::Claimant;
 use super::transition::{self, VoteResultKind};
 
+pub mod holders;
 pub mod memory;
 pub mod redis;
 pub mod seal;
 
+pub use holders::{Hold, Holders, Silent};
 pub use memory::MemoryChatState;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -189,7 +191,7 @@ pub use super::transition::HOLD_GRACE;
 /// once; any end whose audit line is still owed, once [`transition::AUDIT_GRACE`] passed.
 /// Backends keep a due-index by this value so a sweep reads only what is due
 /// ([`ApprovalStore::due`]), never the whole store. A holder that dies is found through the
-/// heartbeat instead ([`ApprovalStore::dead_holders`]), so live holds are never read.
+/// heartbeat instead ([`Holders::silent_holders`]), so live holds are never read.
 pub fn due_at(a: &Approval) -> Option<u64> {
     let hold = transition::hold_deadline(a);
     // An end whose audit line is still owed ([`transition::audit_owed`]).
@@ -220,7 +222,7 @@ pub type Change<'a> = dyn FnMut(&mut Approval) -> bool + Send + 'a;
 /// Approval state behind one atomic compare-and-set. All methods are safe to call
 /// concurrently from any number of tasks and (for shared backends) replicas.
 #[async_trait]
-pub trait ApprovalStore: Send + Sync + Debug {
+pub trait ApprovalStore: Holders + Send + Sync + Debug {
     /// Creates an approval and its stored request; both are dropped after `ttl`.
     async fn create(
         &self,
@@ -365,58 +367,6 @@ pub trait ApprovalStore: Send + Sync + Debug {
         Ok(None)
     }
 
-    // ----- holders (the hold lease, [`transition::HEARTBEAT_EVERY`]) -----------------------
-
-    /// `holder` (a replica's instance id) is alive at `now`; also forgets its holds whose
-    /// backstop passed. Every replica calls it once per [`transition::HEARTBEAT_EVERY`]. A
-    /// store without holders keeps nothing: holds there end only at their backstop.
-    async fn beat(&self, holder: &str, now: u64) -> Result<(), StoreError> {
-        let _ = (holder, now);
-        Ok(())
-    }
-
-    /// Notes that `holder` holds `id` until `backstop` (so a sweep finds it if `holder` dies),
-    /// and beats for `holder` at `now`. Called before the record names its holder.
-    async fn add_hold(
-        &self,
-        holder: &str,
-        id: &ApprovalId,
-        backstop: u64,
-        now: u64,
-    ) -> Result<(), StoreError> {
-        let _ = (holder, id, backstop, now);
-        Ok(())
-    }
-
-    /// Up to `limit` holders whose last beat is before `silent_since`, with that beat.
-    async fn dead_holders(
-        &self,
-        silent_since: u64,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        let _ = (silent_since, limit);
-        Ok(Vec::new())
-    }
-
-    /// Up to `limit` of the approvals [`Self::add_hold`] noted for `holder`.
-    async fn holds_of(&self, holder: &str, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
-        let _ = (holder, limit);
-        Ok(Vec::new())
-    }
-
-    /// Forgets `ids` of dead `holder` (a sweep dealt with them), then `holder` itself if it
-    /// holds nothing more and has not beaten since `last_beat` (a replica that was only
-    /// stalled comes back with a new beat, and keeps any hold it took meanwhile).
-    async fn forget_holds(
-        &self,
-        holder: &str,
-        last_beat: u64,
-        ids: &[ApprovalId],
-    ) -> Result<(), StoreError> {
-        let _ = (holder, last_beat, ids);
-        Ok(())
-    }
-
     /// The time, unix ms, for changes whose caller passes none ([`Self::set_held`],
     /// [`Self::finish_execution`]). Backends whose reads depend on time (the Redis hold lease)
     /// answer from their injected clock.
@@ -499,17 +449,12 @@ pub trait ApprovalStore: Send + Sync + Debug {
         self.update(id, now, change).await
     }
 
-    /// [`transition::take_hold`] for `holder` until `backstop`, quietly
-    /// ([`Self::update_quietly`]): nobody is woken by who holds a caller. [`Cas::Conflict`]
-    /// when there is no live hold to take (released, decided, claimed or cancelled).
-    async fn take_hold(
-        &self,
-        id: &ApprovalId,
-        holder: &str,
-        backstop: u64,
-    ) -> Result<Cas, StoreError> {
-        self.update_quietly(id, self.now_ms(), &mut |a| {
-            transition::take_hold(a, holder, backstop)
+    /// [`transition::take_hold`] for `hold`, quietly ([`Self::update_quietly`]): nobody is
+    /// woken by who holds a caller. [`Cas::Conflict`] when there is no live hold to take
+    /// (released, decided, claimed or cancelled).
+    async fn take_hold(&self, hold: &Hold<'_>) -> Result<Cas, StoreError> {
+        self.update_quietly(hold.id, self.now_ms(), &mut |a| {
+            transition::take_hold(a, hold.holder, hold.backstop)
         })
         .await
     }

@@ -169,7 +169,7 @@ async fn memory_store_moves_the_backstop_wakes_at_it_and_cancels_a_lost_hold() {
         .unwrap()
         .is_empty());
     assert!(matches!(
-        store.take_hold(&a.id, HOLDER, T0 + 1_000 + ms(HOLD_LEASE)).await.unwrap(),
+        store.take_hold(&held_here(&a.id, T0 + 1_000 + ms(HOLD_LEASE))).await.unwrap(),
         Cas::Applied(x) if x.held_until == Some(T0 + 1_000 + lease)
     ));
     assert!(
@@ -201,7 +201,7 @@ async fn memory_store_moves_the_backstop_wakes_at_it_and_cancels_a_lost_hold() {
     assert!(store.due(u64::MAX, 10, retry).await.unwrap().is_empty());
     assert!(matches!(
         store
-            .take_hold(&a.id, HOLDER, T0 + 2_000 + ms(HOLD_LEASE))
+            .take_hold(&held_here(&a.id, T0 + 2_000 + ms(HOLD_LEASE)))
             .await
             .unwrap(),
         Cas::Conflict(_)
@@ -266,18 +266,44 @@ fn a_dead_holder_loses_its_live_holds_at_once_and_only_its_own() {
     assert!(!hold_lost(&fresh, T0 + 1, Some(HOLDER)));
 }
 
+/// [`HOLDER`] holding `id` until `backstop`.
+fn held_here(id: &ApprovalId, backstop: u64) -> Hold<'_> {
+    Hold {
+        holder: HOLDER,
+        id,
+        backstop,
+    }
+}
+
+/// Replica `r1` holding `id` until `backstop`.
+fn hold(id: &ApprovalId, backstop: u64) -> Hold<'_> {
+    Hold {
+        holder: "r1",
+        id,
+        backstop,
+    }
+}
+
+/// Replica `r1`, silent since `last_beat`.
+fn silent(last_beat: u64) -> Silent {
+    Silent {
+        holder: "r1".to_owned(),
+        last_beat,
+    }
+}
+
 #[tokio::test]
 async fn memory_store_keeps_holders_and_forgets_a_dead_one_only_once_it_is_dealt_with() {
     let store = MemoryStore::new();
     let (x, y) = (ApprovalId::generate(), ApprovalId::generate());
-    store.add_hold("r1", &x, T0 + 10_000, T0).await.unwrap();
-    store.add_hold("r1", &y, T0 + 1_000, T0).await.unwrap();
+    store.add_hold(&hold(&x, T0 + 10_000), T0).await.unwrap();
+    store.add_hold(&hold(&y, T0 + 1_000), T0).await.unwrap();
     store.beat("r2", T0 + 4_000).await.unwrap();
     // r1 beat last at T0: dead from T0 + 1 on; r2 is alive.
-    assert!(store.dead_holders(T0, 10).await.unwrap().is_empty());
+    assert!(store.silent_holders(T0, 10).await.unwrap().is_empty());
     assert_eq!(
-        store.dead_holders(T0 + 1, 10).await.unwrap(),
-        vec![("r1".to_owned(), T0)]
+        store.silent_holders(T0 + 1, 10).await.unwrap(),
+        vec![silent(T0)]
     );
     let mut held = store.holds_of("r1", 10).await.unwrap();
     held.sort();
@@ -287,25 +313,25 @@ async fn memory_store_keeps_holders_and_forgets_a_dead_one_only_once_it_is_dealt
     assert_eq!(store.holds_of("r1", 1).await.unwrap().len(), 1, "limited");
     // Dealt with one of two: r1 stays (it still holds the other).
     store
-        .forget_holds("r1", T0, std::slice::from_ref(&x))
+        .forget_holds(&silent(T0), std::slice::from_ref(&x))
         .await
         .unwrap();
     assert_eq!(store.holds_of("r1", 10).await.unwrap(), vec![y.clone()]);
-    assert_eq!(store.dead_holders(T0 + 1, 10).await.unwrap().len(), 1);
+    assert_eq!(store.silent_holders(T0 + 1, 10).await.unwrap().len(), 1);
     // r1 was only stalled: it beats again, which also drops holds past their backstop.
     store.beat("r1", T0 + 2_000).await.unwrap();
     assert!(store.holds_of("r1", 10).await.unwrap().is_empty());
-    store.forget_holds("r1", T0, &[]).await.unwrap();
+    store.forget_holds(&silent(T0), &[]).await.unwrap();
     assert_eq!(
-        store.dead_holders(T0 + 2_001, 10).await.unwrap(),
-        vec![("r1".to_owned(), T0 + 2_000)],
+        store.silent_holders(T0 + 2_001, 10).await.unwrap(),
+        vec![silent(T0 + 2_000)],
         "a beat since the sweep looked keeps the holder"
     );
-    store.forget_holds("r1", T0 + 2_000, &[]).await.unwrap();
+    store.forget_holds(&silent(T0 + 2_000), &[]).await.unwrap();
     assert!(store
-        .dead_holders(u64::MAX, 10)
+        .silent_holders(u64::MAX, 10)
         .await
         .unwrap()
         .iter()
-        .all(|(h, _)| h != "r1"));
+        .all(|s| s.holder != "r1"));
 }

@@ -14,11 +14,12 @@
 //! requests are then cancelled, never run) or a dead one look alive (its held requests are
 //! then cancelled at their backstop instead, never run): both fail closed.
 
+use async_trait::async_trait;
 use redis::Script;
 
 use super::RedisStore;
 use crate::approval::record::ApprovalId;
-use crate::approval::store::StoreError;
+use crate::approval::store::{Hold, Holders, Silent, StoreError};
 
 const HOLDERS: &str = "cs:holders";
 
@@ -41,9 +42,10 @@ return 0
 
 static FORGET: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(FORGET_LUA));
 
-impl RedisStore {
-    /// [`crate::approval::ApprovalStore::beat`] on Redis: two commands in one round trip.
-    pub(super) async fn beat_here(&self, holder: &str, now: u64) -> Result<(), StoreError> {
+#[async_trait]
+impl Holders for RedisStore {
+    /// Two commands in one round trip.
+    async fn beat(&self, holder: &str, now: u64) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         self.call("heartbeat", async {
             redis::pipe()
@@ -57,22 +59,16 @@ impl RedisStore {
         .await
     }
 
-    /// [`crate::approval::ApprovalStore::add_hold`] on Redis, made durable like a record
-    /// write: a failover must not forget a hold whose holder then dies.
-    pub(super) async fn add_hold_here(
-        &self,
-        holder: &str,
-        id: &ApprovalId,
-        backstop: u64,
-        now: u64,
-    ) -> Result<(), StoreError> {
+    /// Made durable like a record write: a failover must not forget a hold whose holder then
+    /// dies.
+    async fn add_hold(&self, hold: &Hold<'_>, now: u64) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         self.call("add hold", async {
             redis::pipe()
                 .atomic()
-                .zadd(held_key(holder), id.as_str(), backstop)
+                .zadd(held_key(hold.holder), hold.id.as_str(), hold.backstop)
                 .ignore()
-                .zadd(HOLDERS, holder, now)
+                .zadd(HOLDERS, hold.holder, now)
                 .ignore()
                 .query_async::<()>(&mut c)
                 .await
@@ -81,35 +77,30 @@ impl RedisStore {
         self.durable(&mut c).await
     }
 
-    /// [`crate::approval::ApprovalStore::dead_holders`] on Redis.
-    pub(super) async fn dead_holders_here(
-        &self,
-        silent_since: u64,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn silent_holders(&self, since: u64, limit: usize) -> Result<Vec<Silent>, StoreError> {
         let mut c = self.conn().await?;
         let limit = isize::try_from(limit).unwrap_or(isize::MAX);
-        self.call("dead holders", async {
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(HOLDERS)
-                .arg("-inf")
-                .arg(format!("({silent_since}"))
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .query_async(&mut c)
-                .await
-        })
-        .await
+        let silent: Vec<(String, u64)> = self
+            .call("silent holders", async {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(HOLDERS)
+                    .arg("-inf")
+                    .arg(format!("({since}"))
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(silent
+            .into_iter()
+            .map(|(holder, last_beat)| Silent { holder, last_beat })
+            .collect())
     }
 
-    /// [`crate::approval::ApprovalStore::holds_of`] on Redis.
-    pub(super) async fn holds_of_here(
-        &self,
-        holder: &str,
-        limit: usize,
-    ) -> Result<Vec<ApprovalId>, StoreError> {
+    async fn holds_of(&self, holder: &str, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -129,19 +120,14 @@ impl RedisStore {
         Ok(ids.iter().filter_map(|id| ApprovalId::parse(id)).collect())
     }
 
-    /// [`crate::approval::ApprovalStore::forget_holds`] on Redis, in one script.
-    pub(super) async fn forget_holds_here(
-        &self,
-        holder: &str,
-        last_beat: u64,
-        ids: &[ApprovalId],
-    ) -> Result<(), StoreError> {
+    /// In one script.
+    async fn forget_holds(&self, silent: &Silent, ids: &[ApprovalId]) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let mut inv = FORGET.prepare_invoke();
-        inv.key(held_key(holder))
+        inv.key(held_key(&silent.holder))
             .key(HOLDERS)
-            .arg(holder)
-            .arg(last_beat);
+            .arg(&silent.holder)
+            .arg(silent.last_beat);
         for id in ids {
             inv.arg(id.as_str());
         }

@@ -417,41 +417,6 @@ impl ApprovalStore for RedisStore {
         Ok(self.read(id).await?.map(|(a, _)| a))
     }
 
-    async fn beat(&self, holder: &str, now: u64) -> Result<(), StoreError> {
-        self.beat_here(holder, now).await
-    }
-
-    async fn add_hold(
-        &self,
-        holder: &str,
-        id: &ApprovalId,
-        backstop: u64,
-        now: u64,
-    ) -> Result<(), StoreError> {
-        self.add_hold_here(holder, id, backstop, now).await
-    }
-
-    async fn dead_holders(
-        &self,
-        silent_since: u64,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        self.dead_holders_here(silent_since, limit).await
-    }
-
-    async fn holds_of(&self, holder: &str, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
-        self.holds_of_here(holder, limit).await
-    }
-
-    async fn forget_holds(
-        &self,
-        holder: &str,
-        last_beat: u64,
-        ids: &[ApprovalId],
-    ) -> Result<(), StoreError> {
-        self.forget_holds_here(holder, last_beat, ids).await
-    }
-
     async fn start_cooldown(
         &self,
         key: &str,
