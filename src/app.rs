@@ -17,6 +17,7 @@ use crate::approval::{
     LogNotifier, MemoryStore, Notifier, RecordSeal, RedisStore,
 };
 use crate::audit::AuditLog;
+use crate::background::{until_shutdown, Job};
 use crate::chat::fanout::Fanout;
 use crate::chat::slack::{RetryPolicy, SlackApp, SlackNotifier};
 use crate::chat::teams::TeamsNotifier;
@@ -283,10 +284,19 @@ pub fn build(
     let (sessions, login) = approver_login(&config, clock_for_login)?;
     let v = verifier.clone();
     let b = broker.clone();
-    let mut tasks: Vec<crate::control::Task> = vec![
-        Box::new(move |stop| v.start_until(stop)),
-        Box::new(move |stop| reloader.spawn_until(stop)),
-        Box::new(move |stop| drop(b.spawn_background_until(stop))),
+    let mut jobs = vec![
+        Job::service("jwks refresh", move |stop| {
+            v.start_until(stop.clone());
+            until_shutdown(stop)
+        }),
+        Job::service("policy reload", move |stop| {
+            reloader.spawn_until(stop.clone());
+            until_shutdown(stop)
+        }),
+        Job::service("approval sweeper", move |stop| {
+            let sweeper = b.spawn_background_until(stop);
+            async move { drop(sweeper.await) }
+        }),
     ];
     if let Some(webhook) = &config.audit_webhook {
         let delivery = crate::audit::webhook::Delivery::new(
@@ -296,8 +306,9 @@ pub fn build(
             &metrics,
         )
         .map_err(|e| StartError::Approvals(format!("[audit] webhook metrics: {e}")))?;
-        tasks.push(Box::new(move |stop| {
-            drop(delivery.clone().spawn_until(stop))
+        jobs.push(Job::service("audit webhook", move |stop| {
+            let delivery = delivery.clone().spawn_until(stop);
+            async move { drop(delivery.await) }
         }));
     }
     let control = ControlService::new(
@@ -314,11 +325,13 @@ pub fn build(
             teams_bot,
             data_up: Arc::default(),
         },
-        tasks,
     );
 
     server.add_service(proxy);
     server.add_service(background_service("control plane", control));
+    for job in jobs {
+        server.add_service(job);
+    }
     Ok((server, shutdown_tx))
 }
 

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod approval;
 pub mod audit;
+pub mod background;
 pub mod chat;
 pub mod cli;
 pub mod clock;

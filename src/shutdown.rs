@@ -1,6 +1,6 @@
 //! The one shutdown signal every periodic task listens to: pingora's shutdown watch (a
-//! `watch::Receiver<bool>` that turns `true` on SIGTERM/SIGINT), handed down from the control
-//! service that starts the tasks.
+//! `watch::Receiver<bool>` that turns `true` on SIGTERM/SIGINT), handed to each periodic job by
+//! its background service ([`crate::background::Job`]).
 //!
 //! Owns only the "has shutdown begun" check. Must not start or stop anything itself.
 

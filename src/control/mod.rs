@@ -240,12 +240,7 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
 pub struct ControlService {
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
     state: ControlState,
-    tasks: Vec<Task>,
 }
-
-/// Background work started with the control service; it gets the server's shutdown watch and
-/// must stop when it turns `true`.
-pub type Task = Box<dyn Fn(ShutdownWatch) + Send + Sync>;
 
 impl std::fmt::Debug for ControlService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -254,13 +249,11 @@ impl std::fmt::Debug for ControlService {
 }
 
 impl ControlService {
-    /// `listener` is bound already (so a busy port fails at start, not later). `tasks` are
-    /// started on the service's runtime before serving (JWKS refresh, policy reload, ...).
-    pub fn new(listener: std::net::TcpListener, state: ControlState, tasks: Vec<Task>) -> Self {
+    /// `listener` is bound already (so a busy port fails at start, not later).
+    pub fn new(listener: std::net::TcpListener, state: ControlState) -> Self {
         Self {
             listener: std::sync::Mutex::new(Some(listener)),
             state,
-            tasks,
         }
     }
 }
@@ -268,9 +261,6 @@ impl ControlService {
 #[async_trait]
 impl BackgroundService for ControlService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        for task in &self.tasks {
-            task(shutdown.clone());
-        }
         let std_listener = match self.listener.lock() {
             Ok(mut l) => l.take(),
             Err(_) => None,
