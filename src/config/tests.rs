@@ -1,48 +1,16 @@
 use std::fs;
 
+use super::fixture::{folder, load_folder, minimal_with, MINIMAL_REST, SERVER};
 use super::*;
 use crate::policy::{Action, ApproveVia, Approver, NotifyTarget, PathMatch};
-
-/// Writes `files` (name, text) into a fresh temporary folder.
-fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
-    dir
-}
 
 /// Loads `countersign.toml` from `dir` and returns the problems as lines with the folder
 /// prefix removed.
 fn problems(dir: &tempfile::TempDir) -> Vec<String> {
-    let err = load(&dir.path().join("countersign.toml")).unwrap_err();
-    let prefix = format!("{}/", dir.path().display());
-    err.0
-        .iter()
-        .map(|p| p.to_string().replace(&prefix, ""))
-        .collect()
+    load_folder(dir).unwrap_err()
 }
 
-const SERVER: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n";
-const MINIMAL_REST: &str = r#"
-[[upstream]]
-name = "api"
-url = "http://127.0.0.1:7000"
-
-[[route]]
-upstream = "api"
-
-[[issuer]]
-issuer = "https://idp.example.com"
-audiences = ["aud"]
-"#;
 const RULE: &str = "[[rule]]\nname = \"r\"\naction = \"allow\"\n";
-
-fn minimal_with(extra: &str) -> String {
-    format!("{SERVER}{MINIMAL_REST}{extra}")
-}
 
 #[test]
 fn invalid_fixture_reports_every_problem_in_order() {

@@ -1,44 +1,17 @@
 //! `[pagerduty]` and `pagerduty:` approvers: what loads, and every mistake with file:line:col.
 
-use std::fs;
-
-use crate::config::{load, Config};
+use crate::config::fixture::{folder, load_folder, minimal_with};
+use crate::config::Config;
 use crate::policy::{Approver, PolicySet};
 
-const BASE: &str = r#"[server]
-listen = "127.0.0.1:8080"
-
-[[upstream]]
-name = "api"
-url = "http://127.0.0.1:7000"
-
-[[route]]
-upstream = "api"
-
-[[issuer]]
-issuer = "https://idp.example.com"
-audiences = ["aud"]
-
-"#;
-
-/// Loads `BASE` + `extra` as `countersign.toml` with `policy` as `policies/p.toml`; problems
-/// are returned with the folder prefix cut.
+/// Loads the minimal config + `extra` (from line 14) as `countersign.toml` with `policy` as
+/// `policies/p.toml`; problems are returned with the folder prefix cut.
 fn load_with(extra: &str, policy: &str) -> Result<(Config, PolicySet), Vec<String>> {
-    let dir = tempfile::tempdir().unwrap();
-    fs::create_dir_all(dir.path().join("policies")).unwrap();
-    fs::write(dir.path().join("policies/p.toml"), policy).unwrap();
-    fs::write(dir.path().join("pd-token"), "u+pdTOKENsecret\n").unwrap();
-    fs::write(
-        dir.path().join("countersign.toml"),
-        format!("{BASE}{extra}"),
-    )
-    .unwrap();
-    let prefix = format!("{}/", dir.path().display());
-    load(&dir.path().join("countersign.toml")).map_err(|p| {
-        p.0.iter()
-            .map(|p| p.to_string().replace(&prefix, ""))
-            .collect()
-    })
+    load_folder(&folder(&[
+        ("policies/p.toml", policy),
+        ("pd-token", "u+pdTOKENsecret\n"),
+        ("countersign.toml", &minimal_with(extra)),
+    ]))
 }
 
 fn rule(approvers: &str) -> String {
@@ -114,7 +87,7 @@ fn an_inline_token_is_refused() {
     .unwrap_err();
     assert_eq!(
         problems,
-        vec!["countersign.toml:16:13: \"api_token\": secrets must be given as env:NAME or file:PATH, never inline"]
+        vec!["countersign.toml:15:13: \"api_token\": secrets must be given as env:NAME or file:PATH, never inline"]
     );
 }
 
@@ -123,7 +96,7 @@ fn a_missing_token_is_an_error_at_the_section() {
     let problems = load_with("[pagerduty]\n", &rule(r#"["a@example.com"]"#)).unwrap_err();
     assert_eq!(
         problems,
-        vec!["countersign.toml:15:1: missing required key \"api_token\" in [pagerduty]"]
+        vec!["countersign.toml:14:1: missing required key \"api_token\" in [pagerduty]"]
     );
 }
 
@@ -136,7 +109,7 @@ fn a_plain_http_api_url_off_loopback_and_a_bad_url_are_refused() {
     .unwrap_err();
     assert_eq!(
         problems,
-        vec!["countersign.toml:17:11: \"api_url\" must use https:// (http:// is only accepted for 127.0.0.1 or localhost), not \"http://api.pagerduty.com\""]
+        vec!["countersign.toml:16:11: \"api_url\" must use https:// (http:// is only accepted for 127.0.0.1 or localhost), not \"http://api.pagerduty.com\""]
     );
     let problems = load_with(
         &format!("{SECTION}api_url = \"pagerduty\"\n"),
@@ -145,7 +118,7 @@ fn a_plain_http_api_url_off_loopback_and_a_bad_url_are_refused() {
     .unwrap_err();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
-        problems[0].starts_with("countersign.toml:17:11: \"api_url\" is not a valid URL"),
+        problems[0].starts_with("countersign.toml:16:11: \"api_url\" is not a valid URL"),
         "{problems:?}"
     );
 }
@@ -159,11 +132,11 @@ fn unknown_keys_and_a_bad_cache_are_errors() {
     .unwrap_err();
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(
-        problems[0].starts_with("countersign.toml:17:1: unknown key \"api_key\" in [pagerduty]"),
+        problems[0].starts_with("countersign.toml:16:1: unknown key \"api_key\" in [pagerduty]"),
         "{problems:?}"
     );
     assert!(
-        problems[1].starts_with("countersign.toml:18:9: \"cache\":"),
+        problems[1].starts_with("countersign.toml:17:9: \"cache\":"),
         "{problems:?}"
     );
 }

@@ -2,26 +2,14 @@
 //! value reported at its own file:line:col.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use super::{parse_text, Names, Refs};
+use crate::config::fixture::{compile_policy, groups_only};
 use crate::policy::Mode;
 
 /// Compiles `text` as `p.toml`: (modes of the rules compiled, problems as strings).
 fn compile(text: &str) -> (Vec<Mode>, Vec<String>) {
-    let groups = BTreeMap::new();
-    let refs = Refs {
-        groups: &groups,
-        slack: false,
-        teams: false,
-        login: false,
-        pagerduty: false,
-    };
-    let (rules, problems) = parse_text(Path::new("p.toml"), text, refs, &mut Names::new());
-    (
-        rules.iter().map(|r| r.mode).collect(),
-        problems.iter().map(ToString::to_string).collect(),
-    )
+    let (rules, problems) = compile_policy(text, groups_only(&BTreeMap::new()));
+    (rules.iter().map(|r| r.mode).collect(), problems)
 }
 
 #[test]
