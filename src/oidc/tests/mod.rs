@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::{TokenError, Verifier};
 use crate::clock::ManualClock;
 use crate::config::{Algorithm, Issuer};
-use crate::devidp::DevIdp;
+use crate::devidp::{DevIdp, KeyKind};
 use crate::metrics::Metrics;
 
 /// The audience every test verifier accepts.
@@ -62,6 +62,23 @@ impl Harness {
         let h = Self::build(prepare, tweak).await;
         assert!(h.verifier.wait_ready(Duration::from_secs(5)).await);
         h
+    }
+
+    /// A ready harness whose issuer signs with every algorithm the verifier supports: the
+    /// harness and one (kid, alg) each for RS256, PS256, ES256 and EdDSA.
+    async fn every_algorithm() -> (Harness, Vec<(String, &'static str)>) {
+        let mut kids = Vec::new();
+        let h = Self::ready(
+            |idp| {
+                kids.push((idp.default_kid(), "RS256"));
+                kids.push((idp.default_kid(), "PS256"));
+                kids.push((idp.add_key(KeyKind::P256), "ES256"));
+                kids.push((idp.add_key(KeyKind::Ed25519), "EdDSA"));
+            },
+            |_| {},
+        )
+        .await;
+        (h, kids)
     }
 
     fn now(&self) -> u64 {

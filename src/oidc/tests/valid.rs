@@ -10,17 +10,7 @@ use crate::devidp::KeyKind;
 
 #[tokio::test]
 async fn rs256_ps256_es256_eddsa_tokens_are_accepted_then_served_from_cache() {
-    let mut kids = Vec::new();
-    let h = Harness::ready(
-        |idp| {
-            kids.push((idp.default_kid(), "RS256"));
-            kids.push((idp.default_kid(), "PS256"));
-            kids.push((idp.add_key(KeyKind::P256), "ES256"));
-            kids.push((idp.add_key(KeyKind::Ed25519), "EdDSA"));
-        },
-        |_| {},
-    )
-    .await;
+    let (h, kids) = Harness::every_algorithm().await;
     for (kid, alg) in kids {
         let token = h.token(
             &kid,
