@@ -23,7 +23,6 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
-use crate::notify::NotifyTarget;
 use crate::secret::Secret;
 
 use super::adaptive::{
@@ -202,12 +201,7 @@ impl TeamsNotifier {
 #[async_trait]
 impl Notifier for TeamsNotifier {
     async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
-        let escalated_here = approval
-            .nudges
-            .escalation
-            .as_ref()
-            .is_some_and(|e| e.done && e.notify.contains(&NotifyTarget::Teams));
-        if !approval.notify.contains(&NotifyTarget::Teams) && !escalated_here {
+        if !super::notifies_teams(approval) {
             return Ok(());
         }
         let page = self.approval_page(approval);
