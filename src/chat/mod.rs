@@ -11,6 +11,10 @@ pub mod fanout;
 mod quorum_tests;
 #[cfg(test)]
 pub(crate) use crate::approval::tests::sample_approval;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+pub(crate) use test_support::deny;
 pub mod slack;
 pub mod state;
 pub mod teams;

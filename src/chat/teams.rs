@@ -447,13 +447,18 @@ mod tests {
         assert_eq!(p.backoff(200), Duration::from_millis(350));
     }
 
+    /// A notifier whose webhook URL holds SECRET in its path and query.
+    fn notifier(public_url: &str) -> TeamsNotifier {
+        TeamsNotifier::new(
+            Secret::new("https://x.example/workflows/SECRETPATH?sig=SECRETSIG"),
+            public_url,
+            reqwest::Client::new(),
+        )
+    }
+
     #[test]
     fn debug_hides_the_webhook_url() {
-        let n = TeamsNotifier::new(
-            Secret::new("https://x.example/workflows/SECRETPATH?sig=SECRETSIG"),
-            "https://c.example/",
-            reqwest::Client::new(),
-        );
+        let n = notifier("https://c.example/");
         let debug = format!("{n:?}");
         assert!(!debug.contains("SECRET"), "{debug}");
         assert_eq!(n.public_url, "https://c.example");
@@ -461,11 +466,7 @@ mod tests {
 
     #[test]
     fn scrub_removes_the_url_and_its_tail() {
-        let n = TeamsNotifier::new(
-            Secret::new("https://x.example/workflows/SECRETPATH?sig=SECRETSIG"),
-            "https://c.example",
-            reqwest::Client::new(),
-        );
+        let n = notifier("https://c.example");
         let msg = n.scrub("failed https://x.example/workflows/SECRETPATH?sig=SECRETSIG and /workflows/SECRETPATH?sig=SECRETSIG");
         assert!(!msg.contains("SECRET"), "{msg}");
     }
