@@ -123,6 +123,11 @@ impl Harness {
         self.verifier.verify(token).await
     }
 
+    /// The error `token` is refused with; panics when it verifies.
+    async fn refusal(&self, token: &str) -> TokenError {
+        self.verify(token).await.unwrap_err()
+    }
+
     /// Moves the clock and lets the refreshers look at it.
     fn advance(&self, by: Duration) {
         self.clock.advance(by);
