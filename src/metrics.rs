@@ -104,18 +104,6 @@ impl Metrics {
             "Coverage-lint warnings (gaps in routes and rules) of the active policy.",
         )
         .expect("static metric definition");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(token_rejections.clone()),
-            Box::new(jwks_fetches.clone()),
-            Box::new(upstream_latency.clone()),
-            Box::new(policy_reloads.clone()),
-            Box::new(policy_rules.clone()),
-            Box::new(shadow_matches.clone()),
-            Box::new(policy_warnings.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
         // ----- approvals (issue 3) -----
         let approvals_pending = IntGauge::new(
             "countersign_approvals_pending",
@@ -166,7 +154,15 @@ impl Metrics {
         )
         .expect("static metric definition");
         for c in [
-            Box::new(approvals_pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(token_rejections.clone()),
+            Box::new(jwks_fetches.clone()),
+            Box::new(upstream_latency.clone()),
+            Box::new(policy_reloads.clone()),
+            Box::new(policy_rules.clone()),
+            Box::new(shadow_matches.clone()),
+            Box::new(policy_warnings.clone()),
+            Box::new(approvals_pending.clone()),
             Box::new(grant_uses.clone()),
             Box::new(approval_decisions.clone()),
             Box::new(approval_decision_seconds.clone()),
