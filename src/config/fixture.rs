@@ -70,3 +70,11 @@ pub(super) fn compile_policy(text: &str, refs: Refs<'_>) -> (Vec<Rule>, Vec<Stri
     let (rules, problems) = parse_text(Path::new("p.toml"), text, refs, &mut Names::new());
     (rules, problems.iter().map(ToString::to_string).collect())
 }
+
+/// Asserts that there are as many `problems` as `prefixes`, each starting with its prefix.
+pub(super) fn assert_starts_with(problems: &[String], prefixes: &[&str]) {
+    assert_eq!(problems.len(), prefixes.len(), "{problems:?}");
+    for (problem, prefix) in problems.iter().zip(prefixes) {
+        assert!(problem.starts_with(prefix), "{problems:?}");
+    }
+}
