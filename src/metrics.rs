@@ -1,5 +1,6 @@
 //! Prometheus metrics: one registry per process, handed to whoever records.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -45,152 +46,95 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
+        let r = &registry;
+        Self {
+            requests: counters(
+                r,
                 "countersign_requests_total",
                 "Data-plane requests by matched rule and outcome.",
+                &["rule", "outcome"],
             ),
-            &["rule", "outcome"],
-        )
-        .expect("static metric definition");
-        let token_rejections = IntCounterVec::new(
-            Opts::new(
+            token_rejections: counters(
+                r,
                 "countersign_token_rejections_total",
                 "Bearer tokens rejected, by reason.",
+                &["reason"],
             ),
-            &["reason"],
-        )
-        .expect("static metric definition");
-        let jwks_fetches = IntCounterVec::new(
-            Opts::new(
+            jwks_fetches: counters(
+                r,
                 "countersign_jwks_fetches_total",
                 "JWKS (and discovery) fetches by issuer and result.",
+                &["issuer", "result"],
             ),
-            &["issuer", "result"],
-        )
-        .expect("static metric definition");
-        let upstream_latency = HistogramVec::new(
-            HistogramOpts::new(
+            upstream_latency: histograms(
+                r,
                 "countersign_upstream_latency_seconds",
                 "Time from sending the request upstream to the response header.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
-            &["upstream"],
-        )
-        .expect("static metric definition");
-        let policy_reloads = IntCounterVec::new(
-            Opts::new(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+                &["upstream"],
+            ),
+            policy_reloads: counters(
+                r,
                 "countersign_policy_reloads_total",
                 "Policy reloads by result (ok, error).",
+                &["result"],
             ),
-            &["result"],
-        )
-        .expect("static metric definition");
-        let policy_rules = IntGauge::new("countersign_policy_rules", "Rules in the active policy.")
-            .expect("static metric definition");
-        let shadow_matches = IntCounterVec::new(
-            Opts::new(
+            policy_rules: gauge(r, "countersign_policy_rules", "Rules in the active policy."),
+            shadow_matches: counters(
+                r,
                 "countersign_shadow_matches_total",
                 "Requests a shadow rule (mode = \"shadow\") matched; recorded, not enforced.",
+                &["rule"],
             ),
-            &["rule"],
-        )
-        .expect("static metric definition");
-        let policy_warnings = IntGauge::new(
-            "countersign_policy_warnings",
-            "Coverage-lint warnings (gaps in routes and rules) of the active policy.",
-        )
-        .expect("static metric definition");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(token_rejections.clone()),
-            Box::new(jwks_fetches.clone()),
-            Box::new(upstream_latency.clone()),
-            Box::new(policy_reloads.clone()),
-            Box::new(policy_rules.clone()),
-            Box::new(shadow_matches.clone()),
-            Box::new(policy_warnings.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-        // ----- approvals (issue 3) -----
-        let approvals_pending = IntGauge::new(
-            "countersign_approvals_pending",
-            "Approval requests waiting for a decision.",
-        )
-        .expect("static metric definition");
-        let approval_decisions = IntCounterVec::new(
-            Opts::new(
+            policy_warnings: gauge(
+                r,
+                "countersign_policy_warnings",
+                "Coverage-lint warnings (gaps in routes and rules) of the active policy.",
+            ),
+            // ----- approvals (issue 3) -----
+            approvals_pending: gauge(
+                r,
+                "countersign_approvals_pending",
+                "Approval requests waiting for a decision.",
+            ),
+            approval_decisions: counters(
+                r,
                 "countersign_approval_decisions_total",
                 "Approval requests decided, by outcome (approved, denied, expired, cancelled).",
+                &["outcome"],
             ),
-            &["outcome"],
-        )
-        .expect("static metric definition");
-        let approval_decision_seconds = HistogramVec::new(
-            HistogramOpts::new(
+            approval_decision_seconds: histograms(
+                r,
                 "countersign_approval_decision_seconds",
                 "Time from an approval request to its decision.",
-            )
-            .buckets(vec![
-                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
-            ]),
-            &["outcome"],
-        )
-        .expect("static metric definition");
-        let approval_executions = IntCounterVec::new(
-            Opts::new(
+                vec![
+                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
+                    86400.0,
+                ],
+                &["outcome"],
+            ),
+            approval_executions: counters(
+                r,
                 "countersign_approval_executions_total",
                 "Approved requests sent upstream, by mode (held, background) and result.",
+                &["mode", "result"],
             ),
-            &["mode", "result"],
-        )
-        .expect("static metric definition");
-        let break_glass = IntCounterVec::new(
-            Opts::new(
+            break_glass: counters(
+                r,
                 "countersign_break_glass_total",
                 "Requests forwarded by break-glass (without approval, reviewed afterwards).",
+                &["rule"],
             ),
-            &["rule"],
-        )
-        .expect("static metric definition");
-        let grant_uses = IntCounterVec::new(
-            Opts::new(
+            grant_uses: counters(
+                r,
                 "countersign_grant_uses_total",
                 "Requests passed without a new approval under a grant an approver gave.",
+                &["rule"],
             ),
-            &["rule"],
-        )
-        .expect("static metric definition");
-        for c in [
-            Box::new(approvals_pending.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(grant_uses.clone()),
-            Box::new(approval_decisions.clone()),
-            Box::new(approval_decision_seconds.clone()),
-            Box::new(approval_executions.clone()),
-            Box::new(break_glass.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-        Self {
             registry,
-            requests,
-            token_rejections,
-            jwks_fetches,
-            upstream_latency,
-            policy_reloads,
-            policy_rules,
-            shadow_matches,
-            policy_warnings,
-            approvals_pending,
-            approval_decisions,
-            approval_decision_seconds,
-            approval_executions,
-            break_glass,
-            grant_uses,
         }
     }
 
@@ -208,6 +152,41 @@ impl Metrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// `metric`, registered in `registry` (every definition and name here is static and unique, so
+/// neither step can fail).
+fn registered<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("static metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+/// A counter per value of `labels`, registered in `registry`.
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+/// A histogram with `buckets` per value of `labels`, registered in `registry`.
+fn histograms(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+    labels: &[&str],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    registered(registry, HistogramVec::new(opts, labels))
+}
+
+/// A gauge, registered in `registry`.
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    registered(registry, IntGauge::new(name, help))
 }
 
 impl Default for Metrics {

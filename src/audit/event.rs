@@ -28,51 +28,21 @@ pub enum FieldValue {
     Bool(bool),
 }
 
-impl From<&str> for FieldValue {
-    fn from(v: &str) -> Self {
-        FieldValue::Str(v.to_owned())
-    }
-}
-
-impl From<String> for FieldValue {
-    fn from(v: String) -> Self {
-        FieldValue::Str(v)
-    }
-}
-
-impl From<&String> for FieldValue {
-    fn from(v: &String) -> Self {
-        FieldValue::Str(v.clone())
-    }
-}
-
-impl From<bool> for FieldValue {
-    fn from(v: bool) -> Self {
-        FieldValue::Bool(v)
-    }
-}
-
-macro_rules! from_signed {
-    ($($t:ty),*) => {$(
+/// `From` each listed type into one variant, through the lossless `From` of the variant's own
+/// type (`usize` has no such conversion into `u64`: it saturates, below).
+macro_rules! field_value_from {
+    ($variant:ident($inner:ty): $($t:ty),*) => {$(
         impl From<$t> for FieldValue {
             fn from(v: $t) -> Self {
-                FieldValue::Int(i64::from(v))
+                FieldValue::$variant(<$inner>::from(v))
             }
         }
     )*};
 }
-from_signed!(i8, i16, i32, i64);
-
-macro_rules! from_unsigned {
-    ($($t:ty),*) => {$(
-        impl From<$t> for FieldValue {
-            fn from(v: $t) -> Self {
-                FieldValue::UInt(u64::from(v))
-            }
-        }
-    )*};
-}
-from_unsigned!(u8, u16, u32, u64);
+field_value_from!(Str(String): &str, String, &String);
+field_value_from!(Int(i64): i8, i16, i32, i64);
+field_value_from!(UInt(u64): u8, u16, u32, u64);
+field_value_from!(Bool(bool): bool);
 
 impl From<usize> for FieldValue {
     fn from(v: usize) -> Self {

@@ -3,7 +3,7 @@
 //! [`state`] is what both chat integrations remember between events (posted copies, handled
 //! events), shared across replicas through the approval store; [`refusal`] is what both tell a
 //! clicking user whose vote the broker refused; [`with_outcome`] is the state both show after
-//! an event.
+//! an event; [`notifies_teams`] is whether either Teams mode (webhook or bot) posts an approval.
 
 pub mod adaptive;
 pub mod fanout;
@@ -11,12 +11,17 @@ pub mod fanout;
 mod quorum_tests;
 #[cfg(test)]
 pub(crate) use crate::approval::tests::sample_approval;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+pub(crate) use test_support::deny;
 pub mod slack;
 pub mod state;
 pub mod teams;
 pub mod teams_bot;
 
 use crate::approval::{Approval, DecideError, Execution, NotifyEvent};
+use crate::notify::NotifyTarget;
 
 /// What the clicking user alone is told when the broker refused their vote; `page` is the
 /// approval page (for login-only rules).
@@ -65,4 +70,15 @@ pub(crate) fn with_outcome(a: &Approval, event: &NotifyEvent) -> Approval {
         _ => {}
     }
     a
+}
+
+/// Whether `a` is posted to Teams: its rule notifies Teams, or its escalation does and has
+/// happened.
+pub(crate) fn notifies_teams(a: &Approval) -> bool {
+    let escalated_here = a
+        .nudges
+        .escalation
+        .as_ref()
+        .is_some_and(|e| e.done && e.notify.contains(&NotifyTarget::Teams));
+    a.notify.contains(&NotifyTarget::Teams) || escalated_here
 }

@@ -23,7 +23,6 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
-use crate::notify::NotifyTarget;
 use crate::secret::Secret;
 
 use super::adaptive::{
@@ -202,12 +201,7 @@ impl TeamsNotifier {
 #[async_trait]
 impl Notifier for TeamsNotifier {
     async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
-        let escalated_here = approval
-            .nudges
-            .escalation
-            .as_ref()
-            .is_some_and(|e| e.done && e.notify.contains(&NotifyTarget::Teams));
-        if !approval.notify.contains(&NotifyTarget::Teams) && !escalated_here {
+        if !super::notifies_teams(approval) {
             return Ok(());
         }
         let page = self.approval_page(approval);
@@ -453,13 +447,18 @@ mod tests {
         assert_eq!(p.backoff(200), Duration::from_millis(350));
     }
 
+    /// A notifier whose webhook URL holds SECRET in its path and query.
+    fn notifier(public_url: &str) -> TeamsNotifier {
+        TeamsNotifier::new(
+            Secret::new("https://x.example/workflows/SECRETPATH?sig=SECRETSIG"),
+            public_url,
+            reqwest::Client::new(),
+        )
+    }
+
     #[test]
     fn debug_hides_the_webhook_url() {
-        let n = TeamsNotifier::new(
-            Secret::new("https://x.example/workflows/SECRETPATH?sig=SECRETSIG"),
-            "https://c.example/",
-            reqwest::Client::new(),
-        );
+        let n = notifier("https://c.example/");
         let debug = format!("{n:?}");
         assert!(!debug.contains("SECRET"), "{debug}");
         assert_eq!(n.public_url, "https://c.example");
@@ -467,11 +466,7 @@ mod tests {
 
     #[test]
     fn scrub_removes_the_url_and_its_tail() {
-        let n = TeamsNotifier::new(
-            Secret::new("https://x.example/workflows/SECRETPATH?sig=SECRETSIG"),
-            "https://c.example",
-            reqwest::Client::new(),
-        );
+        let n = notifier("https://c.example");
         let msg = n.scrub("failed https://x.example/workflows/SECRETPATH?sig=SECRETSIG and /workflows/SECRETPATH?sig=SECRETSIG");
         assert!(!msg.contains("SECRET"), "{msg}");
     }

@@ -5,6 +5,8 @@
 //! and a compiled [`crate::policy::PolicySet`] and never sees TOML.
 
 mod file;
+#[cfg(test)]
+mod fixture;
 mod nudge;
 mod policy_file;
 mod quorum;

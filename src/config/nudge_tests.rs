@@ -2,10 +2,9 @@
 //! reported at its file:line:col.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use super::super::policy_file::{parse_text, Names};
+use super::super::fixture::{compile_policy, groups_only};
 use super::super::refs::Refs;
 use crate::policy::{Approver, EscalateSpec, NotifyTarget, NudgeSpec};
 
@@ -15,18 +14,15 @@ fn compile(approval: &str) -> (Option<NudgeSpec>, Vec<String>) {
         format!("[[rule]]\nname = \"deploy\"\naction = \"approve\"\n[rule.approval]\n{approval}");
     let groups = BTreeMap::from([("managers".to_owned(), vec!["mia@example.com".to_owned()])]);
     let refs = Refs {
-        groups: &groups,
         slack: true,
-        teams: false,
-        login: false,
-        pagerduty: false,
+        ..groups_only(&groups)
     };
-    let (rules, problems) = parse_text(Path::new("p.toml"), &text, refs, &mut Names::new());
+    let (rules, problems) = compile_policy(&text, refs);
     let nudge = rules
         .first()
         .and_then(|r| r.approval.as_ref())
         .map(|a| a.nudge.clone());
-    (nudge, problems.iter().map(ToString::to_string).collect())
+    (nudge, problems)
 }
 
 #[test]

@@ -10,7 +10,7 @@ use toml::de::DeTable;
 
 use super::file::prefix;
 use super::refs::{approvers, notify, Refs};
-use super::walk::{closest, FileCheck, Val};
+use super::walk::{array_of_tables, closest, FileCheck, Val};
 use crate::policy::{
     Action, ApprovalSpec, ApproveVia, GrantSpec, HostPattern, Mode, Origin, PathMatch,
     PathTemplate, Requirements, Rule, UnidentifiedRequester,
@@ -42,21 +42,10 @@ pub(crate) fn parse(
     names: &mut Names,
 ) -> Vec<Rule> {
     ck.unknown_keys(doc, "at the top level of a policy file", &["rule"]);
-    let Some(value) = doc.get("rule") else {
-        return Vec::new();
-    };
-    let Some(array) = ck.as_array(value, "[[rule]]") else {
-        return Vec::new();
-    };
-    let mut rules = Vec::new();
-    for entry in array.iter() {
-        if let Some(t) = ck.as_table(entry, "each [[rule]]") {
-            if let Some(rule) = rule(ck, t, &entry.span(), refs, names) {
-                rules.push(rule);
-            }
-        }
-    }
-    rules
+    let rules = array_of_tables(ck, doc, "rule", |ck, t, header| {
+        rule(ck, t, header, refs, names)
+    });
+    rules.into_iter().map(|(rule, _)| rule).collect()
 }
 
 /// One `[[rule]]`.

@@ -175,20 +175,8 @@ fn entry_key(
 
 /// An entry's count: an integer of at least 1.
 fn entry_count(ck: &mut FileCheck, key: &str, v: &Val<'_>) -> Option<u32> {
-    let DeValue::Integer(i) = v.get_ref() else {
-        ck.err(
-            &v.span(),
-            type_error(&format!("quorum for {key:?}"), "an integer", v.get_ref()),
-        );
-        return None;
-    };
-    match i64::from_str_radix(i.as_str(), i.radix()) {
-        Ok(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
-        _ => {
-            ck.err(&v.span(), format!("quorum for {key:?} must be at least 1"));
-            None
-        }
-    }
+    let n = ck.as_int_at_least(v, &format!("quorum for {key:?}"), 1)?;
+    Some(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// How many people an entry names: a group's distinct members, or 1 for an email.

@@ -1,48 +1,24 @@
 use std::fs;
 
+use super::fixture::{folder, load_folder, minimal_with, MINIMAL_REST, SERVER};
 use super::*;
 use crate::policy::{Action, ApproveVia, Approver, NotifyTarget, PathMatch};
-
-/// Writes `files` (name, text) into a fresh temporary folder.
-fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
-    dir
-}
 
 /// Loads `countersign.toml` from `dir` and returns the problems as lines with the folder
 /// prefix removed.
 fn problems(dir: &tempfile::TempDir) -> Vec<String> {
-    let err = load(&dir.path().join("countersign.toml")).unwrap_err();
-    let prefix = format!("{}/", dir.path().display());
-    err.0
-        .iter()
-        .map(|p| p.to_string().replace(&prefix, ""))
-        .collect()
+    load_folder(dir).unwrap_err()
 }
 
-const SERVER: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n";
-const MINIMAL_REST: &str = r#"
-[[upstream]]
-name = "api"
-url = "http://127.0.0.1:7000"
+/// The problems of `config` as `countersign.toml` with `policy` as `policies/p.toml`.
+fn problems_of(config: &str, policy: &str) -> Vec<String> {
+    problems(&folder(&[
+        ("countersign.toml", config),
+        ("policies/p.toml", policy),
+    ]))
+}
 
-[[route]]
-upstream = "api"
-
-[[issuer]]
-issuer = "https://idp.example.com"
-audiences = ["aud"]
-"#;
 const RULE: &str = "[[rule]]\nname = \"r\"\naction = \"allow\"\n";
-
-fn minimal_with(extra: &str) -> String {
-    format!("{SERVER}{MINIMAL_REST}{extra}")
-}
 
 #[test]
 fn invalid_fixture_reports_every_problem_in_order() {
@@ -218,8 +194,7 @@ fn a_typo_in_every_section_is_reported_with_a_suggestion() {
             format!("{extra}{SERVER}{MINIMAL_REST}")
         };
         let policy = if policy.is_empty() { RULE } else { policy };
-        let dir = folder(&[("countersign.toml", &config), ("policies/p.toml", policy)]);
-        let got = problems(&dir);
+        let got = problems_of(&config, policy);
         assert!(
             got.iter().any(|p| p == expected),
             "expected {expected:?} in {got:#?}"
@@ -253,12 +228,8 @@ fn syntax_errors_are_positioned_and_other_files_still_checked() {
 #[test]
 fn missing_required_keys_point_at_the_table_header() {
     let config = "[server]\nthreads = 2\n\n[[upstream]]\nurl = \"http://127.0.0.1:1\"\n\n[[route]]\nhost = \"a.example.com\"\n\n[[issuer]]\nleeway = \"1s\"\n\n[slack]\n";
-    let dir = folder(&[
-        ("countersign.toml", config),
-        ("policies/p.toml", "[[rule]]\n"),
-    ]);
     assert_eq!(
-        problems(&dir),
+        problems_of(config, "[[rule]]\n"),
         [
             "countersign.toml:1:1: missing required key \"listen\" in [server]",
             "countersign.toml:4:1: missing required key \"name\" in [[upstream]]",
@@ -304,9 +275,8 @@ fn integers_with_underscores_and_signs() {
 #[test]
 fn control_listen_must_differ_from_listen() {
     let config = "[server]\nlisten = \"127.0.0.1:8080\"\ncontrol_listen = \"127.0.0.1:8080\"\n";
-    let dir = folder(&[("countersign.toml", config), ("policies/p.toml", RULE)]);
     assert_eq!(
-        problems(&dir),
+        problems_of(config, RULE),
         ["countersign.toml:3:18: \"control_listen\" must differ from \"listen\" (the control plane never shares the data port)"]
     );
 }
@@ -314,12 +284,8 @@ fn control_listen_must_differ_from_listen() {
 #[test]
 fn upstream_urls_are_origins_only() {
     let extra = "[[upstream]]\nname = \"b\"\nurl = \"http://127.0.0.1:7000/api\"\n[[upstream]]\nname = \"c\"\nurl = \"https://x.example.com/?a=1\"\n[[upstream]]\nname = \"d\"\nurl = \"https://x.example.com\"\n";
-    let dir = folder(&[
-        ("countersign.toml", &minimal_with(extra)),
-        ("policies/p.toml", RULE),
-    ]);
     assert_eq!(
-        problems(&dir),
+        problems_of(&minimal_with(extra), RULE),
         [
             "countersign.toml:16:7: upstream \"url\" \"http://127.0.0.1:7000/api\" must not have a path (routes keep the request path as sent)",
             "countersign.toml:19:7: upstream \"url\" \"https://x.example.com/?a=1\" must not have a query or fragment",
@@ -389,12 +355,8 @@ fn secrets_come_from_env_or_file_never_inline() {
 #[test]
 fn unset_env_secret_is_an_error_at_the_value() {
     let extra = "[teams]\nwebhook_url = \"env:COUNTERSIGN_CONFIG_TEST_NEVER_SET\"\n";
-    let dir = folder(&[
-        ("countersign.toml", &minimal_with(extra)),
-        ("policies/p.toml", RULE),
-    ]);
     assert_eq!(
-        problems(&dir),
+        problems_of(&minimal_with(extra), RULE),
         ["countersign.toml:15:15: \"webhook_url\": environment variable COUNTERSIGN_CONFIG_TEST_NEVER_SET is not set"]
     );
 }
@@ -430,12 +392,8 @@ path = "/files/{*rest}/more"
 action = "deny"
 "#;
     let extra = "[approvers.groups]\nops = [\"a@example.com\"]\n";
-    let dir = folder(&[
-        ("countersign.toml", &minimal_with(extra)),
-        ("policies/p.toml", policy),
-    ]);
     assert_eq!(
-        problems(&dir),
+        problems_of(&minimal_with(extra), policy),
         [
             "policies/p.toml:4:12: \"env\" is not a parameter of the path template",
             "policies/p.toml:7:1: action \"approve\" needs a [rule.approval] table",

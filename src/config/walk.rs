@@ -112,6 +112,24 @@ impl FileCheck {
         }
     }
 
+    /// `value` as an integer of at least `min`, or a problem naming `what`.
+    pub fn as_int_at_least(&mut self, value: &Val<'_>, what: &str, min: i64) -> Option<i64> {
+        let DeValue::Integer(i) = value.get_ref() else {
+            self.err(
+                &value.span(),
+                type_error(what, "an integer", value.get_ref()),
+            );
+            return None;
+        };
+        match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) if n >= min => Some(n),
+            _ => {
+                self.err(&value.span(), format!("{what} must be at least {min}"));
+                None
+            }
+        }
+    }
+
     /// `value` as a string, or a problem naming `what`.
     pub fn as_str<'t>(&mut self, value: &'t Val<'_>, what: &str) -> Option<&'t str> {
         match value.get_ref() {
@@ -167,20 +185,7 @@ impl FileCheck {
     /// Optional integer `key`, at least `min`.
     pub fn opt_int(&mut self, table: &DeTable<'_>, key: &str, min: i64) -> Option<i64> {
         let value = table.get(key)?;
-        let DeValue::Integer(i) = value.get_ref() else {
-            self.err(
-                &value.span(),
-                type_error(&format!("{key:?}"), "an integer", value.get_ref()),
-            );
-            return None;
-        };
-        match i64::from_str_radix(i.as_str(), i.radix()) {
-            Ok(n) if n >= min => Some(n),
-            _ => {
-                self.err(&value.span(), format!("{key:?} must be at least {min}"));
-                None
-            }
-        }
+        self.as_int_at_least(value, &format!("{key:?}"), min)
     }
 
     /// Optional duration `key`, at least `min`.
@@ -227,6 +232,31 @@ impl FileCheck {
         }
         Some((out, value.span()))
     }
+}
+
+/// Parses `[[name]]` items with `item`, keeping each value with its header span.
+pub(crate) fn array_of_tables<T>(
+    ck: &mut FileCheck,
+    doc: &DeTable<'_>,
+    name: &str,
+    mut item: impl FnMut(&mut FileCheck, &DeTable<'_>, &Range<usize>) -> Option<T>,
+) -> Vec<(T, Range<usize>)> {
+    let Some(value) = doc.get(name) else {
+        return Vec::new();
+    };
+    let Some(array) = ck.as_array(value, &format!("[[{name}]]")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in array.iter() {
+        let span = entry.span();
+        if let Some(table) = ck.as_table(entry, &format!("each [[{name}]]")) {
+            if let Some(v) = item(ck, table, &span) {
+                out.push((v, span));
+            }
+        }
+    }
+    out
 }
 
 /// `"listen" must be a string, found integer`.

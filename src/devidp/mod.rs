@@ -209,32 +209,31 @@ impl DevIdp {
     }
 
     fn sign_as(&self, kid: &str, alg: Option<&str>, input: &[u8]) -> Vec<u8> {
-        let keys = lock(&self.shared.keys);
-        let Some(key) = keys.all.iter().find(|k| k.kid == kid) else {
-            return Vec::new();
-        };
-        let alg = alg.filter(|a| key.supports(a)).unwrap_or(key.default_alg());
-        key.sign(alg, input)
+        self.with_key(kid, |key| {
+            let alg = alg.filter(|a| key.supports(a)).unwrap_or(key.default_alg());
+            key.sign(alg, input)
+        })
+        .unwrap_or_default()
     }
 
     /// The public key `kid` as an SPKI PEM (empty for an unknown kid).
     pub fn public_pem(&self, kid: &str) -> String {
-        lock(&self.shared.keys)
-            .all
-            .iter()
-            .find(|k| k.kid == kid)
-            .map(|k| k.public_pem.clone())
+        self.with_key(kid, |k| k.public_pem.clone())
             .unwrap_or_default()
     }
 
     /// The public JWK of key `kid` (`Null` for an unknown kid), e.g. to embed in a `jwk` header.
     pub fn public_jwk(&self, kid: &str) -> Value {
+        self.with_key(kid, |k| k.jwk.clone()).unwrap_or(Value::Null)
+    }
+
+    /// `f` of the key `kid`; `None` for an unknown kid.
+    fn with_key<T>(&self, kid: &str, f: impl FnOnce(&DevKey) -> T) -> Option<T> {
         lock(&self.shared.keys)
             .all
             .iter()
             .find(|k| k.kid == kid)
-            .map(|k| k.jwk.clone())
-            .unwrap_or(Value::Null)
+            .map(f)
     }
 
     /// While `down`, discovery and JWKS answer 503.

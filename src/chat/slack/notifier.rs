@@ -1,7 +1,7 @@
 //! [`SlackNotifier`]: the broker's [`Notifier`] for `slack:` targets.
 
 use async_trait::async_trait;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::api::{ApiError, Body};
 use super::blocks;
@@ -120,6 +120,26 @@ impl SlackNotifier {
         (posted, failures)
     }
 
+    /// Calls `method` for every copy at once, with the body `body` makes of it; one failure
+    /// line (`what`, the copy's channel, the error) per call that failed.
+    async fn call_for_each(
+        &self,
+        copies: &[PostedMessage],
+        method: &str,
+        what: &str,
+        body: impl Fn(&PostedMessage) -> Value,
+    ) -> Vec<String> {
+        let calls = copies.iter().map(|copy| {
+            let body = body(copy);
+            async move {
+                let result = self.app.api().call(method, Body::Json(body)).await;
+                result.map_err(|e| format!("{what} {}: {e}", copy.channel))
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        results.into_iter().filter_map(Result::err).collect()
+    }
+
     /// Posts the request, as a new message, to the escalation's `targets` (so the added
     /// approvers can vote there; each copy is remembered and kept up to date like the others)
     /// and says in its thread why it was posted.
@@ -131,25 +151,10 @@ impl SlackNotifier {
     ) -> Vec<String> {
         let (posted, mut failures) = self.post_everywhere(a, targets).await;
         let reply = blocks::event_text(a, event);
-        let replies = posted.iter().map(|copy| {
-            let thread = json!({
-                "channel": copy.channel,
-                "thread_ts": copy.ts,
-                "text": reply,
-            });
-            async move {
-                self.app
-                    .api()
-                    .call("chat.postMessage", Body::Json(thread))
-                    .await
-                    .map_err(|e| format!("thread reply {}: {e}", copy.channel))
-            }
+        let replied = self.call_for_each(&posted, "chat.postMessage", "thread reply", |copy| {
+            reply_body(copy, &reply)
         });
-        for result in futures::future::join_all(replies).await {
-            if let Err(e) = result {
-                failures.push(e);
-            }
-        }
+        failures.extend(replied.await);
         failures
     }
 
@@ -171,26 +176,10 @@ impl SlackNotifier {
         };
         let text = blocks::fallback_text(&newer);
         let message = blocks::message_blocks(&newer, self.app.public_url());
-        let updates = posted.iter().map(|copy| {
-            let update = json!({
-                "channel": copy.channel,
-                "ts": copy.ts,
-                "text": text,
-                "blocks": message,
-            });
-            async move {
-                self.app
-                    .api()
-                    .call("chat.update", Body::Json(update))
-                    .await
-                    .map_err(|e| format!("update {}: {e}", copy.channel))
-            }
+        let updated = self.call_for_each(posted, "chat.update", "update", |copy| {
+            update_body(copy, &text, &message)
         });
-        for result in futures::future::join_all(updates).await {
-            if let Err(e) = result {
-                failures.push(e);
-            }
-        }
+        failures.extend(updated.await);
         Some(Progress::of(&newer))
     }
 
@@ -243,17 +232,8 @@ impl SlackNotifier {
             Vec::new()
         });
         let updates = copies.iter().map(|copy| {
-            let update = json!({
-                "channel": copy.channel,
-                "ts": copy.ts,
-                "text": text,
-                "blocks": message,
-            });
-            let thread = json!({
-                "channel": copy.channel,
-                "thread_ts": copy.ts,
-                "text": reply,
-            });
+            let update = update_body(copy, &text, &message);
+            let thread = reply_body(copy, &reply);
             async move {
                 let mut failed = Vec::new();
                 if current {
@@ -303,6 +283,25 @@ impl SlackNotifier {
             .await?;
         Ok(())
     }
+}
+
+/// The `chat.update` body that makes `copy` show `text` and the `message` blocks.
+fn update_body(copy: &PostedMessage, text: &str, message: &Value) -> Value {
+    json!({
+        "channel": copy.channel,
+        "ts": copy.ts,
+        "text": text,
+        "blocks": message,
+    })
+}
+
+/// The `chat.postMessage` body of a reply `text` in `copy`'s thread.
+fn reply_body(copy: &PostedMessage, text: &str) -> Value {
+    json!({
+        "channel": copy.channel,
+        "thread_ts": copy.ts,
+        "text": text,
+    })
 }
 
 /// The `slack:` targets among `targets`.

@@ -5,7 +5,7 @@ use url::Url;
 
 use super::blocks::{self, ACTION_APPROVE, ACTION_DENY};
 use super::signature::{sign, verify, SignatureError};
-use crate::approval::{Approval, Channel, Decision, Execution, NotifyEvent, Status, Vote};
+use crate::approval::{Approval, Channel, Execution, NotifyEvent, Status};
 use crate::notify::{ApproveVia, NotifyTarget};
 
 const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
@@ -109,16 +109,10 @@ fn pending_message_has_approve_deny_with_confirm_and_open_link() {
     let a = approval(ApproveVia::Button);
     let blocks = blocks::message_blocks(&a, &public_url());
     let buttons = elements(&blocks);
-    let approve = buttons
-        .iter()
-        .find(|b| b["action_id"] == ACTION_APPROVE)
-        .unwrap();
+    let [approve, deny] = [ACTION_APPROVE, ACTION_DENY]
+        .map(|id| buttons.iter().find(|b| b["action_id"] == id).unwrap());
     assert_eq!(approve["style"], "primary");
     assert_eq!(approve["value"], a.id.as_str());
-    let deny = buttons
-        .iter()
-        .find(|b| b["action_id"] == ACTION_DENY)
-        .unwrap();
     assert_eq!(deny["style"], "danger");
     assert_eq!(deny["value"], a.id.as_str());
     assert!(deny["confirm"]["title"]["text"].is_string());
@@ -156,18 +150,13 @@ fn login_rules_get_link_buttons_that_cast_no_vote() {
 #[test]
 fn final_messages_have_no_buttons_and_say_who_decided() {
     let mut a = approval(ApproveVia::Button);
-    a.status = Status::Denied;
-    a.decided_by = Some("bob@example.com".into());
-    a.decision_reason = Some("not on a Friday".into());
-    a.votes.push(Vote {
-        approver: "bob@example.com".into(),
-        decision: Decision::Deny,
-        reason: Some("not on a Friday".into()),
-        at: 1_700_000_100_000,
-        via: Channel::Slack,
-        self_approval: false,
-        grant: false,
-    });
+    crate::chat::deny(
+        &mut a,
+        "bob@example.com",
+        "not on a Friday",
+        Channel::Slack,
+        1_700_000_100_000,
+    );
     let blocks = blocks::message_blocks(&a, &public_url());
     assert!(elements(&blocks).is_empty());
     let text = blocks.to_string();

@@ -8,7 +8,6 @@ use super::store::PostedCard;
 use super::TeamsBot;
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
 use crate::chat::state::Progress;
-use crate::policy::NotifyTarget;
 
 /// Posts the approval card to every configured conversation and keeps every copy true.
 ///
@@ -30,12 +29,7 @@ impl TeamsBotNotifier {
 #[async_trait]
 impl Notifier for TeamsBotNotifier {
     async fn notify(&self, approval: &Approval, event: &NotifyEvent) -> Result<(), NotifyError> {
-        let escalated_here = approval
-            .nudges
-            .escalation
-            .as_ref()
-            .is_some_and(|e| e.done && e.notify.contains(&NotifyTarget::Teams));
-        if !approval.notify.contains(&NotifyTarget::Teams) && !escalated_here {
+        if !crate::chat::notifies_teams(approval) {
             return Ok(());
         }
         let approval = &crate::chat::with_outcome(approval, event);

@@ -1,7 +1,7 @@
 use serde_json::Value;
 
 use super::cards::{self, View, MAX_REFRESH_USERS};
-use crate::approval::{Approval, Channel, Decision, Requester, Status, Vote};
+use crate::approval::{Approval, Channel, Requester};
 use crate::policy::{ApproveVia, NotifyTarget};
 
 fn approval() -> Approval {
@@ -27,6 +27,15 @@ fn verbs(card: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `a`'s card as an approver who may approve sees it; `user_ids` refresh automatically.
+fn approver_card(a: &Approval, user_ids: &[String]) -> Value {
+    let view = View::Vote {
+        approve: true,
+        note: None,
+    };
+    cards::card(a, "p", user_ids, view)
+}
+
 #[test]
 fn the_base_card_has_no_buttons_and_refreshes_the_voters() {
     let a = approval();
@@ -47,15 +56,7 @@ fn the_base_card_has_no_buttons_and_refreshes_the_voters() {
 #[test]
 fn an_approver_view_has_the_reason_input_and_both_buttons() {
     let a = approval();
-    let card = cards::card(
-        &a,
-        "p",
-        &[],
-        View::Vote {
-            approve: true,
-            note: None,
-        },
-    );
+    let card = approver_card(&a, &[]);
     assert_eq!(verbs(&card), ["approve", "deny"]);
     let input = card["body"]
         .as_array()
@@ -80,15 +81,7 @@ fn an_approver_view_has_the_reason_input_and_both_buttons() {
 fn login_only_rules_get_no_buttons_in_teams() {
     let mut a = approval();
     a.approve_via = ApproveVia::Login;
-    let card = cards::card(
-        &a,
-        "p",
-        &[],
-        View::Vote {
-            approve: true,
-            note: None,
-        },
-    );
+    let card = approver_card(&a, &[]);
     assert!(verbs(&card).is_empty(), "{card}");
     assert!(card.to_string().contains("fresh sign-in"));
 }
@@ -96,27 +89,8 @@ fn login_only_rules_get_no_buttons_in_teams() {
 #[test]
 fn a_decided_card_has_no_refresh_and_no_buttons_for_anyone() {
     let mut a = approval();
-    a.status = Status::Denied;
-    a.decided_by = Some("bob@example.com".into());
-    a.decision_reason = Some("not today".into());
-    a.votes.push(Vote {
-        approver: "bob@example.com".into(),
-        decision: Decision::Deny,
-        reason: Some("not today".into()),
-        at: 1,
-        via: Channel::Teams,
-        self_approval: false,
-        grant: false,
-    });
-    let card = cards::card(
-        &a,
-        "p",
-        &["29:x".into()],
-        View::Vote {
-            approve: true,
-            note: None,
-        },
-    );
+    crate::chat::deny(&mut a, "bob@example.com", "not today", Channel::Teams, 1);
+    let card = approver_card(&a, &["29:x".into()]);
     assert!(card.get("refresh").is_none(), "{card}");
     assert!(verbs(&card).is_empty());
     let text = card.to_string();

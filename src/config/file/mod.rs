@@ -32,7 +32,7 @@ pub(crate) use approvals::email;
 pub(crate) use listen::prefix;
 pub(crate) use pagerduty::on_call_approver;
 
-use super::walk::{closest, FileCheck, Val};
+use super::walk::{array_of_tables, closest, FileCheck, Val};
 use super::{
     Algorithm, Approvals, ApproverLogin, AuditWebhook, Config, Issuer, PolicyFiles, Route, Server,
     Slack, StoreUrl, Teams, Telemetry, TlsFiles, Upstream,
@@ -154,31 +154,6 @@ pub(crate) fn parse(ck: &mut FileCheck, doc: &DeTable<'_>, path: &Path) -> Parse
         present,
         pagerduty: doc.contains_key("pagerduty"),
     }
-}
-
-/// Parses `[[name]]` items with `item`, keeping each value with its header span.
-fn array_of_tables<T>(
-    ck: &mut FileCheck,
-    doc: &DeTable<'_>,
-    name: &str,
-    mut item: impl FnMut(&mut FileCheck, &DeTable<'_>, &Range<usize>) -> Option<T>,
-) -> Vec<(T, Range<usize>)> {
-    let Some(value) = doc.get(name) else {
-        return Vec::new();
-    };
-    let Some(array) = ck.as_array(value, &format!("[[{name}]]")) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in array.iter() {
-        let span = entry.span();
-        if let Some(table) = ck.as_table(entry, &format!("each [[{name}]]")) {
-            if let Some(v) = item(ck, table, &span) {
-                out.push((v, span));
-            }
-        }
-    }
-    out
 }
 
 /// The `key` string of every `[[section]]` table, in file order (`""` where missing).

@@ -136,48 +136,26 @@ fn conversations(ck: &mut FileCheck, t: &DeTable<'_>) -> Vec<TeamsConversation> 
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
-
-    use crate::config::load;
+    use crate::config::fixture::{folder, load_folder, minimal_with};
+    use crate::config::Config;
     use crate::policy::NotifyTarget;
 
-    const BASE: &str = r#"[server]
-listen = "127.0.0.1:8080"
-
-[[upstream]]
-name = "api"
-url = "http://127.0.0.1:7000"
-
-[[route]]
-upstream = "api"
-
-[[issuer]]
-issuer = "https://idp.example.com"
-audiences = ["aud"]
-
-"#;
     const POLICY: &str = "[[rule]]\nname = \"r\"\naction = \"approve\"\n[rule.approval]\napprovers = [\"a@example.com\"]\nnotify = [\"teams\"]\n";
     const APP: &str = "8d0b5d0e-1a2b-4c3d-9e8f-0123456789ab";
     const TENANT: &str = "72F988BF-86F1-41AF-91AB-2D7CD011DB47";
 
-    fn load_with(teams: &str) -> Result<crate::config::Config, Vec<String>> {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("policies")).unwrap();
-        fs::write(dir.path().join("policies/p.toml"), POLICY).unwrap();
-        fs::write(dir.path().join("app-password"), "p4ss\n").unwrap();
-        fs::write(
-            dir.path().join("countersign.toml"),
-            format!("{BASE}{teams}"),
-        )
-        .unwrap();
-        let prefix = format!("{}/", dir.path().display());
-        load(&dir.path().join("countersign.toml"))
-            .map(|(c, _)| c)
-            .map_err(|p| {
-                p.0.iter()
-                    .map(|p| p.to_string().replace(&prefix, ""))
-                    .collect()
-            })
+    /// A folder with the minimal config + `teams` (from line 14), the policy and the app
+    /// password.
+    fn folder_with(teams: &str) -> tempfile::TempDir {
+        folder(&[
+            ("policies/p.toml", POLICY),
+            ("app-password", "p4ss\n"),
+            ("countersign.toml", &minimal_with(teams)),
+        ])
+    }
+
+    fn load_with(teams: &str) -> Result<Config, Vec<String>> {
+        load_folder(&folder_with(teams)).map(|(c, _)| c)
     }
 
     #[test]
@@ -209,19 +187,10 @@ audiences = ["aud"]
 
     #[test]
     fn notify_teams_is_accepted_on_policy_reload_in_bot_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("policies")).unwrap();
-        fs::write(dir.path().join("policies/p.toml"), POLICY).unwrap();
-        fs::write(dir.path().join("app-password"), "p4ss\n").unwrap();
-        let teams = format!(
+        let dir = folder_with(&format!(
             "[teams]\napp_id = \"{APP}\"\napp_password = \"file:app-password\"\ntenant_id = \"{TENANT}\"\n"
-        );
-        fs::write(
-            dir.path().join("countersign.toml"),
-            format!("{BASE}{teams}"),
-        )
-        .unwrap();
-        let (config, _) = load(&dir.path().join("countersign.toml")).unwrap();
+        ));
+        let (config, _) = load_folder(&dir).unwrap();
         // Hot reload checks the policy against the loaded config, not the file.
         let policy = crate::config::load_policies(&config).unwrap();
         let spec = policy.rules[0].approval.as_ref().unwrap();
@@ -237,13 +206,13 @@ audiences = ["aud"]
         assert_eq!(
             problems,
             [
-                "countersign.toml:16:10: \"app_id\" must be a GUID like \"00000000-0000-0000-0000-000000000000\" (Azure portal: the bot's Microsoft App ID / the Directory (tenant) ID), not \"my-bot\"",
-                "countersign.toml:17:16: \"app_password\": secrets must be given as env:NAME or file:PATH, never inline",
-                "countersign.toml:19:1: \"webhook_url\" cannot be combined with \"app_id\": [teams] is either a Workflows webhook or a bot",
-                "countersign.toml:20:13: \"token_url\" must use https:// (http:// is only accepted for 127.0.0.1 or localhost), not \"http://login.example.com/t\"",
-                "countersign.toml:21:88: unknown key \"channel\" in a [teams] conversation",
-                "countersign.toml:21:111: missing required key \"service_url\" in a [teams] conversation",
-                "countersign.toml:22:1: unknown key \"app_secret\" in [teams]",
+                "countersign.toml:15:10: \"app_id\" must be a GUID like \"00000000-0000-0000-0000-000000000000\" (Azure portal: the bot's Microsoft App ID / the Directory (tenant) ID), not \"my-bot\"",
+                "countersign.toml:16:16: \"app_password\": secrets must be given as env:NAME or file:PATH, never inline",
+                "countersign.toml:18:1: \"webhook_url\" cannot be combined with \"app_id\": [teams] is either a Workflows webhook or a bot",
+                "countersign.toml:19:13: \"token_url\" must use https:// (http:// is only accepted for 127.0.0.1 or localhost), not \"http://login.example.com/t\"",
+                "countersign.toml:20:88: unknown key \"channel\" in a [teams] conversation",
+                "countersign.toml:20:111: missing required key \"service_url\" in a [teams] conversation",
+                "countersign.toml:21:1: unknown key \"app_secret\" in [teams]",
             ]
         );
     }

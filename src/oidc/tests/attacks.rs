@@ -28,7 +28,7 @@ async fn alg_none_in_every_casing() {
         let input = signing_input(&json!({"alg": alg, "kid": kid}), &h.claims(json!({})));
         for token in [format!("{input}."), format!("{input}.{}", b64(b"sig"))] {
             assert_eq!(
-                h.verify(&token).await.unwrap_err(),
+                h.refusal(&token).await,
                 invalid(Reason::AlgorithmNotAllowed),
                 "{alg}"
             );
@@ -38,7 +38,7 @@ async fn alg_none_in_every_casing() {
         .idp
         .mint_with(&kid, json!({"kid": kid}), h.claims(json!({})));
     assert_eq!(
-        h.verify(&no_alg).await.unwrap_err(),
+        h.refusal(&no_alg).await,
         invalid(Reason::AlgorithmNotAllowed)
     );
 }
@@ -58,7 +58,7 @@ async fn hs256_keyed_with_the_rsa_public_key() {
         let tag = ring::hmac::sign(&key, input.as_bytes());
         let token = format!("{input}.{}", b64(tag.as_ref()));
         assert_eq!(
-            h.verify(&token).await.unwrap_err(),
+            h.refusal(&token).await,
             invalid(Reason::AlgorithmNotAllowed),
             "{alg}"
         );
@@ -78,27 +78,18 @@ async fn embedded_jwk_header_is_never_trusted() {
         json!({"alg": "RS256", "kid": attacker, "jwk": jwk}),
         claims.clone(),
     );
-    assert_eq!(
-        h.verify(&own_kid).await.unwrap_err(),
-        invalid(Reason::UnknownKey)
-    );
+    assert_eq!(h.refusal(&own_kid).await, invalid(Reason::UnknownKey));
     let victim = h.idp.default_kid();
     let victim_kid = h.idp.mint_with(
         &attacker,
         json!({"alg": "RS256", "kid": victim, "jwk": jwk}),
         claims.clone(),
     );
-    assert_eq!(
-        h.verify(&victim_kid).await.unwrap_err(),
-        invalid(Reason::BadSignature)
-    );
+    assert_eq!(h.refusal(&victim_kid).await, invalid(Reason::BadSignature));
     let no_kid = h
         .idp
         .mint_with(&attacker, json!({"alg": "RS256", "jwk": jwk}), claims);
-    assert_eq!(
-        h.verify(&no_kid).await.unwrap_err(),
-        invalid(Reason::BadSignature)
-    );
+    assert_eq!(h.refusal(&no_kid).await, invalid(Reason::BadSignature));
 }
 
 #[tokio::test]
@@ -115,10 +106,7 @@ async fn jku_pointing_at_an_attacker_jwks_is_never_fetched() {
             h.extend(extra);
         }
         let token = attacker.mint_with(&attacker_kid, header, h.claims(json!({})));
-        assert_eq!(
-            h.verify(&token).await.unwrap_err(),
-            invalid(Reason::UnknownKey)
-        );
+        assert_eq!(h.refusal(&token).await, invalid(Reason::UnknownKey));
     }
     assert_eq!(attacker.jwks_fetches(), 0);
     assert_eq!(attacker.discovery_fetches(), 0);
@@ -133,10 +121,7 @@ async fn kid_path_traversal_is_just_an_unknown_kid() {
         json!({"alg": "RS256", "kid": "../../etc/passwd"}),
         h.claims(json!({})),
     );
-    assert_eq!(
-        h.verify(&token).await.unwrap_err(),
-        invalid(Reason::UnknownKey)
-    );
+    assert_eq!(h.refusal(&token).await, invalid(Reason::UnknownKey));
     assert_eq!(h.idp.jwks_fetches(), 2, "one refetch for the unknown kid");
 }
 
@@ -151,7 +136,7 @@ async fn unknown_crit_is_rejected() {
             h.claims(json!({})),
         );
         assert_eq!(
-            h.verify(&token).await.unwrap_err(),
+            h.refusal(&token).await,
             invalid(Reason::UnsupportedCritical),
             "{crit}"
         );
@@ -174,7 +159,7 @@ async fn wrong_and_near_miss_issuers() {
     ] {
         let token = h.token(&kid, "RS256", json!({ "iss": iss }));
         assert_eq!(
-            h.verify(&token).await.unwrap_err(),
+            h.refusal(&token).await,
             invalid(Reason::UnknownIssuer),
             "{iss}"
         );
@@ -191,10 +176,7 @@ async fn same_kid_signed_by_another_key() {
         json!({"alg": "RS256", "kid": victim}),
         h.claims(json!({})),
     );
-    assert_eq!(
-        h.verify(&token).await.unwrap_err(),
-        invalid(Reason::BadSignature)
-    );
+    assert_eq!(h.refusal(&token).await, invalid(Reason::BadSignature));
 }
 
 #[tokio::test]
@@ -208,13 +190,10 @@ async fn es256_accepts_only_64_byte_p1363_signatures() {
     assert!(h.verify(&good).await.is_ok());
 
     let der = format!("{input}.{}", b64(&p1363_to_der(&sig)));
-    assert_eq!(
-        h.verify(&der).await.unwrap_err(),
-        invalid(Reason::BadSignature)
-    );
+    assert_eq!(h.refusal(&der).await, invalid(Reason::BadSignature));
     let zero = format!("{input}.{}", b64(&[0u8; 64]));
     assert_eq!(
-        h.verify(&zero).await.unwrap_err(),
+        h.refusal(&zero).await,
         invalid(Reason::BadSignature),
         "r = s = 0"
     );
@@ -222,10 +201,7 @@ async fn es256_accepts_only_64_byte_p1363_signatures() {
         "{input}.{}",
         b64(&[0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00])
     );
-    assert_eq!(
-        h.verify(&der_zero).await.unwrap_err(),
-        invalid(Reason::BadSignature)
-    );
+    assert_eq!(h.refusal(&der_zero).await, invalid(Reason::BadSignature));
 }
 
 /// ASN.1 DER `SEQUENCE { INTEGER r, INTEGER s }` from r||s.
@@ -281,11 +257,7 @@ async fn trailing_garbage_and_odd_shapes_are_malformed() {
         String::new(),
         "a.b".to_owned(),
     ] {
-        assert_eq!(
-            h.verify(&bad).await.unwrap_err(),
-            invalid(Reason::Malformed),
-            "{bad:?}"
-        );
+        assert_eq!(h.refusal(&bad).await, invalid(Reason::Malformed), "{bad:?}");
     }
     // One more base64 character: either not canonical base64 or a wrong signature, never valid.
     assert!(h.verify(&format!("{token}A")).await.is_err());
@@ -295,19 +267,13 @@ async fn trailing_garbage_and_odd_shapes_are_malformed() {
 async fn oversized_tokens_are_malformed_before_any_work() {
     let h = Harness::new().await;
     let huge = "a".repeat(64 * 1024);
-    assert_eq!(
-        h.verify(&huge).await.unwrap_err(),
-        invalid(Reason::Malformed)
-    );
+    assert_eq!(h.refusal(&huge).await, invalid(Reason::Malformed));
     let padded = h.token(
         &h.idp.default_kid(),
         "RS256",
         json!({"pad": "x".repeat(64 * 1024)}),
     );
-    assert_eq!(
-        h.verify(&padded).await.unwrap_err(),
-        invalid(Reason::Malformed)
-    );
+    assert_eq!(h.refusal(&padded).await, invalid(Reason::Malformed));
     assert_eq!(h.verifier.signature_checks(), 0);
 }
 
@@ -335,7 +301,7 @@ async fn header_and_payload_must_be_json_objects() {
     ] {
         let token = format!("{header}.{payload}.{sig}");
         assert_eq!(
-            h.verify(&token).await.unwrap_err(),
+            h.refusal(&token).await,
             invalid(Reason::Malformed),
             "{token}"
         );

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::{TokenError, Verifier};
 use crate::clock::ManualClock;
 use crate::config::{Algorithm, Issuer};
-use crate::devidp::DevIdp;
+use crate::devidp::{DevIdp, KeyKind};
 use crate::metrics::Metrics;
 
 /// The audience every test verifier accepts.
@@ -64,6 +64,23 @@ impl Harness {
         h
     }
 
+    /// A ready harness whose issuer signs with every algorithm the verifier supports: the
+    /// harness and one (kid, alg) each for RS256, PS256, ES256 and EdDSA.
+    async fn every_algorithm() -> (Harness, Vec<(String, &'static str)>) {
+        let mut kids = Vec::new();
+        let h = Self::ready(
+            |idp| {
+                kids.push((idp.default_kid(), "RS256"));
+                kids.push((idp.default_kid(), "PS256"));
+                kids.push((idp.add_key(KeyKind::P256), "ES256"));
+                kids.push((idp.add_key(KeyKind::Ed25519), "EdDSA"));
+            },
+            |_| {},
+        )
+        .await;
+        (h, kids)
+    }
+
     fn now(&self) -> u64 {
         use crate::clock::Clock;
         self.clock.unix()
@@ -104,6 +121,11 @@ impl Harness {
 
     async fn verify(&self, token: &str) -> Result<Arc<crate::identity::Principal>, TokenError> {
         self.verifier.verify(token).await
+    }
+
+    /// The error `token` is refused with; panics when it verifies.
+    async fn refusal(&self, token: &str) -> TokenError {
+        self.verify(token).await.unwrap_err()
     }
 
     /// Moves the clock and lets the refreshers look at it.

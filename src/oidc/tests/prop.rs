@@ -13,7 +13,6 @@ use serde_json::{json, Map, Value};
 use super::super::token::{check_claims, split, MAX_TOKEN_LEN};
 use super::super::{bearer_token, Reason, TokenError};
 use super::{Harness, AUD};
-use crate::devidp::KeyKind;
 
 /// RFC 6750 2.1, written independently: `Bearer` (any case), one or more spaces, a b64token
 /// (`1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`), then optional trailing
@@ -269,17 +268,7 @@ fn mutated_tokens_are_never_accepted() {
         .build()
         .expect("runtime");
     let (h, tokens) = rt.block_on(async {
-        let mut kids = Vec::new();
-        let h = Harness::ready(
-            |idp| {
-                kids.push((idp.default_kid(), "RS256"));
-                kids.push((idp.default_kid(), "PS256"));
-                kids.push((idp.add_key(KeyKind::P256), "ES256"));
-                kids.push((idp.add_key(KeyKind::Ed25519), "EdDSA"));
-            },
-            |_| {},
-        )
-        .await;
+        let (h, kids) = Harness::every_algorithm().await;
         let tokens: Vec<String> = kids
             .iter()
             .map(|(kid, alg)| h.token(kid, alg, json!({"email": "alice@example.com"})))

@@ -21,6 +21,12 @@ fn prefixed(mut r: Rule, prefix: &str) -> Rule {
     r
 }
 
+/// `r` limited to tokens whose `groups` claim holds `group`.
+fn in_group(mut r: Rule, group: &str) -> Rule {
+    r.claims = vec![("groups".into(), group.into())];
+    r
+}
+
 /// (deciding rule name, action, shadow rule names) for `path` with a principal.
 fn decide(set: &PolicySet, path: &str) -> (String, Action, Vec<String>) {
     let who = principal(json!({"groups": ["ops"]}));
@@ -57,15 +63,11 @@ fn a_shadow_rule_never_decides_and_the_next_enforcing_rule_does() {
 
 #[test]
 fn every_matching_shadow_rule_before_the_decision_is_recorded_in_order() {
-    let mut by_claim = shadow("ops-would-approve", Action::Approve);
-    by_claim.claims = vec![("groups".into(), "ops".into())];
-    let mut other_claim = shadow("dev-would-deny", Action::Deny);
-    other_claim.claims = vec![("groups".into(), "dev".into())];
     let set = PolicySet {
         rules: vec![
             shadow("first", Action::Deny),
-            other_claim,
-            by_claim,
+            in_group(shadow("dev-would-deny", Action::Deny), "dev"),
+            in_group(shadow("ops-would-approve", Action::Approve), "ops"),
             prefixed(shadow("elsewhere", Action::Deny), "/admin/"),
             shadow("third", Action::Allow),
         ],
@@ -99,11 +101,9 @@ fn a_shadow_rule_after_the_deciding_rule_is_not_evaluated() {
 
 #[test]
 fn without_a_token_a_shadow_rule_neither_asks_for_one_nor_hides_a_public_rule() {
-    let mut by_claim = shadow("claims-unknown", Action::Deny);
-    by_claim.claims = vec![("groups".into(), "ops".into())];
     let set = PolicySet {
         rules: vec![
-            by_claim,
+            in_group(shadow("claims-unknown", Action::Deny), "ops"),
             shadow("would-deny", Action::Deny),
             rule("open", Action::Public),
         ],
