@@ -1,5 +1,10 @@
 //! Verified-token cache: a repeated token costs a SHA-256 and a lookup, no JSON parsing and no
 //! signature check. Entries never outlive the token (`exp` + leeway) nor [`MAX_TTL`].
+//!
+//! Also the bad-signature cache ([`RejectedCache`]): a token whose signature failed against an
+//! issuer's key set fails again against that very key set (same bytes, same keys), so a repeated
+//! forged or tampered token costs the same lookup instead of a signature check, until the
+//! issuer's key set changes. Bounded in size and time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +13,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 
-use super::jwks::VerifyKey;
+use super::jwks::{KeySet, VerifyKey};
 use crate::identity::Principal;
 
 /// Longest an entry lives, whatever the token's `exp` says.
@@ -113,5 +118,57 @@ impl TokenCache {
     /// Forgets a token (its key was removed, or it expired by our clock).
     pub(crate) fn remove(&self, hash: &TokenHash) {
         self.entries.invalidate(hash);
+    }
+}
+
+/// Most bad-signature tokens remembered at once.
+const MAX_REJECTED: u64 = 10_000;
+/// Longest a bad-signature token is remembered.
+const REJECTED_TTL: Duration = Duration::from_secs(60);
+
+/// A token whose signature failed against `keys`, the key set issuer `issuer` served then.
+#[derive(Debug)]
+pub(crate) struct Rejected {
+    /// Index of the issuer in the verifier.
+    pub(crate) issuer: usize,
+    /// The key set the signature failed against: the entry holds only while the issuer still
+    /// serves this very `Arc`.
+    pub(crate) keys: Arc<KeySet>,
+}
+
+/// Tokens whose signature failed, by hash: at most [`MAX_REJECTED`], each for at most
+/// [`REJECTED_TTL`]. Holds no token and no claim, only the hash and the key set it failed on.
+#[derive(Clone)]
+pub(crate) struct RejectedCache {
+    entries: Cache<TokenHash, Arc<Rejected>>,
+}
+
+impl std::fmt::Debug for RejectedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RejectedCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl RejectedCache {
+    /// An empty cache.
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(MAX_REJECTED)
+                .time_to_live(REJECTED_TTL)
+                .build(),
+        }
+    }
+
+    /// The entry for a token hash.
+    pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<Rejected>> {
+        self.entries.get(hash)
+    }
+
+    /// Remembers a token whose signature failed.
+    pub(crate) fn insert(&self, hash: TokenHash, rejected: Rejected) {
+        self.entries.insert(hash, Arc::new(rejected));
     }
 }

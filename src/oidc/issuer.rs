@@ -109,6 +109,14 @@ impl IssuerState {
             .is_some_and(|keys| keys.contains(key))
     }
 
+    /// True when `keys` (that very `Arc`) is the current key set. Lock-free.
+    pub(crate) fn serves(&self, keys: &Arc<KeySet>) -> bool {
+        self.keys
+            .load()
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, keys))
+    }
+
     /// True once a key set was loaded.
     pub(crate) fn has_keys(&self) -> bool {
         self.keys.load().is_some()

@@ -5,10 +5,12 @@
 //! Layout: `bearer` (header syntax), `token` (compact JWS parsing and claim checks, pure),
 //! `jwks` (JWK sets and the one signature-check function), `discovery` (HTTP fetches),
 //! `issuer` (per-issuer key set behind `ArcSwap`, refresh, single-flight refetch), `cache`
-//! (verified tokens), `verify` (the pipeline that ties them together).
+//! (verified tokens, and tokens whose signature failed), `verify` (the pipeline that ties them
+//! together).
 //!
 //! Hot path: a repeated token costs a SHA-256, a cache lookup and a pointer comparison against
-//! the issuer's current key set; no lock, no JSON, no signature check.
+//! the issuer's current key set; no lock, no JSON, no signature check. So does a repeated token
+//! whose signature failed, while its issuer serves the same key set (`cache::RejectedCache`).
 
 mod bearer;
 mod cache;

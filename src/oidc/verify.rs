@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::cache::{self, TokenCache, Verified};
+use super::cache::{self, Rejected, RejectedCache, TokenCache, Verified};
 use super::issuer::IssuerState;
 use super::jwks::{verify_signature, KeySet, VerifyKey};
 use super::token::{self, Parts};
@@ -19,6 +19,8 @@ pub(crate) struct Inner {
     pub(crate) issuers: Vec<Arc<IssuerState>>,
     by_iss: HashMap<String, usize>,
     cache: TokenCache,
+    /// Tokens whose signature failed against an issuer's current key set.
+    rejected: RejectedCache,
     clock: SharedClock,
     metrics: Metrics,
     /// Signature verifications performed (tests prove cache hits do none).
@@ -52,6 +54,7 @@ impl Inner {
             issuers,
             by_iss,
             cache: TokenCache::new(),
+            rejected: RejectedCache::new(),
             clock,
             metrics,
             #[cfg(test)]
@@ -91,6 +94,9 @@ impl Inner {
         if let Some(principal) = self.cached(&hash, now) {
             return Ok(principal);
         }
+        if self.rejected_before(&hash) {
+            return Err(invalid(Reason::BadSignature));
+        }
         let parts = token::split(token).map_err(invalid)?;
         let header = token::parse_header(&parts.header).map_err(invalid)?;
         let alg = token::header_alg(&header).map_err(invalid)?;
@@ -106,7 +112,7 @@ impl Inner {
         token::check_allowed(alg, &issuer.config).map_err(invalid)?;
         token::check_typ(&header, &issuer.config).map_err(invalid)?;
         let key = self
-            .verify_signature(issuer, header.kid.as_deref(), alg, &parts)
+            .verify_signature(index, header.kid.as_deref(), alg, &parts, hash)
             .await?;
         let valid_until = token::check_claims(&claims, &issuer.config, now).map_err(invalid)?;
         let principal = Principal::from_claims_as(
@@ -138,15 +144,29 @@ impl Inner {
         None
     }
 
-    /// Finds the key for (issuer, kid), refetching once for an unknown kid, and checks the
-    /// signature. Returns the key that verified.
+    /// True when the token with this hash failed its signature check against the key set its
+    /// issuer still serves: it would fail again.
+    fn rejected_before(&self, hash: &cache::TokenHash) -> bool {
+        self.rejected.get(hash).is_some_and(|r| {
+            self.issuers
+                .get(r.issuer)
+                .is_some_and(|issuer| issuer.serves(&r.keys))
+        })
+    }
+
+    /// Finds the key for (issuer `index`, kid), refetching once for an unknown kid, and checks
+    /// the signature. Returns the key that verified; remembers a token none verified (`hash`).
     async fn verify_signature(
         &self,
-        issuer: &IssuerState,
+        index: usize,
         kid: Option<&str>,
         alg: Algorithm,
         parts: &Parts<'_>,
+        hash: cache::TokenHash,
     ) -> Result<Arc<VerifyKey>, TokenError> {
+        let Some(issuer) = self.issuers.get(index) else {
+            return Err(TokenError::InvalidToken(Reason::UnknownIssuer));
+        };
         let Some(mut keys) = issuer.keys() else {
             issuer.kick();
             return Err(TokenError::KeysUnavailable {
@@ -168,6 +188,13 @@ impl Inner {
                 return Ok(Arc::clone(key));
             }
         }
+        self.rejected.insert(
+            hash,
+            Rejected {
+                issuer: index,
+                keys: Arc::clone(&keys),
+            },
+        );
         Err(TokenError::InvalidToken(Reason::BadSignature))
     }
 

@@ -346,3 +346,50 @@ async fn refused_connections_leave_keys_unavailable() {
         Err(TokenError::KeysUnavailable { .. })
     ));
 }
+
+/// A token whose signature failed is refused again without a second signature check while the
+/// issuer's key set is the same, and checked afresh once it changed: here a token without a
+/// kid, signed by a key the issuer publishes only later, passes after that rotation.
+#[tokio::test]
+async fn a_bad_signature_is_remembered_only_until_the_key_set_changes() {
+    let h = Harness::new().await;
+    let old = h.idp.default_kid();
+    let new = h.idp.add_key(KeyKind::Rsa2048);
+    let token = h
+        .idp
+        .mint_with(&new, json!({"alg": "RS256"}), h.claims(json!({})));
+    // The verifier knows only `old`: the one RS256 key for a token without a kid.
+    assert_eq!(h.refusal(&token).await, invalid(Reason::BadSignature));
+    let checks = h.verifier.signature_checks();
+    for _ in 0..3 {
+        assert_eq!(h.refusal(&token).await, invalid(Reason::BadSignature));
+    }
+    assert_eq!(
+        h.verifier.signature_checks(),
+        checks,
+        "a repeated bad token costs no signature check"
+    );
+    // The same token with the first signature character changed.
+    let dot = token.rfind('.').expect("compact JWS") + 1;
+    let first = if token.as_bytes()[dot] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    let tampered = format!("{}{first}{}", &token[..dot], &token[dot + 1..]);
+    assert_eq!(h.refusal(&tampered).await, invalid(Reason::BadSignature));
+    assert!(
+        h.verifier.signature_checks() > checks,
+        "another token is checked"
+    );
+
+    // Rotation: `old` leaves the JWKS; after the refresh `new` is the one RS256 key.
+    h.idp.remove_key(&old);
+    let fetches = h.idp.jwks_fetches();
+    h.advance(Duration::from_secs(301));
+    assert!(eventually(|| async { h.idp.jwks_fetches() > fetches }).await);
+    assert!(
+        eventually(|| async { h.verify(&token).await.is_ok() }).await,
+        "checked afresh against the new key set"
+    );
+}
