@@ -29,6 +29,15 @@ UPSTREAM_CPUS=${UPSTREAM_CPUS:-1} # upstream nginx
 NICE=${NICE:--10}                 # niceness for servers + generator (other jobs on the box stay at 0)
 [ "$(id -u)" = 0 ] || NICE=0
 BAD_RUNS=${BAD_RUNS:-1}           # 1: JWT rows also get a bad-token load run
+UNIQUE_RUNS=${UNIQUE_RUNS:-1}     # 1: JWT rows also get a unique-token load run (new valid token per request)
+# distinct tokens for the unique runs: by default enough that no server is sent a token twice
+# in the whole benchmark at 25,000 req/s (warm-ups included), at least 300,000
+if [ -z "${UNIQUE_TOKENS:-}" ]; then
+  UNIQUE_TOKENS=$(( ( (ROUNDS * (WARMUP + DURATION) * 25000 + 99999) / 100000 ) * 100000 ))
+  [ "$UNIQUE_TOKENS" -ge 300000 ] || UNIQUE_TOKENS=300000
+fi
+UNIQUE_LOAD_RPS=${UNIQUE_LOAD_RPS:-40000} # a wrk run loads seconds x this tokens (memory: ~0.7 KB each)
+BENCH_CACHE=${BENCH_CACHE:-$HOME/.cache/countersign-bench}  # RSA key + unique tokens, reused across runs
 SEND_TOKEN_ALL=${SEND_TOKEN_ALL:-1} # 1: non-auth rows get the same Authorization header
 COUNT_STATUS_ALL=${COUNT_STATUS_ALL:-0} # 1: exact status tally on good runs too (wrk response() cost)
 ALLOW_BROKEN=${ALLOW_BROKEN:-0}
@@ -37,12 +46,13 @@ DEFAULT_ROWS="direct nginx haproxy-jwt countersign"
 ROWS=${ROWS:-$DEFAULT_ROWS}
 SKIP_INSTALL=${SKIP_INSTALL:-0}
 KEEP_WORK=${KEEP_WORK:-0}
-VENV=${BENCH_VENV:-$HOME/.cache/countersign-bench/venv}
+VENV=${BENCH_VENV:-$BENCH_CACHE/venv}
 STATE_FILE=${STATE_FILE:-/tmp/countersign-bench.state}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 RESULTS_FILE=${RESULTS_FILE:-}
 COUNTERSIGN_BIN=${COUNTERSIGN_BIN:-}
-SHOWN_ENV="ROWS=\"$ROWS\" ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS"
+SHOWN_ENV="ROWS=\"$ROWS\" ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS UNIQUE_RUNS=$UNIQUE_RUNS"
+[ "$UNIQUE_RUNS" != 1 ] || SHOWN_ENV="$SHOWN_ENV UNIQUE_TOKENS=$UNIQUE_TOKENS"
 [ -z "$COUNTERSIGN_BIN" ] || SHOWN_ENV="$SHOWN_ENV COUNTERSIGN_BIN=$COUNTERSIGN_BIN"
 COUNTERSIGN_LOG=${COUNTERSIGN_LOG:-warn}   # RUST_LOG for the countersign row (no per-request logs)
 
@@ -226,8 +236,16 @@ echo "#work $WORK" > "$STATE_FILE"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "work dir $WORK; generating RSA-2048 key, JWKS and tokens"
-"$VENV/bin/python" "$HERE/lib/gen_tokens.py" "$WORK"
+# unique-token runs only where a row verifies JWTs
+if [ "$UNIQUE_RUNS" = 1 ]; then
+  has_row haproxy-jwt || has_row countersign || { [ -n "$EXTRA_NAME" ] && [ "$EXTRA_TOKEN_MODE" = jwt ]; } \
+    || UNIQUE_RUNS=0
+fi
+gen_args=(--key-file "$BENCH_CACHE/bench-key.pem")
+[ "$UNIQUE_RUNS" = 1 ] && gen_args+=(--unique "$UNIQUE_TOKENS" --unique-cache "$BENCH_CACHE")
+say "work dir $WORK; RSA-2048 key $BENCH_CACHE/bench-key.pem (made once), JWKS and tokens" \
+  "$([ "$UNIQUE_RUNS" = 1 ] && echo "+ $UNIQUE_TOKENS unique tokens (cached in $BENCH_CACHE)")"
+"$VENV/bin/python" "$HERE/lib/gen_tokens.py" "$WORK" "${gen_args[@]}"
 # shellcheck disable=SC1091
 . "$WORK/claims.env"
 export ISSUER AUDIENCE KID
@@ -317,6 +335,7 @@ taskset -c "$GEN_CPUS" "$VENV/bin/python" "$HERE/lib/bench.py" \
   --threads "$WRK_THREADS" --gen-cpus "$GEN_CPUS" --srv-cpus "$SRV_CPUS" \
   --upstream-cpus "$UPSTREAM_CPUS" --path "$BENCH_PATH" \
   --bad-runs "$BAD_RUNS" --send-token-all "$SEND_TOKEN_ALL" \
+  --unique-runs "$UNIQUE_RUNS" --unique-load-rps "$UNIQUE_LOAD_RPS" \
   --count-status-all "$COUNT_STATUS_ALL" --allow-broken "$ALLOW_BROKEN" \
   --nice "$NICE" --command "$(printf '%q ' "$0" | sed 's/ $//')" \
   --env "$SHOWN_ENV"

@@ -12,7 +12,10 @@ countersign / haproxy-jwt).
    refuses (403). None of the refused requests may reach the upstream.
 2. ROUNDS interleaved rounds: for each row in order, warm-up + measured load
    run with the good token, and (JWT rows) warm-up + measured run with a
-   bad-signature token.
+   bad-signature token, then (JWT rows, when run.sh made unique tokens) warm-up +
+   measured run with a different valid token per request ("unique"): each row
+   walks through the token file with its own cursor, so no token is sent twice to
+   the same server until the file is used up (the report counts any repeat).
 3. writes results.jsonl into the work dir, the markdown report, and a .json with
    everything beside the report (re-render: bench.py --render X.json X.md).
 
@@ -131,10 +134,12 @@ def loadavg():
 
 
 # ---------------------------------------------------------------- generators
-def run_wrk(a, url, token, duration, count_status):
+def run_wrk(a, url, token, duration, count_status, extra_env=None):
     env = dict(os.environ)
     env["BENCH_TOKEN"] = token or ""
     env["BENCH_COUNT_STATUS"] = "1" if count_status else "0"
+    env.pop("BENCH_TOKEN_FILE", None)
+    env.update(extra_env or {})
     cmd = ["nice", "-n", str(a.nice), "taskset", "-c", a.gen_cpus, "wrk", "-t", str(a.threads), "-c", str(a.conns),
            "-d", f"{duration}s", "--latency", "--timeout", "5s",
            "-s", os.path.join(HERE, "wrk.lua"), url]
@@ -164,6 +169,12 @@ def functional_checks(a, rows, upstream_port):
             problems.append(f"{row['name']}: good token got {st} ({body[:120]!r})")
         elif body.strip() != b"ok":
             problems.append(f"{row['name']}: unexpected body {body[:80]!r}")
+        if is_jwt(row) and a.unique:
+            # one token of the unique-token file (its last one) must be accepted too
+            st, body = http_get(row["port"], a.path, read_token(a.work, "unique_last"))
+            res["unique"] = st
+            if st != 200:
+                problems.append(f"{row['name']}: unique-token file's last token got {st} ({body[:120]!r})")
         if is_jwt(row):
             u0 = upstream_counters(upstream_port)
             for v, _ in BAD_VARIANTS:
@@ -190,9 +201,24 @@ def functional_checks(a, rows, upstream_port):
     return matrix, problems
 
 
-def one_run(a, row, kind, rnd, pgids, upstream_port, upstream_pgid):
+def unique_env(a, offset, duration):
+    """wrk environment of a unique-token run starting at token `offset`."""
+    u = a.unique
+    load = min(u["count"], int(duration * a.unique_load_rps) + a.conns)
+    return {"BENCH_TOKEN_FILE": u["file"], "BENCH_TOKEN_LINE_LEN": str(u["line_len"]),
+            "BENCH_TOKEN_COUNT": str(u["count"]), "BENCH_TOKEN_OFFSET": str(offset % u["count"]),
+            "BENCH_TOKEN_LOAD": str(load), "BENCH_WRK_THREADS": str(a.threads)}
+
+
+def one_run(a, row, kind, rnd, pgids, upstream_port, upstream_pgid, cursors=None):
+    extra_warm = extra = None
+    if kind == "unique":
+        token = None
+        cur = cursors.get(row["name"], 0)  # tokens this row's server has been sent so far
     if kind == "bad":
         token = read_token(a.work, "bad_sig")
+    elif kind == "unique":
+        pass
     elif is_jwt(row) or a.send_token_all:
         token = read_token(a.work, "good")
     else:
@@ -201,12 +227,18 @@ def one_run(a, row, kind, rnd, pgids, upstream_port, upstream_pgid):
     url = f"http://127.0.0.1:{row['port']}{a.path}"
     gen = run_wrk
     if a.warmup > 0:
-        gen(a, url, token, a.warmup, False)
+        if kind == "unique":
+            w = gen(a, url, token, a.warmup, False, unique_env(a, cur, a.warmup))
+            cur += w["tokens_used"]
+        else:
+            gen(a, url, token, a.warmup, False)
+    if kind == "unique":
+        extra = unique_env(a, cur, a.duration)
     la = loadavg()
     u0 = upstream_counters(upstream_port)
     c0 = cpu_snapshot(pgids)
     t0 = time.monotonic()
-    r = gen(a, url, token, a.duration, count_status)
+    r = gen(a, url, token, a.duration, count_status, extra)
     wall = time.monotonic() - t0
     c1 = cpu_snapshot(pgids)
     u1 = upstream_counters(upstream_port)
@@ -225,6 +257,16 @@ def one_run(a, row, kind, rnd, pgids, upstream_port, upstream_pgid):
         "upstream_requests": (u1[1] - u0[1] - 1) if u0 and u1 else None,
         "ts": datetime.datetime.now().isoformat(timespec="seconds"),
     })
+    if kind == "unique":
+        n, used = a.unique["count"], r["tokens_used"]
+        r.update({
+            "token_offset": cur,  # tokens sent to this server before this measured run
+            "tokens_distinct": min(used, r["tokens_loaded"], n),
+            # tokens this server had never been sent before in this benchmark
+            "tokens_first_use": max(0, min(cur + used, n) - cur),
+        })
+        r["tokens_repeated"] = used - r["tokens_first_use"]
+        cursors[row["name"]] = cur + used
     return r
 
 
@@ -232,6 +274,9 @@ def load_problems(results):
     """Bad-token load runs must be refused (4xx) and never reach the upstream."""
     problems = []
     for r in results:
+        if r["kind"] == "unique" and r["err_status"]:
+            problems.append(f"{r['row']}: BROKEN - round {r['round']} unique-token run got "
+                            f"{r['err_status']} non-2xx/3xx responses")
         if r["kind"] != "bad":
             continue
         wrong = sum(v for k, v in r["codes"].items() if not k.startswith("4"))
@@ -283,11 +328,11 @@ def ratio_lines(rows, by):
     rounds" uses only the rounds in which both runs were quiet."""
     names = {r["name"] for r in rows}
     L = []
-    for kind in ("good", "bad"):
+    for kind in ("good", "bad", "unique"):
         for num, den in RATIOS:
             if num not in names or den not in names:
                 continue
-            if kind == "bad" and "nginx" in (num, den):
+            if kind != "good" and "nginx" in (num, den):
                 continue  # nginx has no auth, so no bad-token run to compare with
             rn, rd = by.get((num, kind)), by.get((den, kind))
             if not rn or not rd:
@@ -302,7 +347,8 @@ def ratio_lines(rows, by):
             m_cpu = med([cpu_per_req(r) for r in rn]) / med([cpu_per_req(r) for r in rd])
             p50 = med([r["p50_us"] for r in rn]) / med([r["p50_us"] for r in rd])
             p99 = med([r["p99_us"] for r in rn]) / med([r["p99_us"] for r in rd])
-            tok = "good token" if kind == "good" else "tampered token (401)"
+            tok = {"good": "good token", "bad": "tampered token (401)",
+                   "unique": "unique tokens (a new valid token per request)"}[kind]
             L.append(f"| {num} / {den} | {tok} | **{med(pr):.2f}** ({min(pr):.2f}–{max(pr):.2f}) | "
                      f"{quiet} | {m_rps:.2f} | {m_cpu:.2f} | {p50:.2f} | {p99:.2f} |")
     if not L:
@@ -321,6 +367,36 @@ def ratio_lines(rows, by):
     return head + L + tail
 
 
+def unique_lines(a, results):
+    """Per unique-token run: tokens sent vs requests, repeats, requests that reached the upstream."""
+    us = [r for r in results if r["kind"] == "unique"]
+    if not us:
+        return []
+    u = a.unique
+    L = ["", f"**Unique-token runs**: token file of {u['count']:,} distinct valid tokens (same key, "
+         f"header and claims as the good token plus a distinct `jti`; exp "
+         f"{datetime.datetime.fromtimestamp(u['exp'], datetime.timezone.utc):%Y-%m-%d}); each row "
+         "walks through it with its own cursor across warm-ups, measured runs and rounds. "
+         "`first use` = tokens that server had never been sent before in this benchmark; "
+         "`repeated` = tokens it had (a repeat within 10 min may be a countersign cache hit). "
+         "`reached upstream` should equal `requests` (every token accepted; the count includes "
+         "the few requests still in flight when the window closed).", "",
+         "| round | row | requests | reached upstream | tokens sent (measured run) | distinct | "
+         "first use | repeated | tokens sent to the server before this run |",
+         "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in us:
+        L.append(f"| {r['round']} | {r['row']} | {r['requests']:,} | {r.get('upstream_requests') or 0:,} | "
+                 f"{r['tokens_used']:,} | {r['tokens_distinct']:,} | {r['tokens_first_use']:,} | "
+                 f"{r['tokens_repeated']:,} | {r['token_offset']:,} |")
+    rep = sum(r["tokens_repeated"] for r in us)
+    L.append("")
+    L.append("Repeated tokens: " + ("none — every request of every unique-token run carried a token "
+                                    "its server had never seen." if not rep else
+                                    f"{rep:,} (raise UNIQUE_TOKENS)."))
+    L.append("")
+    return L
+
+
 def report(a, rows, matrix, problems, results, started, finished, jwks):
     by = {}
     for r in results:
@@ -337,7 +413,8 @@ def report(a, rows, matrix, problems, results, started, finished, jwks):
              f"{a.duration} s measured after {a.warmup} s warm-up per run, GET {a.path}; "
              f"{a.rounds} interleaved rounds (row order {' → '.join(x['name'] for x in rows)}, "
              f"JWT rows followed by their bad-token run, whose token is the good one with a tampered "
-             f"payload). Medians over rounds; min–max is the per-round spread of req/s.")
+             f"payload" + (", and their unique-token run, a different valid token per request" if getattr(a, "unique", None) else "")
+             + "). Medians over rounds; min–max is the per-round spread of req/s.")
     L.append(f"CPU placement (taskset): load generator on cpu {a.gen_cpus}; proxy under test on cpu "
              f"{a.srv_cpus}; upstream nginx on cpu {a.upstream_cpus}. Every server: 1 worker process/"
              f"thread (nginx worker_processes 1, HAProxy nbthread 1, countersign threads = 1). "
@@ -356,7 +433,7 @@ def report(a, rows, matrix, problems, results, started, finished, jwks):
              "p50 ms | p99 ms | proxy CPU µs/req | status codes seen (all rounds) | upstream conns opened / reqs reaching upstream per run | noise % (max): foreign / steal | quietest run: req/s (foreign+steal %) |")
     L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|")
     for row in rows:
-        for kind in ("good", "bad"):
+        for kind in ("good", "bad", "unique"):
             rs = by.get((row["name"], kind))
             if not rs:
                 continue
@@ -364,7 +441,7 @@ def report(a, rows, matrix, problems, results, started, finished, jwks):
             m = med(rps)
             spread = (max(rps) - min(rps)) / m * 100 if m else 0
             ratio = f"{m / direct_rps:.2f}" if direct_rps and kind == "good" else "—"
-            if kind == "bad" and direct_rps:
+            if kind != "good" and direct_rps:
                 ratio = f"({m / direct_rps:.2f})"
             codes = {}
             errs = 0
@@ -387,7 +464,7 @@ def report(a, rows, matrix, problems, results, started, finished, jwks):
             cpr = med([cpu_per_req(r) for r in rs])
             q = min(rs, key=noise_pct)
             quiet = f"{q['rps']:,.0f} ({noise_pct(q):.0f}%)"
-            tok = "good" if kind == "good" else "tampered"
+            tok = {"good": "good", "bad": "tampered", "unique": "unique"}[kind]
             if kind == "good" and not is_jwt(row) and not a.send_token_all:
                 tok = "(none)"
             L.append(f"| {row['name']} | {row['auth']} | {tok} | {m:,.0f} | {min(rps):,.0f}–{max(rps):,.0f} | "
@@ -400,6 +477,7 @@ def report(a, rows, matrix, problems, results, started, finished, jwks):
              "connections of requests in flight when the warm-up's clients disconnect and refills its "
              "pool at the start of the measured run; a proxy without reuse would show one per request. "
              "`reqs reaching upstream` = median; for bad-token runs it must be 0. ")
+    L.extend(unique_lines(a, results))
     L.append(f"JWKS fetches from the upstream: {jwks[0]} during start-up + enforcement checks, "
              f"{jwks[1]} during all load runs.")
     L.append("")
@@ -419,7 +497,7 @@ def report(a, rows, matrix, problems, results, started, finished, jwks):
     L.append("")
     auth_rows = [r for r in rows if is_jwt(r)]
     if auth_rows:
-        hdr = ["good"] + [v for v, _ in BAD_VARIANTS]
+        hdr = ["good"] + (["unique"] if getattr(a, "unique", None) else []) + [v for v, _ in BAD_VARIANTS]
         if any(r["auth"] == "jwt+policy" for r in auth_rows):
             hdr += [v for v, *_ in POLICY_CHECKS]
         hdr.append("reached_upstream")
@@ -505,6 +583,10 @@ def main():
     ap.add_argument("--count-status-all", type=int, default=0)
     ap.add_argument("--allow-broken", type=int, default=0)
     ap.add_argument("--nice", type=int, default=0)
+    ap.add_argument("--unique-runs", type=int, default=0,
+                    help="1: JWT rows also get a unique-token run (needs WORK/unique.json)")
+    ap.add_argument("--unique-load-rps", type=int, default=40000,
+                    help="tokens a wrk run loads = its seconds x this (+ conns), at most the file's")
     ap.add_argument("--command", default="bench/run.sh", help="shown in the report")
     ap.add_argument("--env", default="", help="knobs shown in the report")
     a = ap.parse_args()
@@ -512,6 +594,10 @@ def main():
     with open(a.rows) as f:
         cfg = json.load(f)
     rows, pgids = cfg["rows"], set(cfg["pgids"])
+    a.unique = None
+    if a.unique_runs:
+        with open(os.path.join(a.work, "unique.json")) as f:
+            a.unique = json.load(f)
 
     started = datetime.datetime.now(datetime.timezone.utc)
     matrix, problems = functional_checks(a, rows, cfg["upstream_port"])
@@ -527,24 +613,28 @@ def main():
     jwks_after_checks = jwks_fetches(a.work)
     parent = os.getppid()
     results = []
+    cursors = {}
     jl = open(os.path.join(a.work, "results.jsonl"), "w")
     for rnd in range(1, a.rounds + 1):
         log(f"== round {rnd}/{a.rounds} ==")
         for row in rows:
-            kinds = ["good"] + (["bad"] if is_jwt(row) and a.bad_runs else [])
+            kinds = (["good"] + (["bad"] if is_jwt(row) and a.bad_runs else [])
+                     + (["unique"] if is_jwt(row) and a.unique else []))
             for kind in kinds:
                 if os.getppid() != parent:  # run.sh is gone (killed): stop too
                     log("parent run.sh exited; stopping")
                     sys.exit(3)
-                r = one_run(a, row, kind, rnd, pgids, cfg["upstream_port"], cfg["upstream_pgid"])
+                r = one_run(a, row, kind, rnd, pgids, cfg["upstream_port"], cfg["upstream_pgid"], cursors)
                 results.append(r)
                 jl.write(json.dumps(r) + "\n")
                 jl.flush()
-                log(f"  {row['name']:14s} {kind:4s} {r['rps']:>10,.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms"
+                log(f"  {row['name']:14s} {kind:6s} {r['rps']:>10,.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms"
                     f"  p99 {r['p99_us'] / 1000:6.2f} ms  codes[{fmt_codes(r)}]"
                     f"  proxy-cpu {r['proxy_cpu_s'] / max(r['requests'], 1) * 1e6:.0f}us/req"
                     f"  upstream conns+{r['upstream_new_conns']} reqs+{r['upstream_requests']}"
-                    f"  foreign-cpu {r['foreign_cpu_s']:.1f}s steal {r['steal_s']:.1f}s")
+                    f"  foreign-cpu {r['foreign_cpu_s']:.1f}s steal {r['steal_s']:.1f}s"
+                    + (f"  tokens {r['tokens_used']:,} (first use {r['tokens_first_use']:,})"
+                       if kind == "unique" else ""))
     jl.close()
     problems += load_problems(results)
     finished = datetime.datetime.now(datetime.timezone.utc)
