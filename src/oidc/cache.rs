@@ -79,20 +79,41 @@ impl Expiry<TokenHash, Arc<Verified>> for ByTokenExpiry {
     }
 }
 
-/// The cache itself.
+/// Tokens by hash, each with what we remember about it (`V`): a bounded moka cache. Holds no
+/// token, only its SHA-256.
 #[derive(Clone)]
-pub(crate) struct TokenCache {
-    entries: Cache<TokenHash, Arc<Verified>>,
+pub(crate) struct ByHash<V> {
+    entries: Cache<TokenHash, Arc<V>>,
 }
 
-/// Only the size: moka's own `Debug` would print every cached principal.
-impl std::fmt::Debug for TokenCache {
+/// Only the size: moka's own `Debug` would print every entry (cached principals).
+impl<V> std::fmt::Debug for ByHash<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCache")
+        f.debug_struct("ByHash")
             .field("entries", &self.entries.entry_count())
             .finish()
     }
 }
+
+impl<V: Send + Sync + 'static> ByHash<V> {
+    /// The entry for a token hash.
+    pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<V>> {
+        self.entries.get(hash)
+    }
+
+    /// Remembers a token.
+    pub(crate) fn insert(&self, hash: TokenHash, value: V) {
+        self.entries.insert(hash, Arc::new(value));
+    }
+
+    /// Forgets a token.
+    pub(crate) fn remove(&self, hash: &TokenHash) {
+        self.entries.invalidate(hash);
+    }
+}
+
+/// Verified tokens: each for its own lifetime ([`Verified::ttl`]), at most [`MAX_ENTRIES`].
+pub(crate) type TokenCache = ByHash<Verified>;
 
 impl TokenCache {
     /// An empty cache.
@@ -103,21 +124,6 @@ impl TokenCache {
                 .expire_after(ByTokenExpiry)
                 .build(),
         }
-    }
-
-    /// The entry for a token hash.
-    pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<Verified>> {
-        self.entries.get(hash)
-    }
-
-    /// Remembers a verified token.
-    pub(crate) fn insert(&self, hash: TokenHash, verified: Verified) {
-        self.entries.insert(hash, Arc::new(verified));
-    }
-
-    /// Forgets a token (its key was removed, or it expired by our clock).
-    pub(crate) fn remove(&self, hash: &TokenHash) {
-        self.entries.invalidate(hash);
     }
 }
 
@@ -136,20 +142,9 @@ pub(crate) struct Rejected {
     pub(crate) keys: Arc<KeySet>,
 }
 
-/// Tokens whose signature failed, by hash: at most [`MAX_REJECTED`], each for at most
-/// [`REJECTED_TTL`]. Holds no token and no claim, only the hash and the key set it failed on.
-#[derive(Clone)]
-pub(crate) struct RejectedCache {
-    entries: Cache<TokenHash, Arc<Rejected>>,
-}
-
-impl std::fmt::Debug for RejectedCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RejectedCache")
-            .field("entries", &self.entries.entry_count())
-            .finish()
-    }
-}
+/// Tokens whose signature failed: at most [`MAX_REJECTED`], each for at most
+/// [`REJECTED_TTL`]; only the hash and the key set it failed on.
+pub(crate) type RejectedCache = ByHash<Rejected>;
 
 impl RejectedCache {
     /// An empty cache.
@@ -160,15 +155,5 @@ impl RejectedCache {
                 .time_to_live(REJECTED_TTL)
                 .build(),
         }
-    }
-
-    /// The entry for a token hash.
-    pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<Rejected>> {
-        self.entries.get(hash)
-    }
-
-    /// Remembers a token whose signature failed.
-    pub(crate) fn insert(&self, hash: TokenHash, rejected: Rejected) {
-        self.entries.insert(hash, Arc::new(rejected));
     }
 }
