@@ -112,7 +112,7 @@ impl Inner {
         token::check_allowed(alg, &issuer.config).map_err(invalid)?;
         token::check_typ(&header, &issuer.config).map_err(invalid)?;
         let key = self
-            .verify_signature(index, header.kid.as_deref(), alg, &parts, hash)
+            .verify_signature((index, issuer), header.kid.as_deref(), alg, &parts, hash)
             .await?;
         let valid_until = token::check_claims(&claims, &issuer.config, now).map_err(invalid)?;
         let principal = Principal::from_claims_as(
@@ -154,19 +154,17 @@ impl Inner {
         })
     }
 
-    /// Finds the key for (issuer `index`, kid), refetching once for an unknown kid, and checks
-    /// the signature. Returns the key that verified; remembers a token none verified (`hash`).
+    /// Finds the key for (issuer, kid), refetching once for an unknown kid, and checks the
+    /// signature. Returns the key that verified; remembers a token none verified (`hash`) under
+    /// the issuer's index.
     async fn verify_signature(
         &self,
-        index: usize,
+        (index, issuer): (usize, &IssuerState),
         kid: Option<&str>,
         alg: Algorithm,
         parts: &Parts<'_>,
         hash: cache::TokenHash,
     ) -> Result<Arc<VerifyKey>, TokenError> {
-        let Some(issuer) = self.issuers.get(index) else {
-            return Err(TokenError::InvalidToken(Reason::UnknownIssuer));
-        };
         let Some(mut keys) = issuer.keys() else {
             issuer.kick();
             return Err(TokenError::KeysUnavailable {
