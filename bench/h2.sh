@@ -13,7 +13,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
+TAG=h2
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-200000}
 CLIENTS=${CLIENTS:-32}            # TLS connections
@@ -25,58 +25,14 @@ CS_PORT=${CS_PORT:-18383}
 CS_CONTROL_PORT=${CS_CONTROL_PORT:-18384}
 PROXY_CPU=${PROXY_CPU:-1}
 GEN_CPU=${GEN_CPU:-0}
-VENV=${BENCH_VENV:-$HOME/.cache/countersign-bench/venv}
 COUNTERSIGN_BIN=${COUNTERSIGN_BIN:-}
+# shellcheck source=bench/lib/pair.sh
+. "$HERE/lib/pair.sh"
 
-say() { printf '[h2] %s\n' "$*" >&2; }
-die() { printf '[h2] ERROR: %s\n' "$*" >&2; exit 1; }
-
-need=()
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v nginx >/dev/null || need+=(nginx)
-command -v openssl >/dev/null || need+=(openssl)
-if [ "${#need[@]}" -gt 0 ]; then
-  say "apt-get install ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null
-fi
-if ! "$VENV/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
-  mkdir -p "$(dirname "$VENV")"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q pyjwt cryptography
-fi
-if [ -z "$COUNTERSIGN_BIN" ]; then
-  (cd "$REPO" && cargo build --release --bin countersign)
-  COUNTERSIGN_BIN="$REPO/target/release/countersign"
-fi
-NGINX=$(command -v nginx)
-
-WORK="$(mktemp -d /tmp/countersign-h2.XXXXXX)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-chmod 755 "$WORK"   # nginx workers (www-data) read the JWKS from it
-"$VENV/bin/python" "$HERE/lib/gen_tokens.py" "$WORK" >/dev/null
-chmod a+r "$WORK/jwks.json"
-# shellcheck disable=SC1091
-. "$WORK/claims.env"
-TOKEN="$(cat "$WORK/token.good")"
+pair_prepare h2load:nghttp2-client openssl:openssl
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-
-render() {  # template -> work file with @NAME@ placeholders replaced
-  sed -e "s#@WORK@#$WORK#g" -e "s#@UPSTREAM_PORT@#$UPSTREAM_PORT#g" \
-    -e "s#@NGINX_PORT@#$NGINX_PORT#g" -e "s#@COUNTERSIGN_PORT@#$CS_PORT#g" \
-    -e "s#@COUNTERSIGN_CONTROL_PORT@#$CS_CONTROL_PORT#g" \
-    -e "s#@ISSUER@#$ISSUER#g" -e "s#@AUDIENCE@#$AUDIENCE#g" "$1" >"$2"
-}
-mkdir -p "$WORK"/{upstream-nginx-tmp,nginx-proxy-tmp}/{body,proxy,fastcgi,uwsgi,scgi} "$WORK/policies"
-render "$HERE/conf/upstream-nginx.conf" "$WORK/upstream-nginx.conf"
 cat > "$WORK/nginx-h2.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -111,7 +67,6 @@ http {
     }
 }
 CONF
-render "$HERE/conf/countersign.toml" "$WORK/countersign.toml"
 python3 - "$WORK/countersign.toml" "$WORK" <<'PY'
 import sys
 path, work = sys.argv[1], sys.argv[2]
@@ -119,49 +74,14 @@ s = open(path).read()
 s = s.replace("threads = 1\n", 'threads = 1\n\n[server.tls]\ncert = "%s/cert.pem"\nkey = "%s/key.pem"\n' % (work, work), 1)
 open(path, "w").write(s)
 PY
-cp "$HERE"/conf/policies/*.toml "$WORK/policies/"
-"$COUNTERSIGN_BIN" check --config "$WORK/countersign.toml" >/dev/null \
-  || die "countersign check failed on the rendered config"
-
-STARTED=
-start() {  # name cpu cmd...: own process group (pid == pgid), pinned; sets STARTED
-  local name=$1 cpu=$2; shift 2
-  setsid taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
-  STARTED=$!
-  PIDS+=("$STARTED")
-}
-start upstream "$PROXY_CPU" "$NGINX" -p "$WORK" -c "$WORK/upstream-nginx.conf"
-start nginx-h2 "$PROXY_CPU" "$NGINX" -p "$WORK" -c "$WORK/nginx-h2.conf"
-NG=$STARTED
-cd "$WORK"
-start countersign "$PROXY_CPU" env RUST_LOG=warn "$COUNTERSIGN_BIN" run --config countersign.toml
-CS=$STARTED
-cd - >/dev/null
-for _ in $(seq 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$CS_CONTROL_PORT/readyz" \
-    && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CS_CONTROL_PORT/readyz")" = 200 ] \
-    && break
-  sleep 0.1
-done
+pair_start "$WORK/nginx-h2.conf"
 url() { echo "https://127.0.0.1:$1/"; }
 code() { curl -sk --http2 -o /dev/null -w '%{http_version} %{http_code}' -H "Authorization: Bearer $TOKEN" "$(url "$1")"; }
-[ "$(code "$NGINX_PORT")" = "2 200" ] || die "nginx: $(code "$NGINX_PORT") (want h2 200): $(tail -3 "$WORK/nginx-h2.log")"
+[ "$(code "$NGINX_PORT")" = "2 200" ] || die "nginx: $(code "$NGINX_PORT") (want h2 200): $(tail -3 "$WORK/nginx-proxy.log")"
 [ "$(code "$CS_PORT")" = "2 200" ] || die "countersign: $(code "$CS_PORT") (want h2 200): $(tail -3 "$WORK/countersign.log")"
 [ "$(curl -sk --http2 -o /dev/null -w '%{http_code}' "$(url "$CS_PORT")")" = 401 ] \
   || die "countersign let a request without a token through"
 
-# CPU seconds (user+sys) of every process in a process group.
-group_cpu() {
-  local tick total=0 f
-  tick=$(getconf CLK_TCK)
-  for f in /proc/[0-9]*/stat; do
-    # fields after the ")" : state(3) ppid pgrp ... utime(14) stime(15)
-    read -r -a a < <(sed 's/^.*) //' "$f" 2>/dev/null) || continue
-    [ "${a[2]:-}" = "$1" ] || continue
-    total=$((total + a[11] + a[12]))
-  done
-  echo "$total $tick" | awk '{printf "%.3f", $1 / $2}'
-}
 load() {  # port requests -> "req/s succeeded"
   taskset -c "$GEN_CPU" h2load -n "$2" -c "$CLIENTS" -m "$STREAMS" \
     -H "authorization: Bearer $TOKEN" "$(url "$1")" 2>&1 \

@@ -16,7 +16,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
+TAG=latency
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-20}
 CONNS=${CONNS:-64}
@@ -27,83 +27,19 @@ CS_PORT=${CS_PORT:-18393}
 CS_CONTROL_PORT=${CS_CONTROL_PORT:-18394}
 PROXY_CPU=${PROXY_CPU:-1}
 GEN_CPU=${GEN_CPU:-0}
-CACHE=${BENCH_CACHE:-$HOME/.cache/countersign-bench}
-VENV=${BENCH_VENV:-$CACHE/venv}
 OHA_VERSION=${OHA_VERSION:-1.16.0}
 COUNTERSIGN_BIN=${COUNTERSIGN_BIN:-}
+# shellcheck source=bench/lib/pair.sh
+. "$HERE/lib/pair.sh"
 
-say() { printf '[latency] %s\n' "$*" >&2; }
-die() { printf '[latency] ERROR: %s\n' "$*" >&2; exit 1; }
-
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx)
-if [ "${#need[@]}" -gt 0 ]; then
-  say "apt-get install ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null
-fi
-if ! "$VENV/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
-  mkdir -p "$CACHE"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q pyjwt cryptography
-fi
 OHA="$CACHE/bin/oha"
 if [ ! -x "$OHA" ]; then
   say "cargo install oha $OHA_VERSION (once, into $CACHE)"
   cargo install --quiet --locked --root "$CACHE" --version "$OHA_VERSION" oha
 fi
-if [ -z "$COUNTERSIGN_BIN" ]; then
-  (cd "$REPO" && cargo build --release --bin countersign)
-  COUNTERSIGN_BIN="$REPO/target/release/countersign"
-fi
-NGINX=$(command -v nginx)
-
-WORK="$(mktemp -d /tmp/countersign-latency.XXXXXX)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-chmod 755 "$WORK"   # nginx workers (www-data) read the JWKS from it
-"$VENV/bin/python" "$HERE/lib/gen_tokens.py" "$WORK" >/dev/null
-chmod a+r "$WORK/jwks.json"
-# shellcheck disable=SC1091
-. "$WORK/claims.env"
-TOKEN="$(cat "$WORK/token.good")"
-
-render() {  # template -> work file with @NAME@ placeholders replaced
-  sed -e "s#@WORK@#$WORK#g" -e "s#@UPSTREAM_PORT@#$UPSTREAM_PORT#g" \
-    -e "s#@NGINX_PORT@#$NGINX_PORT#g" -e "s#@COUNTERSIGN_PORT@#$CS_PORT#g" \
-    -e "s#@COUNTERSIGN_CONTROL_PORT@#$CS_CONTROL_PORT#g" \
-    -e "s#@ISSUER@#$ISSUER#g" -e "s#@AUDIENCE@#$AUDIENCE#g" "$1" >"$2"
-}
-mkdir -p "$WORK"/{upstream-nginx-tmp,nginx-proxy-tmp}/{body,proxy,fastcgi,uwsgi,scgi} "$WORK/policies"
-render "$HERE/conf/upstream-nginx.conf" "$WORK/upstream-nginx.conf"
+pair_prepare wrk:wrk
 render "$HERE/conf/nginx-proxy.conf" "$WORK/nginx-proxy.conf"
-render "$HERE/conf/countersign.toml" "$WORK/countersign.toml"
-cp "$HERE"/conf/policies/*.toml "$WORK/policies/"
-"$COUNTERSIGN_BIN" check --config "$WORK/countersign.toml" >/dev/null \
-  || die "countersign check failed on the rendered config"
-
-STARTED=
-start() {  # name cpu cmd...: own process group (pid == pgid), pinned; sets STARTED
-  local name=$1 cpu=$2; shift 2
-  setsid taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
-  STARTED=$!
-  PIDS+=("$STARTED")
-}
-start upstream "$PROXY_CPU" "$NGINX" -p "$WORK" -c "$WORK/upstream-nginx.conf"
-start nginx-proxy "$PROXY_CPU" "$NGINX" -p "$WORK" -c "$WORK/nginx-proxy.conf"
-cd "$WORK"
-start countersign "$PROXY_CPU" env RUST_LOG=warn "$COUNTERSIGN_BIN" run --config countersign.toml
-cd - >/dev/null
-for _ in $(seq 100); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CS_CONTROL_PORT/readyz")" = 200 ] && break
-  sleep 0.1
-done
+pair_start "$WORK/nginx-proxy.conf"
 url() { echo "http://127.0.0.1:$1/"; }
 code() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$(url "$1")"; }
 [ "$(code "$NGINX_PORT")" = 200 ] || die "nginx answered $(code "$NGINX_PORT")"
