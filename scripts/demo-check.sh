@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# CI check of the README's first command: runs scripts/demo.sh (which reuses the dev binary
-# the tests built), waits for the tour, pastes its `export TOKEN_...` lines and runs printed
-# commands as a person would: the allowed read (200), the denied delete (403), the grant step
-# (hold, approve with a grant through the API, the same deploy passes naming the grant) and
-# break-glass (200, then 429 inside the cooldown); then stops the demo.
+# CI check of the README's first command: runs scripts/demo.sh (with COUNTERSIGN_BIN set, it
+# runs that binary; CI passes the one its tests built), waits for the tour, pastes its
+# `export TOKEN_...` lines and runs printed commands as a person would: the allowed read (200),
+# the denied delete (403), the grant step (hold, approve with a grant through the API, the same
+# deploy passes naming the grant) and break-glass (200, then 429 inside the cooldown); then
+# stops the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -8,7 +8,8 @@
 #   curl             the demo prints curl commands to try
 #
 # Rust itself is not installed here: get it from https://rustup.rs (rust-version is in
-# Cargo.toml). Arguments are passed to `countersign demo`.
+# Cargo.toml). Arguments are passed to `countersign demo`. COUNTERSIGN_BIN=path runs that
+# binary instead of building one (CI passes the one its tests built; see scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +44,11 @@ if ((${#missing[@]} > 0)); then
   say "installing with apt-get: ${missing[*]}"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [[ -n "${COUNTERSIGN_BIN:-}" ]]; then
+  say "starting the demo with $COUNTERSIGN_BIN"
+  exec "$COUNTERSIGN_BIN" demo "$@"
 fi
 
 say "building and starting the demo (the first build takes a few minutes)"
