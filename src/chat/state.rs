@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::approval::store::{ChatState, MemoryChatState};
-use crate::approval::{Approval, ApprovalId, Execution, Status, StoreError};
+use crate::approval::{Approval, ApprovalId, Execution, NotifyError, Status, StoreError};
 use crate::clock::SharedClock;
 
 /// How long after `expires_at` the copies of an approval are kept: the broker keeps the record
@@ -68,6 +68,34 @@ impl Progress {
 
 /// The per-approval notification lock, holding the newest [`Progress`] shown.
 pub type Shown = Arc<tokio::sync::Mutex<Option<Progress>>>;
+
+/// One notification's turn at an approval's messages ([`ChatMemory::turn`]): the lock is held
+/// until [`Turn::finish`], so notifications of one approval reach chat one at a time.
+#[derive(Debug)]
+pub struct Turn {
+    shown: tokio::sync::OwnedMutexGuard<Option<Progress>>,
+    /// Where the snapshot being notified stands; raised when copies are brought further.
+    pub progress: Progress,
+    /// `false` for a snapshot older than what the messages already show (two votes notified
+    /// concurrently): it must not overwrite them.
+    pub current: bool,
+}
+
+impl Turn {
+    /// Records what the messages show now (unless this snapshot was older), releases the
+    /// lock, and makes the notification's result of what failed, each failure prefixed by
+    /// `name` (the integration) when given.
+    pub fn finish(mut self, failures: Vec<String>, name: Option<&str>) -> Result<(), NotifyError> {
+        if self.current {
+            *self.shown = Some(self.progress);
+        }
+        match (failures.is_empty(), name) {
+            (true, _) => Ok(()),
+            (false, Some(name)) => Err(NotifyError(format!("{name}: {}", failures.join("; ")))),
+            (false, None) => Err(NotifyError(failures.join("; "))),
+        }
+    }
+}
 
 /// One integration's memory (`scope` `"slack"` or `"teams"`), with copies of type `T`.
 /// Cheap to share behind the integration's `Arc`.
@@ -170,6 +198,40 @@ impl<T: Serialize + DeserializeOwned> ChatMemory<T> {
         Ok(newest.filter(|n| Progress::of(n) > Progress::of(a)))
     }
 
+    /// Takes this process's turn at the messages of `a` (see [`Turn`]).
+    pub async fn turn(&self, a: &Approval) -> Turn {
+        let shown = self.shown(&a.id).lock_owned().await;
+        let progress = Progress::of(a);
+        let current = shown.is_none_or(|s| progress >= s);
+        Turn {
+            shown,
+            progress,
+            current,
+        }
+    }
+
+    /// After posting copies of `a`: when another replica showed a newer state meanwhile (a
+    /// click on the first copy), `update` brings the copies just posted up to it and
+    /// `turn.progress` rises to it. What failed goes to `failures`.
+    pub async fn catch_up<F>(
+        &self,
+        a: &Approval,
+        turn: &mut Turn,
+        failures: &mut Vec<String>,
+        update: impl FnOnce(Approval) -> F,
+    ) where
+        F: std::future::Future<Output = Vec<String>>,
+    {
+        match self.newer_than(a).await {
+            Ok(Some(newer)) => {
+                turn.progress = turn.progress.max(Progress::of(&newer));
+                failures.extend(update(newer).await);
+            }
+            Ok(None) => {}
+            Err(e) => failures.push(format!("cannot read the shown state: {e}")),
+        }
+    }
+
     /// Where the shown states are noted: next to the copies, apart from them.
     fn shown_scope(&self) -> String {
         format!("{}:shown", self.scope)
@@ -184,7 +246,7 @@ impl<T: Serialize + DeserializeOwned> ChatMemory<T> {
     /// The per-approval notification lock of this process. Held for a whole notification, so
     /// a vote arriving while the request is still being posted (slow, rate-limited chat)
     /// waits and then updates every copy.
-    pub fn shown(&self, id: &ApprovalId) -> Shown {
+    fn shown(&self, id: &ApprovalId) -> Shown {
         self.shown
             .get_with(id.clone(), || Arc::new(tokio::sync::Mutex::new(None)))
     }

@@ -55,7 +55,7 @@ pub use signature::SignatureError;
 
 use crate::approval::store::{ChatState, MemoryChatState};
 use crate::approval::{Approval, ApprovalId, StoreError};
-use crate::chat::state::{ChatMemory, Shown};
+use crate::chat::state::ChatMemory;
 use crate::clock::SharedClock;
 use crate::secret::Secret;
 
@@ -196,12 +196,6 @@ impl SlackApp {
         &self.inner.memory
     }
 
-    /// The per-approval notification lock, holding the newest
-    /// [`Progress`](crate::chat::state::Progress) shown in Slack.
-    fn shown(&self, id: &ApprovalId) -> Shown {
-        self.inner.memory.shown(id)
-    }
-
     /// Checks Slack's signature headers over the raw `body` (now per the injected clock).
     pub fn verify(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
         signature::verify_headers(
@@ -235,51 +229,40 @@ impl SlackApp {
     /// The email of Slack user `user_id` (`users.info`, cached); `None` when Slack shows none
     /// (a bot, or the app lacks the `users:read.email` scope).
     pub async fn email_of(&self, user_id: &str) -> Result<Option<String>, ApiError> {
-        if let Some(email) = self.inner.email_by_user.get(user_id).await {
-            return Ok(Some(email));
-        }
-        let answer = self
-            .api()
-            .call(
-                "users.info",
-                Body::Form(vec![("user".into(), user_id.into())]),
-            )
-            .await?;
-        let email = answer["user"]["profile"]["email"]
-            .as_str()
-            .map(|e| e.trim().to_lowercase())
-            .filter(|e| !e.is_empty());
-        if let Some(e) = &email {
-            self.inner
-                .email_by_user
-                .insert(user_id.to_owned(), e.clone())
-                .await;
-        }
-        Ok(email)
+        remembered(&self.inner.email_by_user, user_id.to_owned(), async {
+            let answer = self
+                .api()
+                .call(
+                    "users.info",
+                    Body::Form(vec![("user".into(), user_id.into())]),
+                )
+                .await?;
+            Ok(answer["user"]["profile"]["email"]
+                .as_str()
+                .map(|e| e.trim().to_lowercase())
+                .filter(|e| !e.is_empty()))
+        })
+        .await
     }
 
     /// The Slack user with `email` (`users.lookupByEmail`, cached); `None` if there is none.
     pub async fn user_for(&self, email: &str) -> Result<Option<String>, ApiError> {
         let email = email.trim().to_lowercase();
-        if let Some(id) = self.inner.user_by_email.get(&email).await {
-            return Ok(Some(id));
-        }
-        let answer = self
-            .api()
-            .call(
-                "users.lookupByEmail",
-                Body::Form(vec![("email".into(), email.clone())]),
-            )
-            .await;
-        let answer = match answer {
-            Err(e) if e.slack_code() == Some("users_not_found") => return Ok(None),
-            other => other?,
-        };
-        let Some(id) = answer["user"]["id"].as_str().map(str::to_owned) else {
-            return Ok(None);
-        };
-        self.inner.user_by_email.insert(email, id.clone()).await;
-        Ok(Some(id))
+        remembered(&self.inner.user_by_email, email.clone(), async {
+            let answer = self
+                .api()
+                .call(
+                    "users.lookupByEmail",
+                    Body::Form(vec![("email".into(), email)]),
+                )
+                .await;
+            let answer = match answer {
+                Err(e) if e.slack_code() == Some("users_not_found") => return Ok(None),
+                other => other?,
+            };
+            Ok(answer["user"]["id"].as_str().map(str::to_owned))
+        })
+        .await
     }
 
     /// Opens (or finds) the DM with `user_id` and returns its conversation id.
@@ -344,6 +327,23 @@ impl SlackApp {
             Err(e) => tracing::warn!(error = %e.without_url(), "slack response_url unreachable"),
         }
     }
+}
+
+/// `cache[key]`, else what `fetch` finds, remembered only when it found something (a user
+/// missing now may exist, or get an email, a minute later).
+async fn remembered(
+    cache: &moka::future::Cache<String, String>,
+    key: String,
+    fetch: impl std::future::Future<Output = Result<Option<String>, ApiError>>,
+) -> Result<Option<String>, ApiError> {
+    if let Some(value) = cache.get(&key).await {
+        return Ok(Some(value));
+    }
+    let found = fetch.await?;
+    if let Some(value) = &found {
+        cache.insert(key, value.clone()).await;
+    }
+    Ok(found)
 }
 
 /// Slack's host for `response_url`s.

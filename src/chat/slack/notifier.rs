@@ -7,7 +7,6 @@ use super::api::{ApiError, Body};
 use super::blocks;
 use super::{PostedMessage, SlackApp};
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
-use crate::chat::state::Progress;
 use crate::notify::NotifyTarget;
 
 /// Posts approval requests to Slack and keeps every copy up to date.
@@ -38,26 +37,25 @@ impl Notifier for SlackNotifier {
             return Ok(());
         }
         let approval = &crate::chat::with_outcome(approval, event);
-        let shown = self.app.shown(&approval.id);
-        let mut shown = shown.lock().await;
-        let mut progress = Progress::of(approval);
-        // A snapshot older than what Slack already shows (two votes notified concurrently)
-        // only adds its thread reply; the messages keep the newer state.
-        let current = shown.is_none_or(|s| progress >= s);
+        let mut turn = self.app.memory().turn(approval).await;
         let failures = match event {
             NotifyEvent::Requested => {
                 let (posted, mut failures) = self.post_everywhere(approval, &targets).await;
-                if let Some(newer) = self.catch_up(approval, &posted, &mut failures).await {
-                    progress = progress.max(newer);
-                }
+                self.app
+                    .memory()
+                    .catch_up(approval, &mut turn, &mut failures, |newer| {
+                        self.update_copies(newer, posted)
+                    })
+                    .await;
                 failures
             }
             _ => {
                 // Noted before the copies are read: a replica still posting copies of this
                 // approval sees the note after it recorded them, or this reads them.
                 let noted = self.app.memory().note_shown(approval).await;
-                // A reminder changes nothing shown: only its thread reply is posted.
-                let update = current && *event != NotifyEvent::Reminder;
+                // A reminder changes nothing shown: only its thread reply is posted. A
+                // snapshot older than what Slack already shows only adds its thread reply.
+                let update = turn.current && *event != NotifyEvent::Reminder;
                 let mut failures = self.follow_up(approval, event, update).await;
                 if let Err(e) = noted {
                     failures.push(format!("cannot share the shown state: {e}"));
@@ -68,14 +66,7 @@ impl Notifier for SlackNotifier {
                 failures
             }
         };
-        if current {
-            *shown = Some(progress);
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(NotifyError(failures.join("; ")))
-        }
+        turn.finish(failures, None)
     }
 }
 
@@ -158,29 +149,15 @@ impl SlackNotifier {
         failures
     }
 
-    /// After posting: when another replica showed a newer state of `a` while the copies were
-    /// being posted (a click on the first copy), brings the `posted` copies up to it. Returns
-    /// the newer progress shown.
-    async fn catch_up(
-        &self,
-        a: &Approval,
-        posted: &[PostedMessage],
-        failures: &mut Vec<String>,
-    ) -> Option<Progress> {
-        let newer = match self.app.memory().newer_than(a).await {
-            Ok(newer) => newer?,
-            Err(e) => {
-                failures.push(format!("cannot read the shown state: {e}"));
-                return None;
-            }
-        };
+    /// Brings the `posted` copies up to `newer`, a state another replica showed while they
+    /// were being posted (see [`crate::chat::state::ChatMemory::catch_up`]).
+    async fn update_copies(&self, newer: Approval, posted: Vec<PostedMessage>) -> Vec<String> {
         let text = blocks::fallback_text(&newer);
         let message = blocks::message_blocks(&newer, self.app.public_url());
-        let updated = self.call_for_each(posted, "chat.update", "update", |copy| {
+        self.call_for_each(&posted, "chat.update", "update", |copy| {
             update_body(copy, &text, &message)
-        });
-        failures.extend(updated.await);
-        Some(Progress::of(&newer))
+        })
+        .await
     }
 
     async fn post_dm_request(&self, a: &Approval, email: &str) -> Result<PostedMessage, ApiError> {

@@ -51,7 +51,7 @@ pub use store::PostedCard;
 use crate::approval::store::{ChatState, MemoryChatState};
 use crate::approval::{Approval, ApprovalId};
 use crate::chat::slack::RetryPolicy;
-use crate::chat::state::{ChatMemory, Shown};
+use crate::chat::state::ChatMemory;
 use crate::clock::SharedClock;
 use crate::config::TeamsConversation;
 
@@ -172,12 +172,6 @@ impl TeamsBot {
     /// The approval page of `id`.
     pub fn page(&self, id: &ApprovalId) -> String {
         format!("{}/approvals/{id}", self.inner.public_url)
-    }
-
-    /// The per-approval notification lock, holding the newest
-    /// [`Progress`](crate::chat::state::Progress) shown.
-    fn shown(&self, id: &ApprovalId) -> Shown {
-        self.inner.memory.shown(id)
     }
 
     /// The member ids (`29:...`) in conversation `conversation_id` of the approvers of `a`

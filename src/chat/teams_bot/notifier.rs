@@ -7,7 +7,6 @@ use super::cards::{self, View};
 use super::store::PostedCard;
 use super::TeamsBot;
 use crate::approval::{Approval, Notifier, NotifyError, NotifyEvent};
-use crate::chat::state::Progress;
 
 /// Posts the approval card to every configured conversation and keeps every copy true.
 ///
@@ -35,23 +34,18 @@ impl Notifier for TeamsBotNotifier {
         let approval = &crate::chat::with_outcome(approval, event);
         // One notification at a time per approval: a vote arriving while the request is still
         // being posted waits, then updates every copy.
-        let shown = self.bot.shown(&approval.id);
-        let mut shown = shown.lock().await;
-        let mut progress = Progress::of(approval);
-        let current = shown.is_none_or(|s| progress >= s);
+        let mut turn = self.bot.memory().turn(approval).await;
         let failures = match event {
             NotifyEvent::Requested => {
                 let (posted, mut failures) = self.post_everywhere(approval).await;
                 // Another replica may have shown a newer state (a click on the first card)
                 // while these were being posted.
-                match self.bot.memory().newer_than(approval).await {
-                    Ok(Some(newer)) => {
-                        failures.extend(self.update_copies(&newer, &posted).await);
-                        progress = progress.max(Progress::of(&newer));
-                    }
-                    Ok(None) => {}
-                    Err(e) => failures.push(format!("cannot read the shown state: {e}")),
-                }
+                let memory = self.bot.memory();
+                memory
+                    .catch_up(approval, &mut turn, &mut failures, |newer| async move {
+                        self.update_copies(&newer, &posted).await
+                    })
+                    .await;
                 failures
             }
             // A reminder or the escalation is a new card in each conversation (remembered
@@ -59,7 +53,7 @@ impl Notifier for TeamsBotNotifier {
             NotifyEvent::Reminder | NotifyEvent::Escalated => {
                 self.post_everywhere(approval).await.1
             }
-            _ if current => {
+            _ if turn.current => {
                 // Noted before the copies are read: a replica still posting cards of this
                 // approval sees the note after it recorded them, or this reads them.
                 let noted = self.bot.memory().note_shown(approval).await;
@@ -72,14 +66,7 @@ impl Notifier for TeamsBotNotifier {
             // An older snapshot than the cards show: nothing to change.
             _ => Vec::new(),
         };
-        if current {
-            *shown = Some(progress);
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(NotifyError(format!("teams: {}", failures.join("; "))))
-        }
+        turn.finish(failures, Some("teams"))
     }
 }
 
