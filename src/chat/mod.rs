@@ -3,7 +3,8 @@
 //! [`state`] is what both chat integrations remember between events (posted copies, handled
 //! events), shared across replicas through the approval store; [`refusal`] is what both tell a
 //! clicking user whose vote the broker refused; [`with_outcome`] is the state both show after
-//! an event; [`notifies_teams`] is whether either Teams mode (webhook or bot) posts an approval.
+//! an event; [`notifies_teams`] is whether either Teams mode (webhook or bot) posts an approval;
+//! [`Button`] is the one vocabulary of their vote buttons.
 
 pub mod adaptive;
 pub mod fanout;
@@ -20,8 +21,67 @@ pub mod state;
 pub mod teams;
 pub mod teams_bot;
 
-use crate::approval::{Approval, DecideError, Execution, NotifyEvent};
+use crate::approval::{Approval, DecideError, Decision, Execution, NotifyEvent, Status};
 use crate::notify::NotifyTarget;
+
+/// How a message headlines an approval in `status`.
+pub(crate) const fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "Approval needed",
+        Status::Approved => "Approved",
+        Status::Denied => "Denied",
+        Status::Expired => "Expired",
+        Status::Cancelled => "Cancelled",
+        Status::Review => "Break-glass: review needed",
+        Status::Acknowledged => "Break-glass acknowledged",
+    }
+}
+
+/// A vote button in chat. Its [`name`](Self::name) is the Slack `action_id` and the Teams
+/// `Action.Execute` verb alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Button {
+    /// Approve (once, when the rule also offers a grant).
+    Approve,
+    /// "Approve for 15 min" on rules with `grant` (SPEC 9).
+    ApproveGrant,
+    /// Deny.
+    Deny,
+    /// Acknowledge a break-glass request under review (SPEC 9); Slack only.
+    Acknowledge,
+}
+
+impl Button {
+    const ALL: [Self; 4] = [
+        Self::Approve,
+        Self::ApproveGrant,
+        Self::Deny,
+        Self::Acknowledge,
+    ];
+
+    /// The name on the wire.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::ApproveGrant => "approve_grant",
+            Self::Deny => "deny",
+            Self::Acknowledge => "acknowledge",
+        }
+    }
+
+    /// The button named `name`, if any.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// The vote a click casts (an acknowledgement is an approval of the review).
+    pub const fn decision(self) -> Decision {
+        match self {
+            Self::Deny => Decision::Deny,
+            Self::Approve | Self::ApproveGrant | Self::Acknowledge => Decision::Approve,
+        }
+    }
+}
 
 /// What the clicking user alone is told when the broker refused their vote; `page` is the
 /// approval page (for login-only rules).

@@ -6,16 +6,9 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::approval::{Approval, Decision, Execution, NotifyEvent, Status};
+use crate::chat::{status_word, Button};
 use crate::notify::ApproveVia;
 
-/// `action_id` of the Approve button (one click in chat).
-pub const ACTION_APPROVE: &str = "approve";
-/// `action_id` of the "Approve for 15 min" button on rules with `grant` (SPEC 9).
-pub const ACTION_APPROVE_GRANT: &str = "approve_grant";
-/// `action_id` of the Deny button.
-pub const ACTION_DENY: &str = "deny";
-/// `action_id` of the Acknowledge button on a break-glass request under review (SPEC 9).
-pub const ACTION_ACKNOWLEDGE: &str = "acknowledge";
 /// `action_id` of link buttons (Open, and Approve/Deny under `approve_via = "login"`): Slack
 /// reports their clicks too, and they must change nothing.
 pub const ACTION_OPEN: &str = "open";
@@ -49,7 +42,7 @@ pub fn fallback_text(a: &Approval) -> String {
     cut(
         &format!(
             "{}: {} {} {} (rule {}, requested by {})",
-            headline(a),
+            status_word(a.status),
             escape(&a.method),
             escape(&a.host),
             escape(&a.path_and_query()),
@@ -64,7 +57,7 @@ pub fn fallback_text(a: &Approval) -> String {
 pub fn message_blocks(a: &Approval, public_url: &Url) -> Value {
     let url = approval_url(public_url, a);
     let mut blocks = vec![
-        json!({"type": "header", "text": plain(&cut(&format!("{}: {}", headline(a), a.rule), HEADER_CHARS))}),
+        json!({"type": "header", "text": plain(&cut(&format!("{}: {}", status_word(a.status), a.rule), HEADER_CHARS))}),
         json!({"type": "section", "fields": detail_fields(a)}),
     ];
     if !a.headers.is_empty() {
@@ -104,7 +97,7 @@ pub fn message_blocks(a: &Approval, public_url: &Url) -> Value {
     } else if a.status == Status::Review {
         blocks.push(
             json!({"type": "actions", "block_id": "decision", "elements": [
-                {"type": "button", "action_id": ACTION_ACKNOWLEDGE, "style": "primary",
+                {"type": "button", "action_id": Button::Acknowledge.name(), "style": "primary",
                  "text": plain("Acknowledge"), "value": a.id.as_str()},
                 {"type": "button", "action_id": ACTION_OPEN, "text": plain("Open"), "url": url}
             ]}),
@@ -113,18 +106,6 @@ pub fn message_blocks(a: &Approval, public_url: &Url) -> Value {
         blocks.push(json!({"type": "context", "elements": [mrkdwn(&format!("<{url}|Open in Countersign>"))]}));
     }
     Value::Array(blocks)
-}
-
-fn headline(a: &Approval) -> &'static str {
-    match a.status {
-        Status::Pending => "Approval needed",
-        Status::Approved => "Approved",
-        Status::Denied => "Denied",
-        Status::Expired => "Expired",
-        Status::Cancelled => "Cancelled",
-        Status::Review => "Break-glass: review needed",
-        Status::Acknowledged => "Break-glass acknowledged",
-    }
 }
 
 fn detail_fields(a: &Approval) -> Value {
@@ -215,13 +196,13 @@ fn approve_buttons(a: &Approval) -> Vec<Value> {
     let id = a.id.as_str();
     match a.grant_offer {
         None => vec![
-            json!({"type": "button", "action_id": ACTION_APPROVE, "style": "primary",
+            json!({"type": "button", "action_id": Button::Approve.name(), "style": "primary",
                             "text": plain("Approve"), "value": id}),
         ],
         Some(g) => vec![
-            json!({"type": "button", "action_id": ACTION_APPROVE, "style": "primary",
+            json!({"type": "button", "action_id": Button::Approve.name(), "style": "primary",
                    "text": plain("Approve once"), "value": id}),
-            json!({"type": "button", "action_id": ACTION_APPROVE_GRANT,
+            json!({"type": "button", "action_id": Button::ApproveGrant.name(),
                    "text": plain(&format!("Approve for {}", crate::approval::granting::ttl_label(g.ttl_ms))),
                    "value": id}),
         ],
@@ -241,7 +222,7 @@ fn pending_controls(a: &Approval, url: &str) -> Vec<Value> {
                 "element": {"type": "plain_text_input", "action_id": REASON_INPUT}
             }),
             json!({"type": "actions", "block_id": "decision", "elements": approve_buttons(a).into_iter().chain([
-                json!({"type": "button", "action_id": ACTION_DENY, "style": "danger",
+                json!({"type": "button", "action_id": Button::Deny.name(), "style": "danger",
                  "text": plain("Deny"), "value": a.id.as_str(),
                  "confirm": {
                      "title": plain("Deny this request?"),

@@ -10,11 +10,10 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use super::blocks::{
-    ACTION_ACKNOWLEDGE, ACTION_APPROVE, ACTION_APPROVE_GRANT, ACTION_DENY, REASON_INPUT,
-};
+use super::blocks::REASON_INPUT;
 use super::SlackApp;
 use crate::approval::{ApprovalId, ApproverIdentity, Broker, Channel, Decision};
+use crate::chat::Button;
 
 /// Issuer recorded for votes cast in Slack (the subject is `{team}/{user}`).
 const SLACK_ISSUER: &str = "https://slack.com";
@@ -157,13 +156,12 @@ pub(super) fn click_of(p: Payload) -> Option<Click> {
         return None;
     }
     let action = p.actions.first()?;
-    let (decision, acknowledge, grant) = match action.action_id.as_str() {
-        ACTION_APPROVE => (Decision::Approve, false, false),
-        ACTION_APPROVE_GRANT => (Decision::Approve, false, true),
-        ACTION_DENY => (Decision::Deny, false, false),
-        ACTION_ACKNOWLEDGE => (Decision::Approve, true, false),
-        _ => return None,
-    };
+    let button = Button::named(&action.action_id)?;
+    let decision = button.decision();
+    let (acknowledge, grant) = (
+        button == Button::Acknowledge,
+        button == Button::ApproveGrant,
+    );
     let occurrence = p
         .trigger_id
         .clone()

@@ -3,9 +3,10 @@
 use serde_json::Value;
 use url::Url;
 
-use super::blocks::{self, ACTION_APPROVE, ACTION_DENY};
+use super::blocks;
 use super::signature::{sign, verify, SignatureError};
 use crate::approval::{Approval, Channel, Execution, NotifyEvent, Status};
+use crate::chat::Button;
 use crate::notify::{ApproveVia, NotifyTarget};
 
 const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
@@ -109,7 +110,7 @@ fn pending_message_has_approve_deny_with_confirm_and_open_link() {
     let a = approval(ApproveVia::Button);
     let blocks = blocks::message_blocks(&a, &public_url());
     let buttons = elements(&blocks);
-    let [approve, deny] = [ACTION_APPROVE, ACTION_DENY]
+    let [approve, deny] = [Button::Approve.name(), Button::Deny.name()]
         .map(|id| buttons.iter().find(|b| b["action_id"] == id).unwrap());
     assert_eq!(approve["style"], "primary");
     assert_eq!(approve["value"], a.id.as_str());
@@ -142,8 +143,8 @@ fn login_rules_get_link_buttons_that_cast_no_vote() {
     assert_eq!(buttons.len(), 3);
     for b in &buttons {
         assert!(b["url"].as_str().unwrap().ends_with(a.id.as_str()));
-        assert_ne!(b["action_id"], ACTION_APPROVE);
-        assert_ne!(b["action_id"], ACTION_DENY);
+        assert_ne!(b["action_id"], Button::Approve.name());
+        assert_ne!(b["action_id"], Button::Deny.name());
     }
 }
 

@@ -17,16 +17,11 @@ use crate::chat::adaptive::{
     body_preview, defuse, fact_set, open_url, replayed_headers, request_facts, rfc3339, title,
     votes, warning, CARD_CONTENT_TYPE, CARD_SCHEMA, FACT_MAX_CHARS,
 };
+use crate::chat::{status_word, Button};
 use crate::policy::ApproveVia;
 
 /// Universal Actions need schema 1.5 (Teams ignores `Action.Execute` and `refresh` below it).
 pub const CARD_VERSION: &str = "1.5";
-/// `Action.Execute` verb of the Approve button.
-pub const VERB_APPROVE: &str = "approve";
-/// `Action.Execute` verb of the "Approve for 15 min" button on rules with `grant` (SPEC 9).
-pub const VERB_APPROVE_GRANT: &str = "approve_grant";
-/// `Action.Execute` verb of the Deny button.
-pub const VERB_DENY: &str = "deny";
 /// `Action.Execute` verb of the automatic refresh.
 pub const VERB_REFRESH: &str = "refresh";
 /// `data` field naming the approval.
@@ -101,17 +96,27 @@ pub fn card(a: &Approval, page: &str, user_ids: &[String], view: View<'_>) -> Va
             }));
             match (approve, a.grant_offer) {
                 (false, _) => {}
-                (true, None) => actions.push(execute("Approve", VERB_APPROVE, a, Some("positive"))),
+                (true, None) => actions.push(execute(
+                    "Approve",
+                    Button::Approve.name(),
+                    a,
+                    Some("positive"),
+                )),
                 (true, Some(g)) => {
-                    actions.push(execute("Approve once", VERB_APPROVE, a, Some("positive")));
+                    actions.push(execute(
+                        "Approve once",
+                        Button::Approve.name(),
+                        a,
+                        Some("positive"),
+                    ));
                     let label = format!(
                         "Approve for {}",
                         crate::approval::granting::ttl_label(g.ttl_ms)
                     );
-                    actions.push(execute(&label, VERB_APPROVE_GRANT, a, None));
+                    actions.push(execute(&label, Button::ApproveGrant.name(), a, None));
                 }
             }
-            actions.push(execute("Deny", VERB_DENY, a, Some("destructive")));
+            actions.push(execute("Deny", Button::Deny.name(), a, Some("destructive")));
         }
     }
     actions.push(open_url("Open", page, None));
@@ -167,17 +172,13 @@ pub fn invoke_error(status: u16, code: &str, message: &str) -> Value {
 
 /// `Approval needed: rule` / `Approved: rule` ..., colored by outcome.
 fn headline(a: &Approval) -> Value {
+    let undelivered = matches!(a.execution, Execution::Failed { .. });
     let (word, color) = match a.status {
-        Status::Pending => ("Approval needed", "Default"),
-        Status::Approved => match a.execution {
-            Execution::Failed { .. } => ("Approved, not delivered", "Attention"),
-            _ => ("Approved", "Good"),
-        },
-        Status::Denied => ("Denied", "Attention"),
-        Status::Expired => ("Expired", "Warning"),
-        Status::Cancelled => ("Cancelled", "Warning"),
-        Status::Review => ("Break-glass: review needed", "Attention"),
-        Status::Acknowledged => ("Break-glass acknowledged", "Good"),
+        Status::Approved if undelivered => ("Approved, not delivered", "Attention"),
+        Status::Pending => (status_word(a.status), "Default"),
+        Status::Approved | Status::Acknowledged => (status_word(a.status), "Good"),
+        Status::Denied | Status::Review => (status_word(a.status), "Attention"),
+        Status::Expired | Status::Cancelled => (status_word(a.status), "Warning"),
     };
     title(&format!("{word}: {}", a.rule), color)
 }
@@ -255,14 +256,6 @@ fn execute(label: &str, verb: &str, a: &Approval, style: Option<&str>) -> Value 
 
 /// One line for notifications and the activity feed.
 fn summary(a: &Approval) -> String {
-    let status = match a.status {
-        Status::Pending => "Approval needed",
-        Status::Approved => "Approved",
-        Status::Denied => "Denied",
-        Status::Expired => "Expired",
-        Status::Cancelled => "Cancelled",
-        Status::Review => "Break-glass: review needed",
-        Status::Acknowledged => "Break-glass acknowledged",
-    };
+    let status = status_word(a.status);
     format!("{status}: {} {} {}", a.rule, a.method, a.host)
 }

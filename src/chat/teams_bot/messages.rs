@@ -30,6 +30,7 @@ use super::{Member, TeamsBot, INVOKE_BUDGET};
 use crate::approval::{
     Approval, ApprovalId, ApproverIdentity, Broker, Channel, DecideError, Decision,
 };
+use crate::chat::Button;
 
 /// Issuer recorded for votes cast in Teams (the subject is `{tenant}/{Entra object id}`).
 const TEAMS_ISSUER: &str = "https://teams.microsoft.com";
@@ -204,13 +205,17 @@ async fn action(bot: &TeamsBot, broker: &Broker, activity: &Activity) -> Value {
         return cards::invoke_error(400, "BadRequest", "Only Action.Execute is supported.");
     }
     let verb = action["verb"].as_str().unwrap_or("");
-    let grant = verb == cards::VERB_APPROVE_GRANT;
-    let decision = match verb {
-        cards::VERB_APPROVE | cards::VERB_APPROVE_GRANT => Some(Decision::Approve),
-        cards::VERB_DENY => Some(Decision::Deny),
-        cards::VERB_REFRESH => None,
-        _ => return cards::invoke_error(400, "BadRequest", "Unknown action."),
+    // Teams cards have no Acknowledge button (break-glass reviews are acknowledged on the page).
+    let button = match Button::named(verb) {
+        Some(Button::Acknowledge) => None,
+        named => named,
     };
+    let decision = match button {
+        Some(b) => Some(b.decision()),
+        None if verb == cards::VERB_REFRESH => None,
+        None => return cards::invoke_error(400, "BadRequest", "Unknown action."),
+    };
+    let grant = button == Some(Button::ApproveGrant);
     let Some(id) = action["data"][DATA_ID].as_str().and_then(ApprovalId::parse) else {
         return cards::invoke_message("This card does not belong to a Countersign request.");
     };
