@@ -19,8 +19,8 @@ use tokio::sync::broadcast;
 
 use super::ChatState;
 use super::{
-    due_at, ApprovalStore, Cas, Change, Cursor, Hold, Holders, ListFilter, Page, ParkedResult,
-    Silent, StoreError,
+    due_at, unpoisoned, ApprovalStore, Cas, Change, Cursor, Hold, Holders, ListFilter, Page,
+    ParkedResult, Silent, StoreError,
 };
 use crate::approval::grant::{self, Grant};
 use crate::approval::record::{Approval, ApprovalId, Status, StoredRequest};
@@ -136,14 +136,9 @@ impl MemoryStore {
         }
     }
 
-    /// Runs `f` on the map under the lock. A poisoned lock only means another task panicked
-    /// mid-update; every update below is a single assignment sequence, so the data is usable.
+    /// Runs `f` on the map under the lock ([`unpoisoned`]).
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
-        let mut guard = match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
+        f(&mut unpoisoned(&self.inner))
     }
 }
 
@@ -539,13 +534,9 @@ impl MemoryChatState {
         Self::default()
     }
 
-    /// Runs `f` under the lock; a poisoned lock still holds whole entries (single inserts).
+    /// Runs `f` under the lock ([`unpoisoned`]).
     fn with<T>(&self, f: impl FnOnce(&mut ChatMaps) -> T) -> T {
-        let mut guard = match self.maps.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
+        f(&mut unpoisoned(&self.maps))
     }
 }
 

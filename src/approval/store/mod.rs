@@ -15,6 +15,7 @@
 //! time, and a shared store must not depend on each replica's clock at different moments.
 
 use std::fmt::Debug;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -58,6 +59,13 @@ impl StoreError {
     pub fn unavailable(what: impl Into<String>) -> Self {
         Self::Unavailable(what.into())
     }
+}
+
+/// `m` locked, poisoned or not: a poisoned lock only means another task panicked while holding
+/// it, and the store's in-process state is changed in steps that each leave it whole (single
+/// inserts, removals and assignments), so what it holds is still usable.
+pub(crate) fn unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What recording a vote did.

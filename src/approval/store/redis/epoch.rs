@@ -25,10 +25,7 @@ impl Epoch {
         set.arg(EPOCH).arg(fresh.as_str()).arg("NX");
         let _: Option<String> = set.query_async(&mut c).await?;
         let now: Option<String> = c.get(EPOCH).await?;
-        let mut known = match self.known.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut known = crate::approval::store::unpoisoned(&self.known);
         match (known.as_deref(), now.as_deref()) {
             (Some(old), Some(new)) if old != new => {
                 self.resets.fetch_add(1, Ordering::SeqCst);
