@@ -60,7 +60,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, Script, ScriptInvocation};
 use tokio::sync::{broadcast, OnceCell};
 
 use epoch::Epoch;
@@ -268,6 +268,26 @@ impl RedisStore {
         Err(failed)
     }
 
+    /// Runs the write script `inv` (`what` names it in errors), which answers 1 when it wrote:
+    /// that counts once durable ([`Self::durable`]). Any other answer means it found nothing to
+    /// write to, and fails with `refused()`.
+    async fn write(
+        &self,
+        what: &str,
+        inv: &ScriptInvocation<'_>,
+        refused: impl FnOnce() -> String + Send,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let wrote: i64 = self
+            .call(what, async { inv.invoke_async(&mut c).await })
+            .await?;
+        if wrote == 1 {
+            self.durable(&mut c).await
+        } else {
+            Err(StoreError::unavailable(refused()))
+        }
+    }
+
     /// Starts the pub/sub task once (needs a tokio runtime); the returned future resolves when
     /// the first subscription is active.
     fn start_listener(&self) -> impl std::future::Future<Output = ()> {
@@ -383,7 +403,6 @@ impl ApprovalStore for RedisStore {
             .encrypt_credentials(id, request)
             .map_err(|e| err("encrypting credentials", e))?;
         let req = self.seal(REQUEST, id, &at_rest)?;
-        let mut c = self.conn().await?;
         let mut inv = self.create.prepare_invoke();
         inv.key(apr_key(&approval.id))
             .key(req_key(&approval.id))
@@ -400,17 +419,8 @@ impl ApprovalStore for RedisStore {
             .arg(pending_arg(approval))
             .arg(due_arg(approval))
             .arg(approval.created_at.saturating_add(ms(ttl)));
-        let created: i64 = self
-            .call("create", async { inv.invoke_async(&mut c).await })
-            .await?;
-        if created == 1 {
-            self.durable(&mut c).await
-        } else {
-            Err(StoreError::unavailable(format!(
-                "duplicate approval id {}",
-                approval.id
-            )))
-        }
+        self.write("create", &inv, || format!("duplicate approval id {id}"))
+            .await
     }
 
     async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
@@ -483,7 +493,6 @@ impl ApprovalStore for RedisStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let json = self.seal(RESULT, id, result)?;
-        let mut c = self.conn().await?;
         let mut inv = self.park.prepare_invoke();
         inv.key(apr_key(id))
             .key(req_key(id))
@@ -493,16 +502,10 @@ impl ApprovalStore for RedisStore {
             .arg(ms(ttl))
             .arg(id.as_str())
             .arg(result.at.saturating_add(ms(ttl)));
-        let parked: i64 = self
-            .call("park result", async { inv.invoke_async(&mut c).await })
-            .await?;
-        if parked == 1 {
-            self.durable(&mut c).await
-        } else {
-            Err(StoreError::unavailable(format!(
-                "no approval {id} to park a result for"
-            )))
-        }
+        self.write("park result", &inv, || {
+            format!("no approval {id} to park a result for")
+        })
+        .await
     }
 
     async fn result(&self, id: &ApprovalId) -> Result<Option<ParkedResult>, StoreError> {
