@@ -27,11 +27,7 @@ async fn alg_none_in_every_casing() {
     for alg in ["none", "None", "NONE", "nOnE"] {
         let input = signing_input(&json!({"alg": alg, "kid": kid}), &h.claims(json!({})));
         for token in [format!("{input}."), format!("{input}.{}", b64(b"sig"))] {
-            assert_eq!(
-                h.refusal(&token).await,
-                invalid(Reason::AlgorithmNotAllowed),
-                "{alg}"
-            );
+            h.refuses(&token, Reason::AlgorithmNotAllowed, &alg).await;
         }
     }
     let no_alg = h
@@ -57,11 +53,7 @@ async fn hs256_keyed_with_the_rsa_public_key() {
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, pem.as_bytes());
         let tag = ring::hmac::sign(&key, input.as_bytes());
         let token = format!("{input}.{}", b64(tag.as_ref()));
-        assert_eq!(
-            h.refusal(&token).await,
-            invalid(Reason::AlgorithmNotAllowed),
-            "{alg}"
-        );
+        h.refuses(&token, Reason::AlgorithmNotAllowed, &alg).await;
     }
     assert_eq!(h.verifier.signature_checks(), 0);
 }
@@ -135,11 +127,7 @@ async fn unknown_crit_is_rejected() {
             json!({"alg": "RS256", "kid": kid, "crit": crit, "exp": 1, "b64": true}),
             h.claims(json!({})),
         );
-        assert_eq!(
-            h.refusal(&token).await,
-            invalid(Reason::UnsupportedCritical),
-            "{crit}"
-        );
+        h.refuses(&token, Reason::UnsupportedCritical, &crit).await;
     }
 }
 
@@ -158,11 +146,7 @@ async fn wrong_and_near_miss_issuers() {
         Value::Null,
     ] {
         let token = h.token(&kid, "RS256", json!({ "iss": iss }));
-        assert_eq!(
-            h.refusal(&token).await,
-            invalid(Reason::UnknownIssuer),
-            "{iss}"
-        );
+        h.refuses(&token, Reason::UnknownIssuer, &iss).await;
     }
 }
 
@@ -192,11 +176,7 @@ async fn es256_accepts_only_64_byte_p1363_signatures() {
     let der = format!("{input}.{}", b64(&p1363_to_der(&sig)));
     assert_eq!(h.refusal(&der).await, invalid(Reason::BadSignature));
     let zero = format!("{input}.{}", b64(&[0u8; 64]));
-    assert_eq!(
-        h.refusal(&zero).await,
-        invalid(Reason::BadSignature),
-        "r = s = 0"
-    );
+    h.refuses(&zero, Reason::BadSignature, "r = s = 0").await;
     let der_zero = format!(
         "{input}.{}",
         b64(&[0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00])
@@ -257,7 +237,7 @@ async fn trailing_garbage_and_odd_shapes_are_malformed() {
         String::new(),
         "a.b".to_owned(),
     ] {
-        assert_eq!(h.refusal(&bad).await, invalid(Reason::Malformed), "{bad:?}");
+        h.refuses(&bad, Reason::Malformed, format!("{bad:?}")).await;
     }
     // One more base64 character: either not canonical base64 or a wrong signature, never valid.
     assert!(h.verify(&format!("{token}A")).await.is_err());
@@ -300,10 +280,6 @@ async fn header_and_payload_must_be_json_objects() {
         ),
     ] {
         let token = format!("{header}.{payload}.{sig}");
-        assert_eq!(
-            h.refusal(&token).await,
-            invalid(Reason::Malformed),
-            "{token}"
-        );
+        h.refuses(&token, Reason::Malformed, &token).await;
     }
 }

@@ -128,6 +128,11 @@ impl Harness {
         self.verify(token).await.unwrap_err()
     }
 
+    /// Asserts that `token` is refused as invalid for `reason`; `case` names it on failure.
+    async fn refuses(&self, token: &str, reason: super::Reason, case: impl std::fmt::Display) {
+        assert_eq!(self.refusal(token).await, invalid(reason), "{case}");
+    }
+
     /// Moves the clock and lets the refreshers look at it.
     fn advance(&self, by: Duration) {
         self.clock.advance(by);
