@@ -53,7 +53,7 @@ pub use interactions::{interactions, router};
 pub use notifier::SlackNotifier;
 pub use signature::SignatureError;
 
-use crate::approval::store::{ChatState, MemoryChatState};
+use crate::approval::store::ChatState;
 use crate::approval::{Approval, ApprovalId, StoreError};
 use crate::chat::state::ChatMemory;
 use crate::clock::SharedClock;
@@ -104,30 +104,11 @@ struct Inner {
 }
 
 impl SlackApp {
-    /// The app for `[slack]`, linking to approval pages under `public_url`, with the default
-    /// [`RetryPolicy`]. `clock` judges signature timestamps.
-    pub fn new(
-        config: &crate::config::Slack,
-        public_url: Url,
-        clock: SharedClock,
-    ) -> Result<Self, SlackSetupError> {
-        Self::with_retry(config, public_url, clock, RetryPolicy::default())
-    }
-
-    /// [`Self::new`] with explicit retry rules; posted copies and clicks are remembered in
-    /// this process only.
-    pub fn with_retry(
-        config: &crate::config::Slack,
-        public_url: Url,
-        clock: SharedClock,
-        retry: RetryPolicy,
-    ) -> Result<Self, SlackSetupError> {
-        let state = Arc::new(MemoryChatState::new());
-        Self::with_state(config, public_url, clock, retry, state)
-    }
-
-    /// [`Self::with_retry`] with posted copies and clicks remembered in `state` (the shared
-    /// store: every replica updates every copy and refuses every replay).
+    /// The app for `[slack]`, linking to approval pages under `public_url`, calling Slack
+    /// with `retry`, with posted copies and clicks remembered in `state` (the shared store:
+    /// every replica updates every copy and refuses every replay; a
+    /// [`MemoryChatState`](crate::approval::store::MemoryChatState) for one
+    /// process). `clock` judges signature timestamps.
     pub fn with_state(
         config: &crate::config::Slack,
         public_url: Url,

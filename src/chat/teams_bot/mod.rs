@@ -48,7 +48,7 @@ pub use messages::{messages, router};
 pub use notifier::TeamsBotNotifier;
 pub use store::PostedCard;
 
-use crate::approval::store::{ChatState, MemoryChatState};
+use crate::approval::store::ChatState;
 use crate::approval::{Approval, ApprovalId};
 use crate::chat::slack::RetryPolicy;
 use crate::chat::state::ChatMemory;
@@ -90,29 +90,11 @@ struct Inner {
 }
 
 impl TeamsBot {
-    /// The bot for `[teams]` in bot mode, linking to approval pages under `public_url`, with
-    /// the default [`RetryPolicy`] and its memory in this process. `clock` judges token times.
-    pub fn new(
-        config: &crate::config::TeamsBot,
-        public_url: &Url,
-        clock: SharedClock,
-    ) -> Result<Self, TeamsBotSetupError> {
-        Self::with_retry(config, public_url, clock, RetryPolicy::default())
-    }
-
-    /// [`Self::new`] with explicit retry rules.
-    pub fn with_retry(
-        config: &crate::config::TeamsBot,
-        public_url: &Url,
-        clock: SharedClock,
-        retry: RetryPolicy,
-    ) -> Result<Self, TeamsBotSetupError> {
-        let state = Arc::new(MemoryChatState::new());
-        Self::with_state(config, public_url, clock, retry, state)
-    }
-
-    /// [`Self::with_retry`] with the bot's memory in `state` (the shared store lets every
-    /// replica update every copy and refuse every replay).
+    /// The bot for `[teams]` in bot mode, linking to approval pages under `public_url`,
+    /// calling the Bot Connector with `retry`, with its memory in `state` (the shared store lets
+    /// every replica update every copy and refuse every replay; a
+    /// [`MemoryChatState`](crate::approval::store::MemoryChatState) for one
+    /// process). `clock` judges token times.
     pub fn with_state(
         config: &crate::config::TeamsBot,
         public_url: &Url,
