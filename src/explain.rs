@@ -88,7 +88,7 @@ fn report(
                 Outcome::InvalidRequest,
                 format!(
                     "{} (the request is refused before any policy)",
-                    Refusal::BadRequest(&why.to_string())
+                    Refusal::BadRequest(why.to_string().into())
                         .answer()
                         .status_and_code()
                 ),
@@ -430,7 +430,7 @@ fn outcome(
                 Outcome::InsufficientScope,
                 format!(
                     "step-up needed: {} scope=\"{}\"",
-                    Refusal::StepUp(unmet).answer().status_and_code(),
+                    Refusal::StepUp(unmet.clone()).answer().status_and_code(),
                     required.join(" ")
                 ),
             );

@@ -13,16 +13,16 @@ use crate::policy::Unmet;
 
 /// Why a JSON answer refuses the request. Data-plane kinds come first, then the control-plane
 /// API's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
     /// The request line or headers are unusable; the text says why.
-    BadRequest(&'a str),
+    BadRequest(Cow<'static, str>),
     /// No `[[route]]` matches.
     NoRoute,
     /// A bearer-token problem.
-    Token(&'a TokenError),
+    Token(TokenError),
     /// The token is fine but the rule's step-up requirements are not met.
-    StepUp(&'a Unmet),
+    StepUp(Unmet),
     /// A `deny` rule or `default = "deny"`.
     Denied,
     /// An `approve` rule while approvals are not available: fail closed.
@@ -42,9 +42,9 @@ pub enum Refusal<'a> {
     /// An approver denied the request.
     ApprovalDenied {
         /// Who denied.
-        by: &'a str,
+        by: String,
         /// Why, if they said.
-        reason: Option<&'a str>,
+        reason: Option<String>,
     },
     /// Nobody decided before the request expired.
     ApprovalExpired,
@@ -98,7 +98,7 @@ pub enum Refusal<'a> {
     /// No such grant, or not one the caller may see.
     GrantNotFound,
     /// The decision body is not JSON of the expected shape; the text is the parser's.
-    BadDecisionBody(&'a str),
+    BadDecisionBody(String),
     /// The decision is neither `approve` nor `deny`.
     BadDecision,
     /// Approved, but the upstream call failed; it is never retried.
@@ -135,11 +135,11 @@ pub const INSUFFICIENT_SCOPE: &str = "the token lacks a required scope";
 pub const INSUFFICIENT_AUTHENTICATION: &str =
     "a stronger or more recent authentication is required";
 
-impl Refusal<'_> {
+impl Refusal {
     /// The status, code, description and retry hint: the whole mapping, one place.
     pub fn answer(&self) -> Answer {
-        match *self {
-            Refusal::BadRequest(why) => owned(400, "invalid_request", why.to_owned()),
+        match self {
+            Refusal::BadRequest(why) => described(400, "invalid_request", why.clone()),
             Refusal::NoRoute => fixed(404, "no_route", "no route matches this request"),
             Refusal::Token(e) => token(e),
             Refusal::StepUp(Unmet::Scopes { .. }) => {
@@ -229,7 +229,7 @@ impl Refusal<'_> {
                 "Countersign-Break-Glass needs a reason: say why the request cannot wait for an approval",
             ),
             Refusal::BreakGlassCooldown { retry_after } => retry(
-                retry_after,
+                *retry_after,
                 fixed(
                     429,
                     "break_glass_cooldown",
@@ -329,19 +329,18 @@ impl Refusal<'_> {
 }
 
 fn fixed(status: u16, code: &'static str, description: &'static str) -> Answer {
-    Answer {
-        status,
-        code,
-        description: Cow::Borrowed(description),
-        retry_after: None,
-    }
+    described(status, code, Cow::Borrowed(description))
 }
 
 fn owned(status: u16, code: &'static str, description: String) -> Answer {
+    described(status, code, Cow::Owned(description))
+}
+
+fn described(status: u16, code: &'static str, description: Cow<'static, str>) -> Answer {
     Answer {
         status,
         code,
-        description: Cow::Owned(description),
+        description,
         retry_after: None,
     }
 }

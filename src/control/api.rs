@@ -53,7 +53,7 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
 }
 
 /// Answers `r` as JSON, with status, code and text from the one refusal table.
-pub fn refuse(r: Refusal<'_>) -> Response {
+pub fn refuse(r: Refusal) -> Response {
     let answer = r.answer();
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = error(status, answer.code, &answer.description);
@@ -81,16 +81,12 @@ pub async fn bearer(state: &ControlState, headers: &HeaderMap) -> Result<Arc<Pri
     .and_then(|t| t.ok_or(TokenError::Missing));
     let token = match token {
         Ok(t) => t,
-        Err(e) => return Err(token_error(&e)),
+        Err(e) => return Err(token_error(e)),
     };
-    state
-        .verifier
-        .verify(token)
-        .await
-        .map_err(|e| token_error(&e))
+    state.verifier.verify(token).await.map_err(token_error)
 }
 
-fn token_error(e: &TokenError) -> Response {
+fn token_error(e: TokenError) -> Response {
     // Same statuses, codes and descriptions as the data plane: one table, in `respond`.
     let mut resp = refuse(Refusal::Token(e));
     if resp.status() == StatusCode::UNAUTHORIZED {
@@ -333,7 +329,7 @@ pub fn decide_error(e: &DecideError) -> Response {
 
 /// The refusal for a vote the broker did not count, shared by the JSON API and the approval
 /// page.
-pub fn decide_refusal(e: &DecideError) -> Refusal<'static> {
+pub fn decide_refusal(e: &DecideError) -> Refusal {
     match e {
         DecideError::NotFound => Refusal::NotFound,
         DecideError::NotAnApprover => Refusal::NotAnApprover,
@@ -368,7 +364,7 @@ pub async fn decide_api(
     };
     let body: DecisionBody = match serde_json::from_slice(body) {
         Ok(b) => b,
-        Err(e) => return refuse(Refusal::BadDecisionBody(&e.to_string())),
+        Err(e) => return refuse(Refusal::BadDecisionBody(e.to_string())),
     };
     let acknowledge = body.decision == "acknowledge";
     let decision = match parse_decision(&body.decision) {
@@ -462,8 +458,11 @@ fn unavailable_result(a: &Approval, public_url: &str) -> Response {
             refuse(Refusal::ExecutionFailed)
         }
         Status::Denied => refuse(Refusal::ApprovalDenied {
-            by: a.decided_by.as_deref().unwrap_or("an approver"),
-            reason: a.decision_reason.as_deref(),
+            by: a
+                .decided_by
+                .clone()
+                .unwrap_or_else(|| "an approver".to_owned()),
+            reason: a.decision_reason.clone(),
         }),
         Status::Expired => refuse(Refusal::ApprovalExpired),
         Status::Cancelled => refuse(Refusal::ResultCancelled),

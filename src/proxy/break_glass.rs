@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
-use super::error::Rejection;
 use super::plane::{execute_now, submit_rejection, ApprovalPlane, HoldResult};
 use super::RequestCtx;
 use crate::approval::StoredRequest;
 use crate::identity::Principal;
 use crate::policy::Rule;
+use crate::respond::Refusal;
 
 /// The header a caller breaks the glass with.
 pub const HEADER: &str = "countersign-break-glass";
@@ -37,7 +37,7 @@ pub async fn forward(
     principal: &Arc<Principal>,
     stored: StoredRequest,
     reason: &str,
-) -> Result<HoldResult, Rejection> {
+) -> Result<HoldResult, Refusal> {
     let approval = plane
         .broker
         .break_glass(rule, principal, stored, reason, ctx.reason.take())

@@ -18,13 +18,13 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use tokio::sync::watch;
 
-use super::error::Rejection;
 use super::plane::{execute_now, submit_rejection};
 use super::plane::{ApprovalPlane, HoldResult};
 use super::RequestCtx;
 use crate::approval::{ApprovalId, ExecuteError, StoredRequest, UpstreamResponse, WaitOutcome};
 use crate::identity::Principal;
 use crate::policy::Rule;
+use crate::respond::Refusal;
 
 /// Largest body a held request may carry (SPEC 5.5).
 pub const MAX_HELD_BODY: usize = 1024 * 1024;
@@ -77,7 +77,7 @@ impl Prefer {
 }
 
 /// Reads the whole request body, refusing more than [`MAX_HELD_BODY`].
-async fn read_body(session: &mut Session) -> Result<Bytes, Rejection> {
+async fn read_body(session: &mut Session) -> Result<Bytes, Refusal> {
     let declared = session
         .req_header()
         .headers
@@ -85,19 +85,23 @@ async fn read_body(session: &mut Session) -> Result<Bytes, Rejection> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_HELD_BODY as u64) {
-        return Err(Rejection::PayloadTooLarge);
+        return Err(Refusal::PayloadTooLarge);
     }
     let mut body = BytesMut::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_HELD_BODY {
-                    return Err(Rejection::PayloadTooLarge);
+                    return Err(Refusal::PayloadTooLarge);
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body.freeze()),
-            Err(_) => return Err(Rejection::BadRequest("the request body could not be read")),
+            Err(_) => {
+                return Err(Refusal::BadRequest(
+                    "the request body could not be read".into(),
+                ))
+            }
         }
     }
 }
@@ -129,8 +133,8 @@ pub async fn hold(
     rule: &Rule,
     principal: &Arc<Principal>,
     upstream: usize,
-) -> Result<HoldResult, Rejection> {
-    let spec = rule.approval.as_ref().ok_or(Rejection::Internal)?;
+) -> Result<HoldResult, Refusal> {
+    let spec = rule.approval.as_ref().ok_or(Refusal::Internal)?;
     let body = read_body(session).await?;
     let prefer = Prefer::parse(
         session
@@ -140,10 +144,10 @@ pub async fn hold(
             .iter()
             .map(|v| v.as_bytes()),
     );
-    let upstream = plane.upstreams.get(upstream).ok_or(Rejection::Internal)?;
+    let upstream = plane.upstreams.get(upstream).ok_or(Refusal::Internal)?;
     let mut stored = {
         // The canonical request (SPEC 8) is what is bound, shown and replayed.
-        let canonical = ctx.canonical.as_ref().ok_or(Rejection::Internal)?;
+        let canonical = ctx.canonical.as_ref().ok_or(Refusal::Internal)?;
         StoredRequest::new(
             &canonical.wire_method,
             &canonical.host,
@@ -196,11 +200,11 @@ pub async fn hold(
         r = plane.broker.wait(&id, hold) => r.map_err(submit_rejection)?,
         () = hang_up(session) => {
             let _ = plane.broker.cancel(&id, "caller", "the caller disconnected while held").await;
-            return Err(Rejection::ApprovalCancelled);
+            return Err(Refusal::ApprovalCancelled);
         }
         () = shutting_down(plane.shutdown.clone()) => {
             let _ = plane.broker.cancel(&id, "countersign", "the proxy shut down while the request was held").await;
-            return Err(Rejection::ShuttingDown);
+            return Err(Refusal::ShuttingDown);
         }
     };
     match outcome {
@@ -219,23 +223,23 @@ pub async fn hold(
             // Cancelled between the decision and the claim (this replica could not beat in time
             // and another cancelled its hold): never executed.
             Err(ExecuteError::NotApproved(crate::approval::Status::Cancelled)) => {
-                Err(Rejection::ApprovalCancelled)
+                Err(Refusal::ApprovalCancelled)
             }
             Err(ExecuteError::Upstream(e)) => {
                 tracing::warn!(request_id = %ctx.request_id, error = %e, "approved request could not reach upstream");
-                Err(Rejection::UpstreamUnavailable)
+                Err(Refusal::UpstreamUnavailable)
             }
             Err(e) => {
                 tracing::error!(request_id = %ctx.request_id, error = %e, "approved request not executed");
-                Err(Rejection::ApprovalsUnavailable)
+                Err(Refusal::ApprovalsUnavailable)
             }
         },
-        WaitOutcome::Denied { by, reason } => Err(Rejection::ApprovalDenied {
+        WaitOutcome::Denied { by, reason } => Err(Refusal::ApprovalDenied {
             by: by.unwrap_or_else(|| "an approver".to_owned()),
             reason,
         }),
-        WaitOutcome::Expired => Err(Rejection::ApprovalExpired),
-        WaitOutcome::Cancelled { .. } => Err(Rejection::ApprovalCancelled),
+        WaitOutcome::Expired => Err(Refusal::ApprovalExpired),
+        WaitOutcome::Cancelled { .. } => Err(Refusal::ApprovalCancelled),
         WaitOutcome::StillPending => {
             let a = plane
                 .broker

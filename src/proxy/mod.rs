@@ -32,9 +32,9 @@ use crate::policy::UnidentifiedRequester;
 use crate::policy::{
     Action, CanonicalRequest, Evaluation, PolicySet, RawRequest, RouteTable, Unroutable,
 };
+use crate::respond::Refusal;
 
 use error::ChallengeContext;
-pub use error::Rejection;
 use plane::HoldResult;
 pub use upstream::UpstreamPeer;
 
@@ -146,7 +146,7 @@ impl Proxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        rejection: Rejection,
+        rejection: Refusal,
     ) -> Result<bool> {
         self.send_rejection(session, ctx, rejection).await?;
         Ok(true)
@@ -157,18 +157,26 @@ impl Proxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        rejection: Rejection,
+        rejection: Refusal,
     ) -> Result<u16> {
-        ctx.outcome = rejection.outcome();
+        ctx.outcome = error::outcome(&rejection);
         let metadata_url = self.resource_metadata_url(session.req_header());
-        let resp = rejection.render(ChallengeContext {
-            resource_metadata: &metadata_url,
-        });
-        tracing::debug!(parent: &ctx.span, status = resp.status, code = resp.code, "rejected");
+        let resp = error::render(
+            &rejection,
+            ChallengeContext {
+                resource_metadata: &metadata_url,
+            },
+        );
+        tracing::debug!(
+            parent: &ctx.span,
+            status = resp.answer.status,
+            code = resp.answer.code,
+            "rejected"
+        );
         let body = resp.body(&ctx.request_id);
         let header = resp.header(body.len(), &ctx.request_id)?;
         write_full(session, header, body).await?;
-        Ok(resp.status)
+        Ok(resp.answer.status)
     }
 
     /// `{scheme}://{host}/.well-known/oauth-protected-resource` for the request's host.
@@ -221,7 +229,7 @@ impl Proxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> Result<Admission, Rejection> {
+    ) -> Result<Admission, Refusal> {
         let req = session.req_header();
         let canonical = self
             .state
@@ -235,8 +243,8 @@ impl Proxy {
                 default_port: if self.state.tls { 443 } else { 80 },
             })
             .map_err(|e| match e {
-                Unroutable::Invalid(why) => Rejection::BadRequest(why.description()),
-                Unroutable::NoRoute => Rejection::NoRoute,
+                Unroutable::Invalid(why) => Refusal::BadRequest(why.description().into()),
+                Unroutable::NoRoute => Refusal::NoRoute,
             })?;
         ctx.upstream = Some(canonical.upstream);
         let admission = self.judge(req, ctx, &canonical).await;
@@ -250,7 +258,7 @@ impl Proxy {
         req: &RequestHeader,
         ctx: &mut RequestCtx,
         canonical: &CanonicalRequest,
-    ) -> Result<Admission, Rejection> {
+    ) -> Result<Admission, Refusal> {
         let upstream = canonical.upstream;
         let facts = canonical.facts();
         let policy = self.state.policy.load();
@@ -275,20 +283,20 @@ impl Proxy {
         .map_err(|e| {
             // `verify` counts its own rejections; these happen before it.
             self.state.verifier.record_rejection(&e);
-            Rejection::Token(e)
+            Refusal::Token(e)
         })?;
         let principal = self
             .state
             .verifier
             .verify(token)
             .await
-            .map_err(Rejection::Token)?;
+            .map_err(Refusal::Token)?;
 
         let decision = match policy.evaluate(&facts, Some(&principal)) {
             Evaluation::Decided(d) => d,
             // With a principal the policy always decides; treat anything else as a bug and
             // fail closed.
-            Evaluation::NeedsToken => return Err(Rejection::Internal),
+            Evaluation::NeedsToken => return Err(Refusal::Internal),
         };
         let who = Some(&*principal);
         self.state
@@ -298,13 +306,13 @@ impl Proxy {
         ctx.span.record("rule", decision.rule_name());
         ctx.span.record("sub", principal.subject.as_str());
         match decision.action {
-            Action::Deny => return Err(Rejection::Denied),
+            Action::Deny => return Err(Refusal::Denied),
             Action::Public | Action::Allow | Action::Approve => {}
         }
         if let Some(rule) = decision.rule {
             rule.require
                 .check(&principal, self.state.clock.unix())
-                .map_err(Rejection::StepUp)?;
+                .map_err(Refusal::StepUp)?;
         }
         ctx.principal = Some(principal.clone());
         if decision.action == Action::Approve {
@@ -313,12 +321,12 @@ impl Proxy {
                 .and_then(|r| r.approval.as_ref())
                 .is_some_and(|a| a.unidentified_requester == UnidentifiedRequester::Hold);
             if principal.email.is_none() && !unidentified_ok {
-                return Err(Rejection::IdentityRequired);
+                return Err(Refusal::IdentityRequired);
             }
             let rule = decision
                 .rule
                 .and_then(|r| policy.rules.iter().position(|p| std::ptr::eq(p, r)))
-                .ok_or(Rejection::Internal)?;
+                .ok_or(Refusal::Internal)?;
             return Ok(Admission::Hold {
                 policy: policy.clone(),
                 rule,
@@ -550,7 +558,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         let rejection = match e.esource() {
-            ErrorSource::Upstream => Rejection::UpstreamUnavailable,
+            ErrorSource::Upstream => Refusal::UpstreamUnavailable,
             ErrorSource::Downstream => {
                 ctx.outcome = "client_error";
                 return FailToProxy {
@@ -558,7 +566,7 @@ impl ProxyHttp for Proxy {
                     can_reuse_downstream: false,
                 };
             }
-            ErrorSource::Internal | ErrorSource::Unset => Rejection::Internal,
+            ErrorSource::Internal | ErrorSource::Unset => Refusal::Internal,
         };
         tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
         // Nothing can be sent if the response already started; the connection just closes.
@@ -567,7 +575,7 @@ impl ProxyHttp for Proxy {
                 .await
                 .unwrap_or(0)
         } else {
-            ctx.outcome = rejection.outcome();
+            ctx.outcome = error::outcome(&rejection);
             0
         };
         FailToProxy {

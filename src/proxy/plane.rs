@@ -8,8 +8,8 @@
 
 use tokio::sync::watch;
 
-use super::error::Rejection;
 use crate::approval::{ApprovalId, Broker, BrokerError, ExecuteError, UpstreamResponse};
+use crate::respond::Refusal;
 
 /// What the data plane needs for approvals.
 #[derive(Debug)]
@@ -53,43 +53,43 @@ pub async fn execute_now(
     request_id: &str,
     id: &ApprovalId,
     what: &str,
-) -> Result<UpstreamResponse, Rejection> {
+) -> Result<UpstreamResponse, Refusal> {
     match plane.broker.execute(id).await {
         Ok(response) => Ok(response),
         Err(ExecuteError::Upstream(e)) => {
             tracing::warn!(request_id, error = %e, "{what} request could not reach upstream");
-            Err(Rejection::UpstreamUnavailable)
+            Err(Refusal::UpstreamUnavailable)
         }
         Err(e) => {
             tracing::error!(request_id, error = %e, "{what} request not executed");
-            Err(Rejection::ApprovalsUnavailable)
+            Err(Refusal::ApprovalsUnavailable)
         }
     }
 }
 
 /// How a refused submit (hold, break-glass, grant use) is answered.
-pub fn submit_rejection(e: BrokerError) -> Rejection {
+pub fn submit_rejection(e: BrokerError) -> Refusal {
     match e {
-        BrokerError::BreakGlassReasonRequired => Rejection::BreakGlassReasonRequired,
-        BrokerError::BreakGlassCooldown { left } => {
-            Rejection::BreakGlassCooldown(left.as_secs_f64().ceil().max(1.0) as u64)
-        }
-        BrokerError::ReasonRequired => Rejection::ReasonRequired,
-        BrokerError::Unsatisfiable { .. } => Rejection::ApprovalUnsatisfiable,
-        BrokerError::TooManyPending { .. } => Rejection::TooManyPending,
+        BrokerError::BreakGlassReasonRequired => Refusal::BreakGlassReasonRequired,
+        BrokerError::BreakGlassCooldown { left } => Refusal::BreakGlassCooldown {
+            retry_after: left.as_secs_f64().ceil().max(1.0) as u64,
+        },
+        BrokerError::ReasonRequired => Refusal::ReasonRequired,
+        BrokerError::Unsatisfiable { .. } => Refusal::ApprovalUnsatisfiable,
+        BrokerError::TooManyPending { .. } => Refusal::TooManyPending,
         BrokerError::Store(err) => {
             tracing::error!(error = %err, "approval store failed");
-            Rejection::StoreUnavailable
+            Refusal::StoreUnavailable
         }
         BrokerError::Audit(err) => {
             tracing::error!(error = %err, "audit log failed; not holding");
-            Rejection::ApprovalsUnavailable
+            Refusal::ApprovalsUnavailable
         }
-        BrokerError::NotFound => Rejection::ApprovalCancelled,
-        BrokerError::Lost => Rejection::StoreUnavailable,
+        BrokerError::NotFound => Refusal::ApprovalCancelled,
+        BrokerError::Lost => Refusal::StoreUnavailable,
         BrokerError::NotAnApprovalRule(rule) => {
             tracing::error!(rule, "approve rule without [rule.approval]");
-            Rejection::Internal
+            Refusal::Internal
         }
     }
 }
