@@ -368,53 +368,139 @@ fn token(e: &TokenError) -> Answer {
     }
 }
 
-/// Why an HTML page refuses: the approval pages, the session guard and the approver login.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageRefusal {
+/// Declares [`PageRefusal`] and its table in one list: each row is a refusal's doc, name,
+/// status, title and message, so every refusal page is written down once.
+macro_rules! page_refusals {
+    ($($(#[$doc:meta])* $name:ident => ($status:literal, $title:literal, $message:literal $(,)?),)+) => {
+        /// Why an HTML page refuses: the approval pages, the session guard and the approver
+        /// login.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum PageRefusal {
+            $($(#[$doc])* $name,)+
+        }
+
+        impl PageRefusal {
+            /// Status, title and message: the whole mapping for pages, one place.
+            pub fn page(self) -> Page {
+                let (status, title, message) = match self {
+                    $(Self::$name => ($status, $title, $message),)+
+                };
+                Page {
+                    status,
+                    title,
+                    message,
+                }
+            }
+        }
+    };
+}
+
+page_refusals! {
     /// The page needs `[approver_login]`, which is not configured.
-    LoginNotConfigured,
+    LoginNotConfigured => (
+        404,
+        "Approver login is not configured",
+        "This Countersign has no [approver_login]: approvers decide through the API or chat.",
+    ),
     /// A form vote arrived, but `[approver_login]` is not configured.
-    VoteWithoutLogin,
+    VoteWithoutLogin => (404, "Approver login is not configured", "Use the API."),
     /// No such approval, or not one the person may see.
-    NotFound,
+    NotFound => (404, "Not found", "No such approval request."),
     /// The approval store cannot be reached.
-    StoreUnavailable,
+    StoreUnavailable => (
+        503,
+        "Approvals unavailable",
+        "The approval store cannot be reached. Try again shortly.",
+    ),
     /// A form vote without a session.
-    SessionEnded,
+    SessionEnded => (401, "Please sign in", "Your session has ended. Sign in and vote again."),
     /// A non-page request without a session.
-    SignInRequired,
+    SignInRequired => (
+        401,
+        "Sign-in required",
+        "Your sign-in has expired. Open the approval link again to sign in.",
+    ),
     /// The vote form could not be read.
-    BadForm,
+    BadForm => (400, "Bad form", "The vote could not be read."),
     /// The CSRF token does not match.
-    StaleForm,
+    StaleForm => (
+        403,
+        "Vote refused",
+        "This form is stale or was not sent by the approval page. Open the request again.",
+    ),
     /// The request needs a fresh sign-in before deciding.
-    FreshSignInNeeded,
+    FreshSignInNeeded => (
+        403,
+        "Sign in again",
+        "This request needs a fresh sign-in before you decide.",
+    ),
     /// Login: `next` points off this host.
-    UnsafeNext,
+    UnsafeNext => (
+        400,
+        "Bad login link",
+        "This login link points somewhere outside Countersign, so it was not followed.",
+    ),
     /// Login: the callback lacks `code` or `state`.
-    BadCallback,
+    BadCallback => (
+        400,
+        "Bad login response",
+        "The identity provider's answer was incomplete. Open the approval link again.",
+    ),
     /// Login: no flow cookie for this callback.
-    NoFlow,
+    NoFlow => (
+        400,
+        "Login expired",
+        "This sign-in was not started in this browser or took too long. \
+         Open the approval link again.",
+    ),
     /// Login: the IdP answered with an error.
-    IdpRefused,
+    IdpRefused => (400, "Sign-in refused", "The identity provider did not sign you in."),
     /// Login: the token endpoint refused the code.
-    CodeRejected,
+    CodeRejected => (
+        400,
+        "Sign-in failed",
+        "The identity provider did not accept this sign-in (it may have been used already).",
+    ),
     /// Login: the ID token did not verify.
-    BadIdToken,
+    BadIdToken => (
+        400,
+        "Sign-in could not be verified",
+        "The identity provider's answer did not pass verification.",
+    ),
     /// Login: no email claim.
-    NoEmail,
+    NoEmail => (
+        400,
+        "No email address",
+        "Your identity provider did not share an email address, which approvals need.",
+    ),
     /// Login: `email_verified` is false.
-    EmailUnverified,
+    EmailUnverified => (
+        400,
+        "Email not verified",
+        "Your identity provider says your email address is not verified.",
+    ),
     /// Login: the `acr` asked for was not met.
-    AcrNotMet,
+    AcrNotMet => (
+        400,
+        "Stronger sign-in needed",
+        "This approval needs a stronger sign-in method than the one used.",
+    ),
     /// Login: `auth_time` is too old for a fresh login.
-    NotFresh,
+    NotFresh => (400, "Fresh sign-in needed", "This approval needs you to sign in again just now."),
     /// Login: the IdP cannot be reached.
-    IdpUnavailable,
+    IdpUnavailable => (
+        502,
+        "Identity provider unavailable",
+        "The identity provider could not be reached. Try again in a moment.",
+    ),
     /// Login: the IdP's answer is not usable.
-    IdpMisconfigured,
+    IdpMisconfigured => (
+        502,
+        "Identity provider problem",
+        "The identity provider's answer was not usable for signing in.",
+    ),
     /// Something went wrong (logged by the caller).
-    Internal,
+    Internal => (500, "Internal error", "Something went wrong. Try again."),
 }
 
 /// The title of the page that refuses a vote the broker did not count; its status and message
@@ -430,114 +516,6 @@ pub struct Page {
     pub title: &'static str,
     /// The sentence under the title.
     pub message: &'static str,
-}
-
-impl PageRefusal {
-    /// Status, title and message: the whole mapping for pages, one place.
-    pub fn page(self) -> Page {
-        let p = |status, title, message| Page {
-            status,
-            title,
-            message,
-        };
-        match self {
-            Self::LoginNotConfigured => p(
-                404,
-                "Approver login is not configured",
-                "This Countersign has no [approver_login]: approvers decide through the API or chat.",
-            ),
-            Self::VoteWithoutLogin => p(404, "Approver login is not configured", "Use the API."),
-            Self::NotFound => p(404, "Not found", "No such approval request."),
-            Self::StoreUnavailable => p(
-                503,
-                "Approvals unavailable",
-                "The approval store cannot be reached. Try again shortly.",
-            ),
-            Self::SessionEnded => p(
-                401,
-                "Please sign in",
-                "Your session has ended. Sign in and vote again.",
-            ),
-            Self::SignInRequired => p(
-                401,
-                "Sign-in required",
-                "Your sign-in has expired. Open the approval link again to sign in.",
-            ),
-            Self::BadForm => p(400, "Bad form", "The vote could not be read."),
-            Self::StaleForm => p(
-                403,
-                "Vote refused",
-                "This form is stale or was not sent by the approval page. Open the request again.",
-            ),
-            Self::FreshSignInNeeded => p(
-                403,
-                "Sign in again",
-                "This request needs a fresh sign-in before you decide.",
-            ),
-            Self::UnsafeNext => p(
-                400,
-                "Bad login link",
-                "This login link points somewhere outside Countersign, so it was not followed.",
-            ),
-            Self::BadCallback => p(
-                400,
-                "Bad login response",
-                "The identity provider's answer was incomplete. Open the approval link again.",
-            ),
-            Self::NoFlow => p(
-                400,
-                "Login expired",
-                "This sign-in was not started in this browser or took too long. \
-                 Open the approval link again.",
-            ),
-            Self::IdpRefused => p(
-                400,
-                "Sign-in refused",
-                "The identity provider did not sign you in.",
-            ),
-            Self::CodeRejected => p(
-                400,
-                "Sign-in failed",
-                "The identity provider did not accept this sign-in (it may have been used already).",
-            ),
-            Self::BadIdToken => p(
-                400,
-                "Sign-in could not be verified",
-                "The identity provider's answer did not pass verification.",
-            ),
-            Self::NoEmail => p(
-                400,
-                "No email address",
-                "Your identity provider did not share an email address, which approvals need.",
-            ),
-            Self::EmailUnverified => p(
-                400,
-                "Email not verified",
-                "Your identity provider says your email address is not verified.",
-            ),
-            Self::AcrNotMet => p(
-                400,
-                "Stronger sign-in needed",
-                "This approval needs a stronger sign-in method than the one used.",
-            ),
-            Self::NotFresh => p(
-                400,
-                "Fresh sign-in needed",
-                "This approval needs you to sign in again just now.",
-            ),
-            Self::IdpUnavailable => p(
-                502,
-                "Identity provider unavailable",
-                "The identity provider could not be reached. Try again in a moment.",
-            ),
-            Self::IdpMisconfigured => p(
-                502,
-                "Identity provider problem",
-                "The identity provider's answer was not usable for signing in.",
-            ),
-            Self::Internal => p(500, "Internal error", "Something went wrong. Try again."),
-        }
-    }
 }
 
 #[cfg(test)]
