@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -509,22 +509,4 @@ pub async fn jwks(State(s): State<Arc<ControlState>>) -> Response {
         axum::Json(s.broker.signer().jwks()),
     )
         .into_response()
-}
-
-/// `DELETE /approvals/{id}` handler.
-pub async fn delete_handler(
-    State(s): State<Arc<ControlState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    cancel(&s, &headers, &id).await
-}
-
-/// `GET /approvals/{id}/result` handler.
-pub async fn result_handler(
-    State(s): State<Arc<ControlState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    result(&s, &headers, &id).await
 }

@@ -81,6 +81,23 @@ impl ControlState {
     }
 }
 
+/// An axum handler for a `/{id}` endpoint written as `f(&state, &headers, &id)`, or as
+/// `f(&state, &headers, &id, &body)` when given `body`: the extractors are spelled here once
+/// instead of in a wrapper per endpoint.
+macro_rules! by_id {
+    ($f:path) => {
+        |State(s): State<Arc<ControlState>>, Path(id): Path<String>, headers: HeaderMap| async move {
+            $f(&s, &headers, &id).await
+        }
+    };
+    ($f:path, body) => {
+        |State(s): State<Arc<ControlState>>,
+         Path(id): Path<String>,
+         headers: HeaderMap,
+         body: axum::body::Bytes| async move { $f(&s, &headers, &id, &body).await }
+    };
+}
+
 /// The control-plane router.
 pub fn router(state: ControlState) -> Router {
     let login = state.login.clone();
@@ -100,15 +117,21 @@ pub fn router(state: ControlState) -> Router {
         .route("/approvals", get(approvals_list))
         .route(
             "/approvals/{id}",
-            get(approval_get).delete(api::delete_handler),
+            get(by_id!(approval_get)).delete(by_id!(api::cancel)),
         )
-        .route("/approvals/{id}/decision", axum::routing::post(decision))
-        .route("/approvals/{id}/result", get(api::result_handler))
+        .route(
+            "/approvals/{id}/decision",
+            axum::routing::post(by_id!(decision, body)),
+        )
+        .route("/approvals/{id}/result", get(by_id!(api::result)))
         .route("/grants", get(grants_list))
-        .route("/grants/{id}", axum::routing::delete(grant_revoke))
+        .route(
+            "/grants/{id}",
+            axum::routing::delete(by_id!(grants::revoke)),
+        )
         .route(
             "/grants/{id}/revoke",
-            axum::routing::post(grant_revoke_form),
+            axum::routing::post(by_id!(grants::revoke_form, body)),
         )
         .fallback(not_found)
         .with_state(Arc::new(state));
@@ -138,28 +161,19 @@ async fn approvals_list(
     }
 }
 
-async fn approval_get(
-    State(s): State<Arc<ControlState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if api::wants_json(&headers) {
-        api::get_one(&s, &headers, &id).await
+async fn approval_get(s: &ControlState, headers: &HeaderMap, id: &str) -> Response {
+    if api::wants_json(headers) {
+        api::get_one(s, headers, id).await
     } else {
-        web::detail(&s, &headers, &id).await
+        web::detail(s, headers, id).await
     }
 }
 
-async fn decision(
-    State(s): State<Arc<ControlState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if web::is_form(&headers) {
-        web::decide(&s, &headers, &id, &body).await
+async fn decision(s: &ControlState, headers: &HeaderMap, id: &str, body: &[u8]) -> Response {
+    if web::is_form(headers) {
+        web::decide(s, headers, id, body).await
     } else {
-        api::decide_api(&s, &headers, &id, &body).await
+        api::decide_api(s, headers, id, body).await
     }
 }
 
@@ -169,23 +183,6 @@ async fn grants_list(State(s): State<Arc<ControlState>>, headers: HeaderMap) -> 
     } else {
         grants::page(&s, &headers).await
     }
-}
-
-async fn grant_revoke_form(
-    State(s): State<Arc<ControlState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    grants::revoke_form(&s, &headers, &id, &body).await
-}
-
-async fn grant_revoke(
-    State(s): State<Arc<ControlState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    grants::revoke(&s, &headers, &id).await
 }
 
 async fn healthz() -> Response {
