@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{bearer, refuse};
+use super::session::ApproverSession;
 use super::ControlState;
 use crate::approval::{BrokerError, Grant, GrantViewer, RevokeError};
 use crate::clock::rfc3339_ms;
@@ -93,18 +94,40 @@ pub async fn revoke(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
         Ok(p) => p,
         Err(r) => return r,
     };
-    let viewer = viewer(&who);
-    match state.broker.revoke_grant(id, &viewer).await {
+    match revoke_logged(state, id, &viewer(&who)).await {
         Ok(g) => axum::Json(grant_view(&g, state.broker.now())).into_response(),
         Err(RevokeError::NotFound) => refuse(Refusal::GrantNotFound),
+        Err(RevokeError::Store(_)) => refuse(Refusal::ApiStoreUnavailable),
+        Err(RevokeError::Audit(_)) => refuse(Refusal::AuditUnavailable),
+    }
+}
+
+/// Revokes grant `id` for `viewer`. A store or audit failure is logged here; the caller answers
+/// it in its own form (JSON or page).
+async fn revoke_logged(
+    state: &ControlState,
+    id: &str,
+    viewer: &GrantViewer<'_>,
+) -> Result<Grant, RevokeError> {
+    let revoked = state.broker.revoke_grant(id, viewer).await;
+    match &revoked {
         Err(RevokeError::Store(e)) => {
             tracing::error!(error = %e, "approval store failed revoking a grant");
-            refuse(Refusal::ApiStoreUnavailable)
         }
         Err(RevokeError::Audit(e)) => {
             tracing::error!(error = %e, grant_id = id, "grant revoked, but the audit log failed");
-            refuse(Refusal::AuditUnavailable)
         }
+        Ok(_) | Err(RevokeError::NotFound) => {}
+    }
+    revoked
+}
+
+/// The signed-in person as the broker judges grant visibility.
+fn session_viewer(s: &ApproverSession) -> GrantViewer<'_> {
+    GrantViewer {
+        email: Some(&s.email),
+        iss: &s.iss,
+        sub: &s.sub,
     }
 }
 
@@ -142,12 +165,7 @@ pub async fn page(state: &ControlState, headers: &HeaderMap) -> Response {
     let Some(sessions) = &state.sessions else {
         return super::html::refusal_page(PageRefusal::LoginNotConfigured);
     };
-    let viewer = GrantViewer {
-        email: Some(&s.email),
-        iss: &s.iss,
-        sub: &s.sub,
-    };
-    let grants = match state.broker.grants_for(&viewer).await {
+    let grants = match state.broker.grants_for(&session_viewer(&s)).await {
         Ok(g) => g,
         Err(e) => {
             tracing::error!(error = %e, "grants page: store failed");
@@ -223,25 +241,14 @@ pub async fn revoke_form(
     if !sessions.verify_csrf(&s, id, &form.csrf) {
         return refusal_page(PageRefusal::StaleForm);
     }
-    let viewer = GrantViewer {
-        email: Some(&s.email),
-        iss: &s.iss,
-        sub: &s.sub,
-    };
-    match state.broker.revoke_grant(id, &viewer).await {
+    match revoke_logged(state, id, &session_viewer(&s)).await {
         Ok(_) => Redirect::to("/grants").into_response(),
         Err(RevokeError::NotFound) => refusal_page(PageRefusal::NotFound),
-        Err(RevokeError::Store(e)) => {
-            tracing::error!(error = %e, "approval store failed revoking a grant");
-            refusal_page(PageRefusal::StoreUnavailable)
-        }
-        Err(RevokeError::Audit(e)) => {
-            tracing::error!(error = %e, grant_id = id, "grant revoked, but the audit log failed");
-            super::html::error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Revoked, not recorded",
-                "The grant is revoked, but the audit log could not record it. Tell an operator.",
-            )
-        }
+        Err(RevokeError::Store(_)) => refusal_page(PageRefusal::StoreUnavailable),
+        Err(RevokeError::Audit(_)) => super::html::error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Revoked, not recorded",
+            "The grant is revoked, but the audit log could not record it. Tell an operator.",
+        ),
     }
 }
