@@ -97,11 +97,11 @@ async fn whoami(
 ) -> Json<serde_json::Value> {
     let now = SystemTime::now();
     Json(serde_json::json!({
-        "email": session.email,
-        "iss": session.iss,
-        "sub": session.sub,
-        "acr": session.acr,
-        "has_auth_time": session.auth_time.is_some(),
+        "email": session.who.email,
+        "iss": session.who.iss,
+        "sub": session.who.sub,
+        "acr": session.who.acr,
+        "has_auth_time": session.who.auth_time.is_some(),
         "fresh": session.is_fresh_for(s.created_at, Duration::from_secs(600), now),
     }))
 }
@@ -140,7 +140,7 @@ async fn approval_page(
         grant_label: None,
         can_acknowledge: false,
     };
-    pages::render_detail(&view, &session.email, SystemTime::now())
+    pages::render_detail(&view, &session.who.email, SystemTime::now())
 }
 
 /// The decision form handler: session + CSRF for this approval, then the result page.
@@ -168,7 +168,7 @@ async fn decide(
         )),
         quorum_progress: None,
     };
-    pages::render_result(&view, &session.email).into_response()
+    pages::render_result(&view, &session.who.email).into_response()
 }
 
 /// A browser stand-in: keeps cookies, does not follow redirects by itself.

@@ -125,9 +125,9 @@ async fn revoke_logged(
 /// The signed-in person as the broker judges grant visibility.
 fn session_viewer(s: &ApproverSession) -> GrantViewer<'_> {
     GrantViewer {
-        email: Some(&s.email),
-        iss: &s.iss,
-        sub: &s.sub,
+        email: Some(&s.who.email),
+        iss: &s.who.iss,
+        sub: &s.who.sub,
     }
 }
 
@@ -207,7 +207,7 @@ pub async fn page(state: &ControlState, headers: &HeaderMap) -> Response {
         })
         .collect();
     let page = GrantsPage {
-        viewer: Some(&s.email),
+        viewer: Some(&s.who.email),
         items,
     };
     super::html::html(StatusCode::OK, page.render())

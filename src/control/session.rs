@@ -103,16 +103,9 @@ pub struct LoginIdentity {
 /// A logged-in approver, as read from a valid session cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApproverSession {
-    /// The approver's email (the identity approver lists are written in).
-    pub email: String,
-    /// Issuer of the ID token the session came from.
-    pub iss: String,
-    /// Subject of that ID token.
-    pub sub: String,
-    /// Authentication context class of the login, if the IdP said.
-    pub acr: Option<String>,
-    /// When the IdP authenticated the person (its clock), if it said.
-    pub auth_time: Option<SystemTime>,
+    /// Who logged in, as the ID token said: the email is the identity approver lists are
+    /// written in.
+    pub who: LoginIdentity,
     /// When Countersign completed the login (our clock).
     pub login_at: SystemTime,
     /// When the session stops being accepted.
@@ -133,7 +126,7 @@ impl ApproverSession {
         max_age: Duration,
         now: SystemTime,
     ) -> bool {
-        let Some(auth_time) = self.auth_time else {
+        let Some(auth_time) = self.who.auth_time else {
             return false;
         };
         let login_recent = age(self.login_at, now) <= max_age;
@@ -146,6 +139,7 @@ impl ApproverSession {
     pub fn meets_acr(&self, allowed: &[String]) -> bool {
         allowed.is_empty()
             || self
+                .who
                 .acr
                 .as_ref()
                 .is_some_and(|acr| allowed.iter().any(|a| a == acr))
@@ -370,11 +364,13 @@ fn csrf_message(session: &ApproverSession, approval_id: &str) -> Vec<u8> {
 
 fn session_from(p: SessionPayload) -> ApproverSession {
     ApproverSession {
-        email: p.email,
-        iss: p.iss,
-        sub: p.sub,
-        acr: p.acr,
-        auth_time: p.auth_time.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        who: LoginIdentity {
+            email: p.email,
+            iss: p.iss,
+            sub: p.sub,
+            acr: p.acr,
+            auth_time: p.auth_time.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        },
         login_at: UNIX_EPOCH + Duration::from_millis(p.login_at_ms),
         expires_at: UNIX_EPOCH + Duration::from_millis(p.exp_ms),
         sid: p.sid,
@@ -529,7 +525,7 @@ mod tests {
         }
         let back = sessions.from_headers(&as_request(&set)).unwrap();
         assert_eq!(back, s);
-        assert_eq!(back.email, "alice@example.com");
+        assert_eq!(back.who.email, "alice@example.com");
     }
 
     #[test]

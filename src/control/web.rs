@@ -44,9 +44,9 @@ fn requester_label(a: &Approval) -> String {
 
 fn identity(s: &ApproverSession) -> ApproverIdentity {
     ApproverIdentity {
-        email: s.email.clone(),
-        iss: Some(s.iss.clone()),
-        sub: Some(s.sub.clone()),
+        email: s.who.email.clone(),
+        iss: Some(s.who.iss.clone()),
+        sub: Some(s.who.sub.clone()),
         via: Channel::Web,
     }
 }
@@ -173,7 +173,7 @@ pub async fn list(state: &ControlState, headers: &HeaderMap) -> Response {
     };
     all.retain(|a| visible_to(a, &viewer(&s)));
     let items: Vec<ApprovalSummary> = all.iter().map(summary).collect();
-    pages::render_list(&items, &s.email, now)
+    pages::render_list(&items, &s.who.email, now)
 }
 
 /// `GET /approvals/{id}` as HTML.
@@ -194,7 +194,7 @@ pub async fn detail(state: &ControlState, headers: &HeaderMap, id: &str) -> Resp
         .as_ref()
         .map_or_else(SystemTime::now, |ss| ss.clock().now());
     let view = detail_view(state, &a, &s, now);
-    pages::render_detail(&view, &s.email, now)
+    pages::render_detail(&view, &s.who.email, now)
 }
 
 /// Approvals that count toward the quorum: for a table quorum, an approval that fills no entry
@@ -205,9 +205,9 @@ fn approvals_counted(a: &Approval) -> u32 {
 
 fn viewer(s: &ApproverSession) -> Viewer<'_> {
     Viewer {
-        iss: &s.iss,
-        sub: &s.sub,
-        email: Some(&s.email),
+        iss: &s.who.iss,
+        sub: &s.who.sub,
+        email: Some(&s.who.email),
     }
 }
 
@@ -291,7 +291,7 @@ pub async fn decide(state: &ControlState, headers: &HeaderMap, id: &str, body: &
                 approvals_so_far: approvals_counted(&after),
                 quorum_progress: after.quorum_summary(),
             },
-            &s.email,
+            &s.who.email,
         ),
         Err(e) => {
             let answer = super::api::decide_refusal(&e).answer();
