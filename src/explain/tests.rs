@@ -325,69 +325,41 @@ fn judge_names_every_outcome_explain_prints() {
     let d = "https://deploy.example.com";
     let read = caller(json!({"scope": "deploy:read"}));
     let none = caller(json!({}));
-    let rule = |r: &str| Some(r.to_owned());
-    assert_eq!(
-        judge("GET", &format!("{d}/healthz"), None),
-        (Outcome::Public, rule("health"))
-    );
-    assert_eq!(
-        judge("GET", &format!("{d}/v1/x"), Some(&read)),
-        (Outcome::Allow, rule("deploy-read"))
-    );
-    assert_eq!(
-        judge("GET", &format!("{d}/v1/x"), Some(&none)),
-        (Outcome::InsufficientScope, rule("deploy-read"))
-    );
-    assert_eq!(
-        judge("GET", &format!("{d}/admin/x"), Some(&read)),
-        (Outcome::Deny, rule("no-admin"))
-    );
-    assert_eq!(
-        judge("GET", &format!("{d}/v2"), Some(&read)),
-        (Outcome::Deny, rule("default"))
-    );
-    assert_eq!(
-        judge("GET", &format!("{d}/v1/x"), None),
-        (Outcome::TokenRequired, None)
-    );
-    assert_eq!(
-        judge("GET", "https://other.example.com/", None),
-        (Outcome::NoRoute, None)
-    );
-    assert_eq!(
-        judge("GET", &format!("{d}/v1/%2e%2e/admin"), None),
-        (Outcome::InvalidRequest, None)
-    );
     let stale = caller(json!({"exp": 1}));
-    assert_eq!(
-        judge("GET", &format!("{d}/v1/x"), Some(&stale)),
-        (Outcome::InvalidToken, rule("deploy-read"))
-    );
     let mfa_stale = caller(json!({
         "groups": ["release-managers"], "scope": "deploy:write", "acr": "phr", "auth_time": NOW - 3600
     }));
-    assert_eq!(
-        judge(
-            "POST",
-            &format!("{d}/v1/deployments/production"),
-            Some(&mfa_stale)
-        ),
-        (Outcome::StepUp, rule("prod-deploy"))
-    );
     let prod = format!("{d}/v1/deployments/production");
     let mut fresh = json!({
         "groups": ["release-managers"], "scope": "deploy:write", "acr": "phr", "auth_time": NOW - 60
     });
-    // Held only for a requester the token names (SPEC 8), as the proxy does.
-    assert_eq!(
-        judge("POST", &prod, Some(&caller(fresh.clone()))),
-        (Outcome::IdentityRequired, rule("prod-deploy"))
-    );
+    let unnamed = caller(fresh.clone());
     fresh["email"] = "dev@example.com".into();
-    assert_eq!(
-        judge("POST", &prod, Some(&caller(fresh))),
-        (Outcome::Approve, rule("prod-deploy"))
-    );
+    let named = caller(fresh);
+    // method, URL, caller: the outcome and the deciding rule.
+    #[rustfmt::skip]
+    let cases = [
+        ("GET", format!("{d}/healthz"), None, Outcome::Public, Some("health")),
+        ("GET", format!("{d}/v1/x"), Some(&read), Outcome::Allow, Some("deploy-read")),
+        ("GET", format!("{d}/v1/x"), Some(&none), Outcome::InsufficientScope, Some("deploy-read")),
+        ("GET", format!("{d}/admin/x"), Some(&read), Outcome::Deny, Some("no-admin")),
+        ("GET", format!("{d}/v2"), Some(&read), Outcome::Deny, Some("default")),
+        ("GET", format!("{d}/v1/x"), None, Outcome::TokenRequired, None),
+        ("GET", "https://other.example.com/".to_owned(), None, Outcome::NoRoute, None),
+        ("GET", format!("{d}/v1/%2e%2e/admin"), None, Outcome::InvalidRequest, None),
+        ("GET", format!("{d}/v1/x"), Some(&stale), Outcome::InvalidToken, Some("deploy-read")),
+        ("POST", prod.clone(), Some(&mfa_stale), Outcome::StepUp, Some("prod-deploy")),
+        // Held only for a requester the token names (SPEC 8), as the proxy does.
+        ("POST", prod.clone(), Some(&unnamed), Outcome::IdentityRequired, Some("prod-deploy")),
+        ("POST", prod, Some(&named), Outcome::Approve, Some("prod-deploy")),
+    ];
+    for (method, url, who, outcome, rule) in cases {
+        assert_eq!(
+            judge(method, &url, who),
+            (outcome, rule.map(str::to_owned)),
+            "{method} {url}"
+        );
+    }
 }
 
 #[test]
