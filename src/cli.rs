@@ -221,7 +221,9 @@ fn explain(
     if token.is_some() {
         println!("note: the token's signature and expiry are not checked by explain");
     }
-    match crate::explain::explain(&config, &policy, method, url, principal.as_ref(), now) {
+    match crate::explain::explain(&config, &policy, method, url, principal.as_ref(), now)
+        .map(|r| r.text)
+    {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

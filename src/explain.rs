@@ -24,41 +24,10 @@ mod verdict;
 pub use verdict::{caller_from_claims, Verdict};
 
 /// Explains what Countersign would do with `method url` for `who` (`None` = no token given) at
-/// `now` (unix seconds). Errors only when the method or URL cannot be understood.
+/// `now` (unix seconds): the [`Report`]'s text is what `countersign explain` prints, its
+/// [`Report::verdict`] what `countersign test` judges. Errors only when the method or URL
+/// cannot be understood.
 pub fn explain(
-    config: &Config,
-    policy: &PolicySet,
-    method: &str,
-    url: &str,
-    who: Option<&Principal>,
-    now: u64,
-) -> Result<String, String> {
-    report(config, policy, method, url, who, now).map(|r| r.text)
-}
-
-/// What [`explain`] concludes, as data: the outcome, the deciding rule and the shadow rules
-/// that matched. Errors like [`explain`].
-pub fn judge(
-    config: &Config,
-    policy: &PolicySet,
-    method: &str,
-    url: &str,
-    who: Option<&Principal>,
-    now: u64,
-) -> Result<Verdict, String> {
-    let report = report(config, policy, method, url, who, now)?;
-    match report.outcome {
-        Some(outcome) => Ok(Verdict {
-            outcome,
-            rule: report.rule,
-            shadow: report.shadow,
-        }),
-        None => Err(format!("{method} {url}: no outcome was reached (a bug)")),
-    }
-}
-
-/// The explanation as text and data.
-fn report(
     config: &Config,
     policy: &PolicySet,
     method: &str,
@@ -69,8 +38,11 @@ fn report(
     let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("{method:?} is not an HTTP method"))?;
     let target = split_url(url)?;
-    let mut out = Report::default();
-    out.fact("request", format!("{method} {url}"));
+    let mut out = Report {
+        request: format!("{method} {url}"),
+        ..Report::default()
+    };
+    out.fact("request", out.request.clone());
     let headers = http::HeaderMap::new();
     let raw = RawRequest {
         method: &method,
@@ -150,9 +122,11 @@ fn report(
 
 /// The report being written, and what it concluded.
 #[derive(Debug, Default)]
-struct Report {
-    /// `key: value` lines.
-    text: String,
+pub struct Report {
+    /// `key: value` lines, as `countersign explain` prints them.
+    pub text: String,
+    /// `METHOD url`, as the `request:` line shows it.
+    request: String,
     /// Set by the `outcome:` line.
     outcome: Option<Outcome>,
     /// The deciding rule's name (`default` for `[policy] default`).
@@ -162,6 +136,19 @@ struct Report {
 }
 
 impl Report {
+    /// What the report concludes, as data: the outcome, the deciding rule and the shadow rules
+    /// that matched.
+    pub fn verdict(self) -> Result<Verdict, String> {
+        match self.outcome {
+            Some(outcome) => Ok(Verdict {
+                outcome,
+                rule: self.rule,
+                shadow: self.shadow,
+            }),
+            None => Err(format!("{}: no outcome was reached (a bug)", self.request)),
+        }
+    }
+
     /// Appends `key: value`.
     fn fact(&mut self, key: &str, value: impl AsRef<str>) {
         let _ = writeln!(self.text, "{key}: {}", value.as_ref());

@@ -2,7 +2,7 @@
 //! files against a config's policies, prints one line per case and then `N passed, M failed`.
 //!
 //! Owns running cases and reporting them. The file format belongs to
-//! [`crate::config::parse_test_file`]. Every case is judged by [`crate::explain::judge`], the
+//! [`crate::config::parse_test_file`]. Every case is judged by [`Report::verdict`] of the
 //! very walk `explain` prints, which is the proxy's own
 //! [`crate::policy::PolicySet::evaluate_traced`]: there is no second evaluator to drift.
 //! Cases judge the enforcing outcome only; shadow rules that matched are shown, never judged.
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Problem, TestCase};
-use crate::explain::{caller_from_claims, judge, Verdict};
+use crate::explain::{caller_from_claims, explain, Report, Verdict};
 use crate::policy::{Action, PolicySet};
 
 /// The result of running every case.
@@ -121,7 +121,7 @@ fn verdict(
             Some(caller_from_claims(config, claims, now).map_err(|e| format!("claims: {e}"))?)
         }
     };
-    judge(config, policy, &case.method, &case.url, who.as_ref(), now)
+    explain(config, policy, &case.method, &case.url, who.as_ref(), now).and_then(Report::verdict)
 }
 
 /// `(passed, line)` for one case.

@@ -21,6 +21,7 @@ fn run(method: &str, url: &str, claims: Option<serde_json::Value>) -> String {
     });
     explain(&config, &policy, method, url, who.as_ref(), NOW)
         .unwrap()
+        .text
         .replace("tests/fixtures/config/valid/policies/", "")
 }
 
@@ -242,7 +243,7 @@ fn bypass_paths_are_refused() {
 fn bad_input_is_an_error() {
     let (config, policy) = load(Path::new("tests/fixtures/config/valid/countersign.toml")).unwrap();
     assert_eq!(
-        explain(&config, &policy, "GE T", "https://a/", None, NOW),
+        explain(&config, &policy, "GE T", "https://a/", None, NOW).map(|r| r.text),
         Err("\"GE T\" is not an HTTP method".into())
     );
     assert!(explain(&config, &policy, "GET", "/relative", None, NOW).is_err());
@@ -280,6 +281,7 @@ fn a_shadow_match_is_shown_in_order_and_does_not_decide() {
     let url = "https://deploy.example.com/v1/status";
     let got = explain(&config, &policy, "GET", url, Some(&who), NOW)
         .unwrap()
+        .text
         .replace("tests/fixtures/config/valid/policies/", "");
     assert!(got.contains(&format!("{ROUTE}shadow: watch (10-deploy.toml:29) matches and would have denied it; recorded only, not enforced\nskipped: health")), "{got}");
     assert!(
@@ -288,7 +290,9 @@ fn a_shadow_match_is_shown_in_order_and_does_not_decide() {
         ),
         "{got}"
     );
-    let verdict = judge(&config, &policy, "GET", url, Some(&who), NOW).unwrap();
+    let verdict = explain(&config, &policy, "GET", url, Some(&who), NOW)
+        .and_then(Report::verdict)
+        .unwrap();
     assert_eq!(
         verdict,
         Verdict {
@@ -299,11 +303,15 @@ fn a_shadow_match_is_shown_in_order_and_does_not_decide() {
     );
 
     // Without a token the shadow rule neither decides nor asks for anything.
-    let got = explain(&config, &policy, "GET", url, None, NOW).unwrap();
+    let got = explain(&config, &policy, "GET", url, None, NOW)
+        .unwrap()
+        .text;
     assert!(got.contains("shadow: watch ("), "{got}");
     assert!(got.contains("rule: deploy-read ("), "{got}");
     // ... but a request refused for want of a token records no shadow match.
-    let verdict = judge(&config, &policy, "GET", url, None, NOW).unwrap();
+    let verdict = explain(&config, &policy, "GET", url, None, NOW)
+        .and_then(Report::verdict)
+        .unwrap();
     assert_eq!(
         (verdict.outcome, verdict.shadow),
         (Outcome::TokenRequired, vec![])
@@ -319,7 +327,9 @@ fn judge_names_every_outcome_explain_prints() {
         caller_from_claims(&config, map, NOW).unwrap()
     };
     let judge = |method: &str, url: &str, who: Option<&Principal>| {
-        let v = judge(&config, &policy, method, url, who, NOW).unwrap();
+        let v = explain(&config, &policy, method, url, who, NOW)
+            .and_then(Report::verdict)
+            .unwrap();
         (v.outcome, v.rule)
     };
     let d = "https://deploy.example.com";
@@ -389,7 +399,8 @@ fn an_on_call_approver_is_described_without_asking_pagerduty() {
         Some(&who),
         NOW,
     )
-    .unwrap();
+    .unwrap()
+    .text;
     assert!(
         got.contains("approvers: pagerduty:PABC123, carol@example.com\napprover emails: on call in PagerDuty schedule PABC123 (resolved when a request is created), carol@example.com\n"),
         "{got}"
