@@ -1,5 +1,6 @@
 //! Approval evidence (SPEC 5.6): a compact ES256 JWS that upstreams verify with
-//! `{public_url}/.well-known/jwks.json`.
+//! `{public_url}/.well-known/jwks.json`, signed with an [`Es256Key`] (also the development
+//! login's key).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -29,38 +30,25 @@ pub enum SignerError {
     Crypto,
 }
 
-/// Signs approval tokens with one P-256 key.
-pub struct ApprovalSigner {
+/// One P-256 key that signs compact ES256 JWS (RFC 7515, 7518 3.4): generated or loaded from
+/// PKCS#8, its public half as a JWK. Approval tokens and the development login's ID tokens
+/// both sign with it; the key id and the claims are the caller's.
+pub struct Es256Key {
     key: EcdsaKeyPair,
     rng: SystemRandom,
-    kid: String,
     x: String,
     y: String,
-    issuer: String,
-    ttl_secs: u64,
 }
 
-impl std::fmt::Debug for ApprovalSigner {
+impl std::fmt::Debug for Es256Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The private key is never printed.
-        f.debug_struct("ApprovalSigner")
-            .field("kid", &self.kid)
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
+        f.debug_struct("Es256Key").finish_non_exhaustive()
     }
 }
 
-impl ApprovalSigner {
-    /// Loads a P-256 PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
-    pub fn from_pem(pem: &str) -> Result<Self, SignerError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::PrivatePkcs8KeyDer;
-        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| SignerError::Pem(e.to_string()))?;
-        Self::from_pkcs8(der.secret_pkcs8_der())
-    }
-
-    /// A fresh random key (for `countersign demo`).
+impl Es256Key {
+    /// A fresh random key.
     pub fn generate() -> Result<Self, SignerError> {
         let rng = SystemRandom::new();
         let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
@@ -68,7 +56,8 @@ impl ApprovalSigner {
         Self::from_pkcs8(doc.as_ref())
     }
 
-    fn from_pkcs8(der: &[u8]) -> Result<Self, SignerError> {
+    /// Loads a P-256 PKCS#8 key (DER).
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, SignerError> {
         let rng = SystemRandom::new();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
             .map_err(|_| SignerError::NotP256)?;
@@ -79,16 +68,93 @@ impl ApprovalSigner {
         }
         let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
         let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
-        let kid = thumbprint(&x, &y);
-        Ok(Self {
+        Ok(Self { key, rng, x, y })
+    }
+
+    /// The public key as an uncompressed point (`04 || x || y`).
+    pub fn public_point(&self) -> &[u8] {
+        self.key.public_key().as_ref()
+    }
+
+    /// The RFC 7638 JWK thumbprint: members in lexicographic order, no whitespace.
+    pub fn thumbprint(&self) -> String {
+        let (x, y) = (&self.x, &self.y);
+        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+    }
+
+    /// The public key as a JWK (RFC 7517/7518) with key id `kid`.
+    pub fn jwk(&self, kid: &str) -> serde_json::Value {
+        json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": self.x,
+            "y": self.y,
+            "kid": kid,
+            "use": "sig",
+            "alg": "ES256",
+        })
+    }
+
+    /// The ES256 signature of `input`: FIXED signing yields r || s (64 bytes), exactly the JWS
+    /// encoding (RFC 7518 3.4).
+    pub fn sign_bytes(&self, input: &[u8]) -> Result<Vec<u8>, SignerError> {
+        let sig = self
+            .key
+            .sign(&self.rng, input)
+            .map_err(|_| SignerError::Crypto)?;
+        Ok(sig.as_ref().to_vec())
+    }
+
+    /// A compact ES256 JWS over `claims`, with header `typ` and `kid`.
+    pub fn sign(
+        &self,
+        typ: &str,
+        kid: &str,
+        claims: &serde_json::Value,
+    ) -> Result<String, SignerError> {
+        let header = json!({ "alg": "ES256", "typ": typ, "kid": kid });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = self.sign_bytes(signing_input.as_bytes())?;
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    }
+}
+
+/// Signs approval tokens with one P-256 key.
+#[derive(Debug)]
+pub struct ApprovalSigner {
+    key: Es256Key,
+    kid: String,
+    issuer: String,
+    ttl_secs: u64,
+}
+
+impl ApprovalSigner {
+    /// Loads a P-256 PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+    pub fn from_pem(pem: &str) -> Result<Self, SignerError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivatePkcs8KeyDer;
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| SignerError::Pem(e.to_string()))?;
+        Es256Key::from_pkcs8(der.secret_pkcs8_der()).map(Self::with_key)
+    }
+
+    /// A fresh random key (for `countersign demo`).
+    pub fn generate() -> Result<Self, SignerError> {
+        Es256Key::generate().map(Self::with_key)
+    }
+
+    fn with_key(key: Es256Key) -> Self {
+        Self {
+            kid: key.thumbprint(),
             key,
-            rng,
-            kid,
-            x,
-            y,
             issuer: "countersign".to_owned(),
             ttl_secs: DEFAULT_TTL_SECS,
-        })
+        }
     }
 
     /// Sets `iss` of every token (the control plane's `public_url`).
@@ -115,15 +181,7 @@ impl ApprovalSigner {
 
     /// The public key as a JWK.
     pub fn jwk(&self) -> serde_json::Value {
-        json!({
-            "kty": "EC",
-            "crv": "P-256",
-            "x": self.x,
-            "y": self.y,
-            "kid": self.kid,
-            "use": "sig",
-            "alg": "ES256",
-        })
+        self.key.jwk(&self.kid)
     }
 
     /// The body of `/.well-known/jwks.json`.
@@ -169,26 +227,6 @@ impl ApprovalSigner {
 
     /// A compact ES256 JWS over any claims (with this signer's header).
     pub fn sign_claims(&self, claims: &serde_json::Value) -> Result<String, SignerError> {
-        let header = json!({ "alg": "ES256", "typ": TOKEN_TYPE, "kid": self.kid });
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        // FIXED signing yields r || s (64 bytes), exactly the JWS ES256 encoding (RFC 7518 3.4).
-        let sig = self
-            .key
-            .sign(&self.rng, signing_input.as_bytes())
-            .map_err(|_| SignerError::Crypto)?;
-        Ok(format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(sig.as_ref())
-        ))
+        self.key.sign(TOKEN_TYPE, &self.kid, claims)
     }
-}
-
-/// RFC 7638 thumbprint of an EC P-256 key: members in lexicographic order, no whitespace.
-fn thumbprint(x: &str, y: &str) -> String {
-    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }

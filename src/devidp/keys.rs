@@ -4,8 +4,10 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use ring::signature::{self, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use serde_json::{json, Value};
+
+use crate::approval::signer::{Es256Key, SignerError};
 
 /// RSA-2048 private keys (PKCS#8 PEM) and their public keys, handed out in turn.
 const RSA_2048: [(&str, &str); 4] = [
@@ -60,7 +62,7 @@ enum Signer {
     Rsa(RsaKeyPair),
     /// No private key we can use: signatures are this many zero bytes.
     RsaUnusable(usize),
-    P256(EcdsaKeyPair),
+    P256(Es256Key),
     Ed25519(Ed25519KeyPair),
 }
 
@@ -106,17 +108,13 @@ impl DevKey {
                 (Signer::RsaUnusable(128), jwk, RSA_1024_PUB.to_owned())
             }
             KeyKind::P256 => {
-                let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-                let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng)
-                    .map_err(|_| "P-256 key generation failed".to_owned())?;
-                let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng)
-                    .map_err(|e| format!("P-256 key rejected: {e}"))?;
-                let point = pair.public_key().as_ref().to_vec();
-                let (x, y) = point.get(1..33).zip(point.get(33..65)).ok_or("bad point")?;
-                let jwk =
-                    json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y), "alg": "ES256"});
-                let pem = spki_pem(P256_SPKI_PREFIX, &point);
-                (Signer::P256(pair), jwk, pem)
+                let key = Es256Key::generate().map_err(|e| match e {
+                    SignerError::Crypto => "P-256 key generation failed".to_owned(),
+                    e => format!("P-256 key rejected: {e}"),
+                })?;
+                let jwk = key.jwk(&kid);
+                let pem = spki_pem(P256_SPKI_PREFIX, key.public_point());
+                (Signer::P256(key), jwk, pem)
             }
             KeyKind::Ed25519 => {
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
@@ -172,10 +170,7 @@ impl DevKey {
                 }
             }
             Signer::RsaUnusable(len) => vec![0; *len],
-            Signer::P256(pair) => pair
-                .sign(&rng, input)
-                .map(|s| s.as_ref().to_vec())
-                .unwrap_or_default(),
+            Signer::P256(key) => key.sign_bytes(input).unwrap_or_default(),
             Signer::Ed25519(pair) => pair.sign(input).as_ref().to_vec(),
         }
     }
