@@ -109,6 +109,20 @@ pub struct Event {
     refused: Vec<Refusal>,
 }
 
+/// The setters of the well-known members: each keeps the value under its own name unless it
+/// looks like a token, which is refused under that name instead.
+macro_rules! heads {
+    ($($(#[$doc:meta])* $name:ident($arg:ident);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $arg: impl Into<String>) -> Self {
+                self.$name = self.checked_value(stringify!($name), $arg.into());
+                self
+            }
+        )*
+    };
+}
+
 impl Event {
     /// Starts an event of kind `kind`, e.g. `approval.requested` or `vote.cast`.
     pub fn new(kind: impl Into<String>) -> Self {
@@ -131,28 +145,15 @@ impl Event {
         }
     }
 
-    /// The approval this event belongs to.
-    pub fn approval_id(mut self, id: impl Into<String>) -> Self {
-        self.approval_id = self.checked_value("approval_id", id.into());
-        self
-    }
-
-    /// The data-plane request (its `request_id`) this event belongs to.
-    pub fn request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = self.checked_value("request_id", id.into());
-        self
-    }
-
-    /// Who did it: an approver's or requester's email, `iss|sub`, or `system`.
-    pub fn actor(mut self, actor: impl Into<String>) -> Self {
-        self.actor = self.checked_value("actor", actor.into());
-        self
-    }
-
-    /// The policy rule's name.
-    pub fn rule(mut self, rule: impl Into<String>) -> Self {
-        self.rule = self.checked_value("rule", rule.into());
-        self
+    heads! {
+        /// The approval this event belongs to.
+        approval_id(id);
+        /// The data-plane request (its `request_id`) this event belongs to.
+        request_id(id);
+        /// Who did it: an approver's or requester's email, `iss|sub`, or `system`.
+        actor(actor);
+        /// The policy rule's name.
+        rule(rule);
     }
 
     /// Adds a plain value under `details`. A credential-like name or a token-like value is

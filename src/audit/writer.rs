@@ -27,24 +27,16 @@ const TAIL_CHUNK: u64 = 8 * 1024;
 ///
 /// Only one `AuditLog` may write a given file at a time (one per replica, each with its own
 /// file): two writers would each continue the chain from the same line and fork it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AuditLog {
     inner: Arc<Handle>,
 }
 
+#[derive(Debug)]
 struct Handle {
     jobs: mpsc::Sender<Job>,
     path: PathBuf,
     replica: String,
-}
-
-impl std::fmt::Debug for AuditLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog")
-            .field("path", &self.inner.path)
-            .field("replica", &self.inner.replica)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The outcome sent back to whoever appended an event.
