@@ -305,40 +305,22 @@ async fn memory_store_claims_once_and_respects_hold() {
         .create(&a, &req, Duration::from_secs(60))
         .await
         .unwrap();
+    let claim = |who, name| store.claim_execution(&a.id, who, name, 1);
+    let awaiting = || store.list(ListFilter::AwaitingExecution, 10);
     // Held: the background may not claim, the holder may.
     assert!(matches!(
-        store
-            .claim_execution(&a.id, Claimant::Background, "bg", 1)
-            .await
-            .unwrap(),
+        claim(Claimant::Background, "bg").await.unwrap(),
         Cas::Conflict(_)
     ));
-    assert!(store
-        .list(ListFilter::AwaitingExecution, 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(awaiting().await.unwrap().is_empty());
     store.set_held(&a.id, false).await.unwrap();
-    assert_eq!(
-        store
-            .list(ListFilter::AwaitingExecution, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(awaiting().await.unwrap().len(), 1);
     assert!(matches!(
-        store
-            .claim_execution(&a.id, Claimant::Background, "bg", 1)
-            .await
-            .unwrap(),
+        claim(Claimant::Background, "bg").await.unwrap(),
         Cas::Applied(_)
     ));
     assert!(matches!(
-        store
-            .claim_execution(&a.id, Claimant::Holder, "h", 1)
-            .await
-            .unwrap(),
+        claim(Claimant::Holder, "h").await.unwrap(),
         Cas::Conflict(_)
     ));
     // Claimed: no longer cancellable.

@@ -30,6 +30,20 @@ fn held_at_t0() -> Approval {
     a
 }
 
+/// [`held_at_t0`], created in `store` with an empty request.
+async fn create_held_at_t0(store: &MemoryStore) -> Approval {
+    let a = held_at_t0();
+    store
+        .create(
+            &a,
+            &stored(&http::HeaderMap::new(), vec![]),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    a
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -152,15 +166,7 @@ fn the_due_index_wakes_at_the_lease_deadline() {
 #[tokio::test]
 async fn memory_store_moves_the_backstop_wakes_at_it_and_cancels_a_lost_hold() {
     let store = MemoryStore::new();
-    let a = held_at_t0();
-    store
-        .create(
-            &a,
-            &stored(&http::HeaderMap::new(), vec![]),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    let a = create_held_at_t0(&store).await;
     let lease = ms(HOLD_LEASE);
     let retry = Duration::from_millis(1);
     assert!(store
@@ -208,15 +214,7 @@ async fn memory_store_moves_the_backstop_wakes_at_it_and_cancels_a_lost_hold() {
     ));
 
     // Released (answered 202), then approved: never lost, the background's at once.
-    let b = held_at_t0();
-    store
-        .create(
-            &b,
-            &stored(&http::HeaderMap::new(), vec![]),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    let b = create_held_at_t0(&store).await;
     store.set_held(&b.id, false).await.unwrap();
     let vote = Vote {
         approver: "a@example.com".into(),
