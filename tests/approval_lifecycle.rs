@@ -1058,7 +1058,7 @@ impl ApprovalStore for StaleRead {
             let just_before = a.expires_at - 1;
             self.inner.record_vote(id, vote, just_before).await?;
             // The broker confirms once vote.cast and approval.approved are audited.
-            self.inner.confirm_audited(id, just_before).await?;
+            self.inner.confirm_audited(id).await?;
         }
         Ok(snapshot)
     }
@@ -1068,10 +1068,9 @@ impl ApprovalStore for StaleRead {
     async fn update(
         &self,
         id: &ApprovalId,
-        now: u64,
         change: &mut countersign::approval::store::Change<'_>,
     ) -> Result<Cas, StoreError> {
-        self.inner.update(id, now, change).await
+        self.inner.update(id, change).await
     }
     async fn park_result(
         &self,
@@ -1436,10 +1435,9 @@ impl ApprovalStore for Deaf {
     async fn update(
         &self,
         id: &ApprovalId,
-        now: u64,
         change: &mut countersign::approval::store::Change<'_>,
     ) -> Result<Cas, StoreError> {
-        self.inner.update(id, now, change).await
+        self.inner.update(id, change).await
     }
     async fn park_result(
         &self,

@@ -160,7 +160,7 @@ async fn create_get_list_and_duplicate_ids() {
         .await
         .unwrap();
     // The broker confirms once vote.cast and approval.approved are audited.
-    s1.confirm_audited(&b.id, now_ms()).await.unwrap();
+    s1.confirm_audited(&b.id).await.unwrap();
     let pending = s1.list(ListFilter::Pending, 10).await.unwrap();
     assert_eq!(
         pending.iter().map(|x| &x.id).collect::<Vec<_>>(),
@@ -290,7 +290,7 @@ async fn expire_and_cancel_are_compare_and_set() {
         .await
         .unwrap();
     // The broker confirms once vote.cast and approval.approved are audited.
-    s.confirm_audited(&c.id, now_ms()).await.unwrap();
+    s.confirm_audited(&c.id).await.unwrap();
     s.claim_execution(&c.id, Claimant::Background, "r1", now_ms())
         .await
         .unwrap();
@@ -315,7 +315,7 @@ async fn claim_has_exactly_one_winner_across_instances() {
             .await
             .unwrap();
         // The broker confirms once vote.cast and approval.approved are audited.
-        s1.confirm_audited(&a.id, now_ms()).await.unwrap();
+        s1.confirm_audited(&a.id).await.unwrap();
         let mut tasks = Vec::new();
         for (i, s) in [&s1, &s2, &s1, &s2].into_iter().enumerate() {
             let (s, id) = (Arc::clone(s), a.id.clone());
@@ -456,7 +456,7 @@ async fn a_hold_is_a_lease_with_a_backstop_and_a_passed_one_cancels() {
         .await
         .unwrap();
     // The broker confirms once vote.cast and approval.approved are audited.
-    holder.confirm_audited(&a.id, t0).await.unwrap();
+    holder.confirm_audited(&a.id).await.unwrap();
     assert!(other
         .list(ListFilter::AwaitingExecution, 10)
         .await
@@ -534,7 +534,7 @@ async fn a_hold_is_a_lease_with_a_backstop_and_a_passed_one_cancels() {
     // Due only while its audit line is owed: the canceller notes it written.
     assert!(due_ids(&other, much_later).await.contains(&a.id));
     other
-        .confirm_audited_end(&a.id, Status::Cancelled, t0 + 5_001)
+        .confirm_audited_end(&a.id, Status::Cancelled)
         .await
         .unwrap();
     assert!(!due_ids(&other, much_later).await.contains(&a.id));
@@ -550,7 +550,7 @@ async fn a_hold_is_a_lease_with_a_backstop_and_a_passed_one_cancels() {
         .record_vote(&b.id, vote("a1@example.com", Decision::Approve), now_ms())
         .await
         .unwrap();
-    holder.confirm_audited(&b.id, now_ms()).await.unwrap();
+    holder.confirm_audited(&b.id).await.unwrap();
     assert!(matches!(
         holder
             .claim_execution(&b.id, Claimant::Holder, "holder", now_ms())
@@ -604,7 +604,7 @@ async fn a_released_hold_is_never_cancelled_and_runs_in_the_background() {
         )
         .await
         .unwrap();
-    other.confirm_audited(&a.id, t0 + 10_000).await.unwrap();
+    other.confirm_audited(&a.id).await.unwrap();
     assert!(due_ids(&other, t0 + 10_000).await.contains(&a.id));
     assert!(matches!(
         other
@@ -866,11 +866,11 @@ async fn the_due_index_wakes_for_reminders_and_a_claim_happens_once() {
     assert!(due_ids(&s2, t + 10_000).await.contains(&a.id));
     let claim = |now: u64| move |x: &mut Approval| nudge::remind(x, now);
     assert!(matches!(
-        s1.update(&a.id, t + 10_100, &mut claim(t + 10_100)).await.unwrap(),
+        s1.update(&a.id, &mut claim(t + 10_100)).await.unwrap(),
         Cas::Applied(x) if x.nudges.reminders == 1
     ));
     assert!(matches!(
-        s2.update(&a.id, t + 10_200, &mut claim(t + 10_200)).await.unwrap(),
+        s2.update(&a.id, &mut claim(t + 10_200)).await.unwrap(),
         Cas::Conflict(x) if x.nudges.reminders == 1
     ));
     assert!(!due_ids(&s2, t + 19_999).await.contains(&a.id));

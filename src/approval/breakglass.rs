@@ -150,7 +150,7 @@ impl Broker {
         let now = self.now_ms();
         let changed = self
             .store
-            .update(id, now, &mut |a| transition::acknowledge(a, &email, now))
+            .update(id, &mut |a| transition::acknowledge(a, &email, now))
             .await?;
         let a = match changed {
             Cas::Applied(a) => a,

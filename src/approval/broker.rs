@@ -480,8 +480,7 @@ impl Broker {
     /// ([`transition::confirm_audited`]). A failure only means a sweep writes the line again
     /// later, marked `recorded_late`.
     pub(super) async fn confirm_end(&self, a: &Approval) {
-        let now = self.now_ms();
-        if let Err(e) = self.store.confirm_audited_end(&a.id, a.status, now).await {
+        if let Err(e) = self.store.confirm_audited_end(&a.id, a.status).await {
             tracing::warn!(approval_id = %a.id, error = %e,
                 "audit line written, but the store could not note it: a sweep writes it again");
         }

@@ -39,8 +39,7 @@ impl Broker {
         }
         tracing::warn!(approval_id = %a.id, status = a.status.as_str(),
             "wrote the audit line of an end its replica never recorded (recorded_late)");
-        let now = self.now_ms();
-        let a = match self.store.confirm_audited_end(&a.id, a.status, now).await {
+        let a = match self.store.confirm_audited_end(&a.id, a.status).await {
             Ok(Cas::Applied(a)) => a,
             Ok(_) => return true,
             Err(e) => {

@@ -36,7 +36,7 @@ impl Broker {
         let resolved = expand_approvers(&super::nudges::approvers_of(&esc.approvers), &self.groups);
         let claimed = self
             .store
-            .update(&a.id, now, &mut |a| nudge::escalate(a, &resolved, now))
+            .update(&a.id, &mut |a| nudge::escalate(a, &resolved, now))
             .await;
         let a = match self.refuse_tampered(&a.id, claimed).await {
             Ok(Cas::Applied(a)) => a,
@@ -77,7 +77,7 @@ impl Broker {
     async fn remind(&self, a: &Approval, now: u64) -> bool {
         let claimed = self
             .store
-            .update_quietly(&a.id, now, &mut |a| nudge::remind(a, now))
+            .update_quietly(&a.id, &mut |a| nudge::remind(a, now))
             .await;
         match self.refuse_tampered(&a.id, claimed).await {
             Ok(Cas::Applied(a)) => {

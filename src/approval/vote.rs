@@ -159,8 +159,7 @@ impl Broker {
         }
         // Only now, with `vote.cast` and `approval.approved` durable, may anyone execute it
         // (SPEC 8). A store failure here leaves it unexecutable: fail closed.
-        let now = self.now_ms();
-        let a = match self.store.confirm_audited(&a.id, now).await? {
+        let a = match self.store.confirm_audited(&a.id).await? {
             Cas::Applied(confirmed) => confirmed,
             // Withdrawn meanwhile (the caller hung up): nothing to confirm.
             Cas::Conflict(current) => current,

@@ -324,12 +324,7 @@ impl ApprovalStore for MemoryStore {
         Ok(self.with(|m| m.entries.get(id).map(|e| e.request.clone())))
     }
 
-    async fn update(
-        &self,
-        id: &ApprovalId,
-        _now: u64,
-        change: &mut Change<'_>,
-    ) -> Result<Cas, StoreError> {
+    async fn update(&self, id: &ApprovalId, change: &mut Change<'_>) -> Result<Cas, StoreError> {
         // The rules leave an approval untouched when they decline, so deciding in place under
         // the lock is the compare-and-set.
         Ok(self.with(|m| {

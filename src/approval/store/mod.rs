@@ -249,12 +249,7 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
     /// at `now`) and writes it back only if `change` returned `true` and nobody wrote in
     /// between (else re-reads and asks `change` again). [`Cas::Applied`] with the new state,
     /// [`Cas::Conflict`] with the unchanged state when `change` declined.
-    async fn update(
-        &self,
-        id: &ApprovalId,
-        now: u64,
-        change: &mut Change<'_>,
-    ) -> Result<Cas, StoreError>;
+    async fn update(&self, id: &ApprovalId, change: &mut Change<'_>) -> Result<Cas, StoreError>;
 
     /// Parks a response for the requester for `ttl`.
     async fn park_result(
@@ -393,7 +388,7 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
     ) -> Result<VoteResult, StoreError> {
         let mut kind = VoteResultKind::NotPending;
         let done = self
-            .update(id, now, &mut |a| {
+            .update(id, &mut |a| {
                 kind = transition::vote(a, vote.clone(), now);
                 kind.changed()
             })
@@ -414,8 +409,7 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
 
     /// [`transition::expire`].
     async fn expire(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
-        self.update(id, now, &mut |a| transition::expire(a, now))
-            .await
+        self.update(id, &mut |a| transition::expire(a, now)).await
     }
 
     /// [`transition::cancel`].
@@ -426,16 +420,15 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
         reason: &str,
         now: u64,
     ) -> Result<Cas, StoreError> {
-        self.update(id, now, &mut |a| transition::cancel(a, actor, reason, now))
+        self.update(id, &mut |a| transition::cancel(a, actor, reason, now))
             .await
     }
 
     /// [`transition::set_held`]; setting the value it already has is not a conflict.
     async fn set_held(&self, id: &ApprovalId, held: bool) -> Result<Cas, StoreError> {
-        let now = self.now_ms();
         Ok(
             match self
-                .update(id, now, &mut |a| transition::set_held(a, held))
+                .update(id, &mut |a| transition::set_held(a, held))
                 .await?
             {
                 Cas::Conflict(a) => Cas::Applied(a),
@@ -451,17 +444,16 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
     async fn update_quietly(
         &self,
         id: &ApprovalId,
-        now: u64,
         change: &mut Change<'_>,
     ) -> Result<Cas, StoreError> {
-        self.update(id, now, change).await
+        self.update(id, change).await
     }
 
     /// [`transition::take_hold`] for `hold`, quietly ([`Self::update_quietly`]): nobody is
     /// woken by who holds a caller. [`Cas::Conflict`] when there is no live hold to take
     /// (released, decided, claimed or cancelled).
     async fn take_hold(&self, hold: &Hold<'_>) -> Result<Cas, StoreError> {
-        self.update_quietly(hold.id, self.now_ms(), &mut |a| {
+        self.update_quietly(hold.id, &mut |a| {
             transition::take_hold(a, hold.holder, hold.backstop)
         })
         .await
@@ -475,7 +467,7 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
         now: u64,
         dead_holder: Option<&str>,
     ) -> Result<Cas, StoreError> {
-        self.update(id, now, &mut |a| {
+        self.update(id, &mut |a| {
             transition::cancel_lost_hold(a, now, dead_holder)
         })
         .await
@@ -489,15 +481,15 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
         owner: &str,
         now: u64,
     ) -> Result<Cas, StoreError> {
-        self.update(id, now, &mut |a| transition::claim(a, who, owner, now))
+        self.update(id, &mut |a| transition::claim(a, who, owner, now))
             .await
     }
 
     /// [`transition::confirm_audited`] of an approval: the deciding vote and
     /// `approval.approved` are durable in the audit log, so the approved request may be
     /// executed.
-    async fn confirm_audited(&self, id: &ApprovalId, now: u64) -> Result<Cas, StoreError> {
-        self.confirm_audited_end(id, Status::Approved, now).await
+    async fn confirm_audited(&self, id: &ApprovalId) -> Result<Cas, StoreError> {
+        self.confirm_audited_end(id, Status::Approved).await
     }
 
     /// [`transition::confirm_audited`]: the line of the end `status` is durable in the audit
@@ -507,13 +499,12 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
         &self,
         id: &ApprovalId,
         status: Status,
-        now: u64,
     ) -> Result<Cas, StoreError> {
         let change = &mut |a: &mut Approval| transition::confirm_audited(a, status);
         if status == Status::Approved {
-            self.update(id, now, change).await
+            self.update(id, change).await
         } else {
-            self.update_quietly(id, now, change).await
+            self.update_quietly(id, change).await
         }
     }
 
@@ -523,8 +514,7 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
         id: &ApprovalId,
         outcome: Execution,
     ) -> Result<Cas, StoreError> {
-        let now = self.now_ms();
-        self.update(id, now, &mut |a| transition::finish(a, &outcome))
+        self.update(id, &mut |a| transition::finish(a, &outcome))
             .await
     }
 }

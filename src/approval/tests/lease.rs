@@ -201,7 +201,7 @@ async fn memory_store_moves_the_backstop_wakes_at_it_and_cancels_a_lost_hold() {
         vec![a.id.clone()]
     );
     store
-        .confirm_audited_end(&a.id, Status::Cancelled, T0 + 1_000 + lease)
+        .confirm_audited_end(&a.id, Status::Cancelled)
         .await
         .unwrap();
     assert!(store.due(u64::MAX, 10, retry).await.unwrap().is_empty());
@@ -226,7 +226,7 @@ async fn memory_store_moves_the_backstop_wakes_at_it_and_cancels_a_lost_hold() {
         grant: false,
     };
     store.record_vote(&b.id, vote, T0).await.unwrap();
-    store.confirm_audited(&b.id, T0).await.unwrap();
+    store.confirm_audited(&b.id).await.unwrap();
     assert!(matches!(
         store.cancel_lost_hold(&b.id, b.expires_at + 1, None).await.unwrap(),
         Cas::Conflict(x) if x.status == Status::Approved

@@ -468,19 +468,13 @@ impl ApprovalStore for RedisStore {
             .map_err(|e| tampered(REQUEST, id, e))
     }
 
-    async fn update(
-        &self,
-        id: &ApprovalId,
-        _now: u64,
-        change: &mut Change<'_>,
-    ) -> Result<Cas, StoreError> {
+    async fn update(&self, id: &ApprovalId, change: &mut Change<'_>) -> Result<Cas, StoreError> {
         self.update_announcing(id, change, true).await
     }
 
     async fn update_quietly(
         &self,
         id: &ApprovalId,
-        _now: u64,
         change: &mut Change<'_>,
     ) -> Result<Cas, StoreError> {
         self.update_announcing(id, change, false).await
