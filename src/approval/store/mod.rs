@@ -245,9 +245,10 @@ pub trait ApprovalStore: Holders + Send + Sync + Debug {
     /// The stored request of an approval.
     async fn stored_request(&self, id: &ApprovalId) -> Result<Option<StoredRequest>, StoreError>;
 
-    /// THE state-change primitive: atomically runs `change` on the current approval (as seen
-    /// at `now`) and writes it back only if `change` returned `true` and nobody wrote in
-    /// between (else re-reads and asks `change` again). [`Cas::Applied`] with the new state,
+    /// THE state-change primitive: atomically runs `change` on the current approval and
+    /// writes it back only if `change` returned `true` and nobody wrote in between (else
+    /// re-reads and asks `change` again). `change` brings its own time (the transitions take
+    /// `now` as an argument). [`Cas::Applied`] with the new state,
     /// [`Cas::Conflict`] with the unchanged state when `change` declined.
     async fn update(&self, id: &ApprovalId, change: &mut Change<'_>) -> Result<Cas, StoreError>;
 
