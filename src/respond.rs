@@ -499,6 +499,12 @@ page_refusals! {
         "Identity provider problem",
         "The identity provider's answer was not usable for signing in.",
     ),
+    /// A grant was revoked, but the audit log could not record the revocation.
+    RevokedNotRecorded => (
+        503,
+        "Revoked, not recorded",
+        "The grant is revoked, but the audit log could not record it. Tell an operator.",
+    ),
     /// Something went wrong (logged by the caller).
     Internal => (500, "Internal error", "Something went wrong. Try again."),
 }

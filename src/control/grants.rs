@@ -245,10 +245,6 @@ pub async fn revoke_form(
         Ok(_) => Redirect::to("/grants").into_response(),
         Err(RevokeError::NotFound) => refusal_page(PageRefusal::NotFound),
         Err(RevokeError::Store(_)) => refusal_page(PageRefusal::StoreUnavailable),
-        Err(RevokeError::Audit(_)) => super::html::error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Revoked, not recorded",
-            "The grant is revoked, but the audit log could not record it. Tell an operator.",
-        ),
+        Err(RevokeError::Audit(_)) => refusal_page(PageRefusal::RevokedNotRecorded),
     }
 }
