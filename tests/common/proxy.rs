@@ -55,7 +55,10 @@ impl Proxy {
         // it in between: start again on a fresh data port when that race was lost.
         let mut races_lost = 0;
         loop {
-            let listen = format!("127.0.0.1:{}", free_port());
+            // The control port was free, so the OS may hand it out again: never reuse it.
+            let listen = std::iter::repeat_with(|| format!("127.0.0.1:{}", free_port()))
+                .find(|l| l != control_listen)
+                .expect("a free port");
             let control_listen = control_listen.to_owned();
             let text = config
                 .replace("{{listen}}", &listen)
